@@ -1,0 +1,117 @@
+"""Settings: one frozen object built from `POS_OFFERS_*` environment variables. The only reader of os.environ."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    """gRPC listen address (host:port; port 0 picks a free one)."""
+    metrics_listen: str = "127.0.0.1:9464"
+    """Prometheus text exposition address; empty disables it."""
+    redis_url: str = ""
+    """Redis URL; empty starts an embedded Redis under data_dir and stops it on exit."""
+    database_url: str = ""
+    """SQLAlchemy URL of the profile database; empty means SQLite at data_dir/pos_offers.db."""
+    data_dir: Path = Path("var")
+    """Where the embedded Redis and SQLite keep their files."""
+    demo_data: bool = False
+    """Load a demo store, member and offer at start (make run sets it)."""
+    redis_prefix: str = "po"
+    """Prefix of every Redis key, so several deployments or test runs can share one Redis."""
+    partitions: int = 16
+    """Customer partitions (Redis hash tags, one outbox stream each). Fixed for the life of the data."""
+    earn_points_per_unit: int = 1
+    """Base points per whole currency unit of each line's total (rounded down)."""
+    redeem_points_per_unit: int = 100
+    """Points that pay one whole currency unit."""
+    max_basket_lines: int = 500
+    """Baskets with more lines are refused (INVALID_ARGUMENT)."""
+    max_line_quantity: int = 10_000
+    """Largest quantity on one line."""
+    max_unit_price_minor: int = 100_000_000_00
+    """Largest unit price in minor units."""
+    idempotency_retention_days: int = 30
+    """How long a transaction id's receipt is kept in Redis for replays (SQL keeps it forever)."""
+    occurred_at_grace_hours: int = 72
+    """An offline till's sale is evaluated at its occurred_at when no older than this; else at now."""
+    clock_skew_seconds: int = 300
+    """How far in the future an occurred_at may be before it is refused."""
+    catalog_refresh_ms: int = 500
+    """How often a server checks the catalog version in Redis."""
+    writer_enabled: bool = True
+    """Run the write-behind writer inside the server process."""
+    writer_batch: int = 200
+    """Outbox entries read per partition per writer pass."""
+    writer_idle_ms: int = 100
+    """Writer sleep when the outbox is empty."""
+    writer_claim_idle_ms: int = 30_000
+    """Pending outbox entries idle this long are claimed from a dead writer."""
+    commit_max_attempts: int = 8
+    """Optimistic retries of a commit that raced another write to the same customer."""
+    reflection: bool = True
+    """Serve gRPC server reflection (grpcurl)."""
+    shutdown_grace_s: float = 5.0
+    """Seconds in-flight RPCs get to finish on SIGTERM."""
+    log_level: str = "INFO"
+    """Python logging level name."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"POS_OFFERS_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = f.default
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = _bool(raw)
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                elif isinstance(default, Path):
+                    values[f.name] = Path(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ValueError(f"POS_OFFERS_{f.name.upper()}: {exc}") from exc
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        if self.partitions < 1:
+            raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
+        if self.earn_points_per_unit < 0 or self.redeem_points_per_unit < 1:
+            raise ValueError("points settings must be positive")
+
+    @property
+    def sql_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Plain postgresql:// means the psycopg 3 driver we ship, not psycopg2.
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.data_dir / 'pos_offers.db').resolve()}"

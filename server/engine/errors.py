@@ -1,0 +1,48 @@
+"""Domain errors. The server maps each to one gRPC status in a single interceptor."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error a caller is meant to see; the message is safe to show."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DomainError):
+    """A field is missing or malformed (→ INVALID_ARGUMENT). `field` names it, e.g. `basket.lines[2].quantity`."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(DomainError):
+    """An unknown customer, offer or store (→ NOT_FOUND)."""
+
+    def __init__(self, kind: str, ident: str) -> None:
+        super().__init__(f"{kind} {ident!r} not found")
+        self.kind = kind
+        self.ident = ident
+
+
+class FailedPrecondition(DomainError):
+    """A business rule refuses the request, e.g. insufficient points (→ FAILED_PRECONDITION)."""
+
+    def __init__(self, message: str, reason: str = "rule") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AlreadyExists(DomainError):
+    """The id is taken by a different request, e.g. a transaction id reused for another basket."""
+
+
+class ResourceExhausted(DomainError):
+    """A limit of the service itself was hit (→ RESOURCE_EXHAUSTED)."""
+
+
+class Conflict(DomainError):
+    """Concurrent writers kept winning; the caller may retry (→ ABORTED)."""

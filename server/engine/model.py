@@ -1,0 +1,219 @@
+"""The engine's vocabulary. Money is integer minor units, points are integers, times are aware datetimes (UTC)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+
+
+class Channel(IntEnum):
+    UNSPECIFIED = 0
+    APP = 1
+    POS = 2
+    WEB = 3
+
+
+class RewardType(IntEnum):
+    UNSPECIFIED = 0
+    POINTS_MULTIPLIER = 1
+    BONUS_POINTS = 2
+    PERCENT_OFF = 3
+    AMOUNT_OFF = 4
+
+
+@dataclass(frozen=True, slots=True)
+class GeoPoint:
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    store_id: str
+    name: str
+    location: GeoPoint | None = None
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    """Who an offer is for; empty sets and zeros mean no restriction."""
+
+    min_lifetime_value_minor: int = 0
+    tiers: frozenset[str] = frozenset()
+    store_ids: frozenset[str] = frozenset()
+    max_distance_km: float = 0.0
+    purchased_any_categories: frozenset[str] = frozenset()
+    not_purchased_categories: frozenset[str] = frozenset()
+    channels: frozenset[Channel] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """What the basket must hold: units and spend in `required_category` ("" = any line)."""
+
+    required_category: str = ""
+    min_quantity: int = 0
+    min_spend_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reward:
+    type: RewardType
+    target_category: str = ""  # "" = every line
+    multiplier_percent: int = 0  # 200 = double points
+    bonus_points: int = 0
+    percent_off: int = 0
+    amount_off_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    offer_id: str
+    title: str
+    description: str
+    eligibility: Eligibility
+    condition: Condition
+    reward: Reward
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    per_customer_limit: int = 0  # 0 = unlimited
+    total_redemption_limit: int = 0  # 0 = unlimited
+    priority: int = 0  # higher applies first
+    exclusive_group: str = ""
+    archived: bool = False
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """An immutable snapshot of offers and stores; servers swap whole snapshots when `version` moves."""
+
+    version: int
+    offers: tuple[Offer, ...]
+    stores: Mapping[str, Store]
+
+    def offer(self, offer_id: str) -> Offer | None:
+        for offer in self.offers:
+            if offer.offer_id == offer_id:
+                return offer
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    """What the till needs to know about one customer, read in one round trip."""
+
+    customer_id: str
+    display_name: str = ""
+    tier: str = ""
+    lifetime_value_minor: int = 0
+    points_balance: int = 0
+    categories: frozenset[str] = frozenset()
+    purchase_count: int = 0
+    last_purchase_at: datetime | None = None
+    home: GeoPoint | None = None
+    propensity: Mapping[str, float] = field(default_factory=dict)
+    offer_uses: Mapping[str, int] = field(default_factory=dict)
+    currency: str = "USD"
+    # Bumped by every write; a commit is applied only if the state it was evaluated on is still current.
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LineItem:
+    line_id: str
+    sku: str
+    category: str
+    quantity: int
+    unit_price_minor: int
+
+    @property
+    def total_minor(self) -> int:
+        return self.quantity * self.unit_price_minor
+
+
+@dataclass(frozen=True, slots=True)
+class Basket:
+    customer_id: str
+    store_id: str
+    terminal_id: str
+    currency: str
+    lines: tuple[LineItem, ...]
+    points_to_redeem: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PointsPolicy:
+    """Base earn and redemption value, per whole currency unit (default: 1 point per 1.00; 100 points = 1.00)."""
+
+    earn_points_per_unit: int = 1
+    redeem_points_per_unit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class OfferContext:
+    """Where and when a customer asks: the till's store, the app's location, the channel."""
+
+    now: datetime
+    channel: Channel = Channel.UNSPECIFIED
+    store_id: str = ""
+    location: GeoPoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    line_id: str
+    base_points: int
+    bonus_points: int
+    discount_minor: int
+    offer_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedOffer:
+    offer_id: str
+    title: str
+    bonus_points: int
+    discount_minor: int
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class NearMiss:
+    offer_id: str
+    title: str
+    hint: str
+
+
+@dataclass(frozen=True, slots=True)
+class BasketEvaluation:
+    customer_id: str
+    currency: str
+    lines: tuple[LineResult, ...]
+    applied_offers: tuple[AppliedOffer, ...]
+    near_misses: tuple[NearMiss, ...]
+    points_earned: int
+    points_redeemed: int
+    redeemed_value_minor: int
+    balance_before: int
+    balance_after: int
+    subtotal_minor: int
+    total_discount_minor: int
+    total_due_minor: int
+    evaluated_at: datetime
+    catalog_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveOffer:
+    offer_id: str
+    title: str
+    description: str
+    ends_at: datetime | None
+    score: float
+    reason: str
+    remaining_uses: int  # 0 when the offer has no per-customer limit

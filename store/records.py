@@ -1,0 +1,104 @@
+"""Write-behind records: what the Redis commit script appends to the outbox and the writer applies to SQL.
+
+All numeric profile changes are deltas, so records applied out of order (a claimed entry from a dead writer)
+still sum to the same profile; each record carries a unique `event_id` that makes applying it idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    entry_id: str  # unique, e.g. "<txn>:earn"
+    kind: Literal["earn", "bonus", "redeem", "reverse", "expire", "adjust"]
+    points: int  # signed: redeem is negative
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseLineRecord:
+    line_id: str
+    sku: str
+    category: str
+    quantity: int
+    unit_price_minor: int
+    base_points: int
+    bonus_points: int
+    discount_minor: int
+    offer_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedOfferRecord:
+    offer_id: str
+    offer_version: int
+    bonus_points: int
+    discount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseRecord:
+    event_id: str  # "purchase:<transaction_id>"
+    transaction_id: str
+    customer_id: str
+    store_id: str
+    terminal_id: str
+    currency: str
+    occurred_at: str  # ISO 8601, UTC
+    committed_at: str  # ISO 8601, UTC
+    subtotal_minor: int
+    total_discount_minor: int
+    total_due_minor: int
+    points_earned: int
+    points_redeemed: int
+    redeemed_value_minor: int
+    lifetime_value_delta: int
+    request_digest: str  # hex sha256 of the request; a replay with another digest is refused
+    receipt_b64: str  # the PurchaseReceipt protobuf, base64: replayed after Redis loses the customer
+    lines: list[PurchaseLineRecord]
+    applied_offers: list[AppliedOfferRecord]
+    new_categories: list[str]
+    ledger: list[LedgerEntry]
+    kind: Literal["purchase"] = "purchase"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRecord:
+    """A CRM import or admin edit of a customer. Display fields are absolute; money and points are deltas."""
+
+    event_id: str  # "customer:<uuid>"
+    customer_id: str
+    display_name: str
+    tier: str
+    currency: str
+    categories: list[str]
+    home_latitude: float | None
+    home_longitude: float | None
+    propensity: dict[str, float]
+    lifetime_value_delta: int
+    balance_delta: int  # becomes one "adjust" ledger entry when non-zero
+    updated_at: str  # ISO 8601, UTC
+    kind: Literal["customer"] = "customer"
+
+
+OutboxRecord = PurchaseRecord | CustomerRecord
+
+
+def dump_record(record: OutboxRecord) -> str:
+    return json.dumps(asdict(record), separators=(",", ":"), sort_keys=True)
+
+
+def load_record(raw: str | bytes) -> OutboxRecord:
+    data: dict[str, Any] = json.loads(raw)
+    kind = data.get("kind")
+    if kind == "purchase":
+        data["lines"] = [PurchaseLineRecord(**line) for line in data["lines"]]
+        data["applied_offers"] = [AppliedOfferRecord(**a) for a in data["applied_offers"]]
+        data["ledger"] = [LedgerEntry(**e) for e in data["ledger"]]
+        return PurchaseRecord(**data)
+    if kind == "customer":
+        return CustomerRecord(**data)
+    raise ValueError(f"unknown outbox record kind {kind!r}")

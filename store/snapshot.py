@@ -1,0 +1,32 @@
+"""What SQL returns to rebuild a customer's hot state in Redis after Redis lost it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    transaction_id: str
+    request_digest: str
+    receipt: bytes  # PurchaseReceipt protobuf
+    committed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerSnapshot:
+    customer_id: str
+    display_name: str
+    tier: str
+    currency: str
+    lifetime_value_minor: int
+    points_balance: int
+    purchase_count: int
+    last_purchase_at: datetime | None
+    home_latitude: float | None
+    home_longitude: float | None
+    categories: list[str]
+    propensity: dict[str, float]
+    offer_uses: dict[str, int]  # offer_id -> times this customer earned it
+    receipts: list[StoredReceipt] = field(default_factory=list)  # within the retention window
