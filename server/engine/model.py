@@ -217,3 +217,12 @@ class ActiveOffer:
     score: float
     reason: str
     remaining_uses: int  # 0 when the offer has no per-customer limit
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    transaction_id: str
+    evaluation: BasketEvaluation
+    new_categories: tuple[str, ...]
+    committed_at: datetime
+    replayed: bool = False

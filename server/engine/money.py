@@ -17,7 +17,7 @@ def is_known_currency(code: str) -> bool:
 
 def minor_per_unit(code: str) -> int:
     """Minor units in one whole unit of `code` (100 for USD, 1 for JPY). Raises KeyError if unknown."""
-    return 10 ** CURRENCY_EXPONENTS[code]
+    return int(10 ** CURRENCY_EXPONENTS[code])
 
 
 def format_minor(amount_minor: int, code: str) -> str:

@@ -1,0 +1,51 @@
+"""`python -m server`: run pos-offers until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+
+from server.app import Service
+from server.config import Settings
+from server.logs import configure_logging
+
+log = logging.getLogger("pos_offers")
+
+
+async def serve(settings: Settings) -> None:
+    service = await Service.start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    redis_where = service.embedded.url if service.embedded else "external"
+    metrics_where = f"http://127.0.0.1:{service.metrics_port}/metrics" if service.metrics_port else "off"
+    print(
+        f"pos-offers listening on {service.target} (gRPC; health and reflection on)\n"
+        f"  metrics: {metrics_where}\n  redis:   {redis_where}\n  sql:     {settings.sql_url.split('@')[-1]}\n"
+        f"  demo:    {'customer samantha, store soho, offer dress-shoes-2x' if settings.demo_data else 'off'}\n"
+        "  stop with Ctrl-C",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("stopping")
+    await service.stop()
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"pos-offers: bad setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    uvloop.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Wiring: settings -> stores, engine, servicers, interceptors, health, reflection, metrics, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc
+from prometheus_client import start_http_server
+from redis.exceptions import RedisError
+
+from server import metrics
+from server.admin_app import AdminApp, offer_from_row
+from server.catalog import CatalogCache
+from server.config import Settings
+from server.demo import load_demo
+from server.engine.model import Catalog
+from server.offers_app import OffersApp
+from server.rpc.interceptors import ServerInterceptor
+from server.rpc.servicers import AdminServicer, OfferServicer
+from store.embedded_redis import EmbeddedRedis
+from store.keys import Keys
+from store.redis_state import CustomerStore
+from store.sql_db import make_engine, migrate
+from store.sql_repo import ProfileRepository
+from store.writer import OutboxWriter, WriterStats
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    offer_service_pb2.DESCRIPTOR.services_by_name["OfferService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["OfferAdmin"].full_name,
+)
+
+
+def _record_catalog(catalog: Catalog) -> None:
+    metrics.CATALOG_VERSION.set(catalog.version)
+    metrics.CATALOG_OFFERS.set(len(catalog.offers))
+    metrics.CATALOG_LOADED_AT.set(time.time())
+
+
+def _writer_metrics() -> Any:
+    last = WriterStats()
+
+    def on_batch(stats: WriterStats, seconds: float) -> None:
+        metrics.WRITER_RECORDS.labels(result="applied").inc(stats.applied - last.applied)
+        metrics.WRITER_RECORDS.labels(result="duplicate").inc(stats.duplicates - last.duplicates)
+        metrics.WRITER_RECORDS.labels(result="dead_letter").inc(stats.dead_letters - last.dead_letters)
+        metrics.WRITER_FAILURES.inc(stats.failures - last.failures)
+        metrics.WRITER_BATCH_SECONDS.observe(seconds)
+        last.applied, last.duplicates = stats.applied, stats.duplicates
+        last.dead_letters, last.failures = stats.dead_letters, stats.failures
+
+    return on_batch
+
+
+@dataclass
+class Service:
+    """A running pos-offers server; `await Service.start(settings)` then `await service.stop()`."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    redis: aioredis.Redis
+    customers: CustomerStore
+    repo: ProfileRepository
+    catalog: CatalogCache
+    offers: OffersApp
+    admin: AdminApp
+    writer: OutboxWriter
+    health: HealthServicer
+    sql_engine: Any = None
+    embedded: EmbeddedRedis | None = None
+    metrics_port: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _metrics_server: Any = None
+
+    @property
+    def target(self) -> str:
+        host = self.settings.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Service:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        embedded: EmbeddedRedis | None = None
+        redis_url = settings.redis_url
+        if not redis_url:
+            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            redis_url = await asyncio.to_thread(embedded.start)
+        try:
+            return await cls._start(settings, redis_url, embedded)
+        except BaseException:
+            if embedded:
+                embedded.stop()
+            raise
+
+    @classmethod
+    async def _start(cls, settings: Settings, redis_url: str, embedded: EmbeddedRedis | None) -> Service:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=False, socket_timeout=5, max_connections=256)
+        await client.ping()
+        engine = make_engine(settings.sql_url)
+        await asyncio.to_thread(migrate, engine)
+        repo = ProfileRepository(engine)
+        keys = Keys(settings.redis_prefix, settings.partitions)
+        customers = CustomerStore(client, keys, receipt_retention_s=settings.idempotency_retention_days * 86_400)
+        catalog = CatalogCache(repo, customers, offer_from_row)
+        catalog.on_swap = _record_catalog
+        await catalog.refresh(force=True)
+        offers = OffersApp(settings, customers, repo, catalog)
+        admin = AdminApp(repo, customers, catalog)
+        if settings.demo_data:
+            await load_demo(admin, offers)
+        writer = OutboxWriter(
+            client,
+            keys,
+            repo,
+            consumer=f"{socket.gethostname()}-{os.getpid()}",
+            batch=settings.writer_batch,
+            idle_ms=settings.writer_idle_ms,
+            claim_idle_ms=settings.writer_claim_idle_ms,
+            on_batch=_writer_metrics(),
+        )
+        await writer.ensure_groups()
+
+        server = grpc.aio.server(
+            interceptors=[ServerInterceptor()],
+            options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+        )
+        offer_service_pb2_grpc.add_OfferServiceServicer_to_server(OfferServicer(offers), server)
+        admin_service_pb2_grpc.add_OfferAdminServicer_to_server(AdminServicer(admin, offers), server)
+        health_servicer = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        if settings.reflection:
+            names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        port = server.add_insecure_port(settings.listen)
+        if port == 0:
+            raise RuntimeError(f"cannot listen on {settings.listen}")
+        await server.start()
+
+        service = cls(
+            settings=settings,
+            server=server,
+            port=port,
+            redis=client,
+            customers=customers,
+            repo=repo,
+            catalog=catalog,
+            offers=offers,
+            admin=admin,
+            writer=writer,
+            health=health_servicer,
+            embedded=embedded,
+            sql_engine=engine,
+        )
+        service._start_metrics()
+        await service._set_health(True)
+        service._spawn(catalog.run(service._stop, settings.catalog_refresh_ms / 1000))
+        service._spawn(service._watch_health())
+        service._spawn(service._watch_outbox())
+        if settings.writer_enabled:
+            service._spawn(writer.run(service._stop))
+        return service
+
+    def _spawn(self, coro: Any) -> None:
+        self._tasks.append(asyncio.create_task(coro))
+
+    def _start_metrics(self) -> None:
+        if not self.settings.metrics_listen:
+            return
+        host, port = self.settings.metrics_listen.rsplit(":", 1)
+        self._metrics_server, _ = start_http_server(int(port), addr=host)
+        self.metrics_port = self._metrics_server.server_port
+
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def _watch_health(self) -> None:
+        """SERVING while Redis answers and a catalog is loaded; SQL trouble only delays the writer."""
+        serving = True
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self.customers.ping(), timeout=1.0)
+                ok = self.catalog.ready
+            except (RedisError, OSError, TimeoutError):
+                ok = False
+            if ok != serving:
+                serving = ok
+                log.warning("health changed", extra={"serving": ok})
+                await self._set_health(ok)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+
+    async def _watch_outbox(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(RedisError, OSError):
+                metrics.OUTBOX_BACKLOG.set(await self.writer.backlog())
+                metrics.OUTBOX_OLDEST_AGE.set(await self.writer.oldest_age_s())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+
+    async def stop(self) -> None:
+        """Graceful: NOT_SERVING first so balancers move away, then let in-flight RPCs finish, then stop tasks."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_s)
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5.0)
+        if self.settings.writer_enabled:
+            with contextlib.suppress(Exception):
+                await self.writer.drain(timeout_s=5.0)
+        await self.redis.aclose()
+        await asyncio.to_thread(self.sql_engine.dispose)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        if self.embedded:
+            await asyncio.to_thread(self.embedded.stop)

@@ -1,0 +1,78 @@
+"""Demo data for a first run: the SoHo store, Samantha (a high-value member who only buys dresses) and her offer.
+
+Idempotent: the store and offer are (re)written, the member only created when she does not exist yet, so a
+restart of `make run` keeps what she bought.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from posoffers.v1 import types_pb2 as pb
+
+from server.admin_app import AdminApp
+from server.engine.errors import NotFound
+from server.engine.model import CustomerState, GeoPoint
+from server.offers_app import OffersApp
+
+STORE_ID = "soho"
+CUSTOMER_ID = "samantha"
+OFFER_ID = "dress-shoes-2x"
+SOHO = GeoPoint(40.7233, -74.0030)
+SAMANTHA_HOME = GeoPoint(40.7411, -73.9897)  # Flatiron, about 2.3 km from the store
+
+
+def demo_store() -> pb.Store:
+    return pb.Store(
+        store_id=STORE_ID,
+        name="SoHo",
+        location=pb.GeoPoint(latitude=SOHO.latitude, longitude=SOHO.longitude),
+        timezone="America/New_York",
+    )
+
+
+def demo_offer(now: datetime) -> pb.Offer:
+    offer = pb.Offer(
+        offer_id=OFFER_ID,
+        title="Double points on dresses when you buy shoes",
+        description="Buy any pair of shoes and every dress in the same basket earns double points.",
+        eligibility=pb.Eligibility(
+            min_lifetime_value_minor=1_000_000,  # USD 10,000.00
+            max_distance_km=5.0,
+            purchased_any_categories=["dresses"],
+            not_purchased_categories=["shoes"],
+        ),
+        condition=pb.Condition(required_category="shoes", min_quantity=1),
+        reward=pb.Reward(type=pb.POINTS_MULTIPLIER, target_category="dresses", multiplier_percent=200),
+        per_customer_limit=1,
+        priority=10,
+    )
+    offer.starts_at.FromDatetime(now - timedelta(days=1))
+    offer.ends_at.FromDatetime(now + timedelta(days=365))
+    return offer
+
+
+def demo_customer(customer_id: str = CUSTOMER_ID) -> CustomerState:
+    return CustomerState(
+        customer_id=customer_id,
+        display_name="Samantha",
+        tier="gold",
+        currency="USD",
+        lifetime_value_minor=2_500_000,  # USD 25,000.00
+        points_balance=500,
+        categories=frozenset({"dresses"}),
+        home=SAMANTHA_HOME,
+        propensity={"dresses": 0.9, "shoes": 0.35},
+    )
+
+
+async def load_demo(admin: AdminApp, offers: OffersApp) -> None:
+    await admin.upsert_store(demo_store())
+    try:
+        await admin.get_offer(OFFER_ID)
+    except NotFound:
+        await admin.upsert_offer(demo_offer(datetime.now(UTC)))
+    try:
+        await offers.customer(CUSTOMER_ID)
+    except NotFound:
+        await offers.upsert_customer(demo_customer())

@@ -1,0 +1,340 @@
+"""The use cases behind the RPCs: read state, run the pure engine, write with one atomic script.
+
+Knows nothing of protobuf; the servicers translate. SQL is touched only off the hot path: to rebuild a
+customer Redis lost (rehydrate) and through the write-behind writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from server.catalog import CatalogCache
+from server.config import Settings
+from server.engine.basket import evaluate_basket, new_categories
+from server.engine.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
+from server.engine.model import (
+    ActiveOffer,
+    Basket,
+    BasketEvaluation,
+    Catalog,
+    Channel,
+    CustomerState,
+    GeoPoint,
+    OfferContext,
+    PointsPolicy,
+    Receipt,
+)
+from server.engine.ranking import list_active_offers
+from server.engine.validation import validate_basket, validate_customer, validate_id, validate_location
+from server import metrics
+from store.records import (
+    AppliedOfferRecord,
+    CustomerRecord,
+    LedgerEntry,
+    PurchaseLineRecord,
+    PurchaseRecord,
+)
+from store.redis_state import CustomerRead, CustomerStore
+from store.snapshot import CustomerSnapshot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+class ProfileSource(Protocol):
+    def load_customer(self, customer_id: str, *, receipts_since: datetime) -> CustomerSnapshot | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    receipt: bytes  # the PurchaseReceipt protobuf, as stored
+    replayed: bool
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+class OffersApp:
+    def __init__(
+        self,
+        settings: Settings,
+        customers: CustomerStore,
+        profiles: ProfileSource,
+        catalog: CatalogCache,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.customers = customers
+        self.profiles = profiles
+        self.catalog = catalog
+        self.clock = clock
+        self.policy = PointsPolicy(settings.earn_points_per_unit, settings.redeem_points_per_unit)
+        self._retention = timedelta(days=settings.idempotency_retention_days)
+
+    # -- reading a customer -------------------------------------------------------------------------------------
+
+    async def _rehydrate(self, customer_id: str) -> None:
+        """Rebuilds a customer Redis does not hold from the SQL profile; NOT_FOUND if SQL has none either."""
+        now = self.clock()
+        snapshot = await asyncio.to_thread(self.profiles.load_customer, customer_id, receipts_since=now - self._retention)
+        if snapshot is None:
+            raise NotFound("customer", customer_id)
+        if await self.customers.hydrate(snapshot, now=now):
+            metrics.REHYDRATIONS.inc()
+            log.info("customer rebuilt from SQL", extra={"receipts": len(snapshot.receipts)})
+
+    async def _read(self, customer_id: str, *, transaction_id: str = "") -> CustomerRead:
+        read = await self.customers.read(customer_id, transaction_id=transaction_id)
+        if read.state is None:
+            await self._rehydrate(customer_id)
+            read = await self.customers.read(customer_id, transaction_id=transaction_id)
+            if read.state is None:
+                raise NotFound("customer", customer_id)
+        return read
+
+    async def customer(self, customer_id: str) -> CustomerState:
+        validate_id(customer_id, "customer_id")
+        state = (await self._read(customer_id)).state
+        if state is None:  # _read raises first; this keeps the type honest without `assert`
+            raise NotFound("customer", customer_id)
+        return state
+
+    # -- the till and the app -----------------------------------------------------------------------------------
+
+    async def list_active_offers(
+        self, customer_id: str, channel: Channel, store_id: str, location: GeoPoint | None, page_size: int
+    ) -> tuple[tuple[ActiveOffer, ...], int]:
+        if store_id:
+            validate_id(store_id, "store_id")
+        validate_location(location, "location")
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        catalog = self.catalog.current
+        if store_id and store_id not in catalog.stores:
+            raise NotFound("store", store_id)
+        state = await self.customer(customer_id)
+        ctx = OfferContext(now=self.clock(), channel=channel, store_id=store_id, location=location)
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        offers = list_active_offers(catalog, state, ctx, page_size=size, policy=self.policy)
+        metrics.OFFERS_LISTED.inc(len(offers))
+        return offers, catalog.version
+
+    def _validate_basket(self, basket: Basket, field_prefix: str) -> None:
+        s = self.settings
+        validate_basket(
+            basket,
+            max_lines=s.max_basket_lines,
+            max_quantity=s.max_line_quantity,
+            max_unit_price_minor=s.max_unit_price_minor,
+            field_prefix=field_prefix,
+        )
+        if basket.store_id not in self.catalog.current.stores:
+            raise NotFound("store", basket.store_id)
+
+    def _evaluation_time(self, occurred_at: datetime | None, field: str) -> datetime:
+        """Offline tills send when the sale happened: honoured within the grace window, refused from the future."""
+        now = self.clock()
+        if occurred_at is None:
+            return now
+        if occurred_at > now + timedelta(seconds=self.settings.clock_skew_seconds):
+            raise InvalidArgument(field, "is in the future")
+        if occurred_at < now - timedelta(hours=self.settings.occurred_at_grace_hours):
+            return now
+        return occurred_at
+
+    def _evaluate(self, state: CustomerState, basket: Basket, at: datetime) -> BasketEvaluation:
+        ctx = OfferContext(now=at, channel=Channel.POS, store_id=basket.store_id)
+        try:
+            return evaluate_basket(self.catalog.current, state, basket, ctx, self.policy)
+        except FailedPrecondition as exc:
+            metrics.REDEMPTIONS_REFUSED.labels(reason=exc.reason).inc()
+            raise
+
+    async def evaluate(self, basket: Basket, occurred_at: datetime | None) -> BasketEvaluation:
+        self._validate_basket(basket, "basket")
+        at = self._evaluation_time(occurred_at, "occurred_at")
+        state = await self.customer(basket.customer_id)
+        evaluation = self._evaluate(state, basket, at)
+        metrics.NEAR_MISSES.inc(len(evaluation.near_misses))
+        return evaluation
+
+    async def commit(
+        self,
+        transaction_id: str,
+        basket: Basket,
+        occurred_at: datetime | None,
+        digest: str,
+        render_receipt: Callable[[Receipt], bytes],
+    ) -> CommitOutcome:
+        validate_id(transaction_id, "transaction_id", max_len=128)
+        self._validate_basket(basket, "basket")
+        at = self._evaluation_time(occurred_at, "occurred_at")
+        cid = basket.customer_id
+        validate_id(cid, "basket.customer_id")
+        for _ in range(self.settings.commit_max_attempts):
+            read = await self.customers.read(cid, transaction_id=transaction_id)
+            if read.claim_owner is not None and read.claim_owner != cid:
+                raise AlreadyExists(f"transaction_id {transaction_id!r} was used for another customer")
+            if read.stored is not None:
+                return self._replay(read.stored.digest, read.stored.receipt, digest, transaction_id)
+            if read.state is None:
+                try:
+                    await self._rehydrate(cid)
+                except NotFound:
+                    await self.customers.release_claim(transaction_id, cid)
+                    raise
+                continue
+            try:
+                outcome = await self._try_commit(read.state, transaction_id, basket, at, digest, render_receipt)
+            except FailedPrecondition:
+                await self.customers.release_claim(transaction_id, cid)
+                raise
+            if outcome is not None:
+                return outcome
+            metrics.COMMIT_CONFLICTS.inc()
+        raise Conflict("the customer's state kept changing under this commit; retry")
+
+    def _replay(self, stored_digest: str, receipt: bytes, digest: str, transaction_id: str) -> CommitOutcome:
+        if stored_digest != digest:
+            raise AlreadyExists(f"transaction_id {transaction_id!r} was committed with a different basket")
+        metrics.PURCHASES_REPLAYED.inc()
+        return CommitOutcome(receipt, replayed=True)
+
+    async def _try_commit(
+        self,
+        state: CustomerState,
+        transaction_id: str,
+        basket: Basket,
+        at: datetime,
+        digest: str,
+        render_receipt: Callable[[Receipt], bytes],
+    ) -> CommitOutcome | None:
+        """One optimistic attempt; None when another write to this customer won the race (re-read and retry)."""
+        evaluation = self._evaluate(state, basket, at)
+        committed_at = self.clock()
+        receipt = Receipt(transaction_id, evaluation, new_categories(state, basket), committed_at)
+        receipt_bytes = render_receipt(receipt)
+        record = purchase_record(receipt, basket, at, digest, receipt_bytes, self.catalog.current)
+        result = await self.customers.commit(record, expected_version=state.version, receipt=receipt_bytes, occurred_at=at)
+        if result.status == "ok":
+            record_purchase_metrics(evaluation)
+            return CommitOutcome(receipt_bytes, replayed=False)
+        if result.status == "replay":
+            return self._replay(digest, result.receipt, digest, transaction_id)
+        if result.status == "digest_mismatch":
+            raise AlreadyExists(f"transaction_id {transaction_id!r} was committed with a different basket")
+        if result.status == "insufficient":
+            metrics.REDEMPTIONS_REFUSED.labels(reason="insufficient_points").inc()
+            raise FailedPrecondition(
+                f"insufficient points: balance {result.balance}, asked to redeem {basket.points_to_redeem}",
+                reason="insufficient_points",
+            )
+        return None  # stale or missing: re-read
+
+    # -- admin: customers -----------------------------------------------------------------------------------------
+
+    async def upsert_customer(self, state: CustomerState) -> CustomerState:
+        validate_customer(state)
+        cid = state.customer_id
+        read = await self.customers.read(cid)
+        if read.state is None:
+            # She may exist only in SQL (Redis lost her): rebuild first so the balance change is a true delta.
+            try:
+                await self._rehydrate(cid)
+            except NotFound:
+                pass
+        record = CustomerRecord(
+            event_id=f"customer:{uuid.uuid4().hex}",
+            customer_id=cid,
+            display_name=state.display_name,
+            tier=state.tier,
+            currency=state.currency,
+            categories=sorted(state.categories),
+            home_latitude=state.home.latitude if state.home else None,
+            home_longitude=state.home.longitude if state.home else None,
+            propensity=dict(state.propensity),
+            lifetime_value_delta=0,  # the script computes both deltas atomically with the change
+            balance_delta=0,
+            updated_at=_iso(self.clock()),
+        )
+        await self.customers.upsert_customer(state, record)
+        return await self.customer(cid)
+
+
+def purchase_record(
+    receipt: Receipt, basket: Basket, occurred_at: datetime, digest: str, receipt_bytes: bytes, catalog: Catalog
+) -> PurchaseRecord:
+    ev = receipt.evaluation
+    results = {r.line_id: r for r in ev.lines}
+    base = sum(r.base_points for r in ev.lines)
+    bonus = sum(r.bonus_points for r in ev.lines)
+    txn = receipt.transaction_id
+    ledger = [
+        LedgerEntry(f"{txn}:earn", "earn", base),
+        LedgerEntry(f"{txn}:bonus", "bonus", bonus),
+        LedgerEntry(f"{txn}:redeem", "redeem", -ev.points_redeemed),
+    ]
+    return PurchaseRecord(
+        event_id=f"purchase:{txn}",
+        transaction_id=txn,
+        customer_id=basket.customer_id,
+        store_id=basket.store_id,
+        terminal_id=basket.terminal_id,
+        currency=basket.currency,
+        occurred_at=_iso(occurred_at),
+        committed_at=_iso(receipt.committed_at),
+        subtotal_minor=ev.subtotal_minor,
+        total_discount_minor=ev.total_discount_minor,
+        total_due_minor=ev.total_due_minor,
+        points_earned=ev.points_earned,
+        points_redeemed=ev.points_redeemed,
+        redeemed_value_minor=ev.redeemed_value_minor,
+        # Lifetime value counts what the merchandise sold for, net of discounts (points are a tender).
+        lifetime_value_delta=ev.subtotal_minor - ev.total_discount_minor,
+        request_digest=digest,
+        receipt_b64=base64.b64encode(receipt_bytes).decode(),
+        lines=[
+            PurchaseLineRecord(
+                line_id=line.line_id,
+                sku=line.sku,
+                category=line.category,
+                quantity=line.quantity,
+                unit_price_minor=line.unit_price_minor,
+                base_points=results[line.line_id].base_points,
+                bonus_points=results[line.line_id].bonus_points,
+                discount_minor=results[line.line_id].discount_minor,
+                offer_ids=list(results[line.line_id].offer_ids),
+            )
+            for line in basket.lines
+        ],
+        applied_offers=[
+            AppliedOfferRecord(a.offer_id, _offer_version(catalog, a.offer_id), a.bonus_points, a.discount_minor)
+            for a in ev.applied_offers
+        ],
+        new_categories=list(receipt.new_categories),
+        ledger=[e for e in ledger if e.points != 0],
+    )
+
+
+def _offer_version(catalog: Catalog, offer_id: str) -> int:
+    offer = catalog.offer(offer_id)
+    return offer.version if offer else 0
+
+
+def record_purchase_metrics(ev: BasketEvaluation) -> None:
+    metrics.PURCHASES_COMMITTED.inc()
+    metrics.POINTS_EARNED.inc(ev.points_earned)
+    metrics.POINTS_REDEEMED.inc(ev.points_redeemed)
+    for applied in ev.applied_offers:
+        metrics.OFFERS_RECOGNISED.labels(offer_id=applied.offer_id).inc()

@@ -1,0 +1,121 @@
+"""Cross-cutting RPC work in one place: request id, domain error -> status mapping, metrics, access log.
+
+Handlers raise domain errors; this interceptor turns each into one clear gRPC status. Anything unexpected
+becomes INTERNAL with the request id (the stack trace goes to the log, never to the caller).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+
+from server import metrics
+from server.engine.errors import (
+    AlreadyExists,
+    Conflict,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+
+log = logging.getLogger("pos_offers.access")
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+_STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Conflict, grpc.StatusCode.ABORTED),
+)
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    for kind, code in _STATUS_OF:
+        if isinstance(exc, kind):
+            return code, exc.message  # type: ignore[attr-defined]
+    if isinstance(exc, DomainError):
+        return grpc.StatusCode.FAILED_PRECONDITION, exc.message
+    if isinstance(exc, RedisError | OperationalError | ConnectionError):
+        return grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry"
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def _request_id(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in the stubs
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streaming (reflection, health Watch): passed through untouched
+        _, service, method = handler_call_details.method.split("/", 2)
+        inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            request_id = _request_id(handler_call_details)
+            token = REQUEST_ID.set(request_id)
+            context.set_trailing_metadata((("x-request-id", request_id),))
+            metrics.RPC_STARTED.labels("unary", service, method).inc()
+            in_flight = metrics.RPC_IN_FLIGHT.labels(service, method)
+            in_flight.inc()
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await inner(request, context)
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                code, message = status_of(exc)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.exception("unhandled error in %s", method, extra={"request_id": request_id})
+                    message = f"internal error (request id {request_id})"
+                elif code is grpc.StatusCode.UNAVAILABLE:
+                    metrics.REDIS_ERRORS.inc()
+                    log.warning("store unavailable in %s: %s", method, exc, extra={"request_id": request_id})
+                await context.abort(code, message)
+            finally:
+                elapsed = time.perf_counter() - started
+                in_flight.dec()
+                metrics.RPC_HANDLED.labels("unary", service, method, code.name).inc()
+                metrics.RPC_LATENCY.labels("unary", service, method).observe(elapsed)
+                if log.isEnabledFor(logging.DEBUG) or code is not grpc.StatusCode.OK:
+                    log.info(
+                        "rpc",
+                        extra={
+                            "request_id": request_id,
+                            "method": method,
+                            "status": code.name,
+                            "duration_ms": round(elapsed * 1000, 3),
+                        },
+                    )
+                REQUEST_ID.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,112 @@
+"""Thin gRPC servicers: protobuf in, engine call, protobuf out. Errors are mapped by the interceptor."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import grpc
+from posoffers.v1 import admin_service_pb2 as admin_pb
+from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+from posoffers.v1 import types_pb2 as pb
+
+from server.admin_app import AdminApp
+from server.engine.errors import InvalidArgument
+from server.engine.model import Channel, Receipt
+from server.offers_app import OffersApp
+from server.rpc import convert
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _channel(value: int) -> Channel:
+    try:
+        return Channel(value)
+    except ValueError as exc:
+        raise InvalidArgument("channel", f"unknown channel {value}") from exc
+
+
+def _required(message: Any, field: str) -> None:
+    if not message.HasField(field):
+        raise InvalidArgument(field, "is required")
+
+
+def request_digest(request: svc.CommitPurchaseRequest) -> str:
+    """Fingerprint of what the terminal asked: a retry matches it, a different basket under the same id does not."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _render_receipt(receipt: Receipt) -> bytes:
+    return convert.receipt_to_pb(receipt).SerializeToString(deterministic=True)
+
+
+class OfferServicer(svc_grpc.OfferServiceServicer):
+    def __init__(self, app: OffersApp) -> None:
+        self._app = app
+
+    async def ListActiveOffers(
+        self, request: svc.ListActiveOffersRequest, context: Context
+    ) -> svc.ListActiveOffersResponse:
+        offers, version = await self._app.list_active_offers(
+            request.customer_id,
+            _channel(request.channel),
+            request.store_id,
+            convert.geo_from_pb(request.location, request.HasField("location")),
+            request.page_size,
+        )
+        return svc.ListActiveOffersResponse(
+            offers=[convert.active_offer_to_pb(o) for o in offers], catalog_version=version
+        )
+
+    async def EvaluateBasket(self, request: svc.EvaluateBasketRequest, context: Context) -> pb.BasketEvaluation:
+        _required(request, "basket")
+        occurred_at = convert.to_datetime(request.occurred_at, request.HasField("occurred_at"))
+        evaluation = await self._app.evaluate(convert.basket_from_pb(request.basket), occurred_at)
+        return convert.evaluation_to_pb(evaluation)
+
+    async def CommitPurchase(self, request: svc.CommitPurchaseRequest, context: Context) -> svc.PurchaseReceipt:
+        _required(request, "basket")
+        outcome = await self._app.commit(
+            request.transaction_id,
+            convert.basket_from_pb(request.basket),
+            convert.to_datetime(request.occurred_at, request.HasField("occurred_at")),
+            request_digest(request),
+            _render_receipt,
+        )
+        receipt = svc.PurchaseReceipt.FromString(outcome.receipt)
+        receipt.replayed = outcome.replayed
+        return receipt
+
+    async def GetProfile(self, request: svc.GetProfileRequest, context: Context) -> pb.CustomerProfile:
+        return convert.customer_to_pb(await self._app.customer(request.customer_id))
+
+
+class AdminServicer(admin_grpc.OfferAdminServicer):
+    def __init__(self, admin: AdminApp, offers: OffersApp) -> None:
+        self._admin = admin
+        self._offers = offers
+
+    async def UpsertOffer(self, request: admin_pb.UpsertOfferRequest, context: Context) -> pb.Offer:
+        _required(request, "offer")
+        return await self._admin.upsert_offer(request.offer)
+
+    async def GetOffer(self, request: admin_pb.GetOfferRequest, context: Context) -> pb.Offer:
+        return await self._admin.get_offer(request.offer_id)
+
+    async def ListOffers(self, request: admin_pb.ListOffersRequest, context: Context) -> admin_pb.ListOffersResponse:
+        offers, token = await self._admin.list_offers(request.include_archived, request.page_size, request.page_token)
+        return admin_pb.ListOffersResponse(offers=offers, next_page_token=token)
+
+    async def ArchiveOffer(self, request: admin_pb.ArchiveOfferRequest, context: Context) -> pb.Offer:
+        return await self._admin.archive_offer(request.offer_id)
+
+    async def UpsertStore(self, request: admin_pb.UpsertStoreRequest, context: Context) -> pb.Store:
+        _required(request, "store")
+        return convert.store_to_pb(await self._admin.upsert_store(request.store))
+
+    async def UpsertCustomer(self, request: admin_pb.UpsertCustomerRequest, context: Context) -> pb.CustomerProfile:
+        _required(request, "customer")
+        state = await self._offers.upsert_customer(convert.customer_from_pb(request.customer))
+        return convert.customer_to_pb(state)

@@ -1,0 +1,59 @@
+"""Every Redis key the service uses, in one place.
+
+A customer's keys share one hash tag, the customer's partition, so one Lua script can touch all of them (and
+the partition's outbox stream) atomically, also on Redis Cluster. Global counters live in slots of their own.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+    partitions: int
+
+    def partition(self, customer_id: str) -> int:
+        return zlib.crc32(customer_id.encode()) % self.partitions
+
+    def _tag(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}"
+
+    def _customer(self, customer_id: str) -> str:
+        return f"{self._tag(self.partition(customer_id))}:c:{customer_id}"
+
+    def profile(self, customer_id: str) -> str:
+        """Hash: name, tier, cur, ltv, bal, cnt, last, hlat, hlon, prop (JSON), ver."""
+        return self._customer(customer_id)
+
+    def categories(self, customer_id: str) -> str:
+        """Set of categories the customer has bought."""
+        return self._customer(customer_id) + ":cats"
+
+    def offer_uses(self, customer_id: str) -> str:
+        """Hash offer_id -> times this customer earned it."""
+        return self._customer(customer_id) + ":uses"
+
+    def transaction(self, customer_id: str, transaction_id: str) -> str:
+        """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
+        return self._customer(customer_id) + ":txn:" + transaction_id
+
+    def outbox(self, partition: int) -> str:
+        """Stream of write-behind records of one partition, drained into SQL by the writer."""
+        return self._tag(partition) + ":outbox"
+
+    def outboxes(self) -> list[str]:
+        return [self.outbox(p) for p in range(self.partitions)]
+
+    def transaction_claim(self, transaction_id: str) -> str:
+        """String "<customer_id> <digest>": makes a transaction id unique across customers."""
+        return f"{self.prefix}:{{t}}:claim:{transaction_id}"
+
+    def offer_redemptions(self, offer_id: str) -> str:
+        """Counter of an offer's redemptions across all customers (its total budget)."""
+        return f"{self.prefix}:{{o:{offer_id}}}:redemptions"
+
+    def catalog_version(self) -> str:
+        return f"{self.prefix}:catalog:version"

@@ -1,0 +1,49 @@
+-- Applies one purchase to a customer's hot state, exactly once, and appends its write-behind record.
+-- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
+-- KEYS[1] - profile hash        KEYS[2] - categories set     KEYS[3] - offer uses hash
+-- KEYS[4] - transaction hash    KEYS[5] - partition outbox stream
+-- ARGV[1] - request digest      ARGV[2] - profile version the purchase was evaluated on
+-- ARGV[3] - receipt (protobuf)  ARGV[4] - outbox record (JSON)
+-- ARGV[5] - points delta (earned - redeemed)   ARGV[6] - points redeemed
+-- ARGV[7] - lifetime value delta               ARGV[8] - purchase time, epoch milliseconds
+-- ARGV[9] - receipt retention, seconds         ARGV[10] - number of new categories N
+-- ARGV[11 .. 10+N] - new categories            ARGV[11+N ..] - ids of offers applied
+-- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"} | {"insufficient", balance}
+local txn = redis.call("HMGET", KEYS[4], "digest", "receipt")
+if txn[1] then
+  if txn[1] == ARGV[1] then
+    return {"replay", txn[2]}
+  end
+  return {"digest_mismatch"}
+end
+local profile = redis.call("HMGET", KEYS[1], "ver", "bal", "last")
+if not profile[1] then
+  return {"missing"}
+end
+if profile[1] ~= ARGV[2] then
+  return {"stale"}
+end
+local balance = tonumber(profile[2]) or 0
+local delta = tonumber(ARGV[5])
+if balance < tonumber(ARGV[6]) or balance + delta < 0 then
+  return {"insufficient", tostring(balance)}
+end
+
+redis.call("HINCRBY", KEYS[1], "bal", delta)
+redis.call("HINCRBY", KEYS[1], "ltv", ARGV[7])
+redis.call("HINCRBY", KEYS[1], "cnt", 1)
+redis.call("HINCRBY", KEYS[1], "ver", 1)
+if (tonumber(profile[3]) or 0) < tonumber(ARGV[8]) then
+  redis.call("HSET", KEYS[1], "last", ARGV[8])
+end
+local n = tonumber(ARGV[10])
+for i = 11, 10 + n do
+  redis.call("SADD", KEYS[2], ARGV[i])
+end
+for i = 11 + n, #ARGV do
+  redis.call("HINCRBY", KEYS[3], ARGV[i], 1)
+end
+redis.call("HSET", KEYS[4], "digest", ARGV[1], "receipt", ARGV[3])
+redis.call("EXPIRE", KEYS[4], ARGV[9])
+redis.call("XADD", KEYS[5], "*", "r", ARGV[4])
+return {"ok"}

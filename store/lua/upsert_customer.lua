@@ -1,0 +1,25 @@
+-- Imports a customer (CRM): display fields are set, balance and lifetime value are set and their changes
+-- recorded as deltas in the write-behind record, so SQL stays a sum of its ledger.
+-- KEYS[1] - profile hash   KEYS[2] - categories set   KEYS[3] - partition outbox stream
+-- ARGV[1] - display fields as JSON object (name, tier, cur, hlat, hlon, prop; string values)
+-- ARGV[2] - lifetime value   ARGV[3] - points balance   ARGV[4] - categories JSON array (added to the set)
+-- ARGV[5] - outbox record (JSON) without deltas
+-- Returns {ltv_delta, balance_delta}
+local old = redis.call("HMGET", KEYS[1], "ltv", "bal")
+local ltv_delta = tonumber(ARGV[2]) - (tonumber(old[1]) or 0)
+local bal_delta = tonumber(ARGV[3]) - (tonumber(old[2]) or 0)
+for k, v in pairs(cjson.decode(ARGV[1])) do
+  if v == "" then
+    redis.call("HDEL", KEYS[1], k)
+  else
+    redis.call("HSET", KEYS[1], k, v)
+  end
+end
+redis.call("HSET", KEYS[1], "ltv", ARGV[2], "bal", ARGV[3])
+redis.call("HSETNX", KEYS[1], "cnt", 0)
+redis.call("HINCRBY", KEYS[1], "ver", 1)
+for _, c in ipairs(cjson.decode(ARGV[4])) do
+  redis.call("SADD", KEYS[2], c)
+end
+redis.call("XADD", KEYS[3], "*", "r", ARGV[5], "ltv_delta", ltv_delta, "balance_delta", bal_delta)
+return {ltv_delta, bal_delta}

@@ -1,0 +1,231 @@
+"""Customer hot state in Redis: one pipelined read per request, one Lua script per write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from server.engine.model import CustomerState, GeoPoint
+from store.keys import Keys
+from store.records import CustomerRecord, PurchaseRecord, dump_record
+from store.snapshot import CustomerSnapshot
+
+
+def _lua(name: str) -> str:
+    return resources.files("store").joinpath("lua", name).read_text()
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTransaction:
+    digest: str
+    receipt: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRead:
+    state: CustomerState | None  # None: Redis does not hold this customer (never seen, or lost)
+    stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
+    claim_owner: str | None = None  # customer who holds the asked-for transaction id
+
+
+CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    status: CommitStatus
+    receipt: bytes = b""  # the stored receipt, on replay
+    balance: int = 0  # the balance that refused a redemption, on insufficient
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode() if raw is not None else ""
+
+
+def parse_profile(
+    customer_id: str, fields: Mapping[bytes, bytes], categories: set[bytes], uses: Mapping[bytes, bytes]
+) -> CustomerState | None:
+    if not fields:
+        return None
+    lat, lon = fields.get(b"hlat"), fields.get(b"hlon")
+    last = fields.get(b"last")
+    return CustomerState(
+        customer_id=customer_id,
+        display_name=_text(fields.get(b"name")),
+        tier=_text(fields.get(b"tier")),
+        currency=_text(fields.get(b"cur")) or "USD",
+        lifetime_value_minor=int(fields.get(b"ltv", b"0")),
+        points_balance=int(fields.get(b"bal", b"0")),
+        purchase_count=int(fields.get(b"cnt", b"0")),
+        last_purchase_at=datetime.fromtimestamp(int(last) / 1000, UTC) if last and int(last) else None,
+        home=GeoPoint(float(lat), float(lon)) if lat and lon else None,
+        propensity=json.loads(fields[b"prop"]) if fields.get(b"prop") else {},
+        categories=frozenset(c.decode() for c in categories),
+        offer_uses={k.decode(): int(v) for k, v in uses.items()},
+        version=int(fields.get(b"ver", b"0")),
+    )
+
+
+def display_fields(state: CustomerState) -> dict[str, str]:
+    """The profile hash fields a CRM import sets; "" deletes the field."""
+    return {
+        "name": state.display_name,
+        "tier": state.tier,
+        "cur": state.currency,
+        "hlat": repr(state.home.latitude) if state.home else "",
+        "hlon": repr(state.home.longitude) if state.home else "",
+        "prop": json.dumps(dict(state.propensity), sort_keys=True) if state.propensity else "",
+    }
+
+
+class CustomerStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys, *, receipt_retention_s: int) -> None:
+        self._redis = client
+        self.keys = keys
+        self._retention_s = receipt_retention_s
+        self._commit: AsyncScript = client.register_script(_lua("commit_purchase.lua"))
+        self._hydrate: AsyncScript = client.register_script(_lua("hydrate_customer.lua"))
+        self._upsert: AsyncScript = client.register_script(_lua("upsert_customer.lua"))
+        self._release: AsyncScript = client.register_script(_lua("release_claim.lua"))
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def read(self, customer_id: str, *, transaction_id: str = "") -> CustomerRead:
+        """One round trip: profile, categories, offer uses; a transaction id is also claimed and its receipt read."""
+        k = self.keys
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(k.profile(customer_id))
+        pipe.smembers(k.categories(customer_id))
+        pipe.hgetall(k.offer_uses(customer_id))
+        if transaction_id:
+            claim = k.transaction_claim(transaction_id)
+            pipe.set(claim, customer_id, nx=True, ex=self._retention_s)
+            pipe.get(claim)
+            pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
+        results: list[Any] = await pipe.execute()
+        state = parse_profile(customer_id, results[0], results[1], results[2])
+        if not transaction_id:
+            return CustomerRead(state)
+        owner, (digest, receipt) = results[4], results[5]
+        stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
+        return CustomerRead(state, stored, owner.decode() if owner is not None else None)
+
+    async def release_claim(self, transaction_id: str, customer_id: str) -> None:
+        await self._release(keys=[self.keys.transaction_claim(transaction_id)], args=[customer_id])
+
+    async def commit(
+        self,
+        record: PurchaseRecord,
+        *,
+        expected_version: int,
+        receipt: bytes,
+        occurred_at: datetime,
+    ) -> CommitResult:
+        k, cid = self.keys, record.customer_id
+        offer_ids = [a.offer_id for a in record.applied_offers]
+        args: list[str | int | bytes] = [
+            record.request_digest,
+            expected_version,
+            receipt,
+            dump_record(record),
+            record.points_earned - record.points_redeemed,
+            record.points_redeemed,
+            record.lifetime_value_delta,
+            _epoch_ms(occurred_at),
+            self._retention_s,
+            len(record.new_categories),
+            *record.new_categories,
+            *offer_ids,
+        ]
+        keys = [
+            k.profile(cid),
+            k.categories(cid),
+            k.offer_uses(cid),
+            k.transaction(cid, record.transaction_id),
+            k.outbox(k.partition(cid)),
+        ]
+        reply: list[bytes] = await self._commit(keys=keys, args=args)
+        status = reply[0].decode()
+        if status == "replay":
+            return CommitResult("replay", receipt=reply[1])
+        if status == "insufficient":
+            return CommitResult("insufficient", balance=int(reply[1]))
+        if status in ("ok", "digest_mismatch", "missing", "stale"):
+            return CommitResult(status)  # type: ignore[arg-type]
+        raise RuntimeError(f"commit script returned {status!r}")
+
+    async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime) -> bool:
+        """Rebuilds the customer from SQL unless Redis already has her; also restores recent receipts."""
+        k, cid = self.keys, snapshot.customer_id
+        fields: dict[str, str] = {
+            "name": snapshot.display_name,
+            "tier": snapshot.tier,
+            "cur": snapshot.currency,
+            "ltv": str(snapshot.lifetime_value_minor),
+            "bal": str(snapshot.points_balance),
+            "cnt": str(snapshot.purchase_count),
+            "last": str(_epoch_ms(snapshot.last_purchase_at)) if snapshot.last_purchase_at else "0",
+            "ver": "1",
+        }
+        if snapshot.home_latitude is not None and snapshot.home_longitude is not None:
+            fields["hlat"], fields["hlon"] = repr(snapshot.home_latitude), repr(snapshot.home_longitude)
+        if snapshot.propensity:
+            fields["prop"] = json.dumps(snapshot.propensity, sort_keys=True)
+        keys = [k.profile(cid), k.categories(cid), k.offer_uses(cid)]
+        args: list[str | int | bytes] = [
+            json.dumps(fields),
+            json.dumps(sorted(snapshot.categories)),
+            json.dumps(snapshot.offer_uses) if snapshot.offer_uses else "{}",
+            self._retention_s,
+        ]
+        for receipt in snapshot.receipts:
+            ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
+            if ttl <= 0:
+                continue
+            keys.append(k.transaction(cid, receipt.transaction_id))
+            args.extend([receipt.request_digest, receipt.receipt, ttl])
+        return bool(await self._hydrate(keys=keys, args=args))
+
+    async def upsert_customer(self, state: CustomerState, record: CustomerRecord) -> tuple[int, int]:
+        """Sets a customer's profile from an import; returns (lifetime value delta, balance delta)."""
+        k, cid = self.keys, state.customer_id
+        keys = [k.profile(cid), k.categories(cid), k.outbox(k.partition(cid))]
+        args: list[str | int] = [
+            json.dumps(display_fields(state)),
+            state.lifetime_value_minor,
+            state.points_balance,
+            json.dumps(sorted(state.categories)),
+            dump_record(record),
+        ]
+        ltv_delta, balance_delta = await self._upsert(keys=keys, args=args)
+        return int(ltv_delta), int(balance_delta)
+
+    async def catalog_version(self) -> int:
+        raw = await self._redis.get(self.keys.catalog_version())
+        return int(raw) if raw is not None else 0
+
+    async def bump_catalog_version(self) -> int:
+        return int(await self._redis.incr(self.keys.catalog_version()))
+
+    async def forget_customer(self, customer_id: str, transaction_ids: Sequence[str] = ()) -> None:
+        """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
+        k = self.keys
+        names = [k.profile(customer_id), k.categories(customer_id), k.offer_uses(customer_id)]
+        names += [k.transaction(customer_id, t) for t in transaction_ids]
+        await self._redis.delete(*names)

@@ -1,0 +1,184 @@
+"""Write-behind: drains the partition outbox streams into the SQL profile, exactly once per record.
+
+Consumer-group semantics give at-least-once delivery (entries are acknowledged only after the SQL commit, and
+entries left pending by a dead writer are claimed after `claim_idle_ms`); the repository's event-id guard
+turns that into exactly-once. Acknowledged entries are deleted so the stream length is the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from store.keys import Keys
+from store.records import CustomerRecord, OutboxRecord, load_record
+
+log = logging.getLogger(__name__)
+
+GROUP = "sql-writer"
+
+
+class RecordSink(Protocol):
+    def apply_records(self, records: list[OutboxRecord]) -> int: ...
+
+
+@dataclass(slots=True)
+class WriterStats:
+    applied: int = 0
+    duplicates: int = 0
+    failures: int = 0
+    dead_letters: int = 0
+
+
+def parse_entry(fields: dict[bytes, bytes]) -> OutboxRecord:
+    record = load_record(fields[b"r"])
+    if isinstance(record, CustomerRecord):
+        # The upsert script computes the deltas atomically with the change and adds them beside the record.
+        record = dataclasses.replace(
+            record,
+            lifetime_value_delta=int(fields.get(b"ltv_delta", b"0")),
+            balance_delta=int(fields.get(b"balance_delta", b"0")),
+        )
+    return record
+
+
+class OutboxWriter:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        sink: RecordSink,
+        *,
+        consumer: str,
+        batch: int = 200,
+        idle_ms: int = 100,
+        claim_idle_ms: int = 30_000,
+        on_batch: Callable[[WriterStats, float], None] | None = None,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._sink = sink
+        self.consumer = consumer
+        self._batch = batch
+        self._idle_s = idle_ms / 1000
+        self._claim_idle_ms = claim_idle_ms
+        self._on_batch = on_batch
+        self._groups_ready = False
+        self.stats = WriterStats()
+
+    async def ensure_groups(self) -> None:
+        for stream in self._keys.outboxes():
+            try:
+                await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups_ready = True
+
+    async def _claimable(self, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries pending for this consumer (a failed batch) or idle too long at another (a dead writer)."""
+        own: Any = await self._redis.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=self._batch)
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = list(own[0][1]) if own else []
+        if len(entries) < self._batch:
+            claimed: Any = await self._redis.xautoclaim(
+                stream, GROUP, self.consumer, self._claim_idle_ms, start_id="0-0", count=self._batch
+            )
+            entries.extend(e for e in claimed[1] if e and e[1])
+        return entries
+
+    async def run_once(self) -> int:
+        """One pass over every partition; returns how many entries were written (or found already written)."""
+        if not self._groups_ready:
+            await self.ensure_groups()
+        done = 0
+        for stream in self._keys.outboxes():
+            entries = await self._claimable(stream)
+            fresh: Any = await self._redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=self._batch)
+            if fresh:
+                entries.extend(fresh[0][1])
+            if entries:
+                done += await self._write(stream, entries)
+        return done
+
+    async def _write(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        ids: list[bytes] = []
+        records: list[OutboxRecord] = []
+        for entry_id, fields in entries:
+            try:
+                records.append(parse_entry(fields))
+                ids.append(entry_id)
+            except (KeyError, ValueError, TypeError):
+                # An entry no writer can parse would block nothing but would be retried forever: park it.
+                log.exception("unreadable outbox entry %s on %s moved to dead letters", entry_id, stream)
+                dead: dict[Any, Any] = {**fields, b"id": entry_id}
+                await self._redis.xadd(stream + ":dead", dead)
+                await self._redis.xack(stream, GROUP, entry_id)
+                await self._redis.xdel(stream, entry_id)
+                self.stats.dead_letters += 1
+        if not records:
+            return 0
+        started = time.perf_counter()
+        try:
+            applied = await asyncio.to_thread(self._sink.apply_records, records)
+        except Exception:
+            # SQL down or refusing: leave the entries pending; the next pass retries them.
+            self.stats.failures += 1
+            log.exception("writing %d outbox records to SQL failed; will retry", len(records))
+            if self._on_batch:
+                self._on_batch(self.stats, time.perf_counter() - started)
+            return 0
+        self.stats.applied += applied
+        self.stats.duplicates += len(records) - applied
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xack(stream, GROUP, *ids)
+        pipe.xdel(stream, *ids)
+        await pipe.execute()
+        if self._on_batch:
+            self._on_batch(self.stats, time.perf_counter() - started)
+        return len(records)
+
+    async def backlog(self) -> int:
+        """Outbox entries not yet written to SQL, across partitions."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in self._keys.outboxes():
+            pipe.xlen(stream)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def oldest_age_s(self) -> float:
+        """Age of the oldest unwritten record (stream ids start with the append time in ms); 0 when empty."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in self._keys.outboxes():
+            pipe.xrange(stream, count=1)
+        oldest_ms = [int(r[0][0].split(b"-")[0]) for r in await pipe.execute() if r]
+        return max(0.0, time.time() - min(oldest_ms) / 1000) if oldest_ms else 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = self._idle_s
+        while not stop.is_set():
+            try:
+                written = await self.run_once()
+                backoff = self._idle_s
+            except RedisError:
+                log.exception("outbox writer cannot reach Redis")
+                written, backoff = 0, min(max(backoff * 2, 0.1), 5.0)
+            if written == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Writes until the outbox is empty (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while await self.backlog() > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"outbox not drained within {timeout_s}s")
+            if await self.run_once() == 0:
+                await asyncio.sleep(self._idle_s)
