@@ -24,9 +24,7 @@ ParseOffer = Callable[[OfferRow], Offer]
 
 
 class CatalogSource(Protocol):
-    def list_offers(
-        self, *, include_archived: bool, after_offer_id: str, limit: int
-    ) -> list[OfferRow]: ...
+    def list_offers(self, *, include_archived: bool, after_offer_id: str, limit: int) -> list[OfferRow]: ...
 
     def list_stores(self) -> list[Store]: ...
 

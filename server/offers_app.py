@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from server import metrics
 from server.catalog import CatalogCache
 from server.config import Settings
 from server.engine.basket import evaluate_basket, new_categories
@@ -33,7 +35,6 @@ from server.engine.model import (
 )
 from server.engine.ranking import list_active_offers
 from server.engine.validation import validate_basket, validate_customer, validate_id, validate_location
-from server import metrics
 from store.records import (
     AppliedOfferRecord,
     CustomerRecord,
@@ -87,7 +88,9 @@ class OffersApp:
     async def _rehydrate(self, customer_id: str) -> None:
         """Rebuilds a customer Redis does not hold from the SQL profile; NOT_FOUND if SQL has none either."""
         now = self.clock()
-        snapshot = await asyncio.to_thread(self.profiles.load_customer, customer_id, receipts_since=now - self._retention)
+        snapshot = await asyncio.to_thread(
+            self.profiles.load_customer, customer_id, receipts_since=now - self._retention
+        )
         if snapshot is None:
             raise NotFound("customer", customer_id)
         if await self.customers.hydrate(snapshot, now=now):
@@ -226,7 +229,9 @@ class OffersApp:
         receipt = Receipt(transaction_id, evaluation, new_categories(state, basket), committed_at)
         receipt_bytes = render_receipt(receipt)
         record = purchase_record(receipt, basket, at, digest, receipt_bytes, self.catalog.current)
-        result = await self.customers.commit(record, expected_version=state.version, receipt=receipt_bytes, occurred_at=at)
+        result = await self.customers.commit(
+            record, expected_version=state.version, receipt=receipt_bytes, occurred_at=at
+        )
         if result.status == "ok":
             record_purchase_metrics(evaluation)
             return CommitOutcome(receipt_bytes, replayed=False)
@@ -250,10 +255,8 @@ class OffersApp:
         read = await self.customers.read(cid)
         if read.state is None:
             # She may exist only in SQL (Redis lost her): rebuild first so the balance change is a true delta.
-            try:
+            with contextlib.suppress(NotFound):  # a new customer: nothing to rebuild
                 await self._rehydrate(cid)
-            except NotFound:
-                pass
         record = CustomerRecord(
             event_id=f"customer:{uuid.uuid4().hex}",
             customer_id=cid,

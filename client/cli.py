@@ -1,0 +1,443 @@
+"""`pos-offers`: walk the offer story by hand against a running server.
+
+    pos-offers offers samantha --store soho
+    pos-offers evaluate samantha --store soho --line dress-1:dresses:1:120.00 --line shoe-7:shoes:1:80.00
+    pos-offers commit samantha --store soho --txn txn-42 --line dress-1:dresses:1:120.00
+    pos-offers profile samantha
+    pos-offers admin offers --all
+
+Exit codes: 0 ok, 1 the server refused the call (the status goes to stderr), 2 bad command line or input file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC
+from decimal import Decimal, Inexact, localcontext
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from posoffers.v1 import admin_service_pb2, offer_service_pb2, types_pb2
+
+from client.client import DEFAULT_TARGET, PosOffersClient, make_basket, new_transaction_id
+from client.errors import PosOffersError
+
+TARGET_ENV = "POS_OFFERS_TARGET"
+
+# ISO 4217 exponents, as the server's server/engine/money.py; copied so the client does not import the server.
+CURRENCY_EXPONENTS: dict[str, int] = {
+    "USD": 2, "EUR": 2, "GBP": 2, "CAD": 2, "AUD": 2, "NZD": 2, "CHF": 2, "SEK": 2, "NOK": 2, "DKK": 2,
+    "PLN": 2, "CZK": 2, "MXN": 2, "BRL": 2, "INR": 2, "CNY": 2, "HKD": 2, "SGD": 2, "ZAR": 2,
+    "JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0,
+    "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3,
+}  # fmt: skip
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?\d+\.\d+")
+
+
+class UsageError(Exception):
+    """Bad input on the command line or in a file: exit 2, nothing was sent."""
+
+
+# Parsing
+
+
+def parse_price(text: str, currency: str) -> int:
+    """Unit price in minor units: "12000" is taken as minor units, "120.00" as a decimal amount of `currency`.
+    Exact (Decimal), and a decimal with more places than the currency has is refused rather than rounded."""
+    text = text.strip()
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"price {text!r}: expected minor units (12000) or a decimal amount (120.00)")
+    exponent = CURRENCY_EXPONENTS.get(currency.upper())
+    if exponent is None:
+        raise ValueError(f"price {text!r}: unknown currency {currency!r}; give the price in minor units")
+    value = Decimal(text)
+    places = -int(value.as_tuple().exponent)
+    if places > exponent:
+        raise ValueError(f"price {text!r}: {currency.upper()} has {exponent} decimal places")
+    with localcontext() as ctx:
+        ctx.prec = len(text) + exponent  # enough digits that scaling never rounds
+        ctx.traps[Inexact] = True
+        return int(value.scaleb(exponent))
+
+
+def parse_line(text: str, currency: str, position: int) -> types_pb2.LineItem:
+    """SKU:CATEGORY:QTY:PRICE → LineItem with line_id = position. Only the syntax is checked here: values such as
+    quantity 0 go to the server, whose INVALID_ARGUMENT names the field."""
+    parts = text.rsplit(":", 3)  # from the right, so a SKU may itself contain ':'
+    if len(parts) != 4:
+        raise ValueError(f"line {text!r}: expected SKU:CATEGORY:QTY:PRICE")
+    sku, category, quantity, price = parts
+    if not _INTEGER.fullmatch(quantity.strip()):
+        raise ValueError(f"line {text!r}: quantity {quantity!r} is not an integer")
+    return types_pb2.LineItem(
+        line_id=str(position),
+        sku=sku,
+        category=category,
+        quantity=int(quantity),
+        unit_price_minor=parse_price(price, currency),
+    )
+
+
+# Formatting
+
+
+def format_money(amount_minor: int, currency: str) -> str:
+    """1234 USD → "USD 12.34"; integers only, so no float rounding."""
+    exponent = CURRENCY_EXPONENTS.get(currency.upper(), 2)
+    sign = "-" if amount_minor < 0 else ""
+    whole, frac = divmod(abs(amount_minor), 10**exponent)
+    return f"{currency} {sign}{whole}" + (f".{frac:0{exponent}d}" if exponent else "")
+
+
+def format_time(ts: Timestamp, unset: str = "-") -> str:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return unset
+    return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_active_offers(response: offer_service_pb2.ListActiveOffersResponse) -> list[str]:
+    if not response.offers:
+        return ["no offers"]
+    lines = []
+    for offer in response.offers:
+        left = offer.remaining_uses
+        uses = f"{left} use{'' if left == 1 else 's'} left" if left else "no use limit"
+        ends = format_time(offer.ends_at, unset="no end")
+        lines.append(f"{offer.title} [{offer.offer_id}] | {offer.reason} | ends {ends} | {uses}")
+    return lines
+
+
+def format_evaluation(evaluation: types_pb2.BasketEvaluation, basket: types_pb2.Basket) -> list[str]:
+    currency = evaluation.currency or basket.currency
+    sent = {item.line_id: item for item in basket.lines}
+    out = []
+    for result in evaluation.lines:
+        item = sent.get(result.line_id)
+        what = (
+            f"{item.sku} ({item.category}) {item.quantity} x {format_money(item.unit_price_minor, currency)}"
+            if item
+            else ""
+        )
+        text = f"line {result.line_id}: {what} -> {result.base_points} base + {result.bonus_points} bonus points"
+        if result.discount_minor:
+            text += f", discount {format_money(result.discount_minor, currency)}"
+        if result.offer_ids:
+            text += f" [{', '.join(result.offer_ids)}]"
+        out.append(text)
+    for applied in evaluation.applied_offers:
+        gain = f"+{applied.bonus_points} points"
+        if applied.discount_minor:
+            gain += f", {format_money(applied.discount_minor, currency)} off"
+        out.append(f"applied: {applied.title} [{applied.offer_id}] {gain}: {applied.explanation}")
+    for miss in evaluation.near_misses:
+        out.append(f"near miss: {miss.title} [{miss.offer_id}]: {miss.hint}")
+    points = f"points: earned {evaluation.points_earned}"
+    if evaluation.points_redeemed:
+        redeemed = format_money(evaluation.redeemed_value_minor, currency)
+        points += f", redeemed {evaluation.points_redeemed} ({redeemed})"
+    out.append(f"{points}, balance {evaluation.balance_before} -> {evaluation.balance_after}")
+    out.append(
+        f"subtotal {format_money(evaluation.subtotal_minor, currency)}, "
+        f"discount {format_money(evaluation.total_discount_minor, currency)}, "
+        f"due {format_money(evaluation.total_due_minor, currency)}"
+    )
+    return out
+
+
+def format_receipt(receipt: offer_service_pb2.PurchaseReceipt, basket: types_pb2.Basket) -> list[str]:
+    head = f"receipt {receipt.transaction_id}"
+    if receipt.replayed:
+        head += " (replayed)"
+    head += f", committed {format_time(receipt.committed_at)}"
+    out = [head, *format_evaluation(receipt.evaluation, basket)]
+    if receipt.new_categories:
+        out.append(f"new categories: {', '.join(receipt.new_categories)}")
+    return out
+
+
+def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
+    name = f" ({profile.display_name})" if profile.display_name else ""
+    out = [
+        f"{profile.customer_id}{name}",
+        f"tier: {profile.tier or '-'}",
+        f"lifetime value: {format_money(profile.lifetime_value_minor, profile.currency or 'USD')}",
+        f"points balance: {profile.points_balance}",
+        f"categories: {', '.join(profile.categories_purchased) or '-'}",
+        f"purchases: {profile.purchase_count}, last {format_time(profile.last_purchase_at, unset='never')}",
+    ]
+    if profile.HasField("home_location"):
+        out.append(f"home: {profile.home_location.latitude:.4f}, {profile.home_location.longitude:.4f}")
+    return out
+
+
+def format_offer_row(offer: types_pb2.Offer) -> str:
+    archived = " [archived]" if offer.archived else ""
+    return f"{offer.offer_id} v{offer.version}{archived} | {offer.title} | ends {format_time(offer.ends_at, 'never')}"
+
+
+def format_offer(offer: types_pb2.Offer) -> list[str]:
+    def one_line(message: Message) -> str:
+        return text_format.MessageToString(message, as_one_line=True) or "-"
+
+    return [
+        format_offer_row(offer),
+        f"description: {offer.description or '-'}",
+        f"eligibility: {one_line(offer.eligibility)}",
+        f"condition: {one_line(offer.condition)}",
+        f"reward: {one_line(offer.reward)}",
+        f"window: {format_time(offer.starts_at)} .. {format_time(offer.ends_at)}",
+        f"limits: per customer {offer.per_customer_limit or 'unlimited'}, "
+        f"total {offer.total_redemption_limit or 'unlimited'}",
+        f"priority {offer.priority}, exclusive group {offer.exclusive_group or '-'}, "
+        f"updated {format_time(offer.updated_at)}",
+    ]
+
+
+def format_store(store: types_pb2.Store) -> list[str]:
+    where = f"{store.location.latitude:.4f}, {store.location.longitude:.4f}" if store.HasField("location") else "-"
+    return [f"store {store.store_id}: {store.name} ({where}) {store.timezone or ''}".rstrip()]
+
+
+# Commands: each returns the response message (printed for --json) and its human text.
+
+Result = tuple[Message, list[str]]
+
+
+def _basket(args: argparse.Namespace) -> types_pb2.Basket:
+    try:
+        lines = [parse_line(text, args.currency, i) for i, text in enumerate(args.line, start=1)]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return make_basket(
+        args.customer,
+        args.store,
+        lines,
+        currency=args.currency,
+        terminal_id=args.terminal,
+        points_to_redeem=args.redeem,
+    )
+
+
+def _read_json(path: str, message: Message) -> None:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        json_format.Parse(text, message)
+    except (OSError, json_format.ParseError) as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def cmd_offers(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    if (args.lat is None) != (args.lon is None):
+        raise UsageError("--lat and --lon go together")
+    location = (args.lat, args.lon) if args.lat is not None else None
+    response = client.list_active_offers(
+        args.customer, channel=args.channel, store_id=args.store, location=location, page_size=args.limit
+    )
+    return response, format_active_offers(response)
+
+
+def cmd_evaluate(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    basket = _basket(args)
+    evaluation = client.evaluate_basket(basket)
+    return evaluation, format_evaluation(evaluation, basket)
+
+
+def cmd_commit(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    basket = _basket(args)
+    txn = args.txn or new_transaction_id()
+    if not args.txn and not args.json:
+        # Printed before the call, so a till operator can retry with the same id if this one times out.
+        print(f"transaction id: {txn}")
+    receipt = client.commit_purchase(txn, basket)
+    return receipt, format_receipt(receipt, basket)
+
+
+def cmd_profile(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    profile = client.get_profile(args.customer)
+    return profile, format_profile(profile)
+
+
+def cmd_admin_offers(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    offers = list(client.iter_offers(include_archived=args.all))
+    return admin_service_pb2.ListOffersResponse(offers=offers), [format_offer_row(o) for o in offers] or ["no offers"]
+
+
+def cmd_admin_offer(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    offer = client.get_offer(args.offer_id)
+    return offer, format_offer(offer)
+
+
+def cmd_admin_upsert_offer(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    offer = types_pb2.Offer()
+    _read_json(args.file, offer)
+    saved = client.upsert_offer(offer)
+    return saved, [f"saved {format_offer_row(saved)}"]
+
+
+def cmd_admin_archive(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    offer = client.archive_offer(args.offer_id)
+    return offer, [format_offer_row(offer)]
+
+
+def cmd_admin_upsert_store(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    store = types_pb2.Store(
+        store_id=args.id,
+        name=args.name,
+        location=types_pb2.GeoPoint(latitude=args.lat, longitude=args.lon),
+        timezone=args.timezone,
+    )
+    saved = client.upsert_store(store)
+    return saved, format_store(saved)
+
+
+def cmd_admin_upsert_customer(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    customer = types_pb2.CustomerProfile()
+    _read_json(args.file, customer)
+    saved = client.upsert_customer(customer)
+    return saved, format_profile(saved)
+
+
+# Parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _global_options() -> argparse.ArgumentParser:
+    # SUPPRESS defaults let the global options go before or after the command without one overwriting the other.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--target",
+        default=argparse.SUPPRESS,
+        help=f"server host:port (default: ${TARGET_ENV} or {DEFAULT_TARGET})",
+    )
+    common.add_argument(
+        "--timeout", type=_positive_float, default=argparse.SUPPRESS, help="deadline per call in seconds (default 2)"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the response message as JSON"
+    )
+    return common
+
+
+def _add_basket_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("customer", metavar="CUSTOMER")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--terminal", default="")
+    parser.add_argument("--currency", default="USD", type=str.upper)
+    parser.add_argument(
+        "--line",
+        action="append",
+        required=True,
+        metavar="SKU:CATEGORY:QTY:PRICE",
+        help="PRICE is the unit price in minor units (12000) or a decimal (120.00); repeat for more lines",
+    )
+    parser.add_argument("--redeem", type=int, default=0, metavar="POINTS", help="points to pay with")
+
+
+Handler = Callable[[argparse.Namespace, PosOffersClient], Result]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
+    parser = argparse.ArgumentParser(
+        prog="pos-offers",
+        parents=[common],
+        description="Offer recognition by hand: list offers, evaluate and commit baskets, manage the catalog.",
+        epilog="Exit codes: 0 ok, 1 the server refused the call, 2 bad command line or input.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # argparse._SubParsersAction is private but it is what add_subparsers returns (annotation only).
+    def command(
+        sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler | None, help_: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        if handler is not None:
+            p.set_defaults(handler=handler)
+        return p
+
+    p = command(commands, "offers", cmd_offers, "offers a customer can use now, best first")
+    p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--channel", choices=("app", "pos", "web"), default="app")
+    p.add_argument("--store", default="", help="store at the till; its location counts for distance rules")
+    p.add_argument("--lat", type=float, help="customer's latitude (with --lon)")
+    p.add_argument("--lon", type=float, help="customer's longitude (with --lat)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N offers (server default 20)")
+
+    p = command(commands, "evaluate", cmd_evaluate, "dry-run a basket: points, applied offers, near misses")
+    _add_basket_options(p)
+
+    p = command(commands, "commit", cmd_commit, "commit a purchase once per transaction id; prints the receipt")
+    _add_basket_options(p)
+    p.add_argument("--txn", default="", metavar="TXN_ID", help="idempotency key (default: a new one, printed)")
+
+    p = command(commands, "profile", cmd_profile, "a customer's tier, lifetime value, points and categories")
+    p.add_argument("customer", metavar="CUSTOMER")
+
+    admin = command(commands, "admin", None, "catalog management: offers, stores, customers")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
+    p = command(admin_commands, "offers", cmd_admin_offers, "list offers")
+    p.add_argument("--all", action="store_true", help="include archived offers")
+    p = command(admin_commands, "offer", cmd_admin_offer, "show one offer")
+    p.add_argument("offer_id", metavar="OFFER_ID")
+    p = command(admin_commands, "upsert-offer", cmd_admin_upsert_offer, "create or replace an offer from JSON")
+    p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.Offer as JSON; - reads stdin")
+    p = command(admin_commands, "archive", cmd_admin_archive, "archive an offer")
+    p.add_argument("offer_id", metavar="OFFER_ID")
+    p = command(admin_commands, "upsert-store", cmd_admin_upsert_store, "create or replace a store")
+    p.add_argument("--id", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--lat", type=float, required=True)
+    p.add_argument("--lon", type=float, required=True)
+    p.add_argument("--timezone", default="", help="IANA zone, e.g. America/New_York")
+    p = command(admin_commands, "upsert-customer", cmd_admin_upsert_customer, "import a customer profile from JSON")
+    p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.CustomerProfile as JSON; - reads stdin")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on a usage error and 0 after --help
+        return exc.code if isinstance(exc.code, int) else 2
+    args.json = getattr(args, "json", False)
+    target = getattr(args, "target", None) or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+    handler: Handler = args.handler
+    try:
+        with PosOffersClient(target, timeout=getattr(args, "timeout", 2.0)) as client:
+            message, lines = handler(args, client)
+    except UsageError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except PosOffersError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.request_id:
+            print(f"request id: {exc.request_id}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json_format.MessageToJson(message, preserving_proto_field_name=True))
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

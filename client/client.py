@@ -1,0 +1,280 @@
+"""Synchronous client of the pos-offers service: one channel, deadlines on every call, typed errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc, types_pb2
+
+from client.errors import REQUEST_ID_KEY, from_rpc_error
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "IDEMPOTENT_METHODS",
+    "LineTuple",
+    "PosOffersClient",
+    "make_basket",
+    "new_transaction_id",
+    "parse_channel",
+    "service_config",
+]
+
+DEFAULT_TARGET: Final = "127.0.0.1:50051"
+
+# (line_id, sku, category, quantity, unit_price_minor): the field order of posoffers.v1.LineItem.
+LineTuple = tuple[str, str, str, int, int]
+
+# Only calls that are safe to repeat are retried. CommitPurchase is: the server keys it by transaction_id and
+# returns the stored receipt on a retry. Upserts are keyed by id; archiving twice leaves the same state.
+IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
+    ("posoffers.v1.OfferService", None),  # None = every method of the service
+    ("posoffers.v1.OfferAdmin", "GetOffer"),
+    ("posoffers.v1.OfferAdmin", "ListOffers"),
+    ("posoffers.v1.OfferAdmin", "UpsertOffer"),
+    ("posoffers.v1.OfferAdmin", "UpsertStore"),
+    ("posoffers.v1.OfferAdmin", "UpsertCustomer"),
+    ("posoffers.v1.OfferAdmin", "ArchiveOffer"),
+)
+
+# gRPC caps retry attempts at 5 whatever the config says; we refuse more rather than silently cap.
+_MAX_GRPC_ATTEMPTS: Final = 5
+
+_CHANNELS: Final[dict[str, types_pb2.Channel.ValueType]] = {
+    "app": types_pb2.CHANNEL_APP,
+    "pos": types_pb2.CHANNEL_POS,
+    "web": types_pb2.CHANNEL_WEB,
+}
+
+_Resp = TypeVar("_Resp", bound=Message)
+
+
+def service_config(max_attempts: int) -> str:
+    """The channel's service config: retry UNAVAILABLE on the idempotent methods, with exponential backoff.
+    The overall deadline still bounds all attempts together."""
+    method_config: dict[str, Any] = {
+        "name": [{"service": service} if method is None else {"service": service, "method": method}
+                 for service, method in IDEMPOTENT_METHODS],
+    }  # fmt: skip
+    if max_attempts > 1:  # gRPC rejects a retryPolicy with maxAttempts < 2
+        method_config["retryPolicy"] = {
+            "maxAttempts": max_attempts,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return json.dumps({"methodConfig": [method_config]})
+
+
+def parse_channel(channel: types_pb2.Channel.ValueType | str) -> types_pb2.Channel.ValueType:
+    """Accepts the enum value or its short name ("app", "pos", "web")."""
+    if isinstance(channel, str):
+        try:
+            return _CHANNELS[channel.lower()]
+        except KeyError:
+            raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(_CHANNELS)}") from None
+    return channel
+
+
+def new_transaction_id() -> str:
+    """A fresh idempotency key for CommitPurchase; keep it for retries of the same sale."""
+    return f"txn-{uuid.uuid4().hex}"
+
+
+def make_basket(
+    customer_id: str,
+    store_id: str,
+    lines: Iterable[LineTuple] | Iterable[types_pb2.LineItem],
+    *,
+    currency: str = "USD",
+    terminal_id: str = "",
+    points_to_redeem: int = 0,
+) -> types_pb2.Basket:
+    """Build a Basket. Lines are LineItem messages (copied) or (line_id, sku, category, quantity, unit_price_minor)
+    tuples; an empty line_id becomes the line's 1-based position."""
+    basket = types_pb2.Basket(
+        customer_id=customer_id,
+        store_id=store_id,
+        terminal_id=terminal_id,
+        currency=currency,
+        points_to_redeem=points_to_redeem,
+    )
+    mixed: Iterable[LineTuple | types_pb2.LineItem] = lines
+    for position, line in enumerate(mixed, start=1):
+        item = basket.lines.add()
+        if isinstance(line, types_pb2.LineItem):
+            item.CopyFrom(line)
+        else:
+            line_id, sku, category, quantity, unit_price_minor = line
+            item.line_id, item.sku, item.category = line_id, sku, category
+            item.quantity, item.unit_price_minor = quantity, unit_price_minor
+        if not item.line_id:
+            item.line_id = str(position)
+    return basket
+
+
+def _timestamp(when: datetime | None) -> Timestamp | None:
+    if when is None:
+        return None
+    # A naive datetime would be read as UTC by protobuf; on a till in another zone that is a silent error.
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("occurred_at must be timezone-aware")
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+class PosOffersClient:
+    """Blocking client over one insecure channel. Use as a context manager, or call close().
+
+    Every call has a deadline (`timeout` seconds, overridable per call), sends an x-request-id, and raises
+    client.errors.PosOffersError (or a subclass) instead of grpc.RpcError. UNAVAILABLE is retried by gRPC itself
+    for the idempotent methods (all of them today), up to max_attempts within the deadline.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 2.0,
+        max_attempts: int = 4,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if not 1 <= max_attempts <= _MAX_GRPC_ATTEMPTS:
+            raise ValueError(f"max_attempts must be between 1 and {_MAX_GRPC_ATTEMPTS}")
+        self.target = target
+        self.timeout = timeout
+        # gRPC metadata keys are lowercase on the wire; normalise so our x-request-id check sees the caller's.
+        self._metadata = tuple((key.lower(), value) for key, value in metadata)
+        self._has_request_id = any(key == REQUEST_ID_KEY for key, _ in self._metadata)
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", service_config(max_attempts)),
+            ],
+        )
+        self._offers = offer_service_pb2_grpc.OfferServiceStub(self._channel)
+        self._admin = admin_service_pb2_grpc.OfferAdminStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> PosOffersClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., _Resp], request: Message, timeout: float | None) -> _Resp:
+        metadata = self._metadata
+        if not self._has_request_id:
+            metadata = (*metadata, (REQUEST_ID_KEY, uuid.uuid4().hex))
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    # OfferService
+
+    def list_active_offers(
+        self,
+        customer_id: str,
+        *,
+        channel: types_pb2.Channel.ValueType | str = types_pb2.CHANNEL_APP,
+        store_id: str = "",
+        location: tuple[float, float] | None = None,
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> offer_service_pb2.ListActiveOffersResponse:
+        """Offers the customer can use now, best first. location is (latitude, longitude)."""
+        request = offer_service_pb2.ListActiveOffersRequest(
+            customer_id=customer_id, channel=parse_channel(channel), store_id=store_id, page_size=page_size
+        )
+        if location is not None:
+            request.location.latitude, request.location.longitude = location
+        return self._call(self._offers.ListActiveOffers, request, timeout)
+
+    def evaluate_basket(
+        self, basket: types_pb2.Basket, *, occurred_at: datetime | None = None, timeout: float | None = None
+    ) -> types_pb2.BasketEvaluation:
+        """Dry run: what the basket would earn. Changes nothing on the server."""
+        request = offer_service_pb2.EvaluateBasketRequest(basket=basket, occurred_at=_timestamp(occurred_at))
+        return self._call(self._offers.EvaluateBasket, request, timeout)
+
+    def commit_purchase(
+        self,
+        transaction_id: str,
+        basket: types_pb2.Basket,
+        *,
+        occurred_at: datetime | None = None,
+        timeout: float | None = None,
+    ) -> offer_service_pb2.PurchaseReceipt:
+        """Apply the sale once per transaction_id; calling again with the same id returns the stored receipt."""
+        request = offer_service_pb2.CommitPurchaseRequest(
+            transaction_id=transaction_id, basket=basket, occurred_at=_timestamp(occurred_at)
+        )
+        return self._call(self._offers.CommitPurchase, request, timeout)
+
+    def get_profile(self, customer_id: str, *, timeout: float | None = None) -> types_pb2.CustomerProfile:
+        request = offer_service_pb2.GetProfileRequest(customer_id=customer_id)
+        return self._call(self._offers.GetProfile, request, timeout)
+
+    # OfferAdmin
+
+    def upsert_offer(self, offer: types_pb2.Offer, *, timeout: float | None = None) -> types_pb2.Offer:
+        return self._call(self._admin.UpsertOffer, admin_service_pb2.UpsertOfferRequest(offer=offer), timeout)
+
+    def get_offer(self, offer_id: str, *, timeout: float | None = None) -> types_pb2.Offer:
+        return self._call(self._admin.GetOffer, admin_service_pb2.GetOfferRequest(offer_id=offer_id), timeout)
+
+    def list_offers(
+        self,
+        *,
+        include_archived: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> admin_service_pb2.ListOffersResponse:
+        request = admin_service_pb2.ListOffersRequest(
+            include_archived=include_archived, page_size=page_size, page_token=page_token
+        )
+        return self._call(self._admin.ListOffers, request, timeout)
+
+    def iter_offers(
+        self, *, include_archived: bool = False, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[types_pb2.Offer]:
+        """Every offer, following next_page_token; each page is its own call with its own deadline."""
+        token = ""
+        while True:
+            page = self.list_offers(
+                include_archived=include_archived, page_size=page_size, page_token=token, timeout=timeout
+            )
+            yield from page.offers
+            token = page.next_page_token
+            if not token:
+                return
+
+    def archive_offer(self, offer_id: str, *, timeout: float | None = None) -> types_pb2.Offer:
+        return self._call(self._admin.ArchiveOffer, admin_service_pb2.ArchiveOfferRequest(offer_id=offer_id), timeout)
+
+    def upsert_store(self, store: types_pb2.Store, *, timeout: float | None = None) -> types_pb2.Store:
+        return self._call(self._admin.UpsertStore, admin_service_pb2.UpsertStoreRequest(store=store), timeout)
+
+    def upsert_customer(
+        self, customer: types_pb2.CustomerProfile, *, timeout: float | None = None
+    ) -> types_pb2.CustomerProfile:
+        request = admin_service_pb2.UpsertCustomerRequest(customer=customer)
+        return self._call(self._admin.UpsertCustomer, request, timeout)

@@ -1,0 +1,92 @@
+"""Typed errors of the client: every grpc.RpcError a call raises becomes one of these."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+
+REQUEST_ID_KEY = "x-request-id"
+
+# The server words INVALID_ARGUMENT as "<field path>: <problem>", e.g. "basket.lines[0].quantity: must be positive".
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\][\w.]*)*): ")
+
+
+class PosOffersError(Exception):
+    """A failed call: the gRPC status code, the server's message and the request id the server logged it under."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, request_id: str | None = None) -> None:
+        super().__init__(code, message, request_id)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code.name}, message={self.message!r}, request_id={self.request_id!r})"
+
+
+class InvalidArgumentError(PosOffersError):
+    @property
+    def field(self) -> str | None:
+        """The field path the server named, e.g. "basket.lines[0].quantity", when the message starts with one."""
+        match = _FIELD_PREFIX.match(self.message)
+        return match.group(1) if match else None
+
+
+class NotFoundError(PosOffersError):
+    pass
+
+
+class FailedPreconditionError(PosOffersError):
+    pass
+
+
+class AlreadyExistsError(PosOffersError):
+    pass
+
+
+class UnavailableError(PosOffersError):
+    pass
+
+
+class DeadlineExceededError(PosOffersError):
+    pass
+
+
+_BY_CODE: dict[grpc.StatusCode, type[PosOffersError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+}
+
+
+def error_class(code: grpc.StatusCode) -> type[PosOffersError]:
+    return _BY_CODE.get(code, PosOffersError)
+
+
+def from_rpc_error(exc: grpc.RpcError) -> PosOffersError:
+    """Translate a raised grpc.RpcError. grpc.RpcError itself declares no accessors at runtime (only the
+    concrete call objects do), hence the getattr checks."""
+    code_fn = getattr(exc, "code", None)
+    code = code_fn() if callable(code_fn) else None
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.UNKNOWN
+    details_fn = getattr(exc, "details", None)
+    details = details_fn() if callable(details_fn) else None
+    message = details if isinstance(details, str) and details else str(code.value[1])
+    return error_class(code)(code, message, _request_id(exc))
+
+
+def _request_id(exc: grpc.RpcError) -> str | None:
+    trailing_fn = getattr(exc, "trailing_metadata", None)
+    trailing = trailing_fn() if callable(trailing_fn) else None
+    for key, value in trailing or ():
+        if key.lower() == REQUEST_ID_KEY:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None

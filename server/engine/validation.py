@@ -1,0 +1,173 @@
+"""Input checks at the edge of the engine. Each failure names the exact field, e.g. `basket.lines[2].quantity`."""
+
+from __future__ import annotations
+
+import math
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from server.engine import money
+from server.engine.eligibility import as_aware
+from server.engine.errors import InvalidArgument
+from server.engine.model import Basket, CustomerState, GeoPoint, LineItem, Offer, RewardType, Store
+
+MAX_CATEGORY_LEN = 64
+MAX_MULTIPLIER_PERCENT = 10_000
+
+
+def validate_id(value: str, field: str, *, max_len: int = 128) -> str:
+    """An identifier: non-blank, at most `max_len` characters, no whitespace or control characters."""
+    if not value or not value.strip():
+        raise InvalidArgument(field, "must not be empty")
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"must be at most {max_len} characters")
+    # isprintable() is False for control and format characters and for every whitespace except " ".
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise InvalidArgument(field, "must not contain whitespace or control characters")
+    return value
+
+
+def _validate_text(value: str, field: str, *, max_len: int | None = None) -> None:
+    if not value or not value.strip():
+        raise InvalidArgument(field, "must not be blank")
+    if max_len is not None and len(value) > max_len:
+        raise InvalidArgument(field, f"must be at most {max_len} characters")
+
+
+def _validate_category(value: str, field: str) -> None:
+    """A category name that may be empty ("every line"), but not whitespace only."""
+    if value and not value.strip():
+        raise InvalidArgument(field, "must not be blank")
+    if len(value) > MAX_CATEGORY_LEN:
+        raise InvalidArgument(field, f"must be at most {MAX_CATEGORY_LEN} characters")
+
+
+def _validate_non_negative(value: int, field: str) -> None:
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+
+
+def validate_location(point: GeoPoint | None, field: str) -> None:
+    """A WGS84 point with finite coordinates in range; None (no location) is accepted."""
+    if point is None:
+        return
+    if not math.isfinite(point.latitude) or not -90.0 <= point.latitude <= 90.0:
+        raise InvalidArgument(f"{field}.latitude", "must be between -90 and 90")
+    if not math.isfinite(point.longitude) or not -180.0 <= point.longitude <= 180.0:
+        raise InvalidArgument(f"{field}.longitude", "must be between -180 and 180")
+
+
+def _validate_line(line: LineItem, field: str, *, max_quantity: int, max_unit_price_minor: int) -> None:
+    validate_id(line.line_id, f"{field}.line_id")
+    _validate_text(line.sku, f"{field}.sku", max_len=128)
+    _validate_text(line.category, f"{field}.category", max_len=MAX_CATEGORY_LEN)
+    if not 1 <= line.quantity <= max_quantity:
+        raise InvalidArgument(f"{field}.quantity", f"must be between 1 and {max_quantity}")
+    if not 0 <= line.unit_price_minor <= max_unit_price_minor:
+        raise InvalidArgument(f"{field}.unit_price_minor", f"must be between 0 and {max_unit_price_minor}")
+
+
+def validate_basket(
+    basket: Basket,
+    *,
+    max_lines: int,
+    max_quantity: int,
+    max_unit_price_minor: int,
+    field_prefix: str = "basket",
+) -> None:
+    """A basket as a till sends it; raises InvalidArgument for the first bad field."""
+    validate_id(basket.customer_id, f"{field_prefix}.customer_id")
+    validate_id(basket.store_id, f"{field_prefix}.store_id")
+    if basket.terminal_id:
+        validate_id(basket.terminal_id, f"{field_prefix}.terminal_id")
+    if not money.is_known_currency(basket.currency):
+        raise InvalidArgument(f"{field_prefix}.currency", f"unknown currency {basket.currency!r}")
+    if not basket.lines:
+        raise InvalidArgument(f"{field_prefix}.lines", "must hold at least one line")
+    if len(basket.lines) > max_lines:
+        raise InvalidArgument(f"{field_prefix}.lines", f"must hold at most {max_lines} lines")
+    seen: set[str] = set()
+    for index, line in enumerate(basket.lines):
+        field = f"{field_prefix}.lines[{index}]"
+        _validate_line(line, field, max_quantity=max_quantity, max_unit_price_minor=max_unit_price_minor)
+        if line.line_id in seen:
+            raise InvalidArgument(f"{field}.line_id", f"duplicate line_id {line.line_id!r}")
+        seen.add(line.line_id)
+    _validate_non_negative(basket.points_to_redeem, f"{field_prefix}.points_to_redeem")
+
+
+def _validate_reward(offer: Offer) -> None:
+    reward = offer.reward
+    _validate_category(reward.target_category, "offer.reward.target_category")
+    if reward.type == RewardType.POINTS_MULTIPLIER:
+        if not 100 < reward.multiplier_percent <= MAX_MULTIPLIER_PERCENT:
+            raise InvalidArgument(
+                "offer.reward.multiplier_percent", f"must be above 100 and at most {MAX_MULTIPLIER_PERCENT}"
+            )
+    elif reward.type == RewardType.BONUS_POINTS:
+        if reward.bonus_points <= 0:
+            raise InvalidArgument("offer.reward.bonus_points", "must be positive")
+    elif reward.type == RewardType.PERCENT_OFF:
+        if not 1 <= reward.percent_off <= 100:
+            raise InvalidArgument("offer.reward.percent_off", "must be between 1 and 100")
+    elif reward.type == RewardType.AMOUNT_OFF:
+        if reward.amount_off_minor <= 0:
+            raise InvalidArgument("offer.reward.amount_off_minor", "must be positive")
+    else:
+        raise InvalidArgument("offer.reward.type", "must be set")
+
+
+def _validate_eligibility(offer: Offer) -> None:
+    eligibility = offer.eligibility
+    _validate_non_negative(eligibility.min_lifetime_value_minor, "offer.eligibility.min_lifetime_value_minor")
+    if not math.isfinite(eligibility.max_distance_km) or eligibility.max_distance_km < 0:
+        raise InvalidArgument("offer.eligibility.max_distance_km", "must be a finite number, zero or more")
+    for store_id in sorted(eligibility.store_ids):
+        validate_id(store_id, "offer.eligibility.store_ids")
+    for category in sorted(eligibility.purchased_any_categories):
+        _validate_text(category, "offer.eligibility.purchased_any_categories", max_len=MAX_CATEGORY_LEN)
+    for category in sorted(eligibility.not_purchased_categories):
+        _validate_text(category, "offer.eligibility.not_purchased_categories", max_len=MAX_CATEGORY_LEN)
+
+
+def validate_offer(offer: Offer) -> None:
+    """An offer from the admin API; raises InvalidArgument for the first bad field."""
+    validate_id(offer.offer_id, "offer.offer_id")
+    _validate_text(offer.title, "offer.title")
+    _validate_reward(offer)
+    _validate_category(offer.condition.required_category, "offer.condition.required_category")
+    _validate_non_negative(offer.condition.min_quantity, "offer.condition.min_quantity")
+    _validate_non_negative(offer.condition.min_spend_minor, "offer.condition.min_spend_minor")
+    _validate_eligibility(offer)
+    _validate_non_negative(offer.per_customer_limit, "offer.per_customer_limit")
+    _validate_non_negative(offer.total_redemption_limit, "offer.total_redemption_limit")
+    starts, ends = offer.starts_at, offer.ends_at
+    if starts is not None and ends is not None and as_aware(ends) <= as_aware(starts):
+        raise InvalidArgument("offer.ends_at", "must be after starts_at")
+
+
+def validate_store(store: Store) -> None:
+    """A store from the admin API."""
+    validate_id(store.store_id, "store.store_id")
+    _validate_text(store.name, "store.name")
+    try:
+        ZoneInfo(store.timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # ValueError/OSError: keys like "../x" or a directory name are rejected before lookup.
+        raise InvalidArgument("store.timezone", f"unknown IANA time zone {store.timezone!r}") from None
+    validate_location(store.location, "store.location")
+
+
+def validate_customer(customer: CustomerState) -> None:
+    """A customer imported from a CRM."""
+    validate_id(customer.customer_id, "customer.customer_id")
+    _validate_non_negative(customer.lifetime_value_minor, "customer.lifetime_value_minor")
+    _validate_non_negative(customer.points_balance, "customer.points_balance")
+    _validate_non_negative(customer.purchase_count, "customer.purchase_count")
+    if customer.currency and not money.is_known_currency(customer.currency):
+        raise InvalidArgument("customer.currency", f"unknown currency {customer.currency!r}")
+    for category in sorted(customer.categories):
+        _validate_text(category, "customer.categories", max_len=MAX_CATEGORY_LEN)
+    validate_location(customer.home, "customer.home")
+    for category, value in sorted(customer.propensity.items()):
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise InvalidArgument(f"customer.propensity[{category}]", "must be between 0 and 1")

@@ -1,0 +1,59 @@
+"""One demo-data server per test session, shared by the end-to-end tests; each test makes its own customers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from posoffers.v1 import admin_service_pb2 as admin_pb
+from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+
+from server.demo import demo_customer
+from server.rpc.convert import customer_to_pb
+from tests.conftest import build_settings
+from tests.support.redis_env import delete_prefix
+from tests.support.server_thread import ServerThread
+
+
+@pytest.fixture(scope="session")
+def demo_server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    data_dir: Path = tmp_path_factory.mktemp("demo-server")
+    server = ServerThread(build_settings(redis_url, data_dir, demo_data=True))
+    yield server
+    server.stop()
+    delete_prefix(redis_url, server.settings.redis_prefix)
+
+
+@pytest.fixture(scope="session")
+def server_target(demo_server: ServerThread) -> str:
+    return demo_server.target
+
+
+@pytest.fixture(scope="session")
+def admin_stub(server_target: str) -> Iterator[admin_grpc.OfferAdminStub]:
+    with grpc.insecure_channel(server_target) as channel:
+        yield admin_grpc.OfferAdminStub(channel)
+
+
+def clone_samantha(admin: admin_grpc.OfferAdminStub, **changes: object) -> str:
+    """A new member like the demo one (LTV USD 25,000, only dresses, 2.3 km from SoHo), under a fresh id."""
+    customer_id = f"cust-{uuid.uuid4().hex[:12]}"
+    profile = customer_to_pb(demo_customer(customer_id))
+    for name, value in changes.items():
+        if name == "categories_purchased":
+            del profile.categories_purchased[:]
+            profile.categories_purchased.extend(value)  # type: ignore[arg-type]
+        elif name == "home_location":
+            profile.home_location.CopyFrom(value)  # type: ignore[arg-type]
+        else:
+            setattr(profile, name, value)
+    admin.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))
+    return customer_id
+
+
+@pytest.fixture
+def fresh_customer_id(admin_stub: admin_grpc.OfferAdminStub) -> str:
+    return clone_samantha(admin_stub)

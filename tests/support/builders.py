@@ -1,0 +1,35 @@
+"""Small builders for protobuf requests used across the end-to-end tests."""
+
+from __future__ import annotations
+
+import uuid
+
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import types_pb2 as pb
+
+DRESS = ("dress-1", "SKU-DRESS-RED", "dresses", 1, 12_000)  # USD 120.00
+SHOES = ("shoes-1", "SKU-SHOE-BLK", "shoes", 1, 8_900)  # USD 89.00
+
+
+def basket(
+    customer_id: str,
+    *lines: tuple[str, str, str, int, int],
+    store_id: str = "soho",
+    currency: str = "USD",
+    points_to_redeem: int = 0,
+) -> pb.Basket:
+    return pb.Basket(
+        customer_id=customer_id,
+        store_id=store_id,
+        terminal_id="till-7",
+        currency=currency,
+        points_to_redeem=points_to_redeem,
+        lines=[
+            pb.LineItem(line_id=lid, sku=sku, category=cat, quantity=qty, unit_price_minor=price)
+            for lid, sku, cat, qty, price in lines
+        ],
+    )
+
+
+def commit_request(b: pb.Basket, transaction_id: str | None = None) -> svc.CommitPurchaseRequest:
+    return svc.CommitPurchaseRequest(transaction_id=transaction_id or f"txn-{uuid.uuid4().hex}", basket=b)

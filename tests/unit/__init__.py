@@ -1,0 +1,90 @@
+"""Engine unit tests. Shared builders for the story world: Samantha, the SoHo store, the dress-and-shoes offer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from server.engine.model import (
+    Basket,
+    Catalog,
+    Channel,
+    Condition,
+    CustomerState,
+    Eligibility,
+    GeoPoint,
+    LineItem,
+    Offer,
+    OfferContext,
+    PointsPolicy,
+    Reward,
+    RewardType,
+    Store,
+)
+
+NOW = datetime(2025, 6, 1, 15, 0, tzinfo=UTC)
+POLICY = PointsPolicy()
+
+SOHO = Store("soho", "SoHo", GeoPoint(40.7233, -74.0030), "America/New_York")
+MIDTOWN = Store("midtown", "Midtown", GeoPoint(40.7549, -73.9840), "America/New_York")
+SAMANTHA_HOME = GeoPoint(40.7413, -74.0030)  # 2.0 km north of SoHo
+NEAR_SOHO = GeoPoint(40.7377, -74.0030)  # 1.6 km north of SoHo
+BOSTON = GeoPoint(42.3601, -71.0589)  # ~305 km from SoHo
+
+
+def samantha(**changes: Any) -> CustomerState:
+    customer = CustomerState(
+        customer_id="samantha",
+        display_name="Samantha",
+        tier="gold",
+        lifetime_value_minor=2_500_000,
+        points_balance=1_000,
+        categories=frozenset({"dresses"}),
+        home=SAMANTHA_HOME,
+        propensity={"shoes": 0.4},
+    )
+    return replace(customer, **changes)
+
+
+def dress_shoes_offer(**changes: Any) -> Offer:
+    offer = Offer(
+        offer_id="dress-shoes-2x",
+        title="Double points on dresses",
+        description="Buy any shoes and earn double points on dresses.",
+        eligibility=Eligibility(
+            min_lifetime_value_minor=1_000_000,
+            max_distance_km=5.0,
+            purchased_any_categories=frozenset({"dresses"}),
+            not_purchased_categories=frozenset({"shoes"}),
+        ),
+        condition=Condition(required_category="shoes", min_quantity=1),
+        reward=Reward(type=RewardType.POINTS_MULTIPLIER, target_category="dresses", multiplier_percent=200),
+        per_customer_limit=1,
+    )
+    return replace(offer, **changes)
+
+
+def simple_offer(offer_id: str, reward: Reward, condition: Condition | None = None, **changes: Any) -> Offer:
+    """An offer open to everyone: only the reward and condition matter."""
+    return Offer(offer_id, f"Offer {offer_id}", "", Eligibility(), condition or Condition(), reward, **changes)
+
+
+def catalog(*offers: Offer, stores: tuple[Store, ...] = (SOHO, MIDTOWN), version: int = 7) -> Catalog:
+    return Catalog(version=version, offers=offers, stores={store.store_id: store for store in stores})
+
+
+def line(line_id: str, category: str, unit_price_minor: int, quantity: int = 1) -> LineItem:
+    return LineItem(line_id, f"sku-{line_id}", category, quantity, unit_price_minor)
+
+
+def basket(*lines: LineItem, points_to_redeem: int = 0, currency: str = "USD", store_id: str = "soho") -> Basket:
+    return Basket("samantha", store_id, "till-1", currency, tuple(lines), points_to_redeem)
+
+
+def pos_ctx(now: datetime = NOW, store_id: str = "soho") -> OfferContext:
+    return OfferContext(now=now, channel=Channel.POS, store_id=store_id)
+
+
+def app_ctx(now: datetime = NOW, location: GeoPoint | None = None) -> OfferContext:
+    return OfferContext(now=now, channel=Channel.APP, location=location)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from server.engine.eligibility import Verdict, check_eligibility
+from server.engine.geo import distance_km
+from server.engine.model import Channel, CustomerState, Eligibility, GeoPoint, Offer, OfferContext
+from tests.unit import (
+    BOSTON,
+    MIDTOWN,
+    NEAR_SOHO,
+    NOW,
+    SOHO,
+    app_ctx,
+    catalog,
+    dress_shoes_offer,
+    pos_ctx,
+    samantha,
+)
+
+
+def verdict(
+    offer: Offer | None = None,
+    customer: CustomerState | None = None,
+    ctx: OfferContext | None = None,
+    redemptions_used: dict[str, int] | None = None,
+) -> Verdict:
+    offer = offer or dress_shoes_offer()
+    customer = customer or samantha()
+    return check_eligibility(offer, customer, ctx or app_ctx(), catalog(), redemptions_used=redemptions_used)
+
+
+def with_rules(**changes: Any) -> Offer:
+    offer = dress_shoes_offer()
+    return replace(offer, eligibility=replace(offer.eligibility, **changes))
+
+
+def test_distance_is_great_circle() -> None:
+    assert distance_km(SOHO.location or GeoPoint(0, 0), SOHO.location or GeoPoint(0, 0)) == 0.0
+    # New York to London is about 5570 km.
+    assert distance_km(GeoPoint(40.7128, -74.0060), GeoPoint(51.5074, -0.1278)) == pytest.approx(5570, rel=0.01)
+    assert distance_km(GeoPoint(0, 0), GeoPoint(0, 180)) == pytest.approx(20015.1, rel=1e-4)
+
+
+def test_eligible_with_reasons() -> None:
+    assert verdict() == Verdict(True, ("you buy dresses", "2.0 km from SoHo"))
+
+
+def test_reason_lists_every_matching_category_sorted() -> None:
+    offer = with_rules(purchased_any_categories=frozenset({"dresses", "bags", "hats"}))
+    result = verdict(offer, samantha(categories=frozenset({"dresses", "bags"})))
+    assert result.reasons[0] == "you buy bags, dresses"
+
+
+@pytest.mark.parametrize(
+    ("offer", "customer", "refusal"),
+    [
+        (dress_shoes_offer(archived=True), samantha(), "archived"),
+        (dress_shoes_offer(), samantha(lifetime_value_minor=10), "lifetime value below 1000000"),
+        (dress_shoes_offer(), samantha(home=None), "no location"),
+        (dress_shoes_offer(), samantha(home=BOSTON), "301.8 km from Midtown, beyond 5 km"),
+        (dress_shoes_offer(), samantha(categories=frozenset()), "has not bought dresses"),
+        (dress_shoes_offer(), samantha(categories=frozenset({"dresses", "shoes"})), "already bought shoes"),
+        (dress_shoes_offer(), samantha(offer_uses={"dress-shoes-2x": 1}), "already used 1 of 1"),
+        (with_rules(tiers=frozenset({"platinum"})), samantha(), "only for platinum members"),
+        (with_rules(channels=frozenset({Channel.POS})), samantha(), "only on POS"),
+    ],
+)
+def test_refusals(offer: Offer, customer: CustomerState, refusal: str) -> None:
+    assert verdict(offer, customer) == Verdict(False, (), refusal)
+
+
+def test_time_window_is_half_open() -> None:
+    offer = dress_shoes_offer(starts_at=NOW, ends_at=NOW + timedelta(hours=1))
+    assert verdict(offer, ctx=app_ctx(now=NOW)).eligible
+    assert verdict(offer, ctx=app_ctx(now=NOW - timedelta(seconds=1))).refusal == "not started"
+    assert verdict(offer, ctx=app_ctx(now=NOW + timedelta(hours=1))).refusal == "ended"
+
+
+def test_naive_times_are_read_as_utc() -> None:
+    offer = dress_shoes_offer(ends_at=(NOW + timedelta(minutes=1)).replace(tzinfo=None))
+    assert verdict(offer, ctx=app_ctx(now=NOW)).eligible
+    assert verdict(offer, ctx=app_ctx(now=NOW + timedelta(minutes=1))).refusal == "ended"
+
+
+def test_total_limit_sold_out() -> None:
+    offer = dress_shoes_offer(total_redemption_limit=100)
+    assert verdict(offer, redemptions_used={"dress-shoes-2x": 99}).eligible
+    assert verdict(offer, redemptions_used={"dress-shoes-2x": 100}).refusal == "sold out"
+
+
+def test_store_restriction_applies_only_when_the_request_names_a_store() -> None:
+    offer = with_rules(store_ids=frozenset({"midtown"}), max_distance_km=0.0)
+    assert verdict(offer, ctx=pos_ctx(store_id="soho")).refusal == "not offered at store soho"
+    assert verdict(offer, ctx=pos_ctx(store_id="midtown")).eligible
+    assert verdict(offer, ctx=app_ctx()).eligible
+
+
+def test_distance_point_prefers_location_then_till_store_then_home() -> None:
+    far_home = samantha(home=BOSTON)
+    assert verdict(customer=far_home, ctx=app_ctx(location=NEAR_SOHO)).reasons[1] == "1.6 km from SoHo"
+    assert verdict(customer=far_home, ctx=pos_ctx(store_id="soho")).reasons[1] == "0.0 km from SoHo"
+    assert not verdict(customer=far_home, ctx=pos_ctx(store_id="unknown-store")).eligible
+
+
+def test_distance_names_the_nearest_eligible_store() -> None:
+    at_midtown = app_ctx(location=MIDTOWN.location)
+    assert verdict(ctx=at_midtown).reasons[1] == "0.0 km from Midtown"
+    only_soho = with_rules(store_ids=frozenset({"soho"}))
+    assert verdict(only_soho, ctx=at_midtown).reasons[1].endswith("km from SoHo")
+
+
+def test_no_restrictions_means_no_reasons() -> None:
+    offer = dress_shoes_offer(eligibility=Eligibility())
+    assert verdict(offer, samantha(home=None, categories=frozenset())) == Verdict(True, ())

@@ -1,0 +1,148 @@
+"""Properties of basket evaluation over random baskets and catalogs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from server.engine.basket import evaluate_basket
+from server.engine.model import (
+    Basket,
+    BasketEvaluation,
+    Catalog,
+    Condition,
+    CustomerState,
+    Eligibility,
+    LineItem,
+    Offer,
+    PointsPolicy,
+    Reward,
+    RewardType,
+)
+from server.engine.money import minor_per_unit
+from tests.unit import catalog, pos_ctx, samantha
+
+CATEGORIES = ["dresses", "shoes", "bags"]
+ENGINE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def baskets(draw: st.DrawFn) -> Basket:
+    line_ids = draw(st.lists(st.text("abcdefgh", min_size=1, max_size=3), min_size=1, max_size=6, unique=True))
+    lines = tuple(
+        LineItem(
+            line_id=line_id,
+            sku=f"sku-{line_id}",
+            category=draw(st.sampled_from(CATEGORIES)),
+            quantity=draw(st.integers(1, 5)),
+            unit_price_minor=draw(st.integers(0, 300_00)),
+        )
+        for line_id in line_ids
+    )
+    return Basket("samantha", "soho", "till-1", draw(st.sampled_from(["USD", "JPY", "KWD"])), lines)
+
+
+@st.composite
+def rewards(draw: st.DrawFn) -> Reward:
+    kind = draw(st.sampled_from(list(RewardType)[1:]))
+    target = draw(st.sampled_from(["", *CATEGORIES]))
+    if kind == RewardType.POINTS_MULTIPLIER:
+        return Reward(kind, target, multiplier_percent=draw(st.integers(101, 1000)))
+    if kind == RewardType.BONUS_POINTS:
+        return Reward(kind, target, bonus_points=draw(st.integers(1, 5_000)))
+    if kind == RewardType.PERCENT_OFF:
+        return Reward(kind, target, percent_off=draw(st.integers(1, 100)))
+    return Reward(kind, target, amount_off_minor=draw(st.integers(1, 500_00)))
+
+
+@st.composite
+def offers(draw: st.DrawFn, offer_id: str) -> Offer:
+    condition = Condition(
+        required_category=draw(st.sampled_from(["", *CATEGORIES])),
+        min_quantity=draw(st.integers(0, 4)),
+        min_spend_minor=draw(st.sampled_from([0, 0, 50_00, 200_00])),
+    )
+    return Offer(
+        offer_id=offer_id,
+        title=f"Offer {offer_id}",
+        description="",
+        eligibility=Eligibility(),
+        condition=condition,
+        reward=draw(rewards()),
+        priority=draw(st.integers(0, 3)),
+        exclusive_group=draw(st.sampled_from(["", "", "g1", "g2"])),
+    )
+
+
+@st.composite
+def catalogs(draw: st.DrawFn) -> Catalog:
+    count = draw(st.integers(0, 5))
+    return catalog(*(draw(offers(f"offer-{i}")) for i in range(count)))
+
+
+policies = st.builds(PointsPolicy, earn_points_per_unit=st.integers(0, 10), redeem_points_per_unit=st.integers(1, 200))
+
+
+def evaluate(cat: Catalog, customer: CustomerState, items: Basket, policy: PointsPolicy) -> BasketEvaluation:
+    return evaluate_basket(cat, customer, items, pos_ctx(), policy)
+
+
+def redeemable(cat: Catalog, customer: CustomerState, items: Basket, policy: PointsPolicy, share: float) -> int:
+    """A points_to_redeem within both the balance and the bill."""
+    bill = evaluate(cat, customer, items, policy)
+    due = bill.subtotal_minor - bill.total_discount_minor
+    most = due * policy.redeem_points_per_unit // minor_per_unit(items.currency)
+    return int(min(most, customer.points_balance) * share)
+
+
+@ENGINE
+@given(
+    cat=catalogs(),
+    items=baskets(),
+    policy=policies,
+    balance=st.integers(0, 100_000),
+    share=st.floats(0, 1),
+    order=st.randoms(use_true_random=False),
+)
+def test_evaluation_invariants(
+    cat: Catalog, items: Basket, policy: PointsPolicy, balance: int, share: float, order: random.Random
+) -> None:
+    customer = samantha(points_balance=balance)
+    items = replace(items, points_to_redeem=redeemable(cat, customer, items, policy, share))
+    result = evaluate(cat, customer, items, policy)
+
+    assert all(r.base_points >= 0 and r.bonus_points >= 0 and r.discount_minor >= 0 for r in result.lines)
+    assert result.points_earned == sum(r.base_points + r.bonus_points for r in result.lines)
+    assert result.subtotal_minor == sum(line.total_minor for line in items.lines)
+    assert result.total_discount_minor == sum(r.discount_minor for r in result.lines) <= result.subtotal_minor
+    for r, item in zip(result.lines, items.lines, strict=True):
+        assert r.line_id == item.line_id
+        assert r.discount_minor <= item.total_minor
+    assert sum(a.bonus_points for a in result.applied_offers) == sum(r.bonus_points for r in result.lines)
+    assert sum(a.discount_minor for a in result.applied_offers) == result.total_discount_minor
+    assert result.total_due_minor == result.subtotal_minor - result.total_discount_minor - result.redeemed_value_minor
+    assert result.total_due_minor >= 0
+    assert result.balance_after == balance - items.points_to_redeem + result.points_earned >= 0
+    applied_ids = {a.offer_id for a in result.applied_offers}
+    applied_groups = [o.exclusive_group for o in cat.offers if o.offer_id in applied_ids and o.exclusive_group]
+    assert len(applied_groups) == len(set(applied_groups)), "two offers of one exclusive group applied"
+
+    # Same basket, lines shuffled: same results per line and same totals.
+    shuffled_lines = list(items.lines)
+    order.shuffle(shuffled_lines)
+    again = evaluate(cat, customer, replace(items, lines=tuple(shuffled_lines)), policy)
+    assert {r.line_id: r for r in again.lines} == {r.line_id: r for r in result.lines}
+    assert [r.line_id for r in again.lines] == [line.line_id for line in shuffled_lines]
+    assert replace(again, lines=result.lines) == result
+
+
+@ENGINE
+@given(cat=catalogs(), items=baskets())
+def test_multiplied_lines_are_claimed_once(cat: Catalog, items: Basket) -> None:
+    result = evaluate(cat, samantha(), items, PointsPolicy())
+    multipliers = {o.offer_id for o in cat.offers if o.reward.type == RewardType.POINTS_MULTIPLIER}
+    for r in result.lines:
+        assert len(multipliers.intersection(r.offer_ids)) <= 1
