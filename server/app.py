@@ -111,8 +111,9 @@ class Service:
     async def _start(cls, settings: Settings, redis_url: str, embedded: EmbeddedRedis | None) -> Service:
         client = aioredis.Redis.from_url(redis_url, decode_responses=False, socket_timeout=5, max_connections=256)
         await client.ping()
-        engine = make_engine(settings.sql_url)
-        await asyncio.to_thread(migrate, engine)
+        schema = settings.database_schema or None
+        engine = make_engine(settings.sql_url, schema=schema)
+        await asyncio.to_thread(lambda: migrate(engine, schema=schema))
         repo = ProfileRepository(engine)
         keys = Keys(settings.redis_prefix, settings.partitions)
         customers = CustomerStore(client, keys, receipt_retention_s=settings.idempotency_retention_days * 86_400)

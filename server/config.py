@@ -28,6 +28,8 @@ class Settings:
     """Redis URL; empty starts an embedded Redis under data_dir and stops it on exit."""
     database_url: str = ""
     """SQLAlchemy URL of the profile database; empty means SQLite at data_dir/pos_offers.db."""
+    database_schema: str = ""
+    """PostgreSQL only: the schema the profile lives in (created by the migrations); empty = the default."""
     data_dir: Path = Path("var")
     """Where the embedded Redis and SQLite keep their files."""
     demo_data: bool = False

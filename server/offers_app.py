@@ -11,7 +11,7 @@ import base64
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -82,6 +82,7 @@ class OffersApp:
         self.clock = clock
         self.policy = PointsPolicy(settings.earn_points_per_unit, settings.redeem_points_per_unit)
         self._retention = timedelta(days=settings.idempotency_retention_days)
+        self._budgeted_cache: tuple[int, tuple[str, ...]] = (-2, ())
 
     # -- reading a customer -------------------------------------------------------------------------------------
 
@@ -97,21 +98,31 @@ class OffersApp:
             metrics.REHYDRATIONS.inc()
             log.info("customer rebuilt from SQL", extra={"receipts": len(snapshot.receipts)})
 
-    async def _read(self, customer_id: str, *, transaction_id: str = "") -> CustomerRead:
-        read = await self.customers.read(customer_id, transaction_id=transaction_id)
+    def _budgeted(self, catalog: Catalog) -> tuple[str, ...]:
+        """Offers with a total redemption budget: their counters are read beside the customer."""
+        cached = self._budgeted_cache
+        if cached[0] != catalog.version:
+            ids = tuple(o.offer_id for o in catalog.offers if o.total_redemption_limit > 0)
+            cached = self._budgeted_cache = (catalog.version, ids)
+        return cached[1]
+
+    async def _read(self, customer_id: str, catalog: Catalog, *, transaction_id: str = "") -> CustomerRead:
+        budgeted = self._budgeted(catalog)
+        read = await self.customers.read(customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted)
         if read.state is None:
             await self._rehydrate(customer_id)
-            read = await self.customers.read(customer_id, transaction_id=transaction_id)
-            if read.state is None:
-                raise NotFound("customer", customer_id)
+            read = await self.customers.read(customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted)
         return read
 
-    async def customer(self, customer_id: str) -> CustomerState:
-        validate_id(customer_id, "customer_id")
-        state = (await self._read(customer_id)).state
-        if state is None:  # _read raises first; this keeps the type honest without `assert`
+    async def _state(self, customer_id: str, field: str, catalog: Catalog) -> tuple[CustomerState, CustomerRead]:
+        validate_id(customer_id, field)
+        read = await self._read(customer_id, catalog)
+        if read.state is None:
             raise NotFound("customer", customer_id)
-        return state
+        return read.state, read
+
+    async def customer(self, customer_id: str) -> CustomerState:
+        return (await self._state(customer_id, "customer_id", self.catalog.current))[0]
 
     # -- the till and the app -----------------------------------------------------------------------------------
 
@@ -126,10 +137,12 @@ class OffersApp:
         catalog = self.catalog.current
         if store_id and store_id not in catalog.stores:
             raise NotFound("store", store_id)
-        state = await self.customer(customer_id)
+        state, read = await self._state(customer_id, "customer_id", catalog)
         ctx = OfferContext(now=self.clock(), channel=channel, store_id=store_id, location=location)
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        offers = list_active_offers(catalog, state, ctx, page_size=size, policy=self.policy)
+        offers = list_active_offers(
+            catalog, state, ctx, page_size=size, policy=self.policy, redemptions_used=read.redemptions_used
+        )
         metrics.OFFERS_LISTED.inc(len(offers))
         return offers, catalog.version
 
@@ -156,10 +169,12 @@ class OffersApp:
             return now
         return occurred_at
 
-    def _evaluate(self, state: CustomerState, basket: Basket, at: datetime) -> BasketEvaluation:
+    def _evaluate(
+        self, catalog: Catalog, state: CustomerState, basket: Basket, at: datetime, used: Mapping[str, int]
+    ) -> BasketEvaluation:
         ctx = OfferContext(now=at, channel=Channel.POS, store_id=basket.store_id)
         try:
-            return evaluate_basket(self.catalog.current, state, basket, ctx, self.policy)
+            return evaluate_basket(catalog, state, basket, ctx, self.policy, redemptions_used=used)
         except FailedPrecondition as exc:
             metrics.REDEMPTIONS_REFUSED.labels(reason=exc.reason).inc()
             raise
@@ -167,8 +182,9 @@ class OffersApp:
     async def evaluate(self, basket: Basket, occurred_at: datetime | None) -> BasketEvaluation:
         self._validate_basket(basket, "basket")
         at = self._evaluation_time(occurred_at, "occurred_at")
-        state = await self.customer(basket.customer_id)
-        evaluation = self._evaluate(state, basket, at)
+        catalog = self.catalog.current
+        state, read = await self._state(basket.customer_id, "basket.customer_id", catalog)
+        evaluation = self._evaluate(catalog, state, basket, at, read.redemptions_used)
         metrics.NEAR_MISSES.inc(len(evaluation.near_misses))
         return evaluation
 
@@ -186,7 +202,9 @@ class OffersApp:
         cid = basket.customer_id
         validate_id(cid, "basket.customer_id")
         for _ in range(self.settings.commit_max_attempts):
-            read = await self.customers.read(cid, transaction_id=transaction_id)
+            catalog = self.catalog.current
+            budgeted = self._budgeted(catalog)
+            read = await self.customers.read(cid, transaction_id=transaction_id, budget_offer_ids=budgeted)
             if read.claim_owner is not None and read.claim_owner != cid:
                 raise AlreadyExists(f"transaction_id {transaction_id!r} was used for another customer")
             if read.stored is not None:
@@ -199,7 +217,7 @@ class OffersApp:
                     raise
                 continue
             try:
-                outcome = await self._try_commit(read.state, transaction_id, basket, at, digest, render_receipt)
+                outcome = await self._try_commit(catalog, read, transaction_id, basket, at, digest, render_receipt)
             except FailedPrecondition:
                 await self.customers.release_claim(transaction_id, cid)
                 raise
@@ -214,27 +232,52 @@ class OffersApp:
         metrics.PURCHASES_REPLAYED.inc()
         return CommitOutcome(receipt, replayed=True)
 
+    async def _reserve_budgets(self, catalog: Catalog, evaluation: BasketEvaluation) -> list[str] | None:
+        """Takes one redemption of each applied offer's total budget; None (nothing held) if one ran out."""
+        reserved: list[str] = []
+        for applied in evaluation.applied_offers:
+            offer = catalog.offer(applied.offer_id)
+            if offer is None or offer.total_redemption_limit <= 0:
+                continue
+            if not await self.customers.reserve_budget(offer.offer_id, offer.total_redemption_limit):
+                await self._release_budgets(reserved)
+                return None
+            reserved.append(offer.offer_id)
+        return reserved
+
+    async def _release_budgets(self, offer_ids: list[str]) -> None:
+        for offer_id in offer_ids:
+            await self.customers.release_budget(offer_id)
+
     async def _try_commit(
         self,
-        state: CustomerState,
+        catalog: Catalog,
+        read: CustomerRead,
         transaction_id: str,
         basket: Basket,
         at: datetime,
         digest: str,
         render_receipt: Callable[[Receipt], bytes],
     ) -> CommitOutcome | None:
-        """One optimistic attempt; None when another write to this customer won the race (re-read and retry)."""
-        evaluation = self._evaluate(state, basket, at)
-        committed_at = self.clock()
-        receipt = Receipt(transaction_id, evaluation, new_categories(state, basket), committed_at)
+        """One optimistic attempt; None when another write won a race (re-read and retry)."""
+        state = read.state
+        if state is None:
+            return None
+        evaluation = self._evaluate(catalog, state, basket, at, read.redemptions_used)
+        # Budgets live outside the customer's slot: reserve first, give back if the commit does not happen.
+        reserved = await self._reserve_budgets(catalog, evaluation)
+        if reserved is None:
+            return None  # sold out meanwhile: the re-read sees it and evaluates without that offer
+        receipt = Receipt(transaction_id, evaluation, new_categories(state, basket), self.clock())
         receipt_bytes = render_receipt(receipt)
-        record = purchase_record(receipt, basket, at, digest, receipt_bytes, self.catalog.current)
+        record = purchase_record(receipt, basket, at, digest, receipt_bytes, catalog)
         result = await self.customers.commit(
             record, expected_version=state.version, receipt=receipt_bytes, occurred_at=at
         )
         if result.status == "ok":
             record_purchase_metrics(evaluation)
             return CommitOutcome(receipt_bytes, replayed=False)
+        await self._release_budgets(reserved)
         if result.status == "replay":
             return self._replay(digest, result.receipt, digest, transaction_id)
         if result.status == "digest_mismatch":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal
@@ -37,6 +37,7 @@ class CustomerRead:
     state: CustomerState | None  # None: Redis does not hold this customer (never seen, or lost)
     stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
     claim_owner: str | None = None  # customer who holds the asked-for transaction id
+    redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
 
 
 CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
@@ -98,6 +99,8 @@ class CustomerStore:
         self._hydrate: AsyncScript = client.register_script(_lua("hydrate_customer.lua"))
         self._upsert: AsyncScript = client.register_script(_lua("upsert_customer.lua"))
         self._release: AsyncScript = client.register_script(_lua("release_claim.lua"))
+        self._reserve_budget: AsyncScript = client.register_script(_lua("reserve_budget.lua"))
+        self._release_budget: AsyncScript = client.register_script(_lua("release_budget.lua"))
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -106,7 +109,9 @@ class CustomerStore:
     async def ping(self) -> None:
         await self._redis.ping()
 
-    async def read(self, customer_id: str, *, transaction_id: str = "") -> CustomerRead:
+    async def read(
+        self, customer_id: str, *, transaction_id: str = "", budget_offer_ids: Sequence[str] = ()
+    ) -> CustomerRead:
         """One round trip: profile, categories, offer uses; a transaction id is also claimed and its receipt read."""
         k = self.keys
         pipe = self._redis.pipeline(transaction=False)
@@ -118,13 +123,26 @@ class CustomerStore:
             pipe.set(claim, customer_id, nx=True, ex=self._retention_s)
             pipe.get(claim)
             pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
+        for offer_id in budget_offer_ids:
+            pipe.get(k.offer_redemptions(offer_id))
         results: list[Any] = await pipe.execute()
         state = parse_profile(customer_id, results[0], results[1], results[2])
+        used = {
+            o: int(n or 0)
+            for o, n in zip(budget_offer_ids, results[len(results) - len(budget_offer_ids) :], strict=True)
+        }
         if not transaction_id:
-            return CustomerRead(state)
+            return CustomerRead(state, redemptions_used=used)
         owner, (digest, receipt) = results[4], results[5]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
-        return CustomerRead(state, stored, owner.decode() if owner is not None else None)
+        return CustomerRead(state, stored, owner.decode() if owner is not None else None, used)
+
+    async def reserve_budget(self, offer_id: str, limit: int) -> bool:
+        """Takes one redemption of the offer's total budget; False when it is used up."""
+        return int(await self._reserve_budget(keys=[self.keys.offer_redemptions(offer_id)], args=[limit])) >= 0
+
+    async def release_budget(self, offer_id: str) -> None:
+        await self._release_budget(keys=[self.keys.offer_redemptions(offer_id)])
 
     async def release_claim(self, transaction_id: str, customer_id: str) -> None:
         await self._release(keys=[self.keys.transaction_claim(transaction_id)], args=[customer_id])

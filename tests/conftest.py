@@ -48,7 +48,7 @@ def make_server(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Server
 
     def start(**overrides: Any) -> ServerThread:
         overrides.setdefault("data_dir", tmp_path)
-        settings = build_settings(redis_url, **overrides)
+        settings = build_settings(overrides.pop("redis_url", redis_url), **overrides)
         server = ServerThread(settings)
         started.append(server)
         return server

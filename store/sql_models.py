@@ -1,0 +1,162 @@
+"""SQL tables of the profile database (the system of record behind Redis).
+
+Schema changes go through a hand-written Alembic migration in store/migrations/versions that matches these
+classes; tests compare the migrated database with this metadata. Money and points are BIGINT integers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """DateTime(timezone=True) that only accepts aware datetimes and always returns aware UTC.
+
+    SQLite has no time zone type and hands back naive values, so everything is stored normalised to UTC
+    (which also keeps SQLite's text comparison of timestamps correct) and UTC is re-attached on read.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the profile database stores aware UTC times only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# Column types shared with the migrations (which spell out the same types with plain SQLAlchemy).
+ID = sa.String(128)
+SHORT = sa.String(64)
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    customer_id: str = Field(primary_key=True, sa_type=ID)
+    display_name: str = Field(default="", sa_type=sa.String(256))
+    tier: str = Field(default="", sa_type=SHORT)
+    currency: str = Field(default="", sa_type=sa.String(3))
+    lifetime_value_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    points_balance: int = Field(default=0, sa_type=sa.BigInteger)
+    purchase_count: int = Field(default=0, sa_type=sa.Integer)
+    last_purchase_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    home_latitude: float | None = Field(default=None, sa_type=sa.Float)
+    home_longitude: float | None = Field(default=None, sa_type=sa.Float)
+    propensity_json: str = Field(default="{}", sa_type=sa.Text)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CustomerCategory(SQLModel, table=True):
+    __tablename__ = "customer_categories"
+
+    customer_id: str = Field(primary_key=True, foreign_key="customers.customer_id", sa_type=ID)
+    category: str = Field(primary_key=True, sa_type=ID)
+    first_purchased_at: datetime = Field(sa_type=UTCDateTime)
+    source: str = Field(sa_type=sa.String(16))  # "purchase" | "crm"
+
+
+class Purchase(SQLModel, table=True):
+    __tablename__ = "purchases"
+    # Receipts of one customer within a time window are what a Redis rebuild reads.
+    __table_args__ = (sa.Index("ix_purchases_customer_id_committed_at", "customer_id", "committed_at"),)
+
+    transaction_id: str = Field(primary_key=True, sa_type=ID)
+    customer_id: str = Field(foreign_key="customers.customer_id", sa_type=ID)
+    store_id: str = Field(sa_type=ID)
+    terminal_id: str = Field(sa_type=ID)
+    currency: str = Field(sa_type=sa.String(3))
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    committed_at: datetime = Field(index=True, sa_type=UTCDateTime)
+    subtotal_minor: int = Field(sa_type=sa.BigInteger)
+    total_discount_minor: int = Field(sa_type=sa.BigInteger)
+    total_due_minor: int = Field(sa_type=sa.BigInteger)
+    points_earned: int = Field(sa_type=sa.BigInteger)
+    points_redeemed: int = Field(sa_type=sa.BigInteger)
+    redeemed_value_minor: int = Field(sa_type=sa.BigInteger)
+    request_digest: str = Field(sa_type=ID)
+    receipt: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class PurchaseLine(SQLModel, table=True):
+    __tablename__ = "purchase_lines"
+
+    transaction_id: str = Field(primary_key=True, foreign_key="purchases.transaction_id", sa_type=ID)
+    line_id: str = Field(primary_key=True, sa_type=ID)
+    sku: str = Field(sa_type=ID)
+    category: str = Field(sa_type=ID)
+    quantity: int = Field(sa_type=sa.Integer)
+    unit_price_minor: int = Field(sa_type=sa.BigInteger)
+    base_points: int = Field(sa_type=sa.BigInteger)
+    bonus_points: int = Field(sa_type=sa.BigInteger)
+    discount_minor: int = Field(sa_type=sa.BigInteger)
+    offer_ids: str = Field(default="", sa_type=sa.Text)  # comma-joined
+
+
+class PurchaseOffer(SQLModel, table=True):
+    __tablename__ = "purchase_offers"
+
+    transaction_id: str = Field(primary_key=True, foreign_key="purchases.transaction_id", sa_type=ID)
+    offer_id: str = Field(primary_key=True, sa_type=ID)
+    customer_id: str = Field(index=True, sa_type=ID)
+    offer_version: int = Field(sa_type=sa.Integer)
+    bonus_points: int = Field(sa_type=sa.BigInteger)
+    discount_minor: int = Field(sa_type=sa.BigInteger)
+
+
+class PointsLedgerEntry(SQLModel, table=True):
+    __tablename__ = "points_ledger"
+
+    entry_id: str = Field(primary_key=True, sa_type=sa.String(200))  # the idempotency key, e.g. "<txn>:earn"
+    customer_id: str = Field(index=True, foreign_key="customers.customer_id", sa_type=ID)
+    transaction_id: str | None = Field(default=None, sa_type=ID)
+    kind: str = Field(sa_type=sa.String(16))
+    points: int = Field(sa_type=sa.BigInteger)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AppliedEvent(SQLModel, table=True):
+    """One row per outbox record applied: the idempotency guard for every record kind."""
+
+    __tablename__ = "applied_events"
+
+    event_id: str = Field(primary_key=True, sa_type=sa.String(200))
+    applied_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class OfferRow(SQLModel, table=True):
+    __tablename__ = "offers"
+
+    offer_id: str = Field(primary_key=True, sa_type=ID)
+    version: int = Field(default=1, sa_type=sa.Integer)
+    archived: bool = Field(default=False, sa_type=sa.Boolean)
+    title: str = Field(default="", sa_type=sa.String(256))
+    definition_json: str = Field(sa_type=sa.Text)  # JSON of the protobuf Offer, opaque here
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class StoreRow(SQLModel, table=True):
+    __tablename__ = "stores"
+
+    store_id: str = Field(primary_key=True, sa_type=ID)
+    name: str = Field(default="", sa_type=sa.String(256))
+    latitude: float | None = Field(default=None, sa_type=sa.Float)
+    longitude: float | None = Field(default=None, sa_type=sa.Float)
+    timezone: str = Field(default="UTC", sa_type=SHORT)

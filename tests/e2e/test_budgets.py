@@ -1,0 +1,57 @@
+"""An offer's total redemption budget holds across customers racing at the tills."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import grpc
+from posoffers.v1 import admin_service_pb2 as admin_pb
+from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+from posoffers.v1 import types_pb2 as pb
+
+from tests.e2e.conftest import clone_samantha
+from tests.support.builders import basket, commit_request
+
+SCARF = ("scarf-1", "SKU-SCARF", "scarves", 1, 4_000)
+
+
+async def _commit_all(target: str, requests: list[svc.CommitPurchaseRequest]) -> list[svc.PurchaseReceipt]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = svc_grpc.OfferServiceStub(channel)
+        return list(await asyncio.gather(*(stub.CommitPurchase(r, timeout=30) for r in requests)))
+
+
+def test_total_budget_is_never_exceeded_and_a_sold_out_offer_disappears(
+    server_target: str, admin_stub: admin_grpc.OfferAdminStub
+) -> None:
+    tier = f"budget-{uuid.uuid4().hex[:8]}"
+    offer = pb.Offer(
+        offer_id=f"{tier}-scarf-bonus",
+        title="500 bonus points on scarves",
+        description="For the first three members only.",
+        eligibility=pb.Eligibility(tiers=[tier]),
+        condition=pb.Condition(required_category="scarves", min_quantity=1),
+        reward=pb.Reward(type=pb.BONUS_POINTS, target_category="scarves", bonus_points=500),
+        total_redemption_limit=3,
+    )
+    offer.starts_at.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
+    admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
+    members = [clone_samantha(admin_stub, tier=tier) for _ in range(8)]
+
+    receipts = asyncio.run(_commit_all(server_target, [commit_request(basket(m, SCARF)) for m in members]))
+    winners = [r for r in receipts if any(a.offer_id == offer.offer_id for a in r.evaluation.applied_offers)]
+    assert len(winners) == 3
+    assert all(r.evaluation.points_earned == 40 + 500 for r in winners)
+    assert all(r.evaluation.points_earned == 40 for r in receipts if r not in winners)
+
+    with grpc.insecure_channel(server_target) as channel:
+        stub = svc_grpc.OfferServiceStub(channel)
+        latecomer = clone_samantha(admin_stub, tier=tier)
+        listed = stub.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=latecomer))
+        assert offer.offer_id not in {o.offer_id for o in listed.offers}
+        late = stub.EvaluateBasket(svc.EvaluateBasketRequest(basket=basket(latecomer, SCARF)))
+        assert not late.applied_offers

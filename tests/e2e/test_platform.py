@@ -1,0 +1,86 @@
+"""Standard gRPC services beside ours: health that follows Redis, reflection for grpcurl, Prometheus text."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+
+from tests.support.server_thread import ServerThread
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _health(target: str, service: str = "") -> int:
+    with grpc.insecure_channel(target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return int(reply.status)
+
+
+def test_health_is_serving_for_the_server_and_each_service(server_target: str) -> None:
+    for service in ("", "posoffers.v1.OfferService", "posoffers.v1.OfferAdmin"):
+        assert _health(server_target, service) == SERVING
+
+
+def test_reflection_lists_our_services(server_target: str) -> None:
+    with grpc.insecure_channel(server_target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        replies = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {"posoffers.v1.OfferService", "posoffers.v1.OfferAdmin", "grpc.health.v1.Health"} <= names
+
+
+def test_reflection_can_be_switched_off(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server(reflection=False)
+    with grpc.insecure_channel(server.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        try:
+            list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+            raise AssertionError("reflection answered although switched off")
+        except grpc.RpcError as err:
+            assert err.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_health_follows_redis_and_requests_fail_unavailable(make_server: Callable[..., ServerThread]) -> None:
+    # Its own embedded Redis, so stopping it disturbs nobody else.
+    server = make_server(redis_url="", demo_data=True)
+    assert _health(server.target) == SERVING
+    assert server.service.embedded is not None
+    server.service.embedded.stop()
+    deadline = time.monotonic() + 10
+    while _health(server.target) != NOT_SERVING:
+        assert time.monotonic() < deadline, "health still SERVING with Redis down"
+        time.sleep(0.2)
+    with grpc.insecure_channel(server.target) as channel:
+        try:
+            svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"), timeout=10)
+            raise AssertionError("served a profile with Redis down")
+        except grpc.RpcError as err:
+            assert err.code() is grpc.StatusCode.UNAVAILABLE
+            assert "Traceback" not in (err.details() or "")
+
+
+def test_metrics_are_exposed_in_prometheus_text(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server(metrics_listen="127.0.0.1:0", demo_data=True)
+    with grpc.insecure_channel(server.target) as channel:
+        svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"))
+    port = server.service.metrics_port
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="GetProfile"' in body
+    assert "grpc_server_handling_seconds_bucket" in body
+    assert "samantha" not in body  # never a customer id in a label
+
+
+def test_graceful_stop_reports_not_serving_first(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server()
+    server.run(server.service.health.enter_graceful_shutdown())
+    assert _health(server.target) == NOT_SERVING

@@ -1,0 +1,51 @@
+"""The production shape: the unified profile in PostgreSQL (own schema), written behind the till path."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+
+from tests.e2e.conftest import clone_samantha
+from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
+from tests.support.builders import DRESS, SHOES, basket, commit_request
+from tests.support.server_thread import ServerThread
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    admin = _postgres_admin_engine()  # skips with the reason when PostgreSQL is not there
+    schema = "e2e_" + uuid.uuid4().hex[:16]
+    try:
+        yield schema
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+def test_story_on_postgres_including_redis_loss(make_server: Callable[..., ServerThread], pg_schema: str) -> None:
+    server = make_server(demo_data=True, database_url=postgres_url(), database_schema=pg_schema)
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        request = commit_request(basket(member, DRESS, SHOES))
+        receipt = till.CommitPurchase(request)
+        assert [a.offer_id for a in receipt.evaluation.applied_offers] == ["dress-shoes-2x"]
+        server.drain()
+        repo = server.service.repo
+        assert repo.ledger_balance(member) == 500 + 329
+        assert "shoes" in repo.list_categories(member)
+
+        server.run(server.service.customers.forget_customer(member, [request.transaction_id]))
+        again = till.CommitPurchase(request)
+        assert again.replayed
+        profile = till.GetProfile(svc.GetProfileRequest(customer_id=member))
+        assert profile.points_balance == 500 + 329 and "shoes" in profile.categories_purchased

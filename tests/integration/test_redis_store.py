@@ -1,0 +1,199 @@
+"""The Redis side on a real Redis: atomic scripts, script reload, hydration, and the writer's recovery."""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from server.engine.model import CustomerState, GeoPoint
+from store.embedded_redis import EmbeddedRedis
+from store.keys import Keys
+from store.records import AppliedOfferRecord, CustomerRecord, LedgerEntry, OutboxRecord, PurchaseRecord
+from store.redis_state import CustomerStore
+from store.snapshot import CustomerSnapshot
+from store.writer import GROUP, OutboxWriter
+from tests.support.redis_env import delete_prefix, new_prefix
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[CustomerStore]:
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = new_prefix()
+    yield CustomerStore(client, Keys(prefix, 4), receipt_retention_s=3600)
+    await client.aclose()
+    delete_prefix(redis_url, prefix)
+
+
+def member(customer_id: str = "m1", balance: int = 500) -> CustomerState:
+    return CustomerState(
+        customer_id=customer_id,
+        display_name="M",
+        tier="gold",
+        lifetime_value_minor=1000,
+        points_balance=balance,
+        categories=frozenset({"dresses"}),
+        home=GeoPoint(40.74, -73.99),
+    )
+
+
+def crm_record(customer_id: str) -> CustomerRecord:
+    return CustomerRecord(
+        event_id=f"customer:{customer_id}",
+        customer_id=customer_id,
+        display_name="M",
+        tier="gold",
+        currency="USD",
+        categories=["dresses"],
+        home_latitude=40.74,
+        home_longitude=-73.99,
+        propensity={},
+        lifetime_value_delta=0,
+        balance_delta=0,
+        updated_at=NOW.isoformat(),
+    )
+
+
+def purchase(customer_id: str, txn: str, *, earned: int = 100, redeemed: int = 0) -> PurchaseRecord:
+    return PurchaseRecord(
+        event_id=f"purchase:{txn}",
+        transaction_id=txn,
+        customer_id=customer_id,
+        store_id="soho",
+        terminal_id="t1",
+        currency="USD",
+        occurred_at=NOW.isoformat(),
+        committed_at=NOW.isoformat(),
+        subtotal_minor=10_000,
+        total_discount_minor=0,
+        total_due_minor=10_000 - redeemed,
+        points_earned=earned,
+        points_redeemed=redeemed,
+        redeemed_value_minor=redeemed,
+        lifetime_value_delta=10_000,
+        request_digest="d-" + txn,
+        receipt_b64=base64.b64encode(b"receipt-" + txn.encode()).decode(),
+        lines=[],
+        applied_offers=[AppliedOfferRecord("o1", 1, 0, 0)],
+        new_categories=["shoes"],
+        ledger=[LedgerEntry(f"{txn}:earn", "earn", earned)],
+    )
+
+
+async def commit(store: CustomerStore, record: PurchaseRecord) -> str:
+    state = (await store.read(record.customer_id)).state
+    assert state is not None
+    result = await store.commit(
+        record, expected_version=state.version, receipt=b"receipt-" + record.transaction_id.encode(), occurred_at=NOW
+    )
+    return result.status
+
+
+async def test_commit_applies_everything_once_and_replays(store: CustomerStore) -> None:
+    await store.upsert_customer(member(), crm_record("m1"))
+    assert await commit(store, purchase("m1", "t1")) == "ok"
+    assert await commit(store, purchase("m1", "t1")) == "replay"
+    read = await store.read("m1", transaction_id="t1")
+    assert read.state is not None
+    assert read.state.points_balance == 600 and read.state.lifetime_value_minor == 11_000
+    assert read.state.categories == {"dresses", "shoes"} and read.state.offer_uses == {"o1": 1}
+    assert read.stored is not None and read.stored.receipt == b"receipt-t1"
+
+
+async def test_a_refused_commit_writes_nothing(store: CustomerStore) -> None:
+    await store.upsert_customer(member(balance=50), crm_record("m1"))
+    outbox = store.keys.outbox(store.keys.partition("m1"))
+    before_len = await store.redis.xlen(outbox)
+    before = (await store.read("m1")).state
+    assert await commit(store, purchase("m1", "t1", redeemed=100)) == "insufficient"
+    after = await store.read("m1", transaction_id="t1")
+    assert after.state == before and after.stored is None
+    assert await store.redis.xlen(outbox) == before_len
+
+
+async def test_a_commit_on_a_stale_version_is_refused(store: CustomerStore) -> None:
+    await store.upsert_customer(member(), crm_record("m1"))
+    state = (await store.read("m1")).state
+    assert state is not None
+    await commit(store, purchase("m1", "t1"))
+    stale = await store.commit(purchase("m1", "t2"), expected_version=state.version, receipt=b"r", occurred_at=NOW)
+    assert stale.status == "stale"
+
+
+async def test_hydration_never_overwrites_live_state(store: CustomerStore) -> None:
+    await store.upsert_customer(member(balance=900), crm_record("m1"))
+    snapshot = CustomerSnapshot(
+        customer_id="m1",
+        display_name="Old",
+        tier="",
+        currency="USD",
+        lifetime_value_minor=0,
+        points_balance=1,
+        purchase_count=0,
+        last_purchase_at=None,
+        home_latitude=None,
+        home_longitude=None,
+        categories=[],
+        propensity={},
+        offer_uses={},
+    )
+    assert not await store.hydrate(snapshot, now=NOW)
+    state = (await store.read("m1")).state
+    assert state is not None and state.points_balance == 900
+
+
+async def test_scripts_survive_a_script_flush() -> None:
+    # SCRIPT FLUSH empties the cache for every user of a Redis, so this runs on a private embedded one.
+    with EmbeddedRedis(Path(tempfile.mkdtemp(prefix="po-flush-")), persistent=False) as embedded:
+        client = aioredis.Redis.from_url(embedded.url)
+        try:
+            store = CustomerStore(client, Keys("flush", 2), receipt_retention_s=60)
+            await store.upsert_customer(member(), crm_record("m1"))
+            await client.script_flush()
+            assert await commit(store, purchase("m1", "t1")) == "ok"  # EVALSHA -> NOSCRIPT -> reloaded
+        finally:
+            await client.aclose()
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[OutboxRecord] = []
+
+    def apply_records(self, records: list[OutboxRecord]) -> int:
+        fresh = [r for r in records if r.event_id not in {x.event_id for x in self.records}]
+        self.records.extend(fresh)
+        return len(fresh)
+
+
+async def test_writer_claims_what_a_dead_writer_left_pending(store: CustomerStore) -> None:
+    await store.upsert_customer(member(), crm_record("m1"))
+    await commit(store, purchase("m1", "t1"))
+    sink = ListSink()
+    dead = OutboxWriter(store.redis, store.keys, sink, consumer="dead", claim_idle_ms=0)
+    await dead.ensure_groups()
+    # The dead writer read everything and died before writing or acknowledging.
+    for stream in store.keys.outboxes():
+        await store.redis.xreadgroup(GROUP, "dead", {stream: ">"})
+    survivor = OutboxWriter(store.redis, store.keys, sink, consumer="survivor", claim_idle_ms=0)
+    await survivor.drain(timeout_s=5)
+    kinds = sorted(type(r).__name__ for r in sink.records)
+    assert kinds == ["CustomerRecord", "PurchaseRecord"]
+    customer = next(r for r in sink.records if isinstance(r, CustomerRecord))
+    assert customer.balance_delta == 500 and customer.lifetime_value_delta == 1000  # deltas from the script
+    assert await survivor.backlog() == 0
+
+
+async def test_unreadable_outbox_entries_are_parked_not_retried_forever(store: CustomerStore) -> None:
+    stream = store.keys.outbox(0)
+    await store.redis.xadd(stream, {"r": "{not json"})
+    writer = OutboxWriter(store.redis, store.keys, ListSink(), consumer="w")
+    await writer.drain(timeout_s=5)
+    assert await store.redis.xlen(stream + ":dead") == 1
+    assert writer.stats.dead_letters == 1

@@ -1,0 +1,419 @@
+"""ProfileRepository on SQLite and PostgreSQL: migrations, idempotent write-behind, snapshots, catalog of record."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from server.engine.model import GeoPoint, Store
+from store.records import (
+    AppliedOfferRecord,
+    CustomerRecord,
+    LedgerEntry,
+    OutboxRecord,
+    PurchaseLineRecord,
+    PurchaseRecord,
+)
+from store.snapshot import CustomerSnapshot
+from store.sql_db import make_engine, migrate
+from store.sql_repo import ProfileRepository
+
+from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
+    fixture_profile_repo,
+    fixture_sql_backend,
+    fixture_sql_engine,
+    fixture_sql_target,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+POINTS_PER_UNIT = 100  # minor units per base point (1 point per whole currency unit)
+REDEEM_MINOR_PER_POINT = 1  # 100 points pay one whole unit
+OFFER_BONUS = 50
+
+
+# -- record builders -------------------------------------------------------------------------------------------
+
+
+def line(line_id: str, category: str, quantity: int, unit_price_minor: int, *, offer: str = "") -> PurchaseLineRecord:
+    return PurchaseLineRecord(
+        line_id=line_id,
+        sku=f"sku-{category}-{line_id}",
+        category=category,
+        quantity=quantity,
+        unit_price_minor=unit_price_minor,
+        base_points=quantity * unit_price_minor // POINTS_PER_UNIT,
+        bonus_points=OFFER_BONUS if offer else 0,
+        discount_minor=0,
+        offer_ids=[offer] if offer else [],
+    )
+
+
+def purchase(
+    customer_id: str, txn: str, *, at: datetime, lines: list[PurchaseLineRecord], redeem: int = 0
+) -> PurchaseRecord:
+    """A consistent purchase: ledger, totals and applied offers all derived from the lines."""
+    offers = sorted({offer_id for ln in lines for offer_id in ln.offer_ids})
+    subtotal = sum(ln.quantity * ln.unit_price_minor for ln in lines)
+    base = sum(ln.base_points for ln in lines)
+    bonus = sum(ln.bonus_points for ln in lines)
+    redeemed_value = redeem * REDEEM_MINOR_PER_POINT
+    ledger = [LedgerEntry(entry_id=f"{txn}:earn", kind="earn", points=base)]
+    if bonus:
+        ledger.append(LedgerEntry(entry_id=f"{txn}:bonus", kind="bonus", points=bonus))
+    if redeem:
+        ledger.append(LedgerEntry(entry_id=f"{txn}:redeem", kind="redeem", points=-redeem))
+    return PurchaseRecord(
+        event_id=f"purchase:{txn}",
+        transaction_id=txn,
+        customer_id=customer_id,
+        store_id="store-1",
+        terminal_id="till-1",
+        currency="USD",
+        occurred_at=at.isoformat(),
+        committed_at=(at + timedelta(seconds=1)).isoformat(),
+        subtotal_minor=subtotal,
+        total_discount_minor=0,
+        total_due_minor=subtotal - redeemed_value,
+        points_earned=base + bonus,
+        points_redeemed=redeem,
+        redeemed_value_minor=redeemed_value,
+        lifetime_value_delta=subtotal - redeemed_value,
+        request_digest=hashlib.sha256(txn.encode()).hexdigest(),
+        receipt_b64=base64.b64encode(receipt_bytes(txn)).decode(),
+        lines=lines,
+        applied_offers=[
+            AppliedOfferRecord(offer_id=o, offer_version=1, bonus_points=OFFER_BONUS, discount_minor=0) for o in offers
+        ],
+        new_categories=[],
+        ledger=ledger,
+    )
+
+
+def receipt_bytes(txn: str) -> bytes:
+    return b"\x08\x01receipt:" + txn.encode()
+
+
+def crm(
+    customer_id: str, n: int, *, at: datetime, balance_delta: int, ltv_delta: int, categories: list[str]
+) -> CustomerRecord:
+    return CustomerRecord(
+        event_id=f"customer:{customer_id}:{n}",
+        customer_id=customer_id,
+        display_name=f"Member {customer_id}",
+        tier="gold",
+        currency="USD",
+        categories=categories,
+        home_latitude=51.5,
+        home_longitude=-0.12,
+        propensity={"shoes": 0.7, "books": 0.25},
+        lifetime_value_delta=ltv_delta,
+        balance_delta=balance_delta,
+        updated_at=at.isoformat(),
+    )
+
+
+def scenario(customer_id: str) -> list[OutboxRecord]:
+    """A CRM import (500 points, 100.00 LTV, books) then three purchases, one of them new to shoes."""
+    return [
+        crm(customer_id, 1, at=T0, balance_delta=500, ltv_delta=10_000, categories=["books"]),
+        # 90 base + 50 bonus; 90.00
+        purchase(
+            customer_id,
+            f"{customer_id}-t1",
+            at=T0 + timedelta(days=1),
+            lines=[
+                line("1", "shoes", 2, 4500, offer="o-shoes"),
+            ],
+        ),
+        # 20 base - 100 redeemed; 20.00 - 1.00
+        purchase(
+            customer_id, f"{customer_id}-t2", at=T0 + timedelta(days=2), lines=[line("1", "books", 1, 2000)], redeem=100
+        ),
+        # 35 base + 50 bonus; 35.00
+        purchase(
+            customer_id,
+            f"{customer_id}-t3",
+            at=T0 + timedelta(days=3),
+            lines=[
+                line("1", "shoes", 1, 3000, offer="o-shoes"),
+                line("2", "socks", 1, 500),
+            ],
+        ),
+    ]
+
+
+EXPECTED_BALANCE = 500 + 140 - 80 + 85
+EXPECTED_LTV = 10_000 + 9_000 + 1_900 + 3_500
+
+
+def snapshot(repo: ProfileRepository, customer_id: str, since: datetime = T0) -> CustomerSnapshot:
+    snap = repo.load_customer(customer_id, receipts_since=since)
+    assert snap is not None
+    return snap
+
+
+def comparable(snap: CustomerSnapshot) -> CustomerSnapshot:
+    """The snapshot without what names the customer (ids of receipts included), to compare two customers."""
+    receipts = [replace(r, transaction_id="", request_digest="", receipt=b"") for r in snap.receipts]
+    return replace(snap, customer_id="", display_name="", receipts=receipts)
+
+
+PROFILE_TABLES = (
+    "customers",
+    "customer_categories",
+    "purchases",
+    "purchase_lines",
+    "purchase_offers",
+    "points_ledger",
+    "applied_events",
+    "offers",
+    "stores",
+)
+
+
+def profile_metadata() -> sa.MetaData:
+    """Our tables only: SQLModel.metadata is global and may hold other modules' tables in the same process."""
+    metadata = sa.MetaData()
+    for name in PROFILE_TABLES:
+        SQLModel.metadata.tables[name].to_metadata(metadata)
+    return metadata
+
+
+def count_rows(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def assert_utc(value: datetime | None) -> None:
+    assert value is not None and value.utcoffset() == timedelta(0)
+
+
+# -- schema ----------------------------------------------------------------------------------------------------
+
+
+def test_migrate_twice_is_a_no_op_and_matches_models(sql_engine: sa.Engine, sql_target: tuple[str, str | None]) -> None:
+    _, schema = sql_target
+    repo = ProfileRepository(sql_engine)
+    repo.upsert_store(Store(store_id="s", name="kept"))
+    migrate(sql_engine, schema=schema)
+    migrate(sql_engine, schema=schema)
+    assert repo.get_store("s") == Store(store_id="s", name="kept")
+    with sql_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        # The hand-written migration and the models describe the same tables, columns, types and indexes.
+        assert compare_metadata(MigrationContext.configure(conn), profile_metadata()) == []
+        tables = set(sa.inspect(conn).get_table_names())
+    assert tables == {*PROFILE_TABLES, "alembic_version"}
+
+
+def test_sqlite_engine_creates_directory_and_sets_pragmas(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "profile.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            pragma = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "foreign_keys", "busy_timeout")
+            }
+        assert pragma == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000}
+        assert path.parent.is_dir()
+    finally:
+        engine.dispose()
+
+
+# -- write-behind ----------------------------------------------------------------------------------------------
+
+
+def test_customer_then_purchases_build_the_profile(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+    records = scenario("c1")
+    assert profile_repo.apply_records(records[:1]) == 1
+    assert profile_repo.list_categories("c1") == ["books"]
+    assert profile_repo.apply_records(records[1:2]) == 1
+    assert profile_repo.list_categories("c1") == ["books", "shoes"]  # shoes is new with the first purchase
+    assert profile_repo.apply_records(records[2:]) == 2
+
+    snap = snapshot(profile_repo, "c1")
+    assert (snap.display_name, snap.tier, snap.currency) == ("Member c1", "gold", "USD")
+    assert snap.points_balance == EXPECTED_BALANCE
+    assert snap.lifetime_value_minor == EXPECTED_LTV
+    assert snap.purchase_count == 3
+    assert snap.last_purchase_at == T0 + timedelta(days=3)
+    assert_utc(snap.last_purchase_at)
+    assert snap.categories == ["books", "shoes", "socks"]
+    assert (snap.home_latitude, snap.home_longitude) == (51.5, -0.12)
+    assert snap.propensity == {"shoes": 0.7, "books": 0.25}
+    assert profile_repo.ledger_balance("c1") == snap.points_balance
+    with sql_engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT category, source FROM customer_categories")).all()
+    sources = {category: source for category, source in rows}
+    assert sources == {"books": "crm", "shoes": "purchase", "socks": "purchase"}
+    assert count_rows(sql_engine, "points_ledger") == 1 + 2 + 2 + 2
+    assert count_rows(sql_engine, "purchase_lines") == 4
+
+
+def test_reapplying_records_changes_nothing(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+    records = scenario("c1")
+    assert profile_repo.apply_records(records) == len(records)
+    before = snapshot(profile_repo, "c1")
+    rows = {
+        t: count_rows(sql_engine, t) for t in ("purchases", "points_ledger", "customer_categories", "applied_events")
+    }
+
+    assert profile_repo.apply_records(records) == 0
+    assert profile_repo.apply_records(records + records) == 0
+    assert snapshot(profile_repo, "c1") == before
+    assert {t: count_rows(sql_engine, t) for t in rows} == rows
+
+
+def test_out_of_order_records_give_the_same_profile(profile_repo: ProfileRepository) -> None:
+    in_order = scenario("c-in")
+    out_of_order = scenario("c-out")
+    out_of_order = [out_of_order[3], out_of_order[1], out_of_order[0], out_of_order[2]]
+    assert profile_repo.apply_records(in_order) == 4
+    for record in out_of_order:  # one record per batch, as claimed entries from a dead writer arrive
+        assert profile_repo.apply_records([record]) == 1
+    a, b = snapshot(profile_repo, "c-in"), snapshot(profile_repo, "c-out")
+    assert comparable(a) == comparable(b)
+    assert b.points_balance == EXPECTED_BALANCE == profile_repo.ledger_balance("c-out")
+
+
+def test_purchase_of_an_unknown_customer_creates_the_profile(profile_repo: ProfileRepository) -> None:
+    record = purchase("walk-in", "w-1", at=T0, lines=[line("1", "toys", 3, 1000)])
+    assert not profile_repo.customer_exists("walk-in")
+    assert profile_repo.apply_records([record]) == 1
+    snap = snapshot(profile_repo, "walk-in")
+    assert (snap.display_name, snap.tier, snap.currency) == ("", "", "USD")
+    assert (snap.points_balance, snap.lifetime_value_minor, snap.purchase_count) == (30, 3000, 1)
+    assert snap.categories == ["toys"] and snap.propensity == {} and snap.home_latitude is None
+
+
+def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+    batch = scenario("c-race") + [
+        purchase("c-race", f"c-race-x{i}", at=T0 + timedelta(days=4, minutes=i), lines=[line("1", "food", 1, 100 * i)])
+        for i in range(1, 21)
+    ]
+    barrier = threading.Barrier(2)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(profile_repo.apply_records(batch))
+        except BaseException as exc:  # surfaced below: a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert sum(results) == len(batch)
+    snap = snapshot(profile_repo, "c-race")
+    assert snap.purchase_count == 3 + 20
+    assert snap.points_balance == EXPECTED_BALANCE + sum(range(1, 21)) == profile_repo.ledger_balance("c-race")
+    assert count_rows(sql_engine, "applied_events") == len(batch)
+
+
+def test_conflicting_record_is_skipped_without_failing_the_batch(
+    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = purchase("c1", "t-dup", at=T0, lines=[line("1", "food", 1, 1000)])
+    # Another event id for a transaction already stored: the unique key refuses it, the batch goes on.
+    clash = replace(first, event_id="purchase:t-dup:again")
+    after = purchase("c1", "t-next", at=T0 + timedelta(hours=1), lines=[line("1", "food", 1, 2000)])
+    assert profile_repo.apply_records([first, clash, after]) == 2
+    assert "purchase:t-dup:again" in caplog.text
+    snap = snapshot(profile_repo, "c1")
+    assert (snap.purchase_count, snap.points_balance) == (2, 30)
+
+
+# -- reads -----------------------------------------------------------------------------------------------------
+
+
+def test_load_customer_returns_offer_uses_and_receipts_in_the_window(profile_repo: ProfileRepository) -> None:
+    profile_repo.apply_records(scenario("c1"))
+    snap = snapshot(profile_repo, "c1", since=T0 + timedelta(days=2))
+    assert snap.offer_uses == {"o-shoes": 2}
+    assert [r.transaction_id for r in snap.receipts] == ["c1-t2", "c1-t3"]
+    assert snap.receipts[0].receipt == receipt_bytes("c1-t2")
+    assert snap.receipts[0].request_digest == hashlib.sha256(b"c1-t2").hexdigest()
+    assert snap.receipts[0].committed_at == T0 + timedelta(days=2, seconds=1)
+    assert_utc(snap.receipts[0].committed_at)
+    # The window bound is inclusive and any time zone works.
+    at_t3 = (T0 + timedelta(days=3, seconds=1)).astimezone(datetime.now().astimezone().tzinfo)
+    assert [r.transaction_id for r in snapshot(profile_repo, "c1", since=at_t3).receipts] == ["c1-t3"]
+
+    assert profile_repo.load_customer("nobody", receipts_since=T0) is None
+    assert profile_repo.customer_exists("c1") and not profile_repo.customer_exists("nobody")
+    stored = profile_repo.get_purchase_receipt("c1-t1")
+    assert stored is not None and stored.receipt == receipt_bytes("c1-t1")
+    assert_utc(stored.committed_at)
+    assert profile_repo.get_purchase_receipt("missing") is None
+    assert profile_repo.ledger_balance("nobody") == 0 and profile_repo.list_categories("nobody") == []
+    with pytest.raises(ValueError, match="naive"):
+        profile_repo.load_customer("c1", receipts_since=datetime(2025, 1, 1))
+
+
+def test_ping(profile_repo: ProfileRepository) -> None:
+    profile_repo.ping()
+
+
+# -- catalog of record -----------------------------------------------------------------------------------------
+
+
+def offer_json(offer_id: str, **extra: object) -> str:
+    return json.dumps({"offer_id": offer_id, **extra}, sort_keys=True)
+
+
+def test_offer_upsert_bumps_version(profile_repo: ProfileRepository) -> None:
+    assert profile_repo.get_offer("o-1") is None
+    v1, t1 = profile_repo.upsert_offer("o-1", "Double points", offer_json("o-1", rev=1), False)
+    v2, t2 = profile_repo.upsert_offer("o-1", "Triple points", offer_json("o-1", rev=2), True)
+    assert (v1, v2) == (1, 2)
+    assert_utc(t1)
+    assert t2 >= t1
+    assert profile_repo.get_offer("o-1") == (offer_json("o-1", rev=2), 2, True, t2)
+
+
+def test_list_offers_paginates_and_filters_archived(profile_repo: ProfileRepository) -> None:
+    for n in range(1, 6):
+        profile_repo.upsert_offer(f"o-{n}", f"Offer {n}", offer_json(f"o-{n}"), n == 3)
+
+    def ids(page: list[tuple[str, int, bool, datetime]]) -> list[str]:
+        return [json.loads(definition)["offer_id"] for definition, _, _, _ in page]
+
+    pages: list[list[str]] = []
+    after = ""
+    while page := ids(profile_repo.list_offers(include_archived=False, after_offer_id=after, limit=2)):
+        pages.append(page)
+        after = page[-1]
+    assert pages == [["o-1", "o-2"], ["o-4", "o-5"]]
+    everything = profile_repo.list_offers(include_archived=True, after_offer_id="", limit=100)
+    assert ids(everything) == ["o-1", "o-2", "o-3", "o-4", "o-5"]
+    assert [archived for _, _, archived, _ in everything] == [False, False, True, False, False]
+    assert ids(profile_repo.list_offers(include_archived=True, after_offer_id="o-2", limit=1)) == ["o-3"]
+
+
+def test_stores_round_trip(profile_repo: ProfileRepository) -> None:
+    downtown = Store(store_id="s-2", name="Downtown", location=GeoPoint(40.7128, -74.006), timezone="America/New_York")
+    airport = Store(store_id="s-1", name="Airport")
+    profile_repo.upsert_store(downtown)
+    profile_repo.upsert_store(airport)
+    assert profile_repo.list_stores() == [airport, downtown]
+    moved = replace(downtown, name="Downtown (new)", location=None)
+    profile_repo.upsert_store(moved)
+    assert profile_repo.get_store("s-2") == moved
+    assert profile_repo.get_store("nope") is None
