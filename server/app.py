@@ -50,7 +50,8 @@ def _record_catalog(catalog: Catalog) -> None:
     metrics.CATALOG_LOADED_AT.set(time.time())
 
 
-def _writer_metrics() -> Any:
+def writer_metrics_hook() -> Any:
+    """Turns the writer's running totals into Prometheus increments."""
     last = WriterStats()
 
     def on_batch(stats: WriterStats, seconds: float) -> None:
@@ -132,7 +133,7 @@ class Service:
             batch=settings.writer_batch,
             idle_ms=settings.writer_idle_ms,
             claim_idle_ms=settings.writer_claim_idle_ms,
-            on_batch=_writer_metrics(),
+            on_batch=writer_metrics_hook(),
         )
         await writer.ensure_groups()
 
@@ -226,10 +227,9 @@ class Service:
         self._stop.set()
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(task, timeout=5.0)
-        if self.settings.writer_enabled:
-            with contextlib.suppress(Exception):
-                await self.writer.drain(timeout_s=5.0)
+                await asyncio.wait_for(task, timeout=2.0)
+        # What the writer has not written stays in the outbox: the next writer (or this server's next start)
+        # writes it, so shutdown never waits for SQL to catch up.
         await self.redis.aclose()
         await asyncio.to_thread(self.sql_engine.dispose)
         if self._metrics_server is not None:

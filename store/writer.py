@@ -95,12 +95,14 @@ class OutboxWriter:
             entries.extend(e for e in claimed[1] if e and e[1])
         return entries
 
-    async def run_once(self) -> int:
+    async def run_once(self, stop: asyncio.Event | None = None) -> int:
         """One pass over every partition; returns how many entries were written (or found already written)."""
         if not self._groups_ready:
             await self.ensure_groups()
         done = 0
         for stream in self._keys.outboxes():
+            if stop is not None and stop.is_set():
+                break  # a pass can be long under backlog; stopping must not wait for it
             entries = await self._claimable(stream)
             fresh: Any = await self._redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=self._batch)
             if fresh:
@@ -165,7 +167,7 @@ class OutboxWriter:
         backoff = self._idle_s
         while not stop.is_set():
             try:
-                written = await self.run_once()
+                written = await self.run_once(stop)
                 backoff = self._idle_s
             except RedisError:
                 log.exception("outbox writer cannot reach Redis")

@@ -1,0 +1,80 @@
+"""`python -m server.writer_main` (`pos-offers-writer`): the write-behind writer as a process of its own.
+
+Production runs the writer beside the servers (POS_OFFERS_WRITER_ENABLED=0 on them), so SQL work never
+competes with the till path for a server's interpreter. Any number may run: a consumer group shares the
+partitions' outboxes between them and claims what a dead one left pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+import redis.asyncio as aioredis
+import uvloop
+
+from server.app import writer_metrics_hook
+from server.config import Settings
+from server.logs import configure_logging
+from store.keys import Keys
+from store.sql_db import make_engine, migrate
+from store.sql_repo import ProfileRepository
+from store.writer import OutboxWriter
+
+log = logging.getLogger("pos_offers.writer")
+
+
+def redis_url_of(settings: Settings) -> str:
+    """The configured Redis, else the embedded one a server on the same data dir started."""
+    if settings.redis_url:
+        return settings.redis_url
+    socket_path = (settings.data_dir / "redis" / "redis.sock").resolve()
+    if socket_path.exists():
+        return f"unix://{socket_path}"
+    raise SystemExit("pos-offers-writer: set POS_OFFERS_REDIS_URL (no embedded Redis found under the data dir)")
+
+
+async def run(settings: Settings) -> None:
+    client = aioredis.Redis.from_url(redis_url_of(settings), decode_responses=False, socket_timeout=5)
+    schema = settings.database_schema or None
+    engine = make_engine(settings.sql_url, schema=schema)
+    await asyncio.to_thread(lambda: migrate(engine, schema=schema))
+    writer = OutboxWriter(
+        client,
+        Keys(settings.redis_prefix, settings.partitions),
+        ProfileRepository(engine),
+        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        batch=settings.writer_batch,
+        idle_ms=settings.writer_idle_ms,
+        claim_idle_ms=settings.writer_claim_idle_ms,
+        on_batch=writer_metrics_hook(),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("writer started", extra={"consumer": writer.consumer})
+    try:
+        await writer.run(stop)
+    finally:
+        await client.aclose()
+        engine.dispose()
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"pos-offers-writer: bad setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    uvloop.run(run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
