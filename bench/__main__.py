@@ -332,7 +332,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--writer",
         choices=("process", "inprocess"),
         default="process",
-        help="run the write-behind writer as its own process, as in production (default), or inside the server",
+        help="the service's write-behind writer as a child process (the default) or on the server's event loop",
     )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write every figure as JSON to FILE")
     parser.add_argument("--markdown", action="store_true", help="print the report as Markdown (for BENCHMARKS.md)")
@@ -379,8 +379,8 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
         (tmp / "data").mkdir()
         redis_note = f"Redis {args.redis_url} prefix {redis_prefix}" if redis_prefix else "embedded Redis"
         note(f"starting service on {service_target} (metrics {metrics_listen}, {redis_note})")
-        if args.writer == "process":
-            env["POS_OFFERS_WRITER_ENABLED"] = "0"
+        if args.writer == "inprocess":
+            env["POS_OFFERS_WRITER_PROCESS"] = "0"
         service = Child.start("service", [sys.executable, "-m", "server"], env, tmp / "service.log")
         if redis_prefix:
             # Registered before stop so it runs after it (ExitStack is last in, first out).
@@ -392,12 +392,6 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
     seed_s = None
     if service is not None:
         wait_service(service, service_target)
-        if args.writer == "process":
-            # Started once the service is up: it finds the embedded Redis's socket under the same data dir.
-            note("starting the write-behind writer process")
-            writer_env = dict(env, POS_OFFERS_WRITER_ENABLED="1")
-            writer = Child.start("writer", [sys.executable, "-m", "server.writer_main"], writer_env, tmp / "writer.log")
-            stack.callback(writer.stop)
         note(f"service serving; seeding {args.customers} customers")
         started = time.monotonic()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -425,7 +419,9 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
         p99_text = "–" if p99 is None else f"{p99 / 1000:.2f} ms"
         note(f"{name}: {result['throughput_rps']:.0f} ok/s, {result['error_count']} errors, p99 {p99_text}")
 
-    rpc_counts = report.scrape_rpc_counts(metrics_listen) if metrics_listen else None
+    scraped = report.scrape(metrics_listen) if metrics_listen else None
+    rpc_counts = report.parse_rpc_counts(scraped) if scraped else None
+    server_p99 = report.server_quantile_bounds(scraped) if scraped else {}
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -443,6 +439,7 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
         "seed_s": seed_s,
         "results": results,
         "server_rpc_counts": None if rpc_counts is None else {"metric": rpc_counts[0], "counts": rpc_counts[1]},
+        "server_p99_bound_s": server_p99,
     }
 
 
@@ -466,6 +463,10 @@ def render(figures: dict[str, Any], markdown: bool) -> str:
     if counts:
         listed = ", ".join(f"{method} {n:.0f}" for method, n in counts["counts"].items())
         notes.append(f"server-side RPC count ({counts['metric']}): {listed}")
+    bounds = figures.get("server_p99_bound_s") or {}
+    if bounds:
+        listed = ", ".join(f"{method} ≤ {bound * 1000:g} ms" for method, bound in bounds.items())
+        notes.append(f"server-side p99 (grpc_server_handling_seconds bucket bound, whole run): {listed}")
     if markdown:
         lines = [f"- date: {figures['date']}", f"- machine: {host}", f"- {what}", "", report.markdown_table(results)]
         lines += ["", *(f"- {n}" for n in notes)] if notes else []

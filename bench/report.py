@@ -8,6 +8,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 RPC_COUNTERS = ("pos_offers_rpc_requests_total", "grpc_server_handled_total")
 """Prometheus counters that count RPCs, first found wins."""
 
@@ -95,14 +97,36 @@ def error_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def scrape_rpc_counts(metrics_listen: str, timeout: float = 5.0) -> tuple[str, dict[str, float]] | None:
-    """The server's own RPC counts by method, or None when the endpoint or the counters are missing."""
+def scrape(metrics_listen: str, timeout: float = 5.0) -> str | None:
+    """The service's Prometheus text, or None when the endpoint is not there."""
     try:
         with urllib.request.urlopen(f"http://{metrics_listen}/metrics", timeout=timeout) as response:
-            text = response.read().decode("utf-8", "replace")
+            return str(response.read().decode("utf-8", "replace"))
     except (urllib.error.URLError, OSError, ValueError):
         return None
-    return parse_rpc_counts(text)
+
+
+def server_quantile_bounds(text: str, q: float = 0.99) -> dict[str, float]:
+    """Per method, the smallest histogram bucket bound (seconds) holding a fraction q of the server's latencies.
+
+    The server measures from receiving a call to sending its status, so this is the service's own share of the
+    latency the driver sees; a bucket bound, not an exact quantile.
+    """
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "grpc_server_handling_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                method = sample.labels.get("grpc_method", "")
+                buckets.setdefault(method, []).append((float(sample.labels["le"]), sample.value))
+    bounds: dict[str, float] = {}
+    for method, pairs in buckets.items():
+        pairs.sort()
+        total = pairs[-1][1]
+        if total > 0:
+            bounds[method] = next(le for le, count in pairs if count >= q * total)
+    return dict(sorted(bounds.items()))
 
 
 def parse_rpc_counts(text: str) -> tuple[str, dict[str, float]] | None:

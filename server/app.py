@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,7 @@ class Service:
     sql_engine: Any = None
     embedded: EmbeddedRedis | None = None
     metrics_port: int = 0
+    writer_pid: int | None = None  # the writer child, when it runs as one
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _metrics_server: Any = None
@@ -177,9 +179,42 @@ class Service:
         service._spawn(catalog.run(service._stop, settings.catalog_refresh_ms / 1000))
         service._spawn(service._watch_health())
         service._spawn(service._watch_outbox())
-        if settings.writer_enabled:
+        if settings.writer_enabled and settings.writer_process:
+            service._spawn(service._supervise_writer(redis_url))
+        elif settings.writer_enabled:
             service._spawn(writer.run(service._stop))
         return service
+
+    async def _supervise_writer(self, redis_url: str) -> None:
+        """Keeps one writer child running (restarted with back-off if it dies); stops it on shutdown."""
+        env = dict(os.environ)
+        env.update(self.settings.to_env())
+        env.update(POS_OFFERS_REDIS_URL=redis_url, POS_OFFERS_METRICS_LISTEN="", POS_OFFERS_DEMO_DATA="0")
+        backoff = 0.5
+        while not self._stop.is_set():
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "server.writer_main", env=env, stdin=asyncio.subprocess.DEVNULL
+            )
+            self.writer_pid = child.pid
+            started = time.monotonic()
+            waiter = asyncio.ensure_future(child.wait())
+            stopper = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if self._stop.is_set():
+                stopper.cancel()
+                if child.returncode is None:
+                    child.terminate()
+                    try:
+                        await asyncio.wait_for(waiter, timeout=5.0)
+                    except TimeoutError:
+                        child.kill()
+                        await waiter
+                return
+            stopper.cancel()
+            log.error("writer process exited with %s; restarting", child.returncode)
+            backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 10.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.create_task(coro))
@@ -227,7 +262,7 @@ class Service:
         self._stop.set()
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(task, timeout=2.0)
+                await asyncio.wait_for(task, timeout=8.0)
         # What the writer has not written stays in the outbox: the next writer (or this server's next start)
         # writes it, so shutdown never waits for SQL to catch up.
         await self.redis.aclose()

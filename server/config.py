@@ -57,7 +57,10 @@ class Settings:
     catalog_refresh_ms: int = 500
     """How often a server checks the catalog version in Redis."""
     writer_enabled: bool = True
-    """Run the write-behind writer inside the server process."""
+    """Run a write-behind writer alongside the server (0 when writers are deployed on their own)."""
+    writer_process: bool = True
+    """That writer is a child process with its own interpreter, so SQL work never stalls the till path;
+    0 runs it on the server's event loop (tests)."""
     writer_batch: int = 200
     """Outbox entries read per partition per writer pass."""
     writer_idle_ms: int = 100
@@ -98,6 +101,14 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as POS_OFFERS_* variables, for a child process (the writer) to read back."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[f"POS_OFFERS_{f.name.upper()}"] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -35,6 +35,7 @@ def build_settings(redis_url: str, data_dir: Path, **overrides: Any) -> Settings
         data_dir=data_dir,
         partitions=4,
         writer_idle_ms=20,
+        writer_process=False,  # tests drive and inspect the writer in-process
         catalog_refresh_ms=100,
         shutdown_grace_s=1.0,
     )

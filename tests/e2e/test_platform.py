@@ -84,3 +84,35 @@ def test_graceful_stop_reports_not_serving_first(make_server: Callable[..., Serv
     server = make_server()
     server.run(server.service.health.enter_graceful_shutdown())
     assert _health(server.target) == NOT_SERVING
+
+
+def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: Callable[..., ServerThread]) -> None:
+    import os
+    import signal
+
+    from tests.e2e.conftest import clone_samantha
+    from tests.support.builders import DRESS, SHOES, basket, commit_request
+
+    def wait_for_sql(member: str, points: int) -> None:
+        deadline = time.monotonic() + 30
+        while server.service.repo.ledger_balance(member) != points:
+            assert time.monotonic() < deadline, "purchase never reached SQL"
+            time.sleep(0.1)
+
+    server = make_server(writer_process=True, demo_data=True)
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+
+        admin = admin_grpc.OfferAdminStub(channel)
+        first = clone_samantha(admin)
+        till.CommitPurchase(commit_request(basket(first, DRESS, SHOES)))
+        wait_for_sql(first, 500 + 329)
+
+        old_pid = server.service.writer_pid
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+        second = clone_samantha(admin)
+        till.CommitPurchase(commit_request(basket(second, DRESS, SHOES)))
+        wait_for_sql(second, 500 + 329)
+        assert server.service.writer_pid != old_pid
