@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
 from server.engine.model import GeoPoint, Store
-from store.records import CustomerRecord, OutboxRecord, PurchaseRecord
+from store.records import AppliedOfferRecord, CustomerRecord, OutboxRecord, PurchaseLineRecord, PurchaseRecord
 from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_db import write_engine
 from store.sql_models import (
@@ -55,6 +55,78 @@ def _aware(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _add_deltas(
+    row: dict[str, Any], ltv: int, points: int, purchases: int, purchased_at: datetime | None, at: datetime
+) -> None:
+    row["lifetime_value_minor"] += ltv
+    row["points_balance"] += points
+    row["purchase_count"] += purchases
+    if purchased_at is not None and (row["last_purchase_at"] is None or purchased_at > row["last_purchase_at"]):
+        row["last_purchase_at"] = purchased_at
+    row["created_at"] = min(row["created_at"], at)
+    row["updated_at"] = max(row["updated_at"], at)
+
+
+def _purchase_row(r: PurchaseRecord) -> dict[str, Any]:
+    return {
+        "transaction_id": r.transaction_id,
+        "customer_id": r.customer_id,
+        "store_id": r.store_id,
+        "terminal_id": r.terminal_id,
+        "currency": r.currency,
+        "occurred_at": parse_timestamp(r.occurred_at),
+        "committed_at": parse_timestamp(r.committed_at),
+        "subtotal_minor": r.subtotal_minor,
+        "total_discount_minor": r.total_discount_minor,
+        "total_due_minor": r.total_due_minor,
+        "points_earned": r.points_earned,
+        "points_redeemed": r.points_redeemed,
+        "redeemed_value_minor": r.redeemed_value_minor,
+        "request_digest": r.request_digest,
+        "receipt": base64.b64decode(r.receipt_b64, validate=True),
+    }
+
+
+def _line_row(r: PurchaseRecord, line: PurchaseLineRecord) -> dict[str, Any]:
+    return {
+        "transaction_id": r.transaction_id,
+        "line_id": line.line_id,
+        "sku": line.sku,
+        "category": line.category,
+        "quantity": line.quantity,
+        "unit_price_minor": line.unit_price_minor,
+        "base_points": line.base_points,
+        "bonus_points": line.bonus_points,
+        "discount_minor": line.discount_minor,
+        "offer_ids": ",".join(line.offer_ids),
+    }
+
+
+def _offer_row(r: PurchaseRecord, offer: AppliedOfferRecord) -> dict[str, Any]:
+    return {
+        "transaction_id": r.transaction_id,
+        "offer_id": offer.offer_id,
+        "customer_id": r.customer_id,
+        "offer_version": offer.offer_version,
+        "bonus_points": offer.bonus_points,
+        "discount_minor": offer.discount_minor,
+    }
+
+
+def _ledger_row(
+    r: PurchaseRecord | CustomerRecord, entry_id: str, transaction_id: str | None, kind: str, points: int
+) -> dict[str, Any]:
+    at = r.committed_at if isinstance(r, PurchaseRecord) else r.updated_at
+    return {
+        "entry_id": entry_id,
+        "customer_id": r.customer_id,
+        "transaction_id": transaction_id,
+        "kind": kind,
+        "points": points,
+        "created_at": parse_timestamp(at),
+    }
+
+
 def _latest(current: Any, new: Any) -> ColumnElement[Any]:
     # Portable GREATEST that ignores NULL: SQLite's max() returns NULL if any argument is NULL.
     return sa.case((sa.or_(current.is_(None), current < new), new), else_=current)
@@ -80,231 +152,179 @@ class ProfileRepository:
     # -- write-behind ------------------------------------------------------------------------------------------
 
     def apply_records(self, records: Sequence[OutboxRecord]) -> int:
-        """Apply outbox records in one transaction, a savepoint each; returns how many were not applied before.
+        """Apply outbox records in one transaction; returns how many were not applied before.
 
-        One commit per batch, not per record: the commit (an fsync) is most of a record's cost. The
-        applied_events row is inserted first, so a concurrent writer applying the same record blocks on it
-        (PostgreSQL row lock, SQLite write lock) and then finds it there. All profile changes are deltas, so
-        the order of records does not change the result. A lost connection or a deadlock fails the whole
-        batch, which the writer then retries.
+        Set-based: one guard insert tells which records are new (applied_events, keyed by event id), then one
+        statement per table for all of them, with per-customer deltas summed first. A concurrent writer applying
+        the same record blocks on its guard row (PostgreSQL row lock, SQLite write lock) and then skips it. All
+        profile changes are deltas, so the order of records does not change the result. A lost connection or a
+        deadlock fails the whole batch, which the writer then retries.
+        """
+        unique = list({r.event_id: r for r in reversed(records)}.values())[::-1]  # first of each event id
+        if not unique:
+            return 0
+        with Session(self._writer) as session, session.begin():
+            conn = session.connection()  # Core statements: the ORM layer doubled the cost per row
+            guard = self._insert(AppliedEvent).on_conflict_do_nothing(index_elements=["event_id"])
+            now = datetime.now(UTC)
+            inserted = conn.execute(
+                guard.returning(col(AppliedEvent.event_id)),
+                [{"event_id": r.event_id, "applied_at": now} for r in unique],
+            )
+            new_ids = set(inserted.scalars().all())
+            fresh = [r for r in unique if r.event_id in new_ids]
+            if not fresh:
+                return 0
+            try:
+                with conn.begin_nested():
+                    self._apply_all(conn, fresh)
+                return len(fresh)
+            except IntegrityError:
+                return self._apply_one_by_one(conn, fresh)
+
+    def _apply_one_by_one(self, conn: Connection, records: list[OutboxRecord]) -> int:
+        """Finds the record that contradicts stored data (same transaction or ledger id under another event).
+
+        It is logged and skipped, because failing the batch would block the partition behind it forever.
         """
         applied = 0
-        with Session(self._writer) as session, session.begin():
-            for record in records:
-                try:
-                    with session.begin_nested():
-                        # Core statements on the session's connection: the ORM layer doubled the cost.
-                        if self._apply_in(session.connection(), record):
-                            applied += 1
-                except IntegrityError:
-                    # A record that contradicts stored data (same transaction or ledger id under another
-                    # event): logged and skipped, because failing the batch would block the partition forever.
-                    log.exception("outbox record %s conflicts with stored data; skipped", record.event_id)
+        for record in records:
+            try:
+                with conn.begin_nested():
+                    self._apply_all(conn, [record])
+                applied += 1
+            except IntegrityError:
+                log.exception("outbox record %s conflicts with stored data; skipped", record.event_id)
+                conn.execute(sa.delete(AppliedEvent).where(col(AppliedEvent.event_id) == record.event_id))
         return applied
-
-    def _apply_in(self, conn: Connection, record: OutboxRecord) -> bool:
-        guard = (
-            self._insert(AppliedEvent)
-            .values(event_id=record.event_id, applied_at=datetime.now(UTC))
-            .on_conflict_do_nothing(index_elements=["event_id"])
-        )
-        if conn.execute(guard).rowcount == 0:
-            return False
-        if isinstance(record, PurchaseRecord):
-            self._apply_purchase(conn, record)
-        else:
-            self._apply_customer(conn, record)
-        return True
 
     def _insert(self, model: type[Any]) -> Insert:
         return postgresql.insert(model) if self._postgres else sqlite.insert(model)
 
-    def _apply_purchase(self, conn: Connection, record: PurchaseRecord) -> None:
-        occurred_at = parse_timestamp(record.occurred_at)
-        committed_at = parse_timestamp(record.committed_at)
-        points_delta = sum(entry.points for entry in record.ledger)
-        customer = self._insert(Customer).values(
-            customer_id=record.customer_id,
-            display_name="",
-            tier="",
-            currency=record.currency,
-            lifetime_value_minor=record.lifetime_value_delta,
-            points_balance=points_delta,
-            purchase_count=1,
-            last_purchase_at=occurred_at,
-            propensity_json="{}",
-            created_at=committed_at,
-            updated_at=committed_at,
-        )
-        excluded = customer.excluded
-        conn.execute(
-            customer.on_conflict_do_update(
-                index_elements=["customer_id"],
-                set_={
-                    "lifetime_value_minor": col(Customer.lifetime_value_minor) + excluded.lifetime_value_minor,
-                    "points_balance": col(Customer.points_balance) + excluded.points_balance,
-                    "purchase_count": col(Customer.purchase_count) + 1,
-                    "last_purchase_at": _latest(col(Customer.last_purchase_at), excluded.last_purchase_at),
-                    "created_at": _earliest(col(Customer.created_at), excluded.created_at),
-                    "updated_at": _latest(col(Customer.updated_at), excluded.updated_at),
-                },
-            )
-        )
-        conn.execute(
-            sa.insert(Purchase).values(
-                transaction_id=record.transaction_id,
-                customer_id=record.customer_id,
-                store_id=record.store_id,
-                terminal_id=record.terminal_id,
-                currency=record.currency,
-                occurred_at=occurred_at,
-                committed_at=committed_at,
-                subtotal_minor=record.subtotal_minor,
-                total_discount_minor=record.total_discount_minor,
-                total_due_minor=record.total_due_minor,
-                points_earned=record.points_earned,
-                points_redeemed=record.points_redeemed,
-                redeemed_value_minor=record.redeemed_value_minor,
-                request_digest=record.request_digest,
-                receipt=base64.b64decode(record.receipt_b64, validate=True),
-            )
-        )
-        if record.lines:
-            conn.execute(
-                sa.insert(PurchaseLine),
-                [
-                    {
-                        "transaction_id": record.transaction_id,
-                        "line_id": line.line_id,
-                        "sku": line.sku,
-                        "category": line.category,
-                        "quantity": line.quantity,
-                        "unit_price_minor": line.unit_price_minor,
-                        "base_points": line.base_points,
-                        "bonus_points": line.bonus_points,
-                        "discount_minor": line.discount_minor,
-                        "offer_ids": ",".join(line.offer_ids),
-                    }
-                    for line in record.lines
-                ],
-            )
-        if record.applied_offers:
-            conn.execute(
-                sa.insert(PurchaseOffer),
-                [
-                    {
-                        "transaction_id": record.transaction_id,
-                        "offer_id": offer.offer_id,
-                        "customer_id": record.customer_id,
-                        "offer_version": offer.offer_version,
-                        "bonus_points": offer.bonus_points,
-                        "discount_minor": offer.discount_minor,
-                    }
-                    for offer in record.applied_offers
-                ],
-            )
-        self._add_ledger(
-            conn,
-            record.customer_id,
-            [(entry.entry_id, record.transaction_id, entry.kind, entry.points) for entry in record.ledger],
-            committed_at,
-        )
-        # new_categories is what Redis saw as new; the lines are the full truth, whatever order records arrive in.
-        categories = [line.category for line in record.lines] + list(record.new_categories)
-        self._add_categories(conn, record.customer_id, categories, occurred_at, "purchase")
-
-    def _apply_customer(self, conn: Connection, record: CustomerRecord) -> None:
-        updated_at = parse_timestamp(record.updated_at)
-        customer = self._insert(Customer).values(
-            customer_id=record.customer_id,
-            display_name=record.display_name,
-            tier=record.tier,
-            currency=record.currency,
-            lifetime_value_minor=record.lifetime_value_delta,
-            points_balance=record.balance_delta,
-            purchase_count=0,
-            last_purchase_at=None,
-            home_latitude=record.home_latitude,
-            home_longitude=record.home_longitude,
-            propensity_json=json.dumps(record.propensity, sort_keys=True, separators=(",", ":")),
-            created_at=updated_at,
-            updated_at=updated_at,
-        )
-        excluded = customer.excluded
-        conn.execute(
-            customer.on_conflict_do_update(
-                index_elements=["customer_id"],
-                set_={
-                    # Display fields are absolute: the last CRM record applied wins.
-                    "display_name": excluded.display_name,
-                    "tier": excluded.tier,
-                    "currency": excluded.currency,
-                    "home_latitude": excluded.home_latitude,
-                    "home_longitude": excluded.home_longitude,
-                    "propensity_json": excluded.propensity_json,
-                    "lifetime_value_minor": col(Customer.lifetime_value_minor) + excluded.lifetime_value_minor,
-                    "points_balance": col(Customer.points_balance) + excluded.points_balance,
-                    "created_at": _earliest(col(Customer.created_at), excluded.created_at),
-                    "updated_at": _latest(col(Customer.updated_at), excluded.updated_at),
-                },
-            )
-        )
-        if record.balance_delta != 0:
-            self._add_ledger(
-                conn,
-                record.customer_id,
-                [(f"{record.event_id}:adjust", None, "adjust", record.balance_delta)],
-                updated_at,
-            )
-        self._add_categories(conn, record.customer_id, record.categories, updated_at, "crm")
-
-    def _add_ledger(
-        self,
-        conn: Connection,
-        customer_id: str,
-        entries: Sequence[tuple[str, str | None, str, int]],
-        created_at: datetime,
-    ) -> None:
+    def _apply_all(self, conn: Connection, records: Sequence[OutboxRecord]) -> None:
+        purchases = [r for r in records if isinstance(r, PurchaseRecord)]
+        crm = [r for r in records if isinstance(r, CustomerRecord)]
+        self._upsert_customers(conn, purchases, crm)
+        if purchases:
+            conn.execute(sa.insert(Purchase), [_purchase_row(r) for r in purchases])
+        lines = [_line_row(r, line) for r in purchases for line in r.lines]
+        if lines:
+            conn.execute(sa.insert(PurchaseLine), lines)
+        offers = [_offer_row(r, offer) for r in purchases for offer in r.applied_offers]
+        if offers:
+            conn.execute(sa.insert(PurchaseOffer), offers)
         # Plain INSERT: a duplicate entry_id under a new event is a conflict to surface, not to hide, since
         # points_balance has already been moved by these entries.
-        if not entries:
-            return
-        conn.execute(
-            sa.insert(PointsLedgerEntry),
-            [
+        ledger = [_ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points) for r in purchases for e in r.ledger]
+        ledger += [
+            _ledger_row(r, f"{r.event_id}:adjust", None, "adjust", r.balance_delta) for r in crm if r.balance_delta
+        ]
+        if ledger:
+            conn.execute(sa.insert(PointsLedgerEntry), ledger)
+        self._add_categories(conn, purchases, crm)
+
+    def _upsert_customers(self, conn: Connection, purchases: list[PurchaseRecord], crm: list[CustomerRecord]) -> None:
+        """One row per customer: deltas summed over the batch, display fields from her last CRM record."""
+        rows: dict[str, dict[str, Any]] = {}
+
+        def row_of(customer_id: str, currency: str, at: datetime) -> dict[str, Any]:
+            return rows.setdefault(
+                customer_id,
                 {
-                    "entry_id": entry_id,
                     "customer_id": customer_id,
-                    "transaction_id": transaction_id,
-                    "kind": kind,
-                    "points": points,
-                    "created_at": created_at,
-                }
-                for entry_id, transaction_id, kind, points in entries
+                    "display_name": "",
+                    "tier": "",
+                    "currency": currency,
+                    "home_latitude": None,
+                    "home_longitude": None,
+                    "propensity_json": "{}",
+                    "lifetime_value_minor": 0,
+                    "points_balance": 0,
+                    "purchase_count": 0,
+                    "last_purchase_at": None,
+                    "created_at": at,
+                    "updated_at": at,
+                    "has_display": False,
+                },
+            )
+
+        for r in crm:
+            at = parse_timestamp(r.updated_at)
+            row = row_of(r.customer_id, r.currency, at)
+            row.update(
+                display_name=r.display_name,
+                tier=r.tier,
+                currency=r.currency,
+                home_latitude=r.home_latitude,
+                home_longitude=r.home_longitude,
+                propensity_json=json.dumps(r.propensity, sort_keys=True, separators=(",", ":")),
+                has_display=True,
+            )
+            _add_deltas(row, r.lifetime_value_delta, r.balance_delta, 0, None, at)
+        for p in purchases:
+            committed_at = parse_timestamp(p.committed_at)
+            row = row_of(p.customer_id, p.currency, committed_at)
+            points = sum(entry.points for entry in p.ledger)
+            _add_deltas(row, p.lifetime_value_delta, points, 1, parse_timestamp(p.occurred_at), committed_at)
+
+        for with_display in (True, False):
+            batch = [
+                {k: v for k, v in r.items() if k != "has_display"}
+                for r in rows.values()
+                if r["has_display"] is with_display
+            ]
+            if not batch:
+                continue
+            stmt = self._insert(Customer)
+            excluded = stmt.excluded
+            changes: dict[str, Any] = {
+                "lifetime_value_minor": col(Customer.lifetime_value_minor) + excluded.lifetime_value_minor,
+                "points_balance": col(Customer.points_balance) + excluded.points_balance,
+                "purchase_count": col(Customer.purchase_count) + excluded.purchase_count,
+                "last_purchase_at": _latest(col(Customer.last_purchase_at), excluded.last_purchase_at),
+                "created_at": _earliest(col(Customer.created_at), excluded.created_at),
+                "updated_at": _latest(col(Customer.updated_at), excluded.updated_at),
+            }
+            if with_display:
+                # Display fields are absolute: the last CRM record applied wins.
+                for name in ("display_name", "tier", "currency", "home_latitude", "home_longitude", "propensity_json"):
+                    changes[name] = getattr(excluded, name)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["customer_id"], set_=changes), batch)
+
+    def _add_categories(self, conn: Connection, purchases: list[PurchaseRecord], crm: list[CustomerRecord]) -> None:
+        # new_categories is what Redis saw as new; the lines are the full truth, whatever order records arrive in.
+        earliest: dict[tuple[str, str], tuple[datetime, str]] = {}
+        sightings = [
+            (p.customer_id, c, parse_timestamp(p.occurred_at), "purchase")
+            for p in purchases
+            for c in [line.category for line in p.lines] + list(p.new_categories)
+        ]
+        sightings += [(r.customer_id, c, parse_timestamp(r.updated_at), "crm") for r in crm for c in r.categories]
+        for customer_id, category, at, source in sightings:
+            key = (customer_id, category)
+            if category and (key not in earliest or at < earliest[key][0]):
+                earliest[key] = (at, source)
+        if not earliest:
+            return
+        stmt = self._insert(CustomerCategory)
+        excluded = stmt.excluded
+        # Keep the earliest sighting (and its source), so out-of-order records converge on the same row.
+        earlier = excluded.first_purchased_at < col(CustomerCategory.first_purchased_at)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["customer_id", "category"],
+                set_={
+                    "first_purchased_at": sa.case(
+                        (earlier, excluded.first_purchased_at), else_=col(CustomerCategory.first_purchased_at)
+                    ),
+                    "source": sa.case((earlier, excluded.source), else_=col(CustomerCategory.source)),
+                },
+            ),
+            [
+                {"customer_id": cid, "category": cat, "first_purchased_at": at, "source": source}
+                for (cid, cat), (at, source) in sorted(earliest.items())
             ],
         )
-
-    def _add_categories(
-        self, conn: Connection, customer_id: str, categories: Iterable[str], at: datetime, source: str
-    ) -> None:
-        for category in sorted({c for c in categories if c}):
-            row = self._insert(CustomerCategory).values(
-                customer_id=customer_id, category=category, first_purchased_at=at, source=source
-            )
-            excluded = row.excluded
-            # Keep the earliest sighting (and its source), so out-of-order records converge on the same row.
-            earlier = excluded.first_purchased_at < col(CustomerCategory.first_purchased_at)
-            conn.execute(
-                row.on_conflict_do_update(
-                    index_elements=["customer_id", "category"],
-                    set_={
-                        "first_purchased_at": sa.case(
-                            (earlier, excluded.first_purchased_at), else_=col(CustomerCategory.first_purchased_at)
-                        ),
-                        "source": sa.case((earlier, excluded.source), else_=col(CustomerCategory.source)),
-                    },
-                )
-            )
 
     # -- reads for rebuilding Redis ----------------------------------------------------------------------------
 
