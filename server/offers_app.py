@@ -20,7 +20,14 @@ from server import metrics
 from server.catalog import CatalogCache
 from server.config import Settings
 from server.engine.basket import evaluate_basket, new_categories
-from server.engine.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
+from server.engine.errors import (
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from server.engine.model import (
     ActiveOffer,
     Basket,
@@ -93,10 +100,16 @@ class OffersApp:
             self.profiles.load_customer, customer_id, receipts_since=now - self._retention
         )
         if snapshot is None:
+            if await self.customers.has_pending_changes(customer_id):
+                raise Unavailable("the customer's profile is being rebuilt; retry shortly")
             raise NotFound("customer", customer_id)
-        if await self.customers.hydrate(snapshot, now=now):
+        result = await self.customers.hydrate(snapshot, now=now)
+        if result == "rebuilt":
             metrics.REHYDRATIONS.inc()
             log.info("customer rebuilt from SQL", extra={"receipts": len(snapshot.receipts)})
+        elif result in ("pending", "backlog"):
+            # Her latest changes are still on their way to SQL: rebuilding now would forget them.
+            raise Unavailable("the customer's profile is being rebuilt; retry shortly")
 
     def _budgeted(self, catalog: Catalog) -> tuple[str, ...]:
         """Offers with a total redemption budget: their counters are read beside the customer."""
@@ -199,6 +212,7 @@ class OffersApp:
         validate_id(transaction_id, "transaction_id", max_len=128)
         self._validate_basket(basket, "basket")
         at = self._evaluation_time(occurred_at, "occurred_at")
+        sold_at = occurred_at or at  # what SQL records; offers were evaluated `at` (now, past the grace window)
         cid = basket.customer_id
         validate_id(cid, "basket.customer_id")
         for _ in range(self.settings.commit_max_attempts):
@@ -216,11 +230,10 @@ class OffersApp:
                     await self.customers.release_claim(transaction_id, cid)
                     raise
                 continue
-            try:
-                outcome = await self._try_commit(catalog, read, transaction_id, basket, at, digest, render_receipt)
-            except FailedPrecondition:
-                await self.customers.release_claim(transaction_id, cid)
-                raise
+            # A refused commit keeps the claim: another call with this id may already have committed for her.
+            outcome = await self._try_commit(
+                catalog, read, transaction_id, basket, (at, sold_at), digest, render_receipt
+            )
             if outcome is not None:
                 return outcome
             metrics.COMMIT_CONFLICTS.inc()
@@ -255,11 +268,12 @@ class OffersApp:
         read: CustomerRead,
         transaction_id: str,
         basket: Basket,
-        at: datetime,
+        times: tuple[datetime, datetime],
         digest: str,
         render_receipt: Callable[[Receipt], bytes],
     ) -> CommitOutcome | None:
         """One optimistic attempt; None when another write won a race (re-read and retry)."""
+        at, sold_at = times
         state = read.state
         if state is None:
             return None
@@ -268,11 +282,17 @@ class OffersApp:
         reserved = await self._reserve_budgets(catalog, evaluation)
         if reserved is None:
             return None  # sold out meanwhile: the re-read sees it and evaluates without that offer
-        receipt = Receipt(transaction_id, evaluation, new_categories(state, basket), self.clock())
-        receipt_bytes = render_receipt(receipt)
-        record = purchase_record(receipt, basket, at, digest, receipt_bytes, catalog)
+        try:
+            receipt = Receipt(transaction_id, evaluation, new_categories(state, basket), self.clock())
+            receipt_bytes = render_receipt(receipt)
+            record = purchase_record(receipt, basket, sold_at, digest, receipt_bytes, catalog)
+        except BaseException:
+            await self._release_budgets(reserved)
+            raise
+        # Once the script is sent it may have run, even if this call is cancelled: a reservation is then kept
+        # (an offer may undersell by one, never oversell).
         result = await self.customers.commit(
-            record, expected_version=state.version, receipt=receipt_bytes, occurred_at=at
+            record, expected_version=state.version, receipt=receipt_bytes, occurred_at=sold_at
         )
         if result.status == "ok":
             record_purchase_metrics(evaluation)
@@ -332,7 +352,7 @@ def purchase_record(
         LedgerEntry(f"{txn}:redeem", "redeem", -ev.points_redeemed),
     ]
     return PurchaseRecord(
-        event_id=f"purchase:{txn}",
+        event_id=f"purchase:{basket.customer_id}:{txn}",
         transaction_id=txn,
         customer_id=basket.customer_id,
         store_id=basket.store_id,

@@ -41,7 +41,7 @@ class AppliedOfferRecord:
 
 @dataclass(frozen=True, slots=True)
 class PurchaseRecord:
-    event_id: str  # "purchase:<transaction_id>"
+    event_id: str  # "purchase:<customer_id>:<transaction_id>"
     transaction_id: str
     customer_id: str
     store_id: str

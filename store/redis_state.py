@@ -40,6 +40,7 @@ class CustomerRead:
     redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
 
 
+HydrateResult = Literal["rebuilt", "present", "pending", "backlog"]
 CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
 
 
@@ -99,6 +100,7 @@ class CustomerStore:
         self._hydrate: AsyncScript = client.register_script(_lua("hydrate_customer.lua"))
         self._upsert: AsyncScript = client.register_script(_lua("upsert_customer.lua"))
         self._release: AsyncScript = client.register_script(_lua("release_claim.lua"))
+        self._pending: AsyncScript = client.register_script(_lua("pending_changes.lua"))
         self._reserve_budget: AsyncScript = client.register_script(_lua("reserve_budget.lua"))
         self._release_budget: AsyncScript = client.register_script(_lua("release_budget.lua"))
 
@@ -137,6 +139,11 @@ class CustomerStore:
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
         return CustomerRead(state, stored, owner.decode() if owner is not None else None, used)
 
+    async def has_pending_changes(self, customer_id: str) -> bool:
+        """True when the outbox still holds changes of hers that SQL lacks (or is too long to tell)."""
+        outbox = self.keys.outbox(self.keys.partition(customer_id))
+        return int(await self._pending(keys=[outbox], args=[customer_id])) != 0
+
     async def reserve_budget(self, offer_id: str, limit: int) -> bool:
         """Takes one redemption of the offer's total budget; False when it is used up."""
         return int(await self._reserve_budget(keys=[self.keys.offer_redemptions(offer_id)], args=[limit])) >= 0
@@ -167,6 +174,7 @@ class CustomerStore:
             record.lifetime_value_delta,
             _epoch_ms(occurred_at),
             self._retention_s,
+            cid,
             len(record.new_categories),
             *record.new_categories,
             *offer_ids,
@@ -188,7 +196,7 @@ class CustomerStore:
             return CommitResult(status)  # type: ignore[arg-type]
         raise RuntimeError(f"commit script returned {status!r}")
 
-    async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime) -> bool:
+    async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime) -> HydrateResult:
         """Rebuilds the customer from SQL unless Redis already has her; also restores recent receipts."""
         k, cid = self.keys, snapshot.customer_id
         fields: dict[str, str] = {
@@ -199,18 +207,20 @@ class CustomerStore:
             "bal": str(snapshot.points_balance),
             "cnt": str(snapshot.purchase_count),
             "last": str(_epoch_ms(snapshot.last_purchase_at)) if snapshot.last_purchase_at else "0",
-            "ver": "1",
+            # Never a version a commit in flight before the loss could have read (no ABA).
+            "ver": str(_epoch_ms(now)),
         }
         if snapshot.home_latitude is not None and snapshot.home_longitude is not None:
             fields["hlat"], fields["hlon"] = repr(snapshot.home_latitude), repr(snapshot.home_longitude)
         if snapshot.propensity:
             fields["prop"] = json.dumps(snapshot.propensity, sort_keys=True)
-        keys = [k.profile(cid), k.categories(cid), k.offer_uses(cid)]
+        keys = [k.profile(cid), k.categories(cid), k.offer_uses(cid), k.outbox(k.partition(cid))]
         args: list[str | int | bytes] = [
             json.dumps(fields),
             json.dumps(sorted(snapshot.categories)),
             json.dumps(snapshot.offer_uses) if snapshot.offer_uses else "{}",
             self._retention_s,
+            cid,
         ]
         for receipt in snapshot.receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
@@ -218,7 +228,8 @@ class CustomerStore:
                 continue
             keys.append(k.transaction(cid, receipt.transaction_id))
             args.extend([receipt.request_digest, receipt.receipt, ttl])
-        return bool(await self._hydrate(keys=keys, args=args))
+        code = int(await self._hydrate(keys=keys, args=args))
+        return {1: "rebuilt", 0: "present", -1: "pending", -2: "backlog"}[code]  # type: ignore[return-value]
 
     async def upsert_customer(self, state: CustomerState, record: CustomerRecord) -> tuple[int, int]:
         """Sets a customer's profile from an import; returns (lifetime value delta, balance delta)."""
@@ -230,6 +241,7 @@ class CustomerStore:
             state.points_balance,
             json.dumps(sorted(state.categories)),
             dump_record(record),
+            cid,
         ]
         ltv_delta, balance_delta = await self._upsert(keys=keys, args=args)
         return int(ltv_delta), int(balance_delta)

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
@@ -179,11 +179,11 @@ class ProfileRepository:
                 with conn.begin_nested():
                     self._apply_all(conn, fresh)
                 return len(fresh)
-            except IntegrityError:
+            except (IntegrityError, DataError):
                 return self._apply_one_by_one(conn, fresh)
 
     def _apply_one_by_one(self, conn: Connection, records: list[OutboxRecord]) -> int:
-        """Finds the record that contradicts stored data (same transaction or ledger id under another event).
+        """Finds the record SQL refuses (same transaction or ledger id under another event, a value it rejects).
 
         It is logged and skipped, because failing the batch would block the partition behind it forever.
         """
@@ -193,7 +193,7 @@ class ProfileRepository:
                 with conn.begin_nested():
                     self._apply_all(conn, [record])
                 applied += 1
-            except IntegrityError:
+            except (IntegrityError, DataError):
                 log.exception("outbox record %s conflicts with stored data; skipped", record.event_id)
                 conn.execute(sa.delete(AppliedEvent).where(col(AppliedEvent.event_id) == record.event_id))
         return applied

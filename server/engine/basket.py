@@ -6,6 +6,7 @@ walks lines in canonical order (by line_id), while results keep the basket's ord
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -96,9 +97,13 @@ def _check_policy(policy: PointsPolicy) -> None:
         raise ValueError(f"bad points policy: {policy}")
 
 
-def _check_balance(customer: CustomerState, basket: Basket) -> None:
+def _check_balance(customer: CustomerState, basket: Basket, mpu: int, policy: PointsPolicy) -> None:
     if basket.points_to_redeem < 0:
         raise InvalidArgument("basket.points_to_redeem", "must not be negative")
+    if (basket.points_to_redeem * mpu) % policy.redeem_points_per_unit:
+        # Otherwise part of the points would buy less than one minor unit and vanish.
+        step = policy.redeem_points_per_unit // math.gcd(policy.redeem_points_per_unit, mpu)
+        raise InvalidArgument("basket.points_to_redeem", f"must be a multiple of {step} in {basket.currency}")
     if basket.points_to_redeem > customer.points_balance:
         raise FailedPrecondition(
             f"insufficient points: balance {customer.points_balance}, asked to redeem {basket.points_to_redeem}",
@@ -256,7 +261,10 @@ def evaluate_basket(
     """
     _check_policy(policy)
     mpu = _minor_per_unit(basket.currency)
-    _check_balance(customer, basket)
+    if customer.currency and basket.currency != customer.currency:
+        # Lifetime value and points are kept in one currency per member; mixing would corrupt both.
+        raise InvalidArgument("basket.currency", f"must be {customer.currency}, the currency of the customer's profile")
+    _check_balance(customer, basket, mpu, policy)
     lines = [_Line(item, item.total_minor) for item in basket.lines]
     order = sorted(range(len(lines)), key=lambda i: _line_key(basket.lines[i]))
 

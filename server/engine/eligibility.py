@@ -24,13 +24,13 @@ def as_aware(moment: datetime) -> datetime:
 
 
 def reference_point(customer: CustomerState, ctx: OfferContext, catalog: Catalog) -> GeoPoint | None:
-    """Where the customer is: the request's location, else the till's store, else her home."""
+    """The point distances are measured from: the request's location, else her home.
+
+    Not the till's store: "members near a store" means where she lives or is when she asks, so a visitor at the
+    till does not qualify by standing in the shop.
+    """
     if ctx.location is not None:
         return ctx.location
-    if ctx.store_id:
-        store = catalog.stores.get(ctx.store_id)
-        if store is not None and store.location is not None:
-            return store.location
     return customer.home
 
 

@@ -46,3 +46,7 @@ class ResourceExhausted(DomainError):
 
 class Conflict(DomainError):
     """Concurrent writers kept winning; the caller may retry (→ ABORTED)."""
+
+
+class Unavailable(DomainError):
+    """The request cannot be served right now but may succeed on retry (→ UNAVAILABLE)."""

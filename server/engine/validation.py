@@ -12,6 +12,10 @@ from server.engine.model import Basket, CustomerState, GeoPoint, LineItem, Offer
 
 MAX_CATEGORY_LEN = 64
 MAX_MULTIPLIER_PERCENT = 10_000
+# Money and points stay far below 2**53: Redis Lua compares numbers as doubles, and no sum of them may ever
+# overflow a 64-bit HINCRBY half-way through a script.
+MAX_AMOUNT = 10**15
+MAX_BONUS_POINTS = 10**9
 
 
 def validate_id(value: str, field: str, *, max_len: int = 128) -> str:
@@ -26,19 +30,26 @@ def validate_id(value: str, field: str, *, max_len: int = 128) -> str:
     return value
 
 
-def _validate_text(value: str, field: str, *, max_len: int | None = None) -> None:
-    if not value or not value.strip():
+def _validate_text(value: str, field: str, *, max_len: int | None = None, blank_ok: bool = False) -> None:
+    if not blank_ok and (not value or not value.strip()):
         raise InvalidArgument(field, "must not be blank")
     if max_len is not None and len(value) > max_len:
         raise InvalidArgument(field, f"must be at most {max_len} characters")
+    # Control characters (NUL above all) are refused by PostgreSQL text columns: stop them at the door.
+    if any(not ch.isprintable() for ch in value):
+        raise InvalidArgument(field, "must not contain control characters")
+
+
+def _validate_amount(value: int, field: str, *, maximum: int = MAX_AMOUNT) -> None:
+    if not 0 <= value <= maximum:
+        raise InvalidArgument(field, f"must be between 0 and {maximum}")
 
 
 def _validate_category(value: str, field: str) -> None:
     """A category name that may be empty ("every line"), but not whitespace only."""
     if value and not value.strip():
         raise InvalidArgument(field, "must not be blank")
-    if len(value) > MAX_CATEGORY_LEN:
-        raise InvalidArgument(field, f"must be at most {MAX_CATEGORY_LEN} characters")
+    _validate_text(value, field, max_len=MAX_CATEGORY_LEN, blank_ok=True)
 
 
 def _validate_non_negative(value: int, field: str) -> None:
@@ -92,7 +103,9 @@ def validate_basket(
         if line.line_id in seen:
             raise InvalidArgument(f"{field}.line_id", f"duplicate line_id {line.line_id!r}")
         seen.add(line.line_id)
-    _validate_non_negative(basket.points_to_redeem, f"{field_prefix}.points_to_redeem")
+    _validate_amount(basket.points_to_redeem, f"{field_prefix}.points_to_redeem")
+    if sum(line.total_minor for line in basket.lines) > MAX_AMOUNT:
+        raise InvalidArgument(f"{field_prefix}.lines", f"basket total must be at most {MAX_AMOUNT} minor units")
 
 
 def _validate_reward(offer: Offer) -> None:
@@ -104,21 +117,21 @@ def _validate_reward(offer: Offer) -> None:
                 "offer.reward.multiplier_percent", f"must be above 100 and at most {MAX_MULTIPLIER_PERCENT}"
             )
     elif reward.type == RewardType.BONUS_POINTS:
-        if reward.bonus_points <= 0:
-            raise InvalidArgument("offer.reward.bonus_points", "must be positive")
+        if not 0 < reward.bonus_points <= MAX_BONUS_POINTS:
+            raise InvalidArgument("offer.reward.bonus_points", f"must be between 1 and {MAX_BONUS_POINTS}")
     elif reward.type == RewardType.PERCENT_OFF:
         if not 1 <= reward.percent_off <= 100:
             raise InvalidArgument("offer.reward.percent_off", "must be between 1 and 100")
     elif reward.type == RewardType.AMOUNT_OFF:
-        if reward.amount_off_minor <= 0:
-            raise InvalidArgument("offer.reward.amount_off_minor", "must be positive")
+        if not 0 < reward.amount_off_minor <= MAX_AMOUNT:
+            raise InvalidArgument("offer.reward.amount_off_minor", f"must be between 1 and {MAX_AMOUNT}")
     else:
         raise InvalidArgument("offer.reward.type", "must be set")
 
 
 def _validate_eligibility(offer: Offer) -> None:
     eligibility = offer.eligibility
-    _validate_non_negative(eligibility.min_lifetime_value_minor, "offer.eligibility.min_lifetime_value_minor")
+    _validate_amount(eligibility.min_lifetime_value_minor, "offer.eligibility.min_lifetime_value_minor")
     if not math.isfinite(eligibility.max_distance_km) or eligibility.max_distance_km < 0:
         raise InvalidArgument("offer.eligibility.max_distance_km", "must be a finite number, zero or more")
     for store_id in sorted(eligibility.store_ids):
@@ -132,11 +145,12 @@ def _validate_eligibility(offer: Offer) -> None:
 def validate_offer(offer: Offer) -> None:
     """An offer from the admin API; raises InvalidArgument for the first bad field."""
     validate_id(offer.offer_id, "offer.offer_id")
-    _validate_text(offer.title, "offer.title")
+    _validate_text(offer.title, "offer.title", max_len=200)
+    _validate_text(offer.description, "offer.description", max_len=2000, blank_ok=True)
     _validate_reward(offer)
     _validate_category(offer.condition.required_category, "offer.condition.required_category")
     _validate_non_negative(offer.condition.min_quantity, "offer.condition.min_quantity")
-    _validate_non_negative(offer.condition.min_spend_minor, "offer.condition.min_spend_minor")
+    _validate_amount(offer.condition.min_spend_minor, "offer.condition.min_spend_minor")
     _validate_eligibility(offer)
     _validate_non_negative(offer.per_customer_limit, "offer.per_customer_limit")
     _validate_non_negative(offer.total_redemption_limit, "offer.total_redemption_limit")
@@ -148,7 +162,7 @@ def validate_offer(offer: Offer) -> None:
 def validate_store(store: Store) -> None:
     """A store from the admin API."""
     validate_id(store.store_id, "store.store_id")
-    _validate_text(store.name, "store.name")
+    _validate_text(store.name, "store.name", max_len=200)
     try:
         ZoneInfo(store.timezone)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -160,8 +174,10 @@ def validate_store(store: Store) -> None:
 def validate_customer(customer: CustomerState) -> None:
     """A customer imported from a CRM."""
     validate_id(customer.customer_id, "customer.customer_id")
-    _validate_non_negative(customer.lifetime_value_minor, "customer.lifetime_value_minor")
-    _validate_non_negative(customer.points_balance, "customer.points_balance")
+    _validate_amount(customer.lifetime_value_minor, "customer.lifetime_value_minor")
+    _validate_amount(customer.points_balance, "customer.points_balance")
+    _validate_text(customer.display_name, "customer.display_name", max_len=256, blank_ok=True)
+    _validate_text(customer.tier, "customer.tier", max_len=MAX_CATEGORY_LEN, blank_ok=True)
     _validate_non_negative(customer.purchase_count, "customer.purchase_count")
     if customer.currency and not money.is_known_currency(customer.currency):
         raise InvalidArgument("customer.currency", f"unknown currency {customer.currency!r}")

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import IntEnum
+from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import types_pb2 as pb
 
 from server.engine import model as m
+from server.engine.errors import InvalidArgument
+
+E = TypeVar("E", bound=IntEnum)
 
 
-def to_datetime(ts: Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
+# google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31 UTC.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def to_datetime(ts: Timestamp, present: bool, field: str = "timestamp") -> datetime | None:
+    if not present:
+        return None
+    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS and 0 <= ts.nanos <= 999_999_999):
+        raise InvalidArgument(field, "is not a valid timestamp")
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _enum(kind: type[E], value: int, field: str) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidArgument(field, f"unknown value {value}") from None
 
 
 def set_timestamp(ts: Timestamp, moment: datetime | None) -> None:
@@ -61,7 +81,7 @@ def offer_from_pb(offer: pb.Offer) -> m.Offer:
             max_distance_km=e.max_distance_km,
             purchased_any_categories=_categories(e.purchased_any_categories),
             not_purchased_categories=_categories(e.not_purchased_categories),
-            channels=frozenset(m.Channel(ch) for ch in e.channels),
+            channels=frozenset(_enum(m.Channel, ch, "offer.eligibility.channels") for ch in e.channels),
         ),
         condition=m.Condition(
             required_category=c.required_category.strip().lower(),
@@ -69,22 +89,22 @@ def offer_from_pb(offer: pb.Offer) -> m.Offer:
             min_spend_minor=c.min_spend_minor,
         ),
         reward=m.Reward(
-            type=m.RewardType(r.type),
+            type=_enum(m.RewardType, r.type, "offer.reward.type"),
             target_category=r.target_category.strip().lower(),
             multiplier_percent=r.multiplier_percent,
             bonus_points=r.bonus_points,
             percent_off=r.percent_off,
             amount_off_minor=r.amount_off_minor,
         ),
-        starts_at=to_datetime(offer.starts_at, offer.HasField("starts_at")),
-        ends_at=to_datetime(offer.ends_at, offer.HasField("ends_at")),
+        starts_at=to_datetime(offer.starts_at, offer.HasField("starts_at"), "offer.starts_at"),
+        ends_at=to_datetime(offer.ends_at, offer.HasField("ends_at"), "offer.ends_at"),
         per_customer_limit=offer.per_customer_limit,
         total_redemption_limit=offer.total_redemption_limit,
         priority=offer.priority,
         exclusive_group=offer.exclusive_group,
         archived=offer.archived,
         version=offer.version,
-        updated_at=to_datetime(offer.updated_at, offer.HasField("updated_at")),
+        updated_at=to_datetime(offer.updated_at, offer.HasField("updated_at"), "offer.updated_at"),
     )
 
 

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
 from server import metrics
@@ -26,6 +27,7 @@ from server.engine.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    Unavailable,
 )
 
 log = logging.getLogger("pos_offers.access")
@@ -39,6 +41,7 @@ _STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Conflict, grpc.StatusCode.ABORTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -48,7 +51,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, exc.message  # type: ignore[attr-defined]
     if isinstance(exc, DomainError):
         return grpc.StatusCode.FAILED_PRECONDITION, exc.message
-    if isinstance(exc, RedisError | OperationalError | ConnectionError):
+    # Only "cannot reach it" is UNAVAILABLE (clients retry that); a script or data error is INTERNAL.
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OperationalError | ConnectionError):
         return grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry"
     return grpc.StatusCode.INTERNAL, "internal error"
 

@@ -24,8 +24,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def _channel(value: int) -> Channel:
     try:
         return Channel(value)
-    except ValueError as exc:
-        raise InvalidArgument("channel", f"unknown channel {value}") from exc
+    except ValueError:
+        raise InvalidArgument("channel", f"unknown channel {value}") from None
 
 
 def _required(message: Any, field: str) -> None:
@@ -62,7 +62,7 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
 
     async def EvaluateBasket(self, request: svc.EvaluateBasketRequest, context: Context) -> pb.BasketEvaluation:
         _required(request, "basket")
-        occurred_at = convert.to_datetime(request.occurred_at, request.HasField("occurred_at"))
+        occurred_at = convert.to_datetime(request.occurred_at, request.HasField("occurred_at"), "occurred_at")
         evaluation = await self._app.evaluate(convert.basket_from_pb(request.basket), occurred_at)
         return convert.evaluation_to_pb(evaluation)
 
@@ -71,7 +71,7 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
         outcome = await self._app.commit(
             request.transaction_id,
             convert.basket_from_pb(request.basket),
-            convert.to_datetime(request.occurred_at, request.HasField("occurred_at")),
+            convert.to_datetime(request.occurred_at, request.HasField("occurred_at"), "occurred_at"),
             request_digest(request),
             _render_receipt,
         )

@@ -6,8 +6,9 @@
 -- ARGV[3] - receipt (protobuf)  ARGV[4] - outbox record (JSON)
 -- ARGV[5] - points delta (earned - redeemed)   ARGV[6] - points redeemed
 -- ARGV[7] - lifetime value delta               ARGV[8] - purchase time, epoch milliseconds
--- ARGV[9] - receipt retention, seconds         ARGV[10] - number of new categories N
--- ARGV[11 .. 10+N] - new categories            ARGV[11+N ..] - ids of offers applied
+-- ARGV[9] - receipt retention, seconds         ARGV[10] - customer id (tags the outbox entry)
+-- ARGV[11] - number of new categories N        ARGV[12 .. 11+N] - new categories
+-- ARGV[12+N ..] - ids of offers applied
 -- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"} | {"insufficient", balance}
 local txn = redis.call("HMGET", KEYS[4], "digest", "receipt")
 if txn[1] then
@@ -36,14 +37,14 @@ redis.call("HINCRBY", KEYS[1], "ver", 1)
 if (tonumber(profile[3]) or 0) < tonumber(ARGV[8]) then
   redis.call("HSET", KEYS[1], "last", ARGV[8])
 end
-local n = tonumber(ARGV[10])
-for i = 11, 10 + n do
+local n = tonumber(ARGV[11])
+for i = 12, 11 + n do
   redis.call("SADD", KEYS[2], ARGV[i])
 end
-for i = 11 + n, #ARGV do
+for i = 12 + n, #ARGV do
   redis.call("HINCRBY", KEYS[3], ARGV[i], 1)
 end
 redis.call("HSET", KEYS[4], "digest", ARGV[1], "receipt", ARGV[3])
 redis.call("EXPIRE", KEYS[4], ARGV[9])
-redis.call("XADD", KEYS[5], "*", "r", ARGV[4])
+redis.call("XADD", KEYS[5], "*", "r", ARGV[4], "c", ARGV[10])
 return {"ok"}

@@ -1,11 +1,26 @@
--- Rebuilds a customer's hot state from the SQL snapshot, unless another call already did.
--- KEYS[1] - profile hash   KEYS[2] - categories set   KEYS[3] - offer uses hash   KEYS[4..] - transaction hashes
+-- Rebuilds a customer's hot state from the SQL snapshot, unless another call already did, and only when none
+-- of her changes is still waiting in the outbox (SQL would not have them yet: rebuilding then would forget them).
+-- KEYS[1] - profile hash   KEYS[2] - categories set   KEYS[3] - offer uses hash   KEYS[4] - partition outbox
+-- KEYS[5..] - transaction hashes
 -- ARGV[1] - profile fields as JSON object (string values)   ARGV[2] - categories JSON array
--- ARGV[3] - offer uses JSON object   ARGV[4] - receipt retention, seconds
--- ARGV[5..] - per transaction key, in KEYS order: digest, receipt, remaining ttl seconds (three values each)
--- Returns 1 when it wrote, 0 when the profile was already there.
+-- ARGV[3] - offer uses JSON object   ARGV[4] - receipt retention, seconds   ARGV[5] - customer id
+-- ARGV[6..] - per transaction key, in KEYS order: digest, receipt, remaining ttl seconds (three values each)
+-- Returns 1 when it wrote, 0 when the profile was already there, -1 when her changes are still in the outbox,
+-- -2 when the outbox is too long to look through (the writer is far behind).
 if redis.call("EXISTS", KEYS[1]) == 1 then
   return 0
+end
+local pending = redis.call("XRANGE", KEYS[4], "-", "+", "COUNT", 10001)
+if #pending > 10000 then
+  return -2
+end
+for _, entry in ipairs(pending) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == "c" and fields[i + 1] == ARGV[5] then
+      return -1
+    end
+  end
 end
 local fields = cjson.decode(ARGV[1])
 for k, v in pairs(fields) do
@@ -18,8 +33,8 @@ end
 for offer, n in pairs(cjson.decode(ARGV[3])) do
   redis.call("HSET", KEYS[3], offer, n)
 end
-for i = 4, #KEYS do
-  local base = 5 + (i - 4) * 3
+for i = 5, #KEYS do
+  local base = 6 + (i - 5) * 3
   if redis.call("EXISTS", KEYS[i]) == 0 then
     redis.call("HSET", KEYS[i], "digest", ARGV[base], "receipt", ARGV[base + 1])
     redis.call("EXPIRE", KEYS[i], ARGV[base + 2])

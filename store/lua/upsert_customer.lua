@@ -3,7 +3,7 @@
 -- KEYS[1] - profile hash   KEYS[2] - categories set   KEYS[3] - partition outbox stream
 -- ARGV[1] - display fields as JSON object (name, tier, cur, hlat, hlon, prop; string values)
 -- ARGV[2] - lifetime value   ARGV[3] - points balance   ARGV[4] - categories JSON array (added to the set)
--- ARGV[5] - outbox record (JSON) without deltas
+-- ARGV[5] - outbox record (JSON) without deltas   ARGV[6] - customer id (tags the outbox entry)
 -- Returns {ltv_delta, balance_delta}
 local old = redis.call("HMGET", KEYS[1], "ltv", "bal")
 local ltv_delta = tonumber(ARGV[2]) - (tonumber(old[1]) or 0)
@@ -21,5 +21,5 @@ redis.call("HINCRBY", KEYS[1], "ver", 1)
 for _, c in ipairs(cjson.decode(ARGV[4])) do
   redis.call("SADD", KEYS[2], c)
 end
-redis.call("XADD", KEYS[3], "*", "r", ARGV[5], "ltv_delta", ltv_delta, "balance_delta", bal_delta)
+redis.call("XADD", KEYS[3], "*", "r", ARGV[5], "ltv_delta", ltv_delta, "balance_delta", bal_delta, "c", ARGV[6])
 return {ltv_delta, bal_delta}

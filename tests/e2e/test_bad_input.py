@@ -58,6 +58,8 @@ BAD_BASKETS = [
     ("negative price", _line(unit_price_minor=-5), "basket.lines[0].unit_price_minor"),
     ("blank sku", _line(sku=" "), "basket.lines[0].sku"),
     ("blank category", _line(category=""), "basket.lines[0].category"),
+    ("control character in sku", _line(sku="SKU\x00X"), "basket.lines[0].sku"),
+    ("basket in another currency", _set(currency="EUR"), "basket.currency"),
     ("empty basket", _empty, "basket.lines"),
     ("oversized basket", _oversized, "basket.lines"),
     ("duplicate line id", _duplicate_line, "basket.lines[2].line_id"),
@@ -192,3 +194,44 @@ def test_offer_for_an_unknown_store_is_not_found(admin_stub: admin_grpc.OfferAdm
     with pytest.raises(grpc.RpcError) as err:
         admin_stub.GetOffer(admin_pb.GetOfferRequest(offer_id="offer-unknown-store"))
     assert err.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_out_of_range_occurred_at_is_invalid_argument(stub: svc_grpc.OfferServiceStub, fresh_customer_id: str) -> None:
+    request = commit_request(basket(fresh_customer_id, DRESS))
+    request.occurred_at.seconds = 10**12  # year ~33658
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CommitPurchase(request)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("occurred_at")
+
+
+def test_unknown_enum_values_are_invalid_argument(
+    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub, fresh_customer_id: str
+) -> None:
+    from datetime import UTC, datetime
+
+    offer = demo_offer(datetime.now(UTC))
+    offer.offer_id = "offer-bad-enum"
+    offer.reward.type = 99  # type: ignore[assignment]
+    with pytest.raises(grpc.RpcError) as err:
+        admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=fresh_customer_id, channel=42))  # type: ignore[arg-type]
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_absurd_crm_values_are_refused_before_they_reach_redis(admin_stub: admin_grpc.OfferAdminStub) -> None:
+    from server.demo import demo_customer
+    from server.rpc.convert import customer_to_pb
+
+    profile = customer_to_pb(demo_customer("crm-absurd"))
+    profile.lifetime_value_minor = 2**63 - 100
+    with pytest.raises(grpc.RpcError) as err:
+        admin_stub.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("customer.lifetime_value_minor")
+    profile.lifetime_value_minor, profile.tier = 100, "t" * 65
+    with pytest.raises(grpc.RpcError) as err:
+        admin_stub.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))
+    assert (err.value.details() or "").startswith("customer.tier")

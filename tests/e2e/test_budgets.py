@@ -15,6 +15,7 @@ from posoffers.v1 import types_pb2 as pb
 
 from tests.e2e.conftest import clone_samantha
 from tests.support.builders import basket, commit_request
+from tests.support.server_thread import ServerThread
 
 SCARF = ("scarf-1", "SKU-SCARF", "scarves", 1, 4_000)
 
@@ -26,7 +27,7 @@ async def _commit_all(target: str, requests: list[svc.CommitPurchaseRequest]) ->
 
 
 def test_total_budget_is_never_exceeded_and_a_sold_out_offer_disappears(
-    server_target: str, admin_stub: admin_grpc.OfferAdminStub
+    server_target: str, admin_stub: admin_grpc.OfferAdminStub, demo_server: ServerThread
 ) -> None:
     tier = f"budget-{uuid.uuid4().hex[:8]}"
     offer = pb.Offer(
@@ -47,6 +48,13 @@ def test_total_budget_is_never_exceeded_and_a_sold_out_offer_disappears(
     assert len(winners) == 3
     assert all(r.evaluation.points_earned == 40 + 500 for r in winners)
     assert all(r.evaluation.points_earned == 40 for r in receipts if r not in winners)
+    counter = demo_server.service.customers.keys.offer_redemptions(offer.offer_id)
+    redis = demo_server.service.redis
+
+    async def used() -> int:
+        return int(await redis.get(counter) or 0)
+
+    assert demo_server.run(used()) == 3  # nothing leaked or lost
 
     with grpc.insecure_channel(server_target) as channel:
         stub = svc_grpc.OfferServiceStub(channel)

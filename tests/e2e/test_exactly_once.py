@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -13,7 +15,7 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
-from server.demo import demo_customer
+from server.demo import demo_customer, demo_offer
 from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha
 from tests.support.builders import DRESS, SHOES, basket, commit_request
@@ -171,6 +173,43 @@ def test_unknown_customer_commit_is_not_found_and_frees_the_id(
     assert not stub.CommitPurchase(retry).replayed
 
 
-def test_channel_restricted_offers_follow_the_channel(stub: svc_grpc.OfferServiceStub, fresh_customer_id: str) -> None:
-    reply = stub.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=fresh_customer_id, channel=pb.CHANNEL_POS))
-    assert reply.catalog_version > 0
+def test_channel_restricted_offers_follow_the_channel(
+    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub
+) -> None:
+    tier = f"app-only-{uuid.uuid4().hex[:8]}"
+    offer = demo_offer(datetime.now(UTC))
+    offer.offer_id = f"{tier}-offer"
+    offer.eligibility.tiers[:] = [tier]
+    offer.eligibility.channels[:] = [pb.CHANNEL_APP]
+    admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
+    member = clone_samantha(admin_stub, tier=tier)
+
+    def ids(channel: int) -> set[str]:
+        request = svc.ListActiveOffersRequest(customer_id=member, channel=channel)  # type: ignore[arg-type]
+        return {o.offer_id for o in stub.ListActiveOffers(request).offers}
+
+    assert offer.offer_id in ids(pb.CHANNEL_APP)
+    assert offer.offer_id not in ids(pb.CHANNEL_POS)
+    # At the till (POS) the app-only offer is not applied either.
+    evaluation = stub.EvaluateBasket(svc.EvaluateBasketRequest(basket=basket(member, DRESS, SHOES)))
+    assert offer.offer_id not in {a.offer_id for a in evaluation.applied_offers}
+
+
+def test_a_customer_lost_while_her_purchase_waits_for_sql_is_not_rebuilt_without_it(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server(writer_enabled=False, demo_data=True)
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        request = commit_request(basket(member, DRESS, SHOES))
+        till.CommitPurchase(request)
+        server.run(server.service.customers.forget_customer(member, [request.transaction_id]))
+        # SQL does not have her purchase yet: rebuilding now would pay the replay again, so she must wait.
+        with pytest.raises(grpc.RpcError) as err:
+            till.CommitPurchase(request)
+        assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+        server.drain()
+        replay = till.CommitPurchase(request)
+        assert replay.replayed
+        assert balance(till, member) == 500 + 329

@@ -144,7 +144,7 @@ async def test_hydration_never_overwrites_live_state(store: CustomerStore) -> No
         propensity={},
         offer_uses={},
     )
-    assert not await store.hydrate(snapshot, now=NOW)
+    assert await store.hydrate(snapshot, now=NOW) == "present"
     state = (await store.read("m1")).state
     assert state is not None and state.points_balance == 900
 

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from server.engine.basket import evaluate_basket, new_categories
 from server.engine.describe import describe_reward
-from server.engine.errors import FailedPrecondition
+from server.engine.errors import FailedPrecondition, InvalidArgument
 from server.engine.model import (
     Basket,
     BasketEvaluation,
@@ -26,7 +28,7 @@ SHOES = line("shoes-1", "shoes", 80_00)
 def evaluate(
     cat: Catalog, items: Basket, customer: CustomerState | None = None, policy: PointsPolicy = POLICY
 ) -> BasketEvaluation:
-    return evaluate_basket(cat, customer or samantha(), items, pos_ctx(), policy)
+    return evaluate_basket(cat, replace(customer or samantha(), currency=items.currency), items, pos_ctx(), policy)
 
 
 def by_id(evaluation: BasketEvaluation) -> dict[str, LineResult]:
@@ -291,3 +293,19 @@ def test_new_categories_are_those_never_bought() -> None:
     items = basket(DRESS, SHOES, line("hat", "hats", 10_00), line("shoes-2", "shoes", 1_00))
     assert new_categories(samantha(), items) == ("hats", "shoes")
     assert new_categories(samantha(categories=frozenset({"dresses", "shoes", "hats"})), items) == ()
+
+
+def test_a_basket_in_another_currency_than_the_profile_is_refused() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        evaluate_basket(catalog(), samantha(), basket(DRESS, currency="EUR"), pos_ctx(), POLICY)
+    assert caught.value.field == "basket.currency"
+
+
+def test_points_that_would_buy_less_than_a_minor_unit_are_refused() -> None:
+    # 100 points pay JPY 1: 150 points would lose 50 of them.
+    yen = basket(line("a", "bags", 1_500), currency="JPY", points_to_redeem=150)
+    with pytest.raises(InvalidArgument) as caught:
+        evaluate(catalog(), yen, samantha(points_balance=1_000))
+    assert caught.value.field == "basket.points_to_redeem" and "multiple of 100" in caught.value.message
+    paid = evaluate(catalog(), replace(yen, points_to_redeem=200), samantha(points_balance=1_000))
+    assert paid.redeemed_value_minor == 2

@@ -100,11 +100,12 @@ def test_store_restriction_applies_only_when_the_request_names_a_store() -> None
     assert verdict(offer, ctx=app_ctx()).eligible
 
 
-def test_distance_point_prefers_location_then_till_store_then_home() -> None:
+def test_distance_point_is_the_request_location_else_home_never_the_till() -> None:
     far_home = samantha(home=BOSTON)
     assert verdict(customer=far_home, ctx=app_ctx(location=NEAR_SOHO)).reasons[1] == "1.6 km from SoHo"
-    assert verdict(customer=far_home, ctx=pos_ctx(store_id="soho")).reasons[1] == "0.0 km from SoHo"
-    assert not verdict(customer=far_home, ctx=pos_ctx(store_id="unknown-store")).eligible
+    # A visitor from Boston at the SoHo till is not a member living near a store.
+    assert not verdict(customer=far_home, ctx=pos_ctx(store_id="soho")).eligible
+    assert verdict(customer=samantha(), ctx=pos_ctx(store_id="soho")).eligible
 
 
 def test_distance_names_the_nearest_eligible_store() -> None:

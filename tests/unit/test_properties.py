@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 
@@ -87,15 +88,19 @@ policies = st.builds(PointsPolicy, earn_points_per_unit=st.integers(0, 10), rede
 
 
 def evaluate(cat: Catalog, customer: CustomerState, items: Basket, policy: PointsPolicy) -> BasketEvaluation:
-    return evaluate_basket(cat, customer, items, pos_ctx(), policy)
+    # The member's profile is kept in the basket's currency (a mismatch is refused, tested in test_basket).
+    return evaluate_basket(cat, replace(customer, currency=items.currency), items, pos_ctx(), policy)
 
 
 def redeemable(cat: Catalog, customer: CustomerState, items: Basket, policy: PointsPolicy, share: float) -> int:
     """A points_to_redeem within both the balance and the bill."""
     bill = evaluate(cat, customer, items, policy)
     due = bill.subtotal_minor - bill.total_discount_minor
-    most = due * policy.redeem_points_per_unit // minor_per_unit(items.currency)
-    return int(min(most, customer.points_balance) * share)
+    mpu = minor_per_unit(items.currency)
+    most = due * policy.redeem_points_per_unit // mpu
+    points = int(min(most, customer.points_balance) * share)
+    step = policy.redeem_points_per_unit // math.gcd(policy.redeem_points_per_unit, mpu)
+    return points - points % step  # only whole minor units can be paid with points
 
 
 @ENGINE
