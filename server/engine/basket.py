@@ -268,7 +268,7 @@ def evaluate_basket(
     lines = [_Line(item, item.total_minor) for item in basket.lines]
     order = sorted(range(len(lines)), key=lambda i: _line_key(basket.lines[i]))
 
-    offers = sorted(catalog.offers, key=lambda o: (-o.priority, o.offer_id))
+    offers = catalog.in_priority_order
     candidates, misses = _screen(offers, customer, basket, ctx, catalog, redemptions_used)
     losers = _exclusive_losers(candidates, lines, mpu, policy)
     grants = [

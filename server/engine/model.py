@@ -95,12 +95,17 @@ class Catalog:
     version: int
     offers: tuple[Offer, ...]
     stores: Mapping[str, Store]
+    # Derived once per snapshot, not per request: lookups by id and the order offers apply in.
+    by_id: Mapping[str, Offer] = field(init=False, repr=False, compare=False)
+    in_priority_order: tuple[Offer, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_id", {o.offer_id: o for o in self.offers})
+        ordered = tuple(sorted(self.offers, key=lambda o: (-o.priority, o.offer_id)))
+        object.__setattr__(self, "in_priority_order", ordered)
 
     def offer(self, offer_id: str) -> Offer | None:
-        for offer in self.offers:
-            if offer.offer_id == offer_id:
-                return offer
-        return None
+        return self.by_id.get(offer_id)
 
 
 @dataclass(frozen=True, slots=True)
