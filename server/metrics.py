@@ -1,7 +1,9 @@
-"""Every Prometheus metric the service exports, declared once.
+"""Every Prometheus metric the service exports, declared once (docs/metrics.md is generated from this module).
 
-RPC metrics follow go-grpc-prometheus names and labels; business counters never carry a customer id, card or
-name, only values bounded by the catalog (offer ids) or by code (reasons).
+RPC metrics follow go-grpc-prometheus names and labels. Labels are bounded: method names, status codes,
+operations and reasons fixed in code, offer ids bounded by the catalog; never a customer id, card or name.
+Gauges declare how several processes of one host combine (prometheus_client multiprocess mode): a server and
+its writer child, or several servers sharing a port, show up in one scrape.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from prometheus_client import Counter, Gauge, Histogram
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+# Store calls are sub-millisecond when healthy.
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
+# -- RPCs (go-grpc-prometheus) --------------------------------------------------------------------------------
 RPC_STARTED = Counter(
     "grpc_server_started_total", "RPCs started on the server.", ["grpc_type", "grpc_service", "grpc_method"]
 )
@@ -27,15 +32,83 @@ RPC_LATENCY = Histogram(
     ["grpc_type", "grpc_service", "grpc_method"],
     buckets=LATENCY_BUCKETS,
 )
-RPC_IN_FLIGHT = Gauge("pos_offers_rpc_in_flight", "RPCs being handled now.", ["grpc_service", "grpc_method"])
+RPC_IN_FLIGHT = Gauge(
+    "pos_offers_rpc_in_flight",
+    "RPCs being handled now.",
+    ["grpc_service", "grpc_method"],
+    multiprocess_mode="livesum",
+)
 
+# -- backing stores ---------------------------------------------------------------------------------------------
+REDIS_SECONDS = Histogram(
+    "pos_offers_redis_seconds", "Time of one Redis call (a pipeline or a script).", ["operation"], buckets=STORE_BUCKETS
+)
+REDIS_ERRORS = Counter("pos_offers_redis_errors_total", "Redis calls that failed.", ["operation"])
+SQL_SECONDS = Histogram(
+    "pos_offers_sql_seconds", "Time of one SQL unit of work.", ["operation"], buckets=LATENCY_BUCKETS
+)
+SQL_ERRORS = Counter("pos_offers_sql_errors_total", "SQL units of work that failed.", ["operation"])
+COMPONENT_UP = Gauge(
+    "pos_offers_component_up",
+    "1 when the component answers its health probe (redis, sql, catalog), else 0.",
+    ["component"],
+    multiprocess_mode="min",
+)
+
+# -- write-behind -----------------------------------------------------------------------------------------------
+OUTBOX_BACKLOG = Gauge(
+    "pos_offers_outbox_backlog", "Write-behind records not yet written to SQL.", multiprocess_mode="max"
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "pos_offers_outbox_oldest_age_seconds", "Age of the oldest record not yet in SQL.", multiprocess_mode="max"
+)
+WRITER_RECORDS = Counter(
+    "pos_offers_writer_records_total",
+    "Outbox records handled by writers: applied, duplicate (already in SQL) or dead_letter (unreadable).",
+    ["result"],
+)
+WRITER_FAILURES = Counter("pos_offers_writer_failures_total", "Writer batches SQL refused (retried).")
+WRITER_BATCH_SECONDS = Histogram(
+    "pos_offers_writer_batch_seconds", "Time to write one batch to SQL.", buckets=LATENCY_BUCKETS
+)
+WRITER_LAST_SUCCESS = Gauge(
+    "pos_offers_writer_last_success_timestamp_seconds",
+    "When a writer last wrote a batch or found the outbox empty.",
+    multiprocess_mode="max",
+)
+
+# -- catalog ----------------------------------------------------------------------------------------------------
+CATALOG_VERSION = Gauge(
+    "pos_offers_catalog_version", "Version of the catalog snapshot in use.", multiprocess_mode="min"
+)
+CATALOG_OFFERS = Gauge("pos_offers_catalog_offers", "Offers in the catalog snapshot in use.", multiprocess_mode="max")
+CATALOG_LOADED_AT = Gauge(
+    "pos_offers_catalog_loaded_timestamp_seconds",
+    "When the snapshot in use was loaded (its age: time() - this).",
+    multiprocess_mode="min",
+)
+OFFER_BUDGET_LIMIT = Gauge(
+    "pos_offers_offer_budget_limit",
+    "An offer's total redemption limit (offers with one only).",
+    ["offer_id"],
+    multiprocess_mode="max",
+)
+OFFER_BUDGET_USED = Gauge(
+    "pos_offers_offer_budget_used",
+    "Redemptions taken from an offer's total budget, across customers.",
+    ["offer_id"],
+    multiprocess_mode="max",
+)
+
+# -- the business -----------------------------------------------------------------------------------------------
 OFFERS_LISTED = Counter("pos_offers_offers_listed_total", "Offers returned by ListActiveOffers.")
 OFFERS_RECOGNISED = Counter(
     "pos_offers_offers_recognised_total", "Offers applied in committed purchases.", ["offer_id"]
 )
-NEAR_MISSES = Counter("pos_offers_near_misses_total", "Near misses shown by EvaluateBasket.")
+NEAR_MISSES = Counter("pos_offers_near_misses_total", "Near misses shown by EvaluateBasket.", ["offer_id"])
 POINTS_EARNED = Counter("pos_offers_points_earned_total", "Points credited by committed purchases.")
 POINTS_REDEEMED = Counter("pos_offers_points_redeemed_total", "Points paid with in committed purchases.")
+POINTS_REVERSED = Counter("pos_offers_points_reversed_total", "Points taken back by returns and voids.")
 PURCHASES_COMMITTED = Counter("pos_offers_purchases_committed_total", "Purchases committed (first time).")
 PURCHASES_REPLAYED = Counter("pos_offers_purchases_replayed_total", "Commits answered from a stored receipt.")
 REDEMPTIONS_REFUSED = Counter(
@@ -45,16 +118,3 @@ COMMIT_CONFLICTS = Counter(
     "pos_offers_commit_conflicts_total", "Optimistic commit attempts retried because the customer changed."
 )
 REHYDRATIONS = Counter("pos_offers_rehydrations_total", "Customers rebuilt in Redis from the SQL profile.")
-
-OUTBOX_BACKLOG = Gauge("pos_offers_outbox_backlog", "Write-behind records not yet written to SQL.")
-OUTBOX_OLDEST_AGE = Gauge("pos_offers_outbox_oldest_age_seconds", "Age of the oldest record not yet in SQL.")
-WRITER_RECORDS = Counter("pos_offers_writer_records_total", "Outbox records handled by the writer.", ["result"])
-WRITER_FAILURES = Counter("pos_offers_writer_failures_total", "Writer batches that SQL refused (retried).")
-WRITER_BATCH_SECONDS = Histogram(
-    "pos_offers_writer_batch_seconds", "Time to write one batch to SQL.", buckets=LATENCY_BUCKETS
-)
-
-CATALOG_VERSION = Gauge("pos_offers_catalog_version", "Version of the catalog snapshot in use.")
-CATALOG_OFFERS = Gauge("pos_offers_catalog_offers", "Offers in the catalog snapshot in use.")
-CATALOG_LOADED_AT = Gauge("pos_offers_catalog_loaded_timestamp_seconds", "When the snapshot in use was loaded.")
-REDIS_ERRORS = Counter("pos_offers_redis_errors_total", "RPCs failed because Redis could not be reached.")

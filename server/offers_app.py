@@ -198,7 +198,8 @@ class OffersApp:
         catalog = self.catalog.current
         state, read = await self._state(basket.customer_id, "basket.customer_id", catalog)
         evaluation = self._evaluate(catalog, state, basket, at, read.redemptions_used)
-        metrics.NEAR_MISSES.inc(len(evaluation.near_misses))
+        for miss in evaluation.near_misses:
+            metrics.NEAR_MISSES.labels(offer_id=miss.offer_id).inc()
         return evaluation
 
     async def commit(

@@ -98,7 +98,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                     log.exception("unhandled error in %s", method, extra={"request_id": request_id})
                     message = f"internal error (request id {request_id})"
                 elif code is grpc.StatusCode.UNAVAILABLE:
-                    metrics.REDIS_ERRORS.inc()
                     log.warning("store unavailable in %s: %s", method, exc, extra={"request_id": request_id})
                 await context.abort(code, message)
             finally:
