@@ -6,10 +6,11 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import uvloop
 
-from server.app import Service
+from server import metrics_setup
 from server.config import Settings
 from server.logs import configure_logging
 
@@ -17,6 +18,8 @@ log = logging.getLogger("pos_offers")
 
 
 async def serve(settings: Settings) -> None:
+    from server.app import Service  # after metrics_setup.prepare: prometheus_client reads its env at import
+
     service = await Service.start(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -43,6 +46,9 @@ def main() -> int:
         print(f"pos-offers: bad setting: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if not settings.metrics_dir:
+        settings = settings.with_(metrics_dir=str((settings.data_dir / "prometheus").resolve()))
+    metrics_setup.prepare(Path(settings.metrics_dir))
     uvloop.run(serve(settings))
     return 0
 

@@ -15,6 +15,7 @@ from server.catalog import CatalogCache, OfferRow
 from server.engine.errors import InvalidArgument, NotFound
 from server.engine.model import Offer, Store
 from server.engine.validation import validate_id, validate_offer, validate_store
+from server.observe import sql_call
 from server.rpc.convert import offer_from_pb, set_timestamp, store_from_pb
 from store.redis_state import CustomerStore
 
@@ -82,13 +83,15 @@ class AdminApp:
             if store_id not in known:
                 raise NotFound("store", store_id)
         definition = json_format.MessageToJson(stored, preserving_proto_field_name=True, indent=None)
-        await asyncio.to_thread(self._repo.upsert_offer, stored.offer_id, stored.title, definition, stored.archived)
+        with sql_call("upsert_offer"):
+            await asyncio.to_thread(self._repo.upsert_offer, stored.offer_id, stored.title, definition, stored.archived)
         await self._published()
         return await self.get_offer(stored.offer_id)
 
     async def get_offer(self, offer_id: str) -> pb.Offer:
         validate_id(offer_id, "offer_id")
-        row = await asyncio.to_thread(self._repo.get_offer, offer_id)
+        with sql_call("get_offer"):
+            row = await asyncio.to_thread(self._repo.get_offer, offer_id)
         if row is None:
             raise NotFound("offer", offer_id)
         return offer_pb_from_row(row)
@@ -101,9 +104,10 @@ class AdminApp:
             after = base64.urlsafe_b64decode(page_token.encode()).decode() if page_token else ""
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise InvalidArgument("page_token", "is not a token this server issued") from exc
-        rows = await asyncio.to_thread(
-            self._repo.list_offers, include_archived=include_archived, after_offer_id=after, limit=size + 1
-        )
+        with sql_call("list_offers"):
+            rows = await asyncio.to_thread(
+                self._repo.list_offers, include_archived=include_archived, after_offer_id=after, limit=size + 1
+            )
         offers = [offer_pb_from_row(r) for r in rows[:size]]
         token = base64.urlsafe_b64encode(offers[-1].offer_id.encode()).decode() if len(rows) > size else ""
         return offers, token
@@ -113,13 +117,15 @@ class AdminApp:
         if not offer.archived:
             offer.archived = True
             definition = json_format.MessageToJson(_normalise(offer), preserving_proto_field_name=True, indent=None)
-            await asyncio.to_thread(self._repo.upsert_offer, offer.offer_id, offer.title, definition, True)
+            with sql_call("upsert_offer"):
+                await asyncio.to_thread(self._repo.upsert_offer, offer.offer_id, offer.title, definition, True)
             await self._published()
         return await self.get_offer(offer_id)
 
     async def upsert_store(self, store: pb.Store) -> Store:
         engine_store = store_from_pb(store)
         validate_store(engine_store)
-        await asyncio.to_thread(self._repo.upsert_store, engine_store)
+        with sql_call("upsert_store"):
+            await asyncio.to_thread(self._repo.upsert_store, engine_store)
         await self._published()
         return engine_store

@@ -21,17 +21,19 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from server import metrics
+from server import metrics, metrics_setup
 from server.admin_app import AdminApp, offer_from_row
 from server.catalog import CatalogCache
 from server.config import Settings
 from server.demo import load_demo
 from server.engine.model import Catalog
+from server.observe import redis_call, sql_call
 from server.offers_app import OffersApp
-from server.rpc.interceptors import ServerInterceptor
+from server.rpc.interceptors import RequestFacts, ServerInterceptor
 from server.rpc.servicers import AdminServicer, OfferServicer
 from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
+from store.records import OutboxRecord
 from store.redis_state import CustomerStore
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
@@ -49,6 +51,21 @@ def _record_catalog(catalog: Catalog) -> None:
     metrics.CATALOG_VERSION.set(catalog.version)
     metrics.CATALOG_OFFERS.set(len(catalog.offers))
     metrics.CATALOG_LOADED_AT.set(time.time())
+
+
+def writer_alive() -> None:
+    metrics.WRITER_LAST_SUCCESS.set(time.time())
+
+
+class ObservedSink:
+    """The SQL repository as the writer sees it, timed and counted like every other SQL call."""
+
+    def __init__(self, repo: ProfileRepository) -> None:
+        self._repo = repo
+
+    def apply_records(self, records: list[OutboxRecord]) -> int:
+        with sql_call("apply_records"):
+            return self._repo.apply_records(records)
 
 
 def writer_metrics_hook() -> Any:
@@ -119,7 +136,9 @@ class Service:
         await asyncio.to_thread(lambda: migrate(engine, schema=schema))
         repo = ProfileRepository(engine)
         keys = Keys(settings.redis_prefix, settings.partitions)
-        customers = CustomerStore(client, keys, receipt_retention_s=settings.idempotency_retention_days * 86_400)
+        customers = CustomerStore(
+            client, keys, receipt_retention_s=settings.idempotency_retention_days * 86_400, observe=redis_call
+        )
         catalog = CatalogCache(repo, customers, offer_from_row)
         catalog.on_swap = _record_catalog
         await catalog.refresh(force=True)
@@ -130,17 +149,23 @@ class Service:
         writer = OutboxWriter(
             client,
             keys,
-            repo,
+            ObservedSink(repo),
             consumer=f"{socket.gethostname()}-{os.getpid()}",
             batch=settings.writer_batch,
             idle_ms=settings.writer_idle_ms,
             claim_idle_ms=settings.writer_claim_idle_ms,
             on_batch=writer_metrics_hook(),
+            on_healthy_pass=writer_alive,
         )
         await writer.ensure_groups()
 
         server = grpc.aio.server(
-            interceptors=[ServerInterceptor()],
+            interceptors=[
+                ServerInterceptor(
+                    access_log=settings.access_log,
+                    facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
+                )
+            ],
             options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
         )
         offer_service_pb2_grpc.add_OfferServiceServicer_to_server(OfferServicer(offers), server)
@@ -175,10 +200,10 @@ class Service:
             sql_engine=engine,
         )
         service._start_metrics()
-        await service._set_health(True)
+        await service._set_health(True, True)
         service._spawn(catalog.run(service._stop, settings.catalog_refresh_ms / 1000))
         service._spawn(service._watch_health())
-        service._spawn(service._watch_outbox())
+        service._spawn(service._watch_gauges())
         if settings.writer_enabled and settings.writer_process:
             service._spawn(service._supervise_writer(redis_url))
         elif settings.writer_enabled:
@@ -223,35 +248,60 @@ class Service:
         if not self.settings.metrics_listen:
             return
         host, port = self.settings.metrics_listen.rsplit(":", 1)
-        self._metrics_server, _ = start_http_server(int(port), addr=host)
+        registry = metrics_setup.registry(self.settings.metrics_dir)
+        self._metrics_server, _ = start_http_server(int(port), addr=host, registry=registry)
         self.metrics_port = self._metrics_server.server_port
 
-    async def _set_health(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, status)
+    async def _set_health(self, till: bool, admin: bool) -> None:
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        offer_service, admin_service = SERVICE_NAMES
+        await self.health.set("", serving if till else not_serving)
+        await self.health.set(offer_service, serving if till else not_serving)
+        await self.health.set(admin_service, serving if admin else not_serving)
+
+    async def _probe(self) -> tuple[bool, bool]:
+        """(Redis answers, SQL answers), each within a second or two."""
+        try:
+            await asyncio.wait_for(self.customers.ping(), timeout=1.0)
+            redis_ok = True
+        except (RedisError, OSError, TimeoutError):
+            redis_ok = False
+        try:
+            with sql_call("ping"):
+                await asyncio.wait_for(asyncio.to_thread(self.repo.ping), timeout=2.0)
+            sql_ok = True
+        except Exception:  # any failure of the probe means "not answering"
+            sql_ok = False
+        return redis_ok, sql_ok
 
     async def _watch_health(self) -> None:
-        """SERVING while Redis answers and a catalog is loaded; SQL trouble only delays the writer."""
-        serving = True
+        """The till path (OfferService) is SERVING while Redis answers and a catalog is loaded; admin also needs
+        SQL. SQL trouble alone only delays the writer and the admin API: tills keep working."""
+        current: tuple[bool, bool] | None = (True, True)
         while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self.customers.ping(), timeout=1.0)
-                ok = self.catalog.ready
-            except (RedisError, OSError, TimeoutError):
-                ok = False
-            if ok != serving:
-                serving = ok
-                log.warning("health changed", extra={"serving": ok})
-                await self._set_health(ok)
+            redis_ok, sql_ok = await self._probe()
+            catalog_ok = self.catalog.ready
+            for component, ok in (("redis", redis_ok), ("sql", sql_ok), ("catalog", catalog_ok)):
+                metrics.COMPONENT_UP.labels(component).set(1 if ok else 0)
+            wanted = (redis_ok and catalog_ok, redis_ok and catalog_ok and sql_ok)
+            if wanted != current and not self._stop.is_set():
+                log.warning("health changed", extra={"redis": redis_ok, "sql": sql_ok, "catalog": catalog_ok})
+                await self._set_health(*wanted)
+                current = wanted
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=1.0)
 
-    async def _watch_outbox(self) -> None:
+    async def _watch_gauges(self) -> None:
+        """Gauges read from Redis, off the request path: outbox lag and offer budgets."""
         while not self._stop.is_set():
             with contextlib.suppress(RedisError, OSError):
                 metrics.OUTBOX_BACKLOG.set(await self.writer.backlog())
                 metrics.OUTBOX_OLDEST_AGE.set(await self.writer.oldest_age_s())
+                limits = {o.offer_id: o.total_redemption_limit for o in self.catalog.current.offers}
+                budgeted = sorted(o for o, limit in limits.items() if limit > 0)
+                for offer_id, used in (await self.customers.budget_counters(budgeted)).items():
+                    metrics.OFFER_BUDGET_USED.labels(offer_id).set(used)
+                    metrics.OFFER_BUDGET_LIMIT.labels(offer_id).set(limits[offer_id])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from server.engine.model import Catalog, Offer, Store
+from server.observe import sql_call
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class CatalogCache:
         async with self._lock:
             version = await self._versions.catalog_version()
             if force or version != self.current.version:
-                catalog = await asyncio.to_thread(load_catalog, self._source, self._parse, version)
+                with sql_call("load_catalog"):
+                    catalog = await asyncio.to_thread(load_catalog, self._source, self._parse, version)
                 self.current = catalog
                 log.info("catalog loaded", extra={"version": version, "offers": len(catalog.offers)})
                 if self.on_swap:

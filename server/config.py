@@ -24,6 +24,9 @@ class Settings:
     """gRPC listen address (host:port; port 0 picks a free one)."""
     metrics_listen: str = "127.0.0.1:9464"
     """Prometheus text exposition address; empty disables it."""
+    metrics_dir: str = ""
+    """Multiprocess metrics directory shared by the processes of one host; `python -m server` defaults it to
+    DATA_DIR/prometheus. Empty: this process's metrics only (tests)."""
     redis_url: str = ""
     """Redis URL; empty starts an embedded Redis under data_dir and stops it on exit."""
     database_url: str = ""
@@ -75,6 +78,12 @@ class Settings:
     """Seconds in-flight RPCs get to finish on SIGTERM."""
     log_level: str = "INFO"
     """Python logging level name."""
+    access_log: bool = True
+    """One JSON line per RPC (request id, method, status, duration, store, terminal)."""
+    log_customer_ids: str = "hash"
+    """How customer ids appear in logs: "hash" (salted SHA-256, 16 hex) or "omit". Never in plain text."""
+    log_hash_salt: str = ""
+    """Secret salt for hashed customer ids, so a hash cannot be looked up from a list of ids."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +125,8 @@ class Settings:
     def validate(self) -> None:
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
+        if self.log_customer_ids not in {"hash", "omit"}:
+            raise ValueError("POS_OFFERS_LOG_CUSTOMER_IDS must be hash or omit")
         if self.earn_points_per_unit < 0 or self.redeem_points_per_unit < 1:
             raise ValueError("points settings must be positive")
 

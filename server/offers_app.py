@@ -42,6 +42,7 @@ from server.engine.model import (
 )
 from server.engine.ranking import list_active_offers
 from server.engine.validation import validate_basket, validate_customer, validate_id, validate_location
+from server.observe import sql_call
 from store.records import (
     AppliedOfferRecord,
     CustomerRecord,
@@ -96,9 +97,10 @@ class OffersApp:
     async def _rehydrate(self, customer_id: str) -> None:
         """Rebuilds a customer Redis does not hold from the SQL profile; NOT_FOUND if SQL has none either."""
         now = self.clock()
-        snapshot = await asyncio.to_thread(
-            self.profiles.load_customer, customer_id, receipts_since=now - self._retention
-        )
+        with sql_call("load_customer"):
+            snapshot = await asyncio.to_thread(
+                self.profiles.load_customer, customer_id, receipts_since=now - self._retention
+            )
         if snapshot is None:
             if await self.customers.has_pending_changes(customer_id):
                 raise Unavailable("the customer's profile is being rebuilt; retry shortly")

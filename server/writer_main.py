@@ -13,11 +13,12 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import redis.asyncio as aioredis
 import uvloop
 
-from server.app import writer_metrics_hook
+from server import metrics_setup
 from server.config import Settings
 from server.logs import configure_logging
 from store.keys import Keys
@@ -39,6 +40,8 @@ def redis_url_of(settings: Settings) -> str:
 
 
 async def run(settings: Settings) -> None:
+    from server.app import ObservedSink, writer_alive, writer_metrics_hook  # after metrics_setup.prepare
+
     client = aioredis.Redis.from_url(redis_url_of(settings), decode_responses=False, socket_timeout=5)
     schema = settings.database_schema or None
     engine = make_engine(settings.sql_url, schema=schema)
@@ -46,12 +49,13 @@ async def run(settings: Settings) -> None:
     writer = OutboxWriter(
         client,
         Keys(settings.redis_prefix, settings.partitions),
-        ProfileRepository(engine),
+        ObservedSink(ProfileRepository(engine)),
         consumer=f"{socket.gethostname()}-{os.getpid()}",
         batch=settings.writer_batch,
         idle_ms=settings.writer_idle_ms,
         claim_idle_ms=settings.writer_claim_idle_ms,
         on_batch=writer_metrics_hook(),
+        on_healthy_pass=writer_alive,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,6 +76,8 @@ def main() -> int:
         print(f"pos-offers-writer: bad setting: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if settings.metrics_dir:
+        metrics_setup.prepare(Path(settings.metrics_dir))
     uvloop.run(run(settings))
     return 0
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -92,8 +93,17 @@ def display_fields(state: CustomerState) -> dict[str, str]:
 
 
 class CustomerStore:
-    def __init__(self, client: aioredis.Redis, keys: Keys, *, receipt_retention_s: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        *,
+        receipt_retention_s: int,
+        observe: Callable[[str], AbstractContextManager[None]] | None = None,
+    ) -> None:
         self._redis = client
+        # Wraps every Redis call with the caller's timing, error counting and tracing, by operation name.
+        self._observe = observe or (lambda operation: nullcontext())
         self.keys = keys
         self._retention_s = receipt_retention_s
         self._commit: AsyncScript = client.register_script(_lua("commit_purchase.lua"))
@@ -109,7 +119,8 @@ class CustomerStore:
         return self._redis
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        with self._observe("ping"):
+            await self._redis.ping()
 
     async def read(
         self, customer_id: str, *, transaction_id: str = "", budget_offer_ids: Sequence[str] = ()
@@ -127,7 +138,8 @@ class CustomerStore:
             pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
         for offer_id in budget_offer_ids:
             pipe.get(k.offer_redemptions(offer_id))
-        results: list[Any] = await pipe.execute()
+        with self._observe("read"):
+            results: list[Any] = await pipe.execute()
         state = parse_profile(customer_id, results[0], results[1], results[2])
         used = {
             o: int(n or 0)
@@ -142,17 +154,22 @@ class CustomerStore:
     async def has_pending_changes(self, customer_id: str) -> bool:
         """True when the outbox still holds changes of hers that SQL lacks (or is too long to tell)."""
         outbox = self.keys.outbox(self.keys.partition(customer_id))
-        return int(await self._pending(keys=[outbox], args=[customer_id])) != 0
+        with self._observe("pending_changes"):
+            return int(await self._pending(keys=[outbox], args=[customer_id])) != 0
 
     async def reserve_budget(self, offer_id: str, limit: int) -> bool:
         """Takes one redemption of the offer's total budget; False when it is used up."""
-        return int(await self._reserve_budget(keys=[self.keys.offer_redemptions(offer_id)], args=[limit])) >= 0
+        with self._observe("reserve_budget"):
+            used = await self._reserve_budget(keys=[self.keys.offer_redemptions(offer_id)], args=[limit])
+        return int(used) >= 0
 
     async def release_budget(self, offer_id: str) -> None:
-        await self._release_budget(keys=[self.keys.offer_redemptions(offer_id)])
+        with self._observe("release_budget"):
+            await self._release_budget(keys=[self.keys.offer_redemptions(offer_id)])
 
     async def release_claim(self, transaction_id: str, customer_id: str) -> None:
-        await self._release(keys=[self.keys.transaction_claim(transaction_id)], args=[customer_id])
+        with self._observe("release_claim"):
+            await self._release(keys=[self.keys.transaction_claim(transaction_id)], args=[customer_id])
 
     async def commit(
         self,
@@ -186,7 +203,8 @@ class CustomerStore:
             k.transaction(cid, record.transaction_id),
             k.outbox(k.partition(cid)),
         ]
-        reply: list[bytes] = await self._commit(keys=keys, args=args)
+        with self._observe("commit"):
+            reply: list[bytes] = await self._commit(keys=keys, args=args)
         status = reply[0].decode()
         if status == "replay":
             return CommitResult("replay", receipt=reply[1])
@@ -228,7 +246,8 @@ class CustomerStore:
                 continue
             keys.append(k.transaction(cid, receipt.transaction_id))
             args.extend([receipt.request_digest, receipt.receipt, ttl])
-        code = int(await self._hydrate(keys=keys, args=args))
+        with self._observe("hydrate"):
+            code = int(await self._hydrate(keys=keys, args=args))
         return {1: "rebuilt", 0: "present", -1: "pending", -2: "backlog"}[code]  # type: ignore[return-value]
 
     async def upsert_customer(self, state: CustomerState, record: CustomerRecord) -> tuple[int, int]:
@@ -243,15 +262,29 @@ class CustomerStore:
             dump_record(record),
             cid,
         ]
-        ltv_delta, balance_delta = await self._upsert(keys=keys, args=args)
+        with self._observe("upsert_customer"):
+            ltv_delta, balance_delta = await self._upsert(keys=keys, args=args)
         return int(ltv_delta), int(balance_delta)
 
     async def catalog_version(self) -> int:
-        raw = await self._redis.get(self.keys.catalog_version())
+        with self._observe("catalog_version"):
+            raw = await self._redis.get(self.keys.catalog_version())
         return int(raw) if raw is not None else 0
 
     async def bump_catalog_version(self) -> int:
-        return int(await self._redis.incr(self.keys.catalog_version()))
+        with self._observe("bump_catalog_version"):
+            return int(await self._redis.incr(self.keys.catalog_version()))
+
+    async def budget_counters(self, offer_ids: Sequence[str]) -> dict[str, int]:
+        """Redemptions taken from each offer's total budget (for the budget gauges; off the request path)."""
+        if not offer_ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for offer_id in offer_ids:
+            pipe.get(self.keys.offer_redemptions(offer_id))
+        with self._observe("budget_counters"):
+            values = await pipe.execute()
+        return {o: int(v or 0) for o, v in zip(offer_ids, values, strict=True)}
 
     async def forget_customer(self, customer_id: str, transaction_ids: Sequence[str] = ()) -> None:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""

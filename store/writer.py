@@ -63,6 +63,7 @@ class OutboxWriter:
         idle_ms: int = 100,
         claim_idle_ms: int = 30_000,
         on_batch: Callable[[WriterStats, float], None] | None = None,
+        on_healthy_pass: Callable[[], None] | None = None,
     ) -> None:
         self._redis = client
         self._keys = keys
@@ -72,6 +73,7 @@ class OutboxWriter:
         self._idle_s = idle_ms / 1000
         self._claim_idle_ms = claim_idle_ms
         self._on_batch = on_batch
+        self._on_healthy_pass = on_healthy_pass  # a pass over every partition without a failed batch
         self._groups_ready = False
         self.stats = WriterStats()
 
@@ -167,8 +169,11 @@ class OutboxWriter:
         backoff = self._idle_s
         while not stop.is_set():
             try:
+                failures = self.stats.failures
                 written = await self.run_once(stop)
                 backoff = self._idle_s
+                if self._on_healthy_pass and self.stats.failures == failures:
+                    self._on_healthy_pass()
             except RedisError:
                 log.exception("outbox writer cannot reach Redis")
                 written, backoff = 0, min(max(backoff * 2, 0.1), 5.0)

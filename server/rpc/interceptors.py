@@ -7,6 +7,7 @@ becomes INTERNAL with the request id (the stack trace goes to the log, never to 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import time
 import uuid
@@ -67,7 +68,31 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
+class RequestFacts:
+    """Where a request comes from, for the access log: store, terminal and (hashed, or no) customer."""
+
+    def __init__(self, customer_ids: str, salt: str) -> None:
+        self._hash_customers = customer_ids == "hash"
+        self._salt = salt.encode()
+
+    def of(self, request: Any) -> dict[str, str]:
+        try:
+            source = request.basket if "basket" in request.DESCRIPTOR.fields_by_name else request
+            names = source.DESCRIPTOR.fields_by_name
+        except AttributeError:  # not a protobuf message
+            return {}
+        facts = {key: getattr(source, key) for key in ("store_id", "terminal_id") if key in names}
+        customer = getattr(source, "customer_id", "") if "customer_id" in names else ""
+        if customer and self._hash_customers:
+            facts["customer_hash"] = hashlib.sha256(self._salt + customer.encode()).hexdigest()[:16]
+        return {k: v for k, v in facts.items() if v}
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in the stubs
+    def __init__(self, *, access_log: bool = True, facts: RequestFacts | None = None) -> None:
+        self._access_log = access_log
+        self._facts = facts or RequestFacts("hash", "")
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
@@ -105,7 +130,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                 in_flight.dec()
                 metrics.RPC_HANDLED.labels("unary", service, method, code.name).inc()
                 metrics.RPC_LATENCY.labels("unary", service, method).observe(elapsed)
-                if log.isEnabledFor(logging.DEBUG) or code is not grpc.StatusCode.OK:
+                if self._access_log or code is not grpc.StatusCode.OK:
                     log.info(
                         "rpc",
                         extra={
@@ -113,6 +138,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                             "method": method,
                             "status": code.name,
                             "duration_ms": round(elapsed * 1000, 3),
+                            **self._facts.of(request),
                         },
                     )
                 REQUEST_ID.reset(token)

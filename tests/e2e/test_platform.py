@@ -116,3 +116,22 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
         till.CommitPurchase(commit_request(basket(second, DRESS, SHOES)))
         wait_for_sql(second, 500 + 329)
         assert server.service.writer_pid != old_pid
+
+
+def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server(demo_data=True)
+    repo = server.service.repo
+
+    def sql_down() -> None:
+        raise OSError("connection refused")  # what an unreachable database looks like to the probe
+
+    repo.ping = sql_down  # type: ignore[method-assign]
+    deadline = time.monotonic() + 10
+    while _health(server.target, "posoffers.v1.OfferAdmin") != NOT_SERVING:
+        assert time.monotonic() < deadline, "admin still SERVING with SQL down"
+        time.sleep(0.2)
+    assert _health(server.target, "posoffers.v1.OfferService") == SERVING
+    assert _health(server.target) == SERVING
+    with grpc.insecure_channel(server.target) as channel:
+        profile = svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"))
+    assert profile.customer_id == "samantha"
