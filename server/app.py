@@ -21,7 +21,7 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from server import metrics, metrics_setup
+from server import metrics, metrics_setup, tracing
 from server.admin_app import AdminApp, offer_from_row
 from server.catalog import CatalogCache
 from server.config import Settings
@@ -129,6 +129,8 @@ class Service:
 
     @classmethod
     async def _start(cls, settings: Settings, redis_url: str, embedded: EmbeddedRedis | None) -> Service:
+        if settings.otlp_endpoint and not tracing.is_enabled():
+            tracing.configure_tracing(endpoint=settings.otlp_endpoint)
         client = aioredis.Redis.from_url(redis_url, decode_responses=False, socket_timeout=5, max_connections=256)
         await client.ping()
         schema = settings.database_schema or None
@@ -322,3 +324,5 @@ class Service:
             self._metrics_server.server_close()
         if self.embedded:
             await asyncio.to_thread(self.embedded.stop)
+        if self.settings.otlp_endpoint:
+            await asyncio.to_thread(tracing.shutdown_tracing)

@@ -78,6 +78,8 @@ class Settings:
     """Seconds in-flight RPCs get to finish on SIGTERM."""
     log_level: str = "INFO"
     """Python logging level name."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry collector (OTLP/gRPC), e.g. http://127.0.0.1:4317; empty keeps tracing off."""
     access_log: bool = True
     """One JSON line per RPC (request id, method, status, duration, store, terminal)."""
     log_customer_ids: str = "hash"

@@ -13,6 +13,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         from server.rpc.interceptors import REQUEST_ID  # late: logging is set up before the RPC layer loads
+        from server.tracing import current_trace_id
 
         entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -23,6 +24,9 @@ class JsonFormatter(logging.Formatter):
         request_id = REQUEST_ID.get()
         if request_id and "request_id" not in record.__dict__:
             entry["request_id"] = request_id
+        trace_id = current_trace_id()
+        if trace_id and "trace_id" not in record.__dict__:
+            entry["trace_id"] = trace_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

@@ -18,7 +18,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import uvloop
 
-from server import metrics_setup
+from server import metrics_setup, tracing
 from server.config import Settings
 from server.logs import configure_logging
 from store.keys import Keys
@@ -57,6 +57,8 @@ async def run(settings: Settings) -> None:
         on_batch=writer_metrics_hook(),
         on_healthy_pass=writer_alive,
     )
+    if settings.otlp_endpoint:
+        tracing.configure_tracing(endpoint=settings.otlp_endpoint, service_name="pos-offers-writer")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -67,6 +69,7 @@ async def run(settings: Settings) -> None:
     finally:
         await client.aclose()
         engine.dispose()
+        tracing.shutdown_tracing()
 
 
 def main() -> int:

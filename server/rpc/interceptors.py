@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
-from server import metrics
+from server import metrics, tracing
 from server.engine.errors import (
     AlreadyExists,
     Conflict,
@@ -113,6 +113,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
             in_flight.inc()
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            rpc_span = tracing.rpc_span(handler_call_details.method)
+            rpc_span.__enter__()
             try:
                 return await inner(request, context)
             except Exception as exc:
@@ -139,8 +141,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                             "status": code.name,
                             "duration_ms": round(elapsed * 1000, 3),
                             **self._facts.of(request),
+                            **({"trace_id": trace_id} if (trace_id := tracing.current_trace_id()) else {}),
                         },
                     )
+                tracing.set_attribute("rpc.grpc.status_code", code.value[0])
+                rpc_span.__exit__(None, None, None)
                 REQUEST_ID.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
