@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard proto/posoffers/v1/*.proto)
 PROTO_STAMP := gen/.generated
 
-.PHONY: all install proto run test test-fast lint fmt mypy bench clean
+.PHONY: all install proto run test test-fast lint fmt mypy bench clean ops-tools
 
 all: lint test
 
@@ -34,7 +34,11 @@ proto: $(PROTO_STAMP)
 run: install
 	POS_OFFERS_DEMO_DATA=$${POS_OFFERS_DEMO_DATA:-1} $(PY) -m server
 
-test: install
+# promtool + prometheus for tests/ops (Debian's package; without root or apt those tests skip, saying why).
+ops-tools:
+	@bash scripts/ensure_prometheus.sh
+
+test: install ops-tools
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: install
@@ -44,6 +48,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m scripts.metrics_doc --check
 
 fmt: install
 	$(VENV)/bin/ruff format .

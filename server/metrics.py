@@ -78,14 +78,15 @@ WRITER_LAST_SUCCESS = Gauge(
 )
 
 # -- catalog ----------------------------------------------------------------------------------------------------
+# "max": writer children declare these gauges too but never set them; a "min" would read their zeros.
 CATALOG_VERSION = Gauge(
-    "pos_offers_catalog_version", "Version of the catalog snapshot in use.", multiprocess_mode="min"
+    "pos_offers_catalog_version", "Version of the catalog snapshot in use.", multiprocess_mode="max"
 )
 CATALOG_OFFERS = Gauge("pos_offers_catalog_offers", "Offers in the catalog snapshot in use.", multiprocess_mode="max")
 CATALOG_LOADED_AT = Gauge(
     "pos_offers_catalog_loaded_timestamp_seconds",
     "When the snapshot in use was loaded (its age: time() - this).",
-    multiprocess_mode="min",
+    multiprocess_mode="max",
 )
 OFFER_BUDGET_LIMIT = Gauge(
     "pos_offers_offer_budget_limit",

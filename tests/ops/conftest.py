@@ -1,0 +1,215 @@
+"""Fixtures for the operations tests: promtool/prometheus (skip when missing), the real service as a subprocess.
+
+The service runs the way production runs it (`python -m server`: its own embedded Redis under a temporary data
+dir, the writer as a child process, multiprocess metrics), on free 127.0.0.1 ports, in a session of its own so
+that stopping it also stops what it started. Tests reach it only through gRPC and its HTTP metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+
+from tests.support.builders import DRESS, SHOES, basket, commit_request
+
+ROOT = Path(__file__).resolve().parents[2]
+OPS = ROOT / "ops"
+ALERTS = OPS / "prometheus" / "alerts.yml"
+ALERTS_TEST = OPS / "prometheus" / "alerts_test.yml"
+PROMETHEUS_TEMPLATE = OPS / "prometheus" / "prometheus.yml.tmpl"
+DASHBOARD = OPS / "grafana" / "pos-offers.json"
+OPERATIONS_DOC = ROOT / "docs" / "operations.md"
+
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 15.0
+RPC_TIMEOUT_S = 5.0
+# The demo data (POS_OFFERS_DEMO_DATA=1): Samantha, the SoHo store, her offer dress-shoes-2x.
+CUSTOMER = "samantha"
+STORE = "soho"
+INSTALL_HINT = "run scripts/ensure_prometheus.sh as root (`make test` does) or apt-get install prometheus"
+
+
+def tool(name: str) -> str:
+    """The path of a Prometheus tool, or skip the test saying how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed: {INSTALL_HINT}")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Child:
+    """A subprocess in its own session, logging to a file; stop() ends it and everything it started."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    def start(cls, name: str, args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Child:
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return cls(name, process, log)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return f"({self.name} log unreadable)"
+        return "\n".join(f"  {self.name}| {line}" for line in text)
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            pytest.fail(f"{self.name} exited with code {code}\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_GRACE_S)
+        # Whatever is left of its session (the leader if it ignored SIGTERM, an embedded Redis, a writer child).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+
+def wait_until(child: Child, probe: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT_S) -> None:
+    """Calls probe() until it returns True; fails at once, with the child's log, if the child dies."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        child.check_alive()
+        try:
+            if probe():
+                return
+            last = "not ready yet"
+        except (grpc.RpcError, OSError) as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    pytest.fail(f"{what} not ready after {timeout:g} s ({last})\n{child.log_tail()}")
+
+
+@dataclass
+class Service:
+    target: str
+    metrics_url: str
+    child: Child
+
+    def scrape(self) -> str:
+        self.child.check_alive()
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+
+def service_env(data_dir: Path, listen: str, metrics_listen: str) -> dict[str, str]:
+    # Inherited POS_OFFERS_* could point the service at a real database or Redis: this one uses only its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POS_OFFERS_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        POS_OFFERS_LISTEN=listen,
+        POS_OFFERS_METRICS_LISTEN=metrics_listen,
+        POS_OFFERS_DATA_DIR=str(data_dir),
+        POS_OFFERS_DEMO_DATA="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return tool("prometheus")
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`python -m server` with demo data, its own data dir and free ports; SERVING before the tests get it."""
+    base = tmp_path_factory.mktemp("ops-service")
+    data_dir = base / "data"
+    data_dir.mkdir()
+    listen = f"127.0.0.1:{free_port()}"
+    metrics_listen = f"127.0.0.1:{free_port()}"
+    child = Child.start(
+        "service", [sys.executable, "-m", "server"], base / "service.log", service_env(data_dir, listen, metrics_listen)
+    )
+    try:
+        with grpc.insecure_channel(listen) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            serving = health_pb2.HealthCheckResponse.SERVING
+
+            def probe() -> bool:
+                answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                return bool(answer.status == serving)
+
+            wait_until(child, probe, "service (gRPC health)")
+        running = Service(listen, f"http://{metrics_listen}/metrics", child)
+        wait_until(child, lambda: bool(running.scrape()), "service metrics endpoint")
+        yield running
+    finally:
+        child.stop()
+
+
+def drive_traffic(target: str, seconds: float, pause_s: float = 0.02) -> Counter[str]:
+    """Real till traffic for the demo member for about `seconds`: ListActiveOffers, EvaluateBasket, CommitPurchase
+    (a fresh transaction each time), GetProfile; plus one replayed commit and one NOT_FOUND, so those series exist.
+    Returns the calls made per method; any unexpected status fails the test."""
+    calls: Counter[str] = Counter()
+    with grpc.insecure_channel(target) as channel:
+        stub = svc_grpc.OfferServiceStub(channel)
+        sale = basket(CUSTOMER, DRESS, SHOES, store_id=STORE)
+        first = commit_request(sale, f"ops-{uuid.uuid4().hex}")
+        stub.CommitPurchase(first, timeout=RPC_TIMEOUT_S)
+        replay = stub.CommitPurchase(first, timeout=RPC_TIMEOUT_S)  # a till's retry: the stored receipt
+        assert replay.replayed, "the second commit of one transaction id should be a replay"
+        calls["CommitPurchase"] += 2
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.GetProfile(svc.GetProfileRequest(customer_id=f"nobody-{uuid.uuid4().hex[:8]}"), timeout=RPC_TIMEOUT_S)
+        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+        calls["GetProfile"] += 1
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            stub.ListActiveOffers(
+                svc.ListActiveOffersRequest(customer_id=CUSTOMER, store_id=STORE), timeout=RPC_TIMEOUT_S
+            )
+            stub.EvaluateBasket(
+                svc.EvaluateBasketRequest(basket=basket(CUSTOMER, DRESS, store_id=STORE)), timeout=RPC_TIMEOUT_S
+            )
+            stub.CommitPurchase(commit_request(sale, f"ops-{uuid.uuid4().hex}"), timeout=RPC_TIMEOUT_S)
+            stub.GetProfile(svc.GetProfileRequest(customer_id=CUSTOMER), timeout=RPC_TIMEOUT_S)
+            for method in ("ListActiveOffers", "EvaluateBasket", "CommitPurchase", "GetProfile"):
+                calls[method] += 1
+            time.sleep(pause_s)
+    return calls
