@@ -14,7 +14,7 @@ from typing import Any, Literal
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     entry_id: str  # unique, e.g. "<txn>:earn"
-    kind: Literal["earn", "bonus", "redeem", "reverse", "expire", "adjust"]
+    kind: Literal["earn", "bonus", "redeem", "reverse", "refund", "expire", "adjust"]
     points: int  # signed: redeem is negative
 
 
@@ -84,7 +84,41 @@ class CustomerRecord:
     kind: Literal["customer"] = "customer"
 
 
-OutboxRecord = PurchaseRecord | CustomerRecord
+@dataclass(frozen=True, slots=True)
+class ReturnLineRecord:
+    line_id: str
+    quantity: int
+    points_reversed: int
+    value_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRecord:
+    """A return (or a void) of a committed purchase: correcting entries, never an edit of the purchase."""
+
+    event_id: str  # "return:<customer_id>:<return_id>"
+    return_id: str
+    transaction_id: str
+    customer_id: str
+    occurred_at: str  # ISO 8601, UTC
+    committed_at: str  # ISO 8601, UTC
+    voided: bool
+    lines: list[ReturnLineRecord]
+    points_reversed: int  # >= 0
+    points_refunded: int  # >= 0
+    value_minor: int  # >= 0, merchandise value returned
+    lifetime_value_delta: int  # <= 0
+    balance_delta: int  # what the balance moved by (floored at zero: the rest is debt)
+    debt_delta: int  # >= 0, shortfall recorded as debt
+    purchase_count_delta: int  # -1 for a void, else 0
+    offers_lost: list[str]  # offers whose bonus was taken back whole (their per-customer use is given back)
+    request_digest: str
+    receipt_b64: str  # the ReturnReceipt protobuf, base64
+    ledger: list[LedgerEntry]  # "<return_id>:reverse" (negative) and "<return_id>:refund" (positive)
+    kind: Literal["return"] = "return"
+
+
+OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -106,4 +140,8 @@ def load_record(raw: str | bytes) -> OutboxRecord:
         return PurchaseRecord(**data)
     if kind == "customer":
         return CustomerRecord(**data)
+    if kind == "return":
+        data["lines"] = [ReturnLineRecord(**line) for line in data["lines"]]
+        data["ledger"] = [LedgerEntry(**e) for e in data["ledger"]]
+        return ReturnRecord(**data)
     raise ValueError(f"unknown outbox record kind {kind!r}")

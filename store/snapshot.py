@@ -28,5 +28,10 @@ class CustomerSnapshot:
     home_longitude: float | None
     categories: list[str]
     propensity: dict[str, float]
-    offer_uses: dict[str, int]  # offer_id -> times this customer earned it
+    offer_uses: dict[str, int]  # offer_id -> times this customer earned it (net of offers lost to returns)
     receipts: list[StoredReceipt] = field(default_factory=list)  # within the retention window
+    points_debt: int = 0
+    # transaction_id -> line_id -> quantity returned so far, for purchases within the retention window
+    returned: dict[str, dict[str, int]] = field(default_factory=dict)
+    # receipts of returns within the retention window (transaction_id holds the return_id)
+    return_receipts: list[StoredReceipt] = field(default_factory=list)

@@ -124,6 +124,8 @@ class CustomerState:
     propensity: Mapping[str, float] = field(default_factory=dict)
     offer_uses: Mapping[str, int] = field(default_factory=dict)
     currency: str = "USD"
+    # Points a return took back that the balance could not cover; repaid first from later earnings.
+    points_debt: int = 0
     # Bumped by every write; a commit is applied only if the state it was evaluated on is still current.
     version: int = 0
 
@@ -176,6 +178,8 @@ class LineResult:
     bonus_points: int
     discount_minor: int
     offer_ids: tuple[str, ...] = ()
+    # (offer_id, bonus points) for each offer that gave this line bonus points: what a return takes back.
+    bonus_by_offer: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +215,8 @@ class BasketEvaluation:
     total_due_minor: int
     evaluated_at: datetime
     catalog_version: int
+    points_debt_before: int = 0
+    points_debt_repaid: int = 0  # taken from points_earned before they reach the balance
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,3 +237,46 @@ class Receipt:
     new_categories: tuple[str, ...]
     committed_at: datetime
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRequestLine:
+    line_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseFacts:
+    """What a committed purchase was and earned, as its stored receipt tells: enough to compute any return."""
+
+    transaction_id: str
+    customer_id: str
+    basket: Basket
+    lines: tuple[LineResult, ...]  # with bonus_by_offer
+    offers: Mapping[str, Offer]  # the applied offers as they were defined at purchase time
+    points_redeemed: int
+    redeemed_value_minor: int
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnedLine:
+    line_id: str
+    quantity: int
+    points_reversed: int  # base + bonus this return takes back for the line
+    value_minor: int  # what the returned units sold for, net of discounts
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnOutcome:
+    lines: tuple[ReturnedLine, ...]
+    points_reversed: int  # base + bonus taken back, >= 0 (includes bonus of lines kept whose offer no longer holds)
+    points_refunded: int  # redeemed points given back pro rata, >= 0
+    value_minor: int  # merchandise value returned, net of discounts, >= 0
+    offers_lost: tuple[str, ...]  # offers whose condition no longer holds after this return
+    explanations: tuple[str, ...]
+    returned_after: Mapping[str, int]  # cumulative returned quantity per line once this return is applied
+    balance_before: int
+    balance_after: int  # never negative
+    debt_before: int
+    debt_after: int  # grows by what the balance could not cover
