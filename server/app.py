@@ -29,8 +29,9 @@ from server.demo import load_demo
 from server.engine.model import Catalog
 from server.observe import redis_call, sql_call
 from server.offers_app import OffersApp
+from server.returns_app import ReturnsApp
 from server.rpc.interceptors import RequestFacts, ServerInterceptor
-from server.rpc.servicers import AdminServicer, OfferServicer
+from server.rpc.servicers import AdminServicer, OfferServicer, ProtobufReceipts
 from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
 from store.records import OutboxRecord
@@ -106,6 +107,8 @@ class Service:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _metrics_server: Any = None
+    _sql_probe: asyncio.Future[None] | None = None
+    _budget_gauges: set[str] = field(default_factory=set)
 
     @property
     def target(self) -> str:
@@ -170,7 +173,8 @@ class Service:
             ],
             options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
         )
-        offer_service_pb2_grpc.add_OfferServiceServicer_to_server(OfferServicer(offers), server)
+        returns = ReturnsApp(settings, customers, repo, catalog, ProtobufReceipts(), offers.rehydrate)
+        offer_service_pb2_grpc.add_OfferServiceServicer_to_server(OfferServicer(offers, returns), server)
         admin_service_pb2_grpc.add_OfferAdminServicer_to_server(AdminServicer(admin, offers), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -227,6 +231,8 @@ class Service:
             waiter = asyncio.ensure_future(child.wait())
             stopper = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                metrics_setup.process_died(child.pid, self.settings.metrics_dir)
             if self._stop.is_set():
                 stopper.cancel()
                 if child.returncode is None:
@@ -236,6 +242,7 @@ class Service:
                     except TimeoutError:
                         child.kill()
                         await waiter
+                metrics_setup.process_died(child.pid, self.settings.metrics_dir)
                 return
             stopper.cancel()
             log.error("writer process exited with %s; restarting", child.returncode)
@@ -251,7 +258,15 @@ class Service:
             return
         host, port = self.settings.metrics_listen.rsplit(":", 1)
         registry = metrics_setup.registry(self.settings.metrics_dir)
-        self._metrics_server, _ = start_http_server(int(port), addr=host, registry=registry)
+        try:
+            self._metrics_server, _ = start_http_server(int(port), addr=host, registry=registry)
+        except OSError:
+            if not self.settings.metrics_dir:
+                raise
+            # Several servers of one host share the metrics directory: whichever bound the port first serves
+            # the whole host's samples, so one scrape per host shows everything.
+            log.info("metrics port taken by another process of this host; it serves our samples too")
+            return
         self.metrics_port = self._metrics_server.server_port
 
     async def _set_health(self, till: bool, admin: bool) -> None:
@@ -262,17 +277,19 @@ class Service:
         await self.health.set(admin_service, serving if admin else not_serving)
 
     async def _probe(self) -> tuple[bool, bool]:
-        """(Redis answers, SQL answers), each within a second or two."""
+        """(Redis answers, SQL answers). A SQL probe still running from last time is not doubled: a database
+        that black-holes connections must not fill the thread pool with stuck probes."""
         try:
             await asyncio.wait_for(self.customers.ping(), timeout=1.0)
             redis_ok = True
         except (RedisError, OSError, TimeoutError):
             redis_ok = False
+        if self._sql_probe is None or self._sql_probe.done():
+            self._sql_probe = asyncio.ensure_future(asyncio.to_thread(self.repo.ping))
         try:
-            with sql_call("ping"):
-                await asyncio.wait_for(asyncio.to_thread(self.repo.ping), timeout=2.0)
+            await asyncio.wait_for(asyncio.shield(self._sql_probe), timeout=2.0)
             sql_ok = True
-        except Exception:  # any failure of the probe means "not answering"
+        except Exception:  # any failure of the probe, or no answer yet, means "not answering"
             sql_ok = False
         return redis_ok, sql_ok
 
@@ -304,6 +321,10 @@ class Service:
                 for offer_id, used in (await self.customers.budget_counters(budgeted)).items():
                     metrics.OFFER_BUDGET_USED.labels(offer_id).set(used)
                     metrics.OFFER_BUDGET_LIMIT.labels(offer_id).set(limits[offer_id])
+                for gone in self._budget_gauges - set(budgeted):  # archived, or the budget lifted
+                    metrics.OFFER_BUDGET_USED.remove(gone)
+                    metrics.OFFER_BUDGET_LIMIT.remove(gone)
+                self._budget_gauges = set(budgeted)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
 

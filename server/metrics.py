@@ -2,8 +2,9 @@
 
 RPC metrics follow go-grpc-prometheus names and labels. Labels are bounded: method names, status codes,
 operations and reasons fixed in code, offer ids bounded by the catalog; never a customer id, card or name.
-Gauges declare how several processes of one host combine (prometheus_client multiprocess mode): a server and
-its writer child, or several servers sharing a port, show up in one scrape.
+Gauges declare how several processes of one host combine (prometheus_client multiprocess mode, "live" modes so
+a dead process's gauges drop out): a server and its writer child, or several servers sharing a port, show up in
+one scrape of any of them.
 """
 
 from __future__ import annotations
@@ -52,15 +53,15 @@ COMPONENT_UP = Gauge(
     "pos_offers_component_up",
     "1 when the component answers its health probe (redis, sql, catalog), else 0.",
     ["component"],
-    multiprocess_mode="min",
+    multiprocess_mode="livemin",
 )
 
 # -- write-behind -----------------------------------------------------------------------------------------------
 OUTBOX_BACKLOG = Gauge(
-    "pos_offers_outbox_backlog", "Write-behind records not yet written to SQL.", multiprocess_mode="max"
+    "pos_offers_outbox_backlog", "Write-behind records not yet written to SQL.", multiprocess_mode="livemax"
 )
 OUTBOX_OLDEST_AGE = Gauge(
-    "pos_offers_outbox_oldest_age_seconds", "Age of the oldest record not yet in SQL.", multiprocess_mode="max"
+    "pos_offers_outbox_oldest_age_seconds", "Age of the oldest record not yet in SQL.", multiprocess_mode="livemax"
 )
 WRITER_RECORDS = Counter(
     "pos_offers_writer_records_total",
@@ -74,31 +75,33 @@ WRITER_BATCH_SECONDS = Histogram(
 WRITER_LAST_SUCCESS = Gauge(
     "pos_offers_writer_last_success_timestamp_seconds",
     "When a writer last wrote a batch or found the outbox empty.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 
 # -- catalog ----------------------------------------------------------------------------------------------------
-# "max": writer children declare these gauges too but never set them; a "min" would read their zeros.
+# "livemax": writer children declare these gauges too but never set them; a "min" would read their zeros.
 CATALOG_VERSION = Gauge(
-    "pos_offers_catalog_version", "Version of the catalog snapshot in use.", multiprocess_mode="max"
+    "pos_offers_catalog_version", "Version of the catalog snapshot in use.", multiprocess_mode="livemax"
 )
-CATALOG_OFFERS = Gauge("pos_offers_catalog_offers", "Offers in the catalog snapshot in use.", multiprocess_mode="max")
+CATALOG_OFFERS = Gauge(
+    "pos_offers_catalog_offers", "Offers in the catalog snapshot in use.", multiprocess_mode="livemax"
+)
 CATALOG_LOADED_AT = Gauge(
     "pos_offers_catalog_loaded_timestamp_seconds",
     "When the snapshot in use was loaded (its age: time() - this).",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 OFFER_BUDGET_LIMIT = Gauge(
     "pos_offers_offer_budget_limit",
     "An offer's total redemption limit (offers with one only).",
     ["offer_id"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 OFFER_BUDGET_USED = Gauge(
     "pos_offers_offer_budget_used",
     "Redemptions taken from an offer's total budget, across customers.",
     ["offer_id"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 
 # -- the business -----------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # importing prometheus_client for real here would fix its mode before `prepare` ran
     from prometheus_client import CollectorRegistry
 
-_PID_IN_NAME = re.compile(r"_(\d+)\.db$")
+# Live gauges of a dead process must go (they describe nothing now); its counters and histograms stay, so the
+# host's totals never go backwards when a process restarts.
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
 
 
 def _alive(pid: int) -> bool:
@@ -29,10 +31,10 @@ def _alive(pid: int) -> bool:
 
 
 def prepare(directory: Path) -> None:
-    """Creates the directory, drops the files of processes that are gone, and points prometheus_client at it."""
+    """Creates the directory, drops the live gauges of processes that are gone, points prometheus_client at it."""
     directory.mkdir(parents=True, exist_ok=True)
-    for path in directory.glob("*.db"):
-        match = _PID_IN_NAME.search(path.name)
+    for path in directory.glob("gauge_live*.db"):
+        match = _LIVE_GAUGE_FILE.match(path.name)
         if match and not _alive(int(match.group(1))):
             path.unlink(missing_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory.resolve())
@@ -48,3 +50,11 @@ def registry(directory: str) -> CollectorRegistry:
     collected = CollectorRegistry()
     MultiProcessCollector(collected, path=directory)  # type: ignore[no-untyped-call]
     return collected
+
+
+def process_died(pid: int, directory: str) -> None:
+    """Drops a dead child's live gauges at once (its counters stay in the host's totals)."""
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

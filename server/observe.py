@@ -29,7 +29,7 @@ class _Observed:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._seconds.observe(time.perf_counter() - self._started)
-        if kind is not None and not issubclass(kind, GeneratorExit):
+        if kind is not None and issubclass(kind, Exception):  # a cancelled caller is not a store error
             self._errors.inc()
         self._span.__exit__(kind, exc, tb)
 

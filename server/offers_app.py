@@ -94,7 +94,7 @@ class OffersApp:
 
     # -- reading a customer -------------------------------------------------------------------------------------
 
-    async def _rehydrate(self, customer_id: str) -> None:
+    async def rehydrate(self, customer_id: str) -> None:
         """Rebuilds a customer Redis does not hold from the SQL profile; NOT_FOUND if SQL has none either."""
         now = self.clock()
         with sql_call("load_customer"):
@@ -125,7 +125,7 @@ class OffersApp:
         budgeted = self._budgeted(catalog)
         read = await self.customers.read(customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted)
         if read.state is None:
-            await self._rehydrate(customer_id)
+            await self.rehydrate(customer_id)
             read = await self.customers.read(customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted)
         return read
 
@@ -228,7 +228,7 @@ class OffersApp:
                 return self._replay(read.stored.digest, read.stored.receipt, digest, transaction_id)
             if read.state is None:
                 try:
-                    await self._rehydrate(cid)
+                    await self.rehydrate(cid)
                 except NotFound:
                     await self.customers.release_claim(transaction_id, cid)
                     raise
@@ -286,7 +286,16 @@ class OffersApp:
         if reserved is None:
             return None  # sold out meanwhile: the re-read sees it and evaluates without that offer
         try:
-            receipt = Receipt(transaction_id, evaluation, new_categories(state, basket), self.clock())
+            applied = tuple(o for a in evaluation.applied_offers if (o := catalog.offer(a.offer_id)) is not None)
+            receipt = Receipt(
+                transaction_id,
+                evaluation,
+                new_categories(state, basket),
+                self.clock(),
+                basket=basket,
+                offers=applied,
+                occurred_at=sold_at,
+            )
             receipt_bytes = render_receipt(receipt)
             record = purchase_record(receipt, basket, sold_at, digest, receipt_bytes, catalog)
         except BaseException:
@@ -322,7 +331,7 @@ class OffersApp:
         if read.state is None:
             # She may exist only in SQL (Redis lost her): rebuild first so the balance change is a true delta.
             with contextlib.suppress(NotFound):  # a new customer: nothing to rebuild
-                await self._rehydrate(cid)
+                await self.rehydrate(cid)
         record = CustomerRecord(
             event_id=f"customer:{uuid.uuid4().hex}",
             customer_id=cid,
@@ -393,6 +402,7 @@ def purchase_record(
         ],
         new_categories=list(receipt.new_categories),
         ledger=[e for e in ledger if e.points != 0],
+        debt_repaid=ev.points_debt_repaid,
     )
 
 

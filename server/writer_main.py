@@ -63,10 +63,22 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+
+    async def stop_when_orphaned() -> None:
+        # A writer child whose server died must not live on as an orphan (one more per crash).
+        while not stop.is_set():
+            if settings.writer_process and os.getppid() != parent:
+                log.warning("server process gone; writer stopping")
+                stop.set()
+            await asyncio.sleep(1.0)
+
+    watchdog = asyncio.create_task(stop_when_orphaned())
     log.info("writer started", extra={"consumer": writer.consumer})
     try:
         await writer.run(stop)
     finally:
+        watchdog.cancel()
         await client.aclose()
         engine.dispose()
         tracing.shutdown_tracing()

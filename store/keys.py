@@ -40,6 +40,14 @@ class Keys:
         """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
         return self._customer(customer_id) + ":txn:" + transaction_id
 
+    def returned(self, customer_id: str, transaction_id: str) -> str:
+        """Hash line_id -> quantity returned so far, of one purchase (kept as long as its receipt)."""
+        return self._customer(customer_id) + ":ret:" + transaction_id
+
+    def return_record(self, customer_id: str, return_id: str) -> str:
+        """Hash {digest, receipt}: the stored receipt of one return, for replays."""
+        return self._customer(customer_id) + ":rtn:" + return_id
+
     def outbox(self, partition: int) -> str:
         """Stream of write-behind records of one partition, drained into SQL by the writer."""
         return self._tag(partition) + ":outbox"

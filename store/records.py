@@ -62,6 +62,7 @@ class PurchaseRecord:
     applied_offers: list[AppliedOfferRecord]
     new_categories: list[str]
     ledger: list[LedgerEntry]
+    debt_repaid: int = 0  # earned points that paid back points debt instead of reaching the balance
     kind: Literal["purchase"] = "purchase"
 
 

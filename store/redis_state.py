@@ -15,7 +15,7 @@ from redis.commands.core import AsyncScript
 
 from server.engine.model import CustomerState, GeoPoint
 from store.keys import Keys
-from store.records import CustomerRecord, PurchaseRecord, dump_record
+from store.records import CustomerRecord, PurchaseRecord, ReturnRecord, dump_record
 from store.snapshot import CustomerSnapshot
 
 
@@ -42,6 +42,17 @@ class CustomerRead:
 
 
 HydrateResult = Literal["rebuilt", "present", "pending", "backlog"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRead:
+    state: CustomerState | None
+    purchase: StoredTransaction | None  # the purchase's stored receipt, while Redis keeps it
+    returned: dict[str, int]  # line_id -> quantity returned so far
+    stored: StoredTransaction | None  # this return's receipt, if it was already applied
+    owner: str | None = None  # customer who committed the transaction id (while its claim lives)
+
+
 CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
 
 
@@ -76,6 +87,7 @@ def parse_profile(
         propensity=json.loads(fields[b"prop"]) if fields.get(b"prop") else {},
         categories=frozenset(c.decode() for c in categories),
         offer_uses={k.decode(): int(v) for k, v in uses.items()},
+        points_debt=int(fields.get(b"debt", b"0")),
         version=int(fields.get(b"ver", b"0")),
     )
 
@@ -111,6 +123,7 @@ class CustomerStore:
         self._upsert: AsyncScript = client.register_script(_lua("upsert_customer.lua"))
         self._release: AsyncScript = client.register_script(_lua("release_claim.lua"))
         self._pending: AsyncScript = client.register_script(_lua("pending_changes.lua"))
+        self._return: AsyncScript = client.register_script(_lua("return_purchase.lua"))
         self._reserve_budget: AsyncScript = client.register_script(_lua("reserve_budget.lua"))
         self._release_budget: AsyncScript = client.register_script(_lua("release_budget.lua"))
 
@@ -119,8 +132,7 @@ class CustomerStore:
         return self._redis
 
     async def ping(self) -> None:
-        with self._observe("ping"):
-            await self._redis.ping()
+        await self._redis.ping()  # health probes: not timed as calls, not traced (a span a second is noise)
 
     async def read(
         self, customer_id: str, *, transaction_id: str = "", budget_offer_ids: Sequence[str] = ()
@@ -150,6 +162,73 @@ class CustomerStore:
         owner, (digest, receipt) = results[4], results[5]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
         return CustomerRead(state, stored, owner.decode() if owner is not None else None, used)
+
+    async def read_for_return(self, customer_id: str, transaction_id: str, return_id: str) -> ReturnRead:
+        """One round trip: the customer, the purchase's receipt and returned quantities, and this return's receipt."""
+        k = self.keys
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(k.profile(customer_id))
+        pipe.smembers(k.categories(customer_id))
+        pipe.hgetall(k.offer_uses(customer_id))
+        pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
+        pipe.hgetall(k.returned(customer_id, transaction_id))
+        pipe.hmget(k.return_record(customer_id, return_id), "digest", "receipt")
+        pipe.get(k.transaction_claim(transaction_id))
+        with self._observe("read_for_return"):
+            profile, cats, uses, purchase, returned, stored, owner = await pipe.execute()
+
+        def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
+            digest, receipt = pair
+            return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
+
+        return ReturnRead(
+            state=parse_profile(customer_id, profile, cats, uses),
+            purchase=stored_of(purchase),
+            returned={line.decode(): int(qty) for line, qty in returned.items()},
+            stored=stored_of(stored),
+            owner=owner.decode() if owner is not None else None,
+        )
+
+    async def apply_return(
+        self,
+        record: ReturnRecord,
+        *,
+        expected_version: int,
+        receipt: bytes,
+        returned_after: Mapping[str, int],
+    ) -> CommitResult:
+        k, cid = self.keys, record.customer_id
+        keys = [
+            k.profile(cid),
+            k.offer_uses(cid),
+            k.returned(cid, record.transaction_id),
+            k.return_record(cid, record.return_id),
+            k.outbox(k.partition(cid)),
+        ]
+        pairs = [str(v) for line, qty in sorted(returned_after.items()) for v in (line, qty)]
+        args: list[str | int | bytes] = [
+            record.request_digest,
+            expected_version,
+            receipt,
+            dump_record(record),
+            record.balance_delta,
+            record.debt_delta,
+            record.lifetime_value_delta,
+            record.purchase_count_delta,
+            self._retention_s,
+            cid,
+            len(returned_after),
+            *pairs,
+            *record.offers_lost,
+        ]
+        with self._observe("return"):
+            reply: list[bytes] = await self._return(keys=keys, args=args)
+        status = reply[0].decode()
+        if status == "replay":
+            return CommitResult("replay", receipt=reply[1])
+        if status in ("ok", "digest_mismatch", "missing", "stale"):
+            return CommitResult(status)  # type: ignore[arg-type]
+        raise RuntimeError(f"return script returned {status!r}")
 
     async def has_pending_changes(self, customer_id: str) -> bool:
         """True when the outbox still holds changes of hers that SQL lacks (or is too long to tell)."""
@@ -186,12 +265,13 @@ class CustomerStore:
             expected_version,
             receipt,
             dump_record(record),
-            record.points_earned - record.points_redeemed,
+            record.points_earned - record.points_redeemed - record.debt_repaid,
             record.points_redeemed,
             record.lifetime_value_delta,
             _epoch_ms(occurred_at),
             self._retention_s,
             cid,
+            record.debt_repaid,
             len(record.new_categories),
             *record.new_categories,
             *offer_ids,
@@ -215,7 +295,8 @@ class CustomerStore:
         raise RuntimeError(f"commit script returned {status!r}")
 
     async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime) -> HydrateResult:
-        """Rebuilds the customer from SQL unless Redis already has her; also restores recent receipts."""
+        """Rebuilds the customer from SQL unless Redis already has her; also restores the receipts, returned
+        quantities and return receipts of the retention window."""
         k, cid = self.keys, snapshot.customer_id
         fields: dict[str, str] = {
             "name": snapshot.display_name,
@@ -223,6 +304,7 @@ class CustomerStore:
             "cur": snapshot.currency,
             "ltv": str(snapshot.lifetime_value_minor),
             "bal": str(snapshot.points_balance),
+            "debt": str(snapshot.points_debt),
             "cnt": str(snapshot.purchase_count),
             "last": str(_epoch_ms(snapshot.last_purchase_at)) if snapshot.last_purchase_at else "0",
             # Never a version a commit in flight before the loss could have read (no ABA).
@@ -240,12 +322,31 @@ class CustomerStore:
             self._retention_s,
             cid,
         ]
+
+        def restore(key: str, ttl: int, pairs: list[tuple[str, str | bytes | int]]) -> None:
+            if ttl > 0 and pairs:
+                keys.append(key)
+                args.extend([ttl, len(pairs)])
+                args.extend(v for pair in pairs for v in pair)
+
+        ttl_of: dict[str, int] = {}
         for receipt in snapshot.receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
-            if ttl <= 0:
-                continue
-            keys.append(k.transaction(cid, receipt.transaction_id))
-            args.extend([receipt.request_digest, receipt.receipt, ttl])
+            ttl_of[receipt.transaction_id] = ttl
+            restore(
+                k.transaction(cid, receipt.transaction_id),
+                ttl,
+                [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
+            )
+        for transaction_id, lines in snapshot.returned.items():
+            restore(k.returned(cid, transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
+        for receipt in snapshot.return_receipts:
+            ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
+            restore(
+                k.return_record(cid, receipt.transaction_id),
+                ttl,
+                [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
+            )
         with self._observe("hydrate"):
             code = int(await self._hydrate(keys=keys, args=args))
         return {1: "rebuilt", 0: "present", -1: "pending", -2: "backlog"}[code]  # type: ignore[return-value]

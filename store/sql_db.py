@@ -47,7 +47,9 @@ def make_engine(url: str, *, schema: str | None = None) -> sa.Engine:
         connect_args: dict[str, Any] = {}
         if schema is not None:
             connect_args["options"] = f"-csearch_path={_check_schema(schema)}"
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        connect_args["connect_timeout"] = 5  # a black-holed database must fail probes, not hang them
+        # hide_parameters: error messages then never quote bound values (customer ids) into logs.
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
     raise ValueError(f"unsupported database {parsed.render_as_string(hide_password=True)!r}: use SQLite or PostgreSQL")
 
 
@@ -56,7 +58,7 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
     in_memory = database in {"", ":memory:"} or database.startswith("file::memory:")
     if not in_memory:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:

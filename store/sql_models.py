@@ -55,6 +55,9 @@ class Customer(SQLModel, table=True):
     currency: str = Field(default="", sa_type=sa.String(3))
     lifetime_value_minor: int = Field(default=0, sa_type=sa.BigInteger)
     points_balance: int = Field(default=0, sa_type=sa.BigInteger)
+    # Points taken back by returns that the balance could not cover; earned points repay it first.
+    # Invariant: sum(points_ledger.points) == points_balance - points_debt.
+    points_debt: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
     purchase_count: int = Field(default=0, sa_type=sa.Integer)
     last_purchase_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     home_latitude: float | None = Field(default=None, sa_type=sa.Float)
@@ -119,6 +122,51 @@ class PurchaseOffer(SQLModel, table=True):
     offer_version: int = Field(sa_type=sa.Integer)
     bonus_points: int = Field(sa_type=sa.BigInteger)
     discount_minor: int = Field(sa_type=sa.BigInteger)
+
+
+class Return(SQLModel, table=True):
+    """A return (or void) of a committed purchase: a correcting entry, the purchase rows are never edited."""
+
+    __tablename__ = "returns"
+    # Return receipts of one customer within a time window are what a Redis rebuild reads.
+    __table_args__ = (sa.Index("ix_returns_customer_id_committed_at", "customer_id", "committed_at"),)
+
+    return_id: str = Field(primary_key=True, sa_type=ID)
+    transaction_id: str = Field(index=True, foreign_key="purchases.transaction_id", sa_type=ID)
+    customer_id: str = Field(foreign_key="customers.customer_id", sa_type=ID)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    committed_at: datetime = Field(sa_type=UTCDateTime)
+    voided: bool = Field(sa_type=sa.Boolean)
+    points_reversed: int = Field(sa_type=sa.BigInteger)
+    points_refunded: int = Field(sa_type=sa.BigInteger)
+    value_minor: int = Field(sa_type=sa.BigInteger)
+    lifetime_value_delta: int = Field(sa_type=sa.BigInteger)
+    request_digest: str = Field(sa_type=ID)
+    receipt: bytes = Field(sa_type=sa.LargeBinary)  # ReturnReceipt protobuf
+
+
+class ReturnLine(SQLModel, table=True):
+    __tablename__ = "return_lines"
+
+    return_id: str = Field(primary_key=True, foreign_key="returns.return_id", sa_type=ID)
+    line_id: str = Field(primary_key=True, sa_type=ID)  # the purchase line returned
+    quantity: int = Field(sa_type=sa.Integer)
+    points_reversed: int = Field(sa_type=sa.BigInteger)
+    value_minor: int = Field(sa_type=sa.BigInteger)
+
+
+class ReturnOffer(SQLModel, table=True):
+    """An offer of a purchase whose bonus a return took back whole: that use no longer counts for the customer.
+
+    Keyed like purchase_offers, so an offer of a purchase is lost at most once (the first return keeps it);
+    per-customer uses are purchase_offers rows without a row here.
+    """
+
+    __tablename__ = "return_offers"
+
+    transaction_id: str = Field(primary_key=True, foreign_key="purchases.transaction_id", sa_type=ID)
+    offer_id: str = Field(primary_key=True, sa_type=ID)
+    return_id: str = Field(foreign_key="returns.return_id", sa_type=ID)
 
 
 class PointsLedgerEntry(SQLModel, table=True):

@@ -22,7 +22,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
 from server.engine.model import GeoPoint, Store
-from store.records import AppliedOfferRecord, CustomerRecord, OutboxRecord, PurchaseLineRecord, PurchaseRecord
+from store.records import (
+    AppliedOfferRecord,
+    CustomerRecord,
+    OutboxRecord,
+    PurchaseLineRecord,
+    PurchaseRecord,
+    ReturnLineRecord,
+    ReturnRecord,
+)
 from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_db import write_engine
 from store.sql_models import (
@@ -34,6 +42,9 @@ from store.sql_models import (
     Purchase,
     PurchaseLine,
     PurchaseOffer,
+    Return,
+    ReturnLine,
+    ReturnOffer,
     StoreRow,
 )
 
@@ -41,6 +52,25 @@ log = logging.getLogger(__name__)
 
 Insert = sqlite.Insert | postgresql.Insert
 OfferTuple = tuple[str, int, bool, datetime]  # (definition_json, version, archived, updated_at)
+
+
+class PurchaseNotApplied(RuntimeError):
+    """A return arrived before its purchase is in SQL (a purchase claimed late from a dead writer).
+
+    Retryable: the batch is rolled back whole and stays pending in the outbox, and the writer applies it again
+    once the purchase, which sits earlier in the same partition stream, has been written. Never skipped, since
+    skipping would lose the return for good.
+    """
+
+    def __init__(self, missing: dict[str, tuple[str, str]]) -> None:
+        self.missing = missing  # event_id -> (return_id, transaction_id of the purchase not in SQL yet)
+        # Return and transaction ids only: event ids hold customer ids, which stay out of logs.
+        listed = ", ".join(f"return {ret} of {txn}" for ret, txn in sorted(missing.values()))
+        super().__init__(f"returns whose purchase is not in SQL yet, retry later: {listed}")
+
+
+class _RecordRefused(Exception):
+    """A record SQL must refuse for good (like an IntegrityError): logged and skipped in the one-by-one pass."""
 
 
 def parse_timestamp(raw: str) -> datetime:
@@ -56,10 +86,18 @@ def _aware(value: datetime) -> datetime:
 
 
 def _add_deltas(
-    row: dict[str, Any], ltv: int, points: int, purchases: int, purchased_at: datetime | None, at: datetime
+    row: dict[str, Any],
+    *,
+    ltv: int,
+    points: int,
+    debt: int = 0,
+    purchases: int,
+    purchased_at: datetime | None,
+    at: datetime,
 ) -> None:
     row["lifetime_value_minor"] += ltv
     row["points_balance"] += points
+    row["points_debt"] += debt
     row["purchase_count"] += purchases
     if purchased_at is not None and (row["last_purchase_at"] is None or purchased_at > row["last_purchase_at"]):
         row["last_purchase_at"] = purchased_at
@@ -113,10 +151,41 @@ def _offer_row(r: PurchaseRecord, offer: AppliedOfferRecord) -> dict[str, Any]:
     }
 
 
+def _return_row(r: ReturnRecord) -> dict[str, Any]:
+    return {
+        "return_id": r.return_id,
+        "transaction_id": r.transaction_id,
+        "customer_id": r.customer_id,
+        "occurred_at": parse_timestamp(r.occurred_at),
+        "committed_at": parse_timestamp(r.committed_at),
+        "voided": r.voided,
+        "points_reversed": r.points_reversed,
+        "points_refunded": r.points_refunded,
+        "value_minor": r.value_minor,
+        "lifetime_value_delta": r.lifetime_value_delta,
+        "request_digest": r.request_digest,
+        "receipt": base64.b64decode(r.receipt_b64, validate=True),
+    }
+
+
+def _return_line_row(r: ReturnRecord, line: ReturnLineRecord) -> dict[str, Any]:
+    return {
+        "return_id": r.return_id,
+        "line_id": line.line_id,
+        "quantity": line.quantity,
+        "points_reversed": line.points_reversed,
+        "value_minor": line.value_minor,
+    }
+
+
 def _ledger_row(
-    r: PurchaseRecord | CustomerRecord, entry_id: str, transaction_id: str | None, kind: str, points: int
+    r: PurchaseRecord | CustomerRecord | ReturnRecord,
+    entry_id: str,
+    transaction_id: str | None,
+    kind: str,
+    points: int,
 ) -> dict[str, Any]:
-    at = r.committed_at if isinstance(r, PurchaseRecord) else r.updated_at
+    at = r.updated_at if isinstance(r, CustomerRecord) else r.committed_at
     return {
         "entry_id": entry_id,
         "customer_id": r.customer_id,
@@ -159,6 +228,9 @@ class ProfileRepository:
         the same record blocks on its guard row (PostgreSQL row lock, SQLite write lock) and then skips it. All
         profile changes are deltas, so the order of records does not change the result. A lost connection or a
         deadlock fails the whole batch, which the writer then retries.
+
+        A return needs its purchase in SQL (the same batch is enough: purchases are written first). If it is not
+        there yet, PurchaseNotApplied fails the whole batch, nothing is written and the writer retries it later.
         """
         unique = list({r.event_id: r for r in reversed(records)}.values())[::-1]  # first of each event id
         if not unique:
@@ -179,23 +251,36 @@ class ProfileRepository:
                 with conn.begin_nested():
                     self._apply_all(conn, fresh)
                 return len(fresh)
-            except (IntegrityError, DataError):
+            except (IntegrityError, DataError, _RecordRefused):
                 return self._apply_one_by_one(conn, fresh)
 
     def _apply_one_by_one(self, conn: Connection, records: list[OutboxRecord]) -> int:
         """Finds the record SQL refuses (same transaction or ledger id under another event, a value it rejects).
 
-        It is logged and skipped, because failing the batch would block the partition behind it forever.
+        It is logged and skipped, because failing the batch would block the partition behind it forever. Returns
+        go last, after the purchases they need; a return whose purchase is simply not in SQL yet is not refused
+        but fails the batch (PurchaseNotApplied), unless that purchase was refused just now: SQL never got its
+        points, so it must not get their reversal either.
         """
         applied = 0
-        for record in records:
+        refused_purchases: set[str] = set()
+        ordered: list[OutboxRecord] = [r for r in records if not isinstance(r, ReturnRecord)]
+        ordered += [r for r in records if isinstance(r, ReturnRecord)]
+        for record in ordered:
             try:
                 with conn.begin_nested():
                     self._apply_all(conn, [record])
                 applied += 1
-            except (IntegrityError, DataError):
+                continue
+            except (IntegrityError, DataError, _RecordRefused):
                 log.exception("outbox record %s conflicts with stored data; skipped", record.event_id)
-                conn.execute(sa.delete(AppliedEvent).where(col(AppliedEvent.event_id) == record.event_id))
+            except PurchaseNotApplied:
+                if not (isinstance(record, ReturnRecord) and record.transaction_id in refused_purchases):
+                    raise
+                log.error("outbox record %s returns a purchase SQL refused; skipped", record.event_id)
+            if isinstance(record, PurchaseRecord):
+                refused_purchases.add(record.transaction_id)
+            conn.execute(sa.delete(AppliedEvent).where(col(AppliedEvent.event_id) == record.event_id))
         return applied
 
     def _insert(self, model: type[Any]) -> Insert:
@@ -204,7 +289,10 @@ class ProfileRepository:
     def _apply_all(self, conn: Connection, records: Sequence[OutboxRecord]) -> None:
         purchases = [r for r in records if isinstance(r, PurchaseRecord)]
         crm = [r for r in records if isinstance(r, CustomerRecord)]
-        self._upsert_customers(conn, purchases, crm)
+        returns = [r for r in records if isinstance(r, ReturnRecord)]
+        if returns:
+            self._check_returned_purchases(conn, returns, purchases)
+        self._upsert_customers(conn, purchases, crm, returns)
         if purchases:
             conn.execute(sa.insert(Purchase), [_purchase_row(r) for r in purchases])
         lines = [_line_row(r, line) for r in purchases for line in r.lines]
@@ -213,18 +301,74 @@ class ProfileRepository:
         offers = [_offer_row(r, offer) for r in purchases for offer in r.applied_offers]
         if offers:
             conn.execute(sa.insert(PurchaseOffer), offers)
+        if returns:
+            self._insert_returns(conn, returns)
         # Plain INSERT: a duplicate entry_id under a new event is a conflict to surface, not to hide, since
         # points_balance has already been moved by these entries.
         ledger = [_ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points) for r in purchases for e in r.ledger]
         ledger += [
             _ledger_row(r, f"{r.event_id}:adjust", None, "adjust", r.balance_delta) for r in crm if r.balance_delta
         ]
+        # A return's entries belong to the purchase it corrects.
+        ledger += [_ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points) for r in returns for e in r.ledger]
         if ledger:
             conn.execute(sa.insert(PointsLedgerEntry), ledger)
         self._add_categories(conn, purchases, crm)
 
-    def _upsert_customers(self, conn: Connection, purchases: list[PurchaseRecord], crm: list[CustomerRecord]) -> None:
-        """One row per customer: deltas summed over the batch, display fields from her last CRM record."""
+    def _check_returned_purchases(
+        self, conn: Connection, returns: list[ReturnRecord], purchases: list[PurchaseRecord]
+    ) -> None:
+        """Every return's purchase is in this batch or already in SQL, and belongs to the same customer."""
+        owners = {p.transaction_id: p.customer_id for p in purchases}
+        wanted = sorted({r.transaction_id for r in returns} - owners.keys())
+        if wanted:
+            stored = conn.execute(
+                sa.select(col(Purchase.transaction_id), col(Purchase.customer_id)).where(
+                    col(Purchase.transaction_id).in_(wanted)
+                )
+            )
+            owners.update({str(txn): str(customer) for txn, customer in stored})
+        missing = {r.event_id: (r.return_id, r.transaction_id) for r in returns if r.transaction_id not in owners}
+        if missing:
+            raise PurchaseNotApplied(missing)
+        for r in returns:
+            if owners[r.transaction_id] != r.customer_id:
+                raise _RecordRefused(f"return {r.return_id}: purchase {r.transaction_id} belongs to another customer")
+
+    def _insert_returns(self, conn: Connection, returns: list[ReturnRecord]) -> None:
+        # Plain INSERT like purchases: a return id stored under another event id is a conflict.
+        conn.execute(sa.insert(Return), [_return_row(r) for r in returns])
+        lines = [_return_line_row(r, line) for r in returns for line in r.lines]
+        if lines:
+            conn.execute(sa.insert(ReturnLine), lines)
+        # An offer of a purchase is lost once: a second return naming it (or a replay under another event id)
+        # changes nothing, so uses never go below what the purchases earned.
+        lost: dict[tuple[str, str], str] = {}
+        for r in returns:
+            for offer_id in r.offers_lost:
+                lost.setdefault((r.transaction_id, offer_id), r.return_id)
+        if lost:
+            stmt = self._insert(ReturnOffer).on_conflict_do_nothing(index_elements=["transaction_id", "offer_id"])
+            conn.execute(
+                stmt,
+                [
+                    {"transaction_id": txn, "offer_id": offer_id, "return_id": return_id}
+                    for (txn, offer_id), return_id in lost.items()
+                ],
+            )
+
+    def _upsert_customers(
+        self,
+        conn: Connection,
+        purchases: list[PurchaseRecord],
+        crm: list[CustomerRecord],
+        returns: list[ReturnRecord],
+    ) -> None:
+        """One row per customer: deltas summed over the batch, display fields from her last CRM record.
+
+        Points keep sum(ledger) == points_balance - points_debt: earned points that repaid debt move the debt,
+        not the balance, and a return's reversal beyond the balance becomes debt.
+        """
         rows: dict[str, dict[str, Any]] = {}
 
         def row_of(customer_id: str, currency: str, at: datetime) -> dict[str, Any]:
@@ -240,6 +384,7 @@ class ProfileRepository:
                     "propensity_json": "{}",
                     "lifetime_value_minor": 0,
                     "points_balance": 0,
+                    "points_debt": 0,
                     "purchase_count": 0,
                     "last_purchase_at": None,
                     "created_at": at,
@@ -260,12 +405,35 @@ class ProfileRepository:
                 propensity_json=json.dumps(r.propensity, sort_keys=True, separators=(",", ":")),
                 has_display=True,
             )
-            _add_deltas(row, r.lifetime_value_delta, r.balance_delta, 0, None, at)
+            _add_deltas(row, ltv=r.lifetime_value_delta, points=r.balance_delta, purchases=0, purchased_at=None, at=at)
         for p in purchases:
             committed_at = parse_timestamp(p.committed_at)
             row = row_of(p.customer_id, p.currency, committed_at)
             points = sum(entry.points for entry in p.ledger)
-            _add_deltas(row, p.lifetime_value_delta, points, 1, parse_timestamp(p.occurred_at), committed_at)
+            _add_deltas(
+                row,
+                ltv=p.lifetime_value_delta,
+                points=points - p.debt_repaid,
+                debt=-p.debt_repaid,
+                purchases=1,
+                purchased_at=parse_timestamp(p.occurred_at),
+                at=committed_at,
+            )
+        for ret in returns:
+            if ret.balance_delta - ret.debt_delta != sum(entry.points for entry in ret.ledger):
+                log.warning("return %s: balance and debt deltas do not match its ledger", ret.return_id)
+            committed_at = parse_timestamp(ret.committed_at)
+            # Her row exists (her purchase does), so the currency is never inserted from here.
+            row = row_of(ret.customer_id, "", committed_at)
+            _add_deltas(
+                row,
+                ltv=ret.lifetime_value_delta,
+                points=ret.balance_delta,
+                debt=ret.debt_delta,
+                purchases=ret.purchase_count_delta,
+                purchased_at=None,
+                at=committed_at,
+            )
 
         for with_display in (True, False):
             batch = [
@@ -280,6 +448,7 @@ class ProfileRepository:
             changes: dict[str, Any] = {
                 "lifetime_value_minor": col(Customer.lifetime_value_minor) + excluded.lifetime_value_minor,
                 "points_balance": col(Customer.points_balance) + excluded.points_balance,
+                "points_debt": col(Customer.points_debt) + excluded.points_debt,
                 "purchase_count": col(Customer.purchase_count) + excluded.purchase_count,
                 "last_purchase_at": _latest(col(Customer.last_purchase_at), excluded.last_purchase_at),
                 "created_at": _earliest(col(Customer.created_at), excluded.created_at),
@@ -340,15 +509,38 @@ class ProfileRepository:
                 .where(CustomerCategory.customer_id == customer_id)
                 .order_by(col(CustomerCategory.category))
             ).all()
+            # Uses earned by her purchases, less those a return gave back (no return_offers row).
             uses = session.exec(
                 select(PurchaseOffer.offer_id, func.count())
-                .where(PurchaseOffer.customer_id == customer_id)
+                .outerjoin(
+                    ReturnOffer,
+                    sa.and_(
+                        col(ReturnOffer.transaction_id) == col(PurchaseOffer.transaction_id),
+                        col(ReturnOffer.offer_id) == col(PurchaseOffer.offer_id),
+                    ),
+                )
+                .where(PurchaseOffer.customer_id == customer_id, col(ReturnOffer.offer_id).is_(None))
                 .group_by(col(PurchaseOffer.offer_id))
             ).all()
             purchases = session.exec(
                 select(Purchase)
                 .where(Purchase.customer_id == customer_id, col(Purchase.committed_at) >= since)
                 .order_by(col(Purchase.committed_at), col(Purchase.transaction_id))
+            ).all()
+            returned_rows = session.exec(
+                select(Return.transaction_id, ReturnLine.line_id, func.sum(ReturnLine.quantity))
+                .join(ReturnLine, col(ReturnLine.return_id) == col(Return.return_id))
+                .join(Purchase, col(Purchase.transaction_id) == col(Return.transaction_id))
+                .where(Purchase.customer_id == customer_id, col(Purchase.committed_at) >= since)
+                .group_by(col(Return.transaction_id), col(ReturnLine.line_id))
+            ).all()
+            returned: dict[str, dict[str, int]] = {}
+            for transaction_id, line_id, quantity in returned_rows:
+                returned.setdefault(transaction_id, {})[line_id] = int(quantity or 0)
+            returns = session.exec(
+                select(Return)
+                .where(Return.customer_id == customer_id, col(Return.committed_at) >= since)
+                .order_by(col(Return.committed_at), col(Return.return_id))
             ).all()
             return CustomerSnapshot(
                 customer_id=customer.customer_id,
@@ -357,6 +549,7 @@ class ProfileRepository:
                 currency=customer.currency,
                 lifetime_value_minor=customer.lifetime_value_minor,
                 points_balance=customer.points_balance,
+                points_debt=customer.points_debt,
                 purchase_count=customer.purchase_count,
                 last_purchase_at=customer.last_purchase_at,
                 home_latitude=customer.home_latitude,
@@ -365,6 +558,8 @@ class ProfileRepository:
                 propensity={str(k): float(v) for k, v in json.loads(customer.propensity_json).items()},
                 offer_uses={offer_id: int(count) for offer_id, count in uses},
                 receipts=[_receipt(p) for p in purchases],
+                returned=returned,
+                return_receipts=[_return_receipt(r) for r in returns],
             )
 
     def customer_exists(self, customer_id: str) -> bool:
@@ -376,6 +571,23 @@ class ProfileRepository:
         with Session(self._engine) as session:
             purchase = session.get(Purchase, transaction_id)
             return None if purchase is None else _receipt(purchase)
+
+    def returned_quantities(self, transaction_id: str) -> dict[str, int]:
+        """line_id -> quantity returned so far, over every return of the purchase (empty when none)."""
+        with Session(self._engine) as session:
+            rows = session.exec(
+                select(ReturnLine.line_id, func.sum(ReturnLine.quantity))
+                .join(Return, col(Return.return_id) == col(ReturnLine.return_id))
+                .where(Return.transaction_id == transaction_id)
+                .group_by(col(ReturnLine.line_id))
+            ).all()
+            return {line_id: int(quantity or 0) for line_id, quantity in rows}
+
+    def get_return_receipt(self, return_id: str) -> StoredReceipt | None:
+        """The stored ReturnReceipt (its transaction_id holds the return id), or None."""
+        with Session(self._engine) as session:
+            row = session.get(Return, return_id)
+            return None if row is None else _return_receipt(row)
 
     def ledger_balance(self, customer_id: str) -> int:
         with Session(self._engine) as session:
@@ -480,6 +692,15 @@ def _receipt(purchase: Purchase) -> StoredReceipt:
         request_digest=purchase.request_digest,
         receipt=bytes(purchase.receipt),
         committed_at=purchase.committed_at,
+    )
+
+
+def _return_receipt(row: Return) -> StoredReceipt:
+    return StoredReceipt(
+        transaction_id=row.return_id,
+        request_digest=row.request_digest,
+        receipt=bytes(row.receipt),
+        committed_at=row.committed_at,
     )
 
 

@@ -257,6 +257,8 @@ def evaluate_basket(
     Offers apply by (-priority, offer_id). In an exclusive group only the offer worth most on this basket by
     itself applies. A line is multiplied by at most one POINTS_MULTIPLIER offer (the first to apply). Discounts
     come before base points, which are earned on what the customer pays; multiplier bonuses use those base points.
+    Each line records which offer gave it how many bonus points (`bonus_by_offer`), what a later return takes back.
+    A points debt left by an earlier return is repaid first from the points earned; the rest reaches the balance.
     Raises FailedPrecondition for insufficient points or points worth more than the bill.
     """
     _check_policy(policy)
@@ -291,6 +293,9 @@ def evaluate_basket(
             offer_ids=tuple(
                 grant.candidate.offer.offer_id for grant in grants if grant.bonus.get(i, 0) or grant.discount.get(i, 0)
             ),
+            bonus_by_offer=tuple(
+                (grant.candidate.offer.offer_id, grant.bonus[i]) for grant in grants if grant.bonus.get(i, 0)
+            ),
         )
         for i, line in enumerate(lines)
     )
@@ -312,6 +317,9 @@ def evaluate_basket(
     total_discount = sum(line.discount for line in lines)
     redeemed_value = _redeemed_value(basket, subtotal - total_discount, mpu, policy)
     points_earned = sum(result.base_points + result.bonus_points for result in results)
+    # A points debt (what a return took back beyond the balance) is repaid first from what this purchase earns.
+    debt_before = max(customer.points_debt, 0)
+    debt_repaid = min(debt_before, points_earned)
     return BasketEvaluation(
         customer_id=customer.customer_id,
         currency=basket.currency,
@@ -322,10 +330,12 @@ def evaluate_basket(
         points_redeemed=basket.points_to_redeem,
         redeemed_value_minor=redeemed_value,
         balance_before=customer.points_balance,
-        balance_after=customer.points_balance - basket.points_to_redeem + points_earned,
+        balance_after=customer.points_balance - basket.points_to_redeem + points_earned - debt_repaid,
         subtotal_minor=subtotal,
         total_discount_minor=total_discount,
         total_due_minor=subtotal - total_discount - redeemed_value,
         evaluated_at=ctx.now,
         catalog_version=catalog.version,
+        points_debt_before=debt_before,
+        points_debt_repaid=debt_repaid,
     )

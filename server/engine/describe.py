@@ -71,3 +71,36 @@ def spend_more_phrase(amount_minor: int, category: str, currency: str) -> str:
 
 def format_km(distance_km: float) -> str:
     return f"{distance_km:.1f} km"
+
+
+def points_phrase(n: int) -> str:
+    """ "1 point", "120 points"."""
+    return count(n, "point")
+
+
+def not_kept_phrase(
+    condition: Condition, reward: Reward, units: int, spend_minor: int, has_target: bool, currency: str
+) -> str:
+    """Why an offer stops holding once items are returned: "no item from shoes kept", "only 1 item kept, 2 needed"."""
+    parts: list[str] = []
+    where = f" from {condition.required_category}" if condition.required_category else ""
+    short_units, short_spend = units < condition.min_quantity, spend_minor < condition.min_spend_minor
+    if units == 0 and (short_units or short_spend):
+        parts.append(f"no item{where} kept")
+    else:
+        if short_units:
+            parts.append(f"only {count(units, 'item')}{where} kept, {condition.min_quantity} needed")
+        if short_spend:
+            kept, needed = format_minor(spend_minor, currency), format_minor(condition.min_spend_minor, currency)
+            parts.append(f"only {kept} kept{where}, {needed} needed")
+    target = f"no item from {reward.target_category} kept" if reward.target_category else "no item kept"
+    if not has_target and target not in parts:
+        parts.append(target)
+    return " and ".join(parts) if parts else "its condition is no longer met"
+
+
+def debt_repaid_phrase(repaid: int, debt_before: int) -> str:
+    """ "50 points repay the points debt of 50" (a purchase's earnings go to a debt before the balance)."""
+    left = debt_before - repaid
+    text = f"{points_phrase(repaid)} repay the points debt of {debt_before}"
+    return f"{text}; {left} still owed" if left > 0 else text

@@ -237,6 +237,9 @@ class Receipt:
     new_categories: tuple[str, ...]
     committed_at: datetime
     replayed: bool = False
+    basket: Basket | None = None  # as committed: returns are computed from the receipt
+    offers: tuple[Offer, ...] = ()  # the applied offers as defined at purchase time
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,65 @@ def offer_from_pb(offer: pb.Offer) -> m.Offer:
     )
 
 
+def offer_to_pb(offer: m.Offer) -> pb.Offer:
+    e, c, r = offer.eligibility, offer.condition, offer.reward
+    out = pb.Offer(
+        offer_id=offer.offer_id,
+        title=offer.title,
+        description=offer.description,
+        eligibility=pb.Eligibility(
+            min_lifetime_value_minor=e.min_lifetime_value_minor,
+            tiers=sorted(e.tiers),
+            store_ids=sorted(e.store_ids),
+            max_distance_km=e.max_distance_km,
+            purchased_any_categories=sorted(e.purchased_any_categories),
+            not_purchased_categories=sorted(e.not_purchased_categories),
+            channels=sorted(int(ch) for ch in e.channels),  # type: ignore[misc]
+        ),
+        condition=pb.Condition(
+            required_category=c.required_category, min_quantity=c.min_quantity, min_spend_minor=c.min_spend_minor
+        ),
+        reward=pb.Reward(
+            type=int(r.type),  # type: ignore[arg-type]
+            target_category=r.target_category,
+            multiplier_percent=r.multiplier_percent,
+            bonus_points=r.bonus_points,
+            percent_off=r.percent_off,
+            amount_off_minor=r.amount_off_minor,
+        ),
+        per_customer_limit=offer.per_customer_limit,
+        total_redemption_limit=offer.total_redemption_limit,
+        priority=offer.priority,
+        exclusive_group=offer.exclusive_group,
+        archived=offer.archived,
+        version=offer.version,
+    )
+    set_timestamp(out.starts_at, offer.starts_at)
+    set_timestamp(out.ends_at, offer.ends_at)
+    set_timestamp(out.updated_at, offer.updated_at)
+    return out
+
+
+def basket_to_pb(basket: m.Basket) -> pb.Basket:
+    return pb.Basket(
+        customer_id=basket.customer_id,
+        store_id=basket.store_id,
+        terminal_id=basket.terminal_id,
+        currency=basket.currency,
+        points_to_redeem=basket.points_to_redeem,
+        lines=[
+            pb.LineItem(
+                line_id=line.line_id,
+                sku=line.sku,
+                category=line.category,
+                quantity=line.quantity,
+                unit_price_minor=line.unit_price_minor,
+            )
+            for line in basket.lines
+        ],
+    )
+
+
 def store_from_pb(store: pb.Store) -> m.Store:
     return m.Store(
         store_id=store.store_id,
@@ -135,7 +194,7 @@ def customer_from_pb(profile: pb.CustomerProfile) -> m.CustomerState:
         categories=_categories(profile.categories_purchased),
         home=geo_from_pb(profile.home_location, profile.HasField("home_location")),
         propensity={k.strip().lower(): v for k, v in profile.propensity.items()},
-    )
+    )  # points_debt is never imported: it only arises from returns
 
 
 def customer_to_pb(state: m.CustomerState) -> pb.CustomerProfile:
@@ -149,6 +208,7 @@ def customer_to_pb(state: m.CustomerState) -> pb.CustomerProfile:
         categories_purchased=sorted(state.categories),
         purchase_count=state.purchase_count,
         propensity=dict(state.propensity),
+        points_debt=state.points_debt,
     )
     set_timestamp(out.last_purchase_at, state.last_purchase_at)
     if state.home is not None:
@@ -190,6 +250,8 @@ def evaluation_to_pb(ev: m.BasketEvaluation) -> pb.BasketEvaluation:
         currency=ev.currency,
         customer_id=ev.customer_id,
         catalog_version=ev.catalog_version,
+        points_debt_before=ev.points_debt_before,
+        points_debt_repaid=ev.points_debt_repaid,
     )
     set_timestamp(out.evaluated_at, ev.evaluated_at)
     return out
@@ -201,8 +263,84 @@ def receipt_to_pb(receipt: m.Receipt) -> svc.PurchaseReceipt:
         evaluation=evaluation_to_pb(receipt.evaluation),
         new_categories=list(receipt.new_categories),
         replayed=receipt.replayed,
+        applied_offer_terms=[offer_to_pb(o) for o in receipt.offers],
+        line_bonuses=[
+            svc.LineOfferBonus(line_id=line.line_id, offer_id=offer_id, bonus_points=points)
+            for line in receipt.evaluation.lines
+            for offer_id, points in line.bonus_by_offer
+        ],
     )
+    if receipt.basket is not None:
+        out.basket.CopyFrom(basket_to_pb(receipt.basket))
     set_timestamp(out.committed_at, receipt.committed_at)
+    set_timestamp(out.occurred_at, receipt.occurred_at)
+    return out
+
+
+def facts_from_receipt(receipt: svc.PurchaseReceipt) -> m.PurchaseFacts:
+    """What a return needs to know about the purchase, read back from its stored receipt."""
+    bonuses: dict[str, list[tuple[str, int]]] = {}
+    for share in receipt.line_bonuses:
+        bonuses.setdefault(share.line_id, []).append((share.offer_id, share.bonus_points))
+    ev = receipt.evaluation
+    return m.PurchaseFacts(
+        transaction_id=receipt.transaction_id,
+        customer_id=ev.customer_id,
+        basket=basket_from_pb(receipt.basket),
+        lines=tuple(
+            m.LineResult(
+                line_id=line.line_id,
+                base_points=line.base_points,
+                bonus_points=line.bonus_points,
+                discount_minor=line.discount_minor,
+                offer_ids=tuple(line.offer_ids),
+                bonus_by_offer=tuple(bonuses.get(line.line_id, ())),
+            )
+            for line in ev.lines
+        ),
+        offers={o.offer_id: offer_from_pb(o) for o in receipt.applied_offer_terms},
+        points_redeemed=ev.points_redeemed,
+        redeemed_value_minor=ev.redeemed_value_minor,
+        occurred_at=receipt.occurred_at.ToDatetime(tzinfo=UTC)
+        if receipt.HasField("occurred_at")
+        else receipt.committed_at.ToDatetime(tzinfo=UTC),
+    )
+
+
+def return_receipt_to_pb(
+    outcome: m.ReturnOutcome,
+    *,
+    return_id: str,
+    facts: m.PurchaseFacts,
+    voided: bool,
+    returned_at: datetime,
+) -> svc.ReturnReceipt:
+    out = svc.ReturnReceipt(
+        return_id=return_id,
+        transaction_id=facts.transaction_id,
+        customer_id=facts.customer_id,
+        lines=[
+            svc.ReturnedLine(
+                line_id=line.line_id,
+                quantity=line.quantity,
+                points_reversed=line.points_reversed,
+                value_minor=line.value_minor,
+            )
+            for line in outcome.lines
+        ],
+        points_reversed=outcome.points_reversed,
+        points_refunded=outcome.points_refunded,
+        value_minor=outcome.value_minor,
+        currency=facts.basket.currency,
+        balance_before=outcome.balance_before,
+        balance_after=outcome.balance_after,
+        points_debt_before=outcome.debt_before,
+        points_debt_after=outcome.debt_after,
+        offers_lost=list(outcome.offers_lost),
+        explanations=list(outcome.explanations),
+        voided=voided,
+    )
+    set_timestamp(out.returned_at, returned_at)
     return out
 
 

@@ -6,9 +6,11 @@ becomes INTERNAL with the request id (the stack trace goes to the log, never to 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -73,7 +75,9 @@ class RequestFacts:
 
     def __init__(self, customer_ids: str, salt: str) -> None:
         self._hash_customers = customer_ids == "hash"
-        self._salt = salt.encode()
+        # Without a configured salt, a random one per process: hashes then cannot be looked up from a list of
+        # ids (but only correlate within one process). Set POS_OFFERS_LOG_HASH_SALT to correlate across servers.
+        self._salt = salt.encode() or os.urandom(16)
 
     def of(self, request: Any) -> dict[str, str]:
         try:
@@ -103,35 +107,48 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
             return handler  # streaming (reflection, health Watch): passed through untouched
         _, service, method = handler_call_details.method.split("/", 2)
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
+        # Label children looked up once per method, not per call.
+        started_total = metrics.RPC_STARTED.labels("unary", service, method)
+        in_flight = metrics.RPC_IN_FLIGHT.labels(service, method)
+        latency = metrics.RPC_LATENCY.labels("unary", service, method)
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             request_id = _request_id(handler_call_details)
             token = REQUEST_ID.set(request_id)
             context.set_trailing_metadata((("x-request-id", request_id),))
-            metrics.RPC_STARTED.labels("unary", service, method).inc()
-            in_flight = metrics.RPC_IN_FLIGHT.labels(service, method)
+            started_total.inc()
             in_flight.inc()
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             rpc_span = tracing.rpc_span(handler_call_details.method)
-            rpc_span.__enter__()
             try:
+                rpc_span.__enter__()
                 return await inner(request, context)
+            except asyncio.CancelledError:
+                # The caller went away: its deadline passed, or it cancelled.
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
             except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
                 code, message = status_of(exc)
                 if code is grpc.StatusCode.INTERNAL:
                     log.exception("unhandled error in %s", method, extra={"request_id": request_id})
                     message = f"internal error (request id {request_id})"
                 elif code is grpc.StatusCode.UNAVAILABLE:
-                    log.warning("store unavailable in %s: %s", method, exc, extra={"request_id": request_id})
+                    # The type only: a driver's message can quote bound parameters (customer ids).
+                    log.warning(
+                        "store unavailable in %s: %s", method, type(exc).__name__, extra={"request_id": request_id}
+                    )
                 await context.abort(code, message)
             finally:
                 elapsed = time.perf_counter() - started
                 in_flight.dec()
                 metrics.RPC_HANDLED.labels("unary", service, method, code.name).inc()
-                metrics.RPC_LATENCY.labels("unary", service, method).observe(elapsed)
+                latency.observe(elapsed)
                 if self._access_log or code is not grpc.StatusCode.OK:
                     log.info(
                         "rpc",

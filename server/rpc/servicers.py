@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -14,8 +15,9 @@ from posoffers.v1 import types_pb2 as pb
 
 from server.admin_app import AdminApp
 from server.engine.errors import InvalidArgument
-from server.engine.model import Channel, Receipt
+from server.engine.model import Channel, PurchaseFacts, Receipt, ReturnOutcome, ReturnRequestLine
 from server.offers_app import OffersApp
+from server.returns_app import ReturnResult, ReturnsApp
 from server.rpc import convert
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -33,7 +35,7 @@ def _required(message: Any, field: str) -> None:
         raise InvalidArgument(field, "is required")
 
 
-def request_digest(request: svc.CommitPurchaseRequest) -> str:
+def request_digest(request: Any) -> str:
     """Fingerprint of what the terminal asked: a retry matches it, a different basket under the same id does not."""
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
@@ -42,9 +44,23 @@ def _render_receipt(receipt: Receipt) -> bytes:
     return convert.receipt_to_pb(receipt).SerializeToString(deterministic=True)
 
 
+class ProtobufReceipts:
+    """Stored receipts are the protobuf messages the tills get back: read and written here only."""
+
+    def facts(self, purchase_receipt: bytes) -> PurchaseFacts:
+        return convert.facts_from_receipt(svc.PurchaseReceipt.FromString(purchase_receipt))
+
+    def return_receipt(
+        self, outcome: ReturnOutcome, *, return_id: str, facts: PurchaseFacts, voided: bool, at: datetime
+    ) -> bytes:
+        message = convert.return_receipt_to_pb(outcome, return_id=return_id, facts=facts, voided=voided, returned_at=at)
+        return message.SerializeToString(deterministic=True)
+
+
 class OfferServicer(svc_grpc.OfferServiceServicer):
-    def __init__(self, app: OffersApp) -> None:
+    def __init__(self, app: OffersApp, returns: ReturnsApp) -> None:
         self._app = app
+        self._returns = returns
 
     async def ListActiveOffers(
         self, request: svc.ListActiveOffersRequest, context: Context
@@ -81,6 +97,23 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
 
     async def GetProfile(self, request: svc.GetProfileRequest, context: Context) -> pb.CustomerProfile:
         return convert.customer_to_pb(await self._app.customer(request.customer_id))
+
+    async def ReturnPurchase(self, request: svc.ReturnPurchaseRequest, context: Context) -> svc.ReturnReceipt:
+        lines = [ReturnRequestLine(line.line_id, line.quantity) for line in request.lines]
+        result = await self._returns.return_lines(
+            request.return_id, request.transaction_id, request.customer_id, lines, request_digest(request)
+        )
+        return _return_receipt(result)
+
+    async def VoidPurchase(self, request: svc.VoidPurchaseRequest, context: Context) -> svc.ReturnReceipt:
+        result = await self._returns.void(request.transaction_id, request.customer_id, request_digest(request))
+        return _return_receipt(result)
+
+
+def _return_receipt(result: ReturnResult) -> svc.ReturnReceipt:
+    receipt = svc.ReturnReceipt.FromString(result.receipt)
+    receipt.replayed = result.replayed
+    return receipt
 
 
 class AdminServicer(admin_grpc.OfferAdminServicer):

@@ -4,11 +4,12 @@
 -- KEYS[4] - transaction hash    KEYS[5] - partition outbox stream
 -- ARGV[1] - request digest      ARGV[2] - profile version the purchase was evaluated on
 -- ARGV[3] - receipt (protobuf)  ARGV[4] - outbox record (JSON)
--- ARGV[5] - points delta (earned - redeemed)   ARGV[6] - points redeemed
+-- ARGV[5] - balance delta (earned - redeemed - debt repaid)   ARGV[6] - points redeemed
 -- ARGV[7] - lifetime value delta               ARGV[8] - purchase time, epoch milliseconds
 -- ARGV[9] - receipt retention, seconds         ARGV[10] - customer id (tags the outbox entry)
--- ARGV[11] - number of new categories N        ARGV[12 .. 11+N] - new categories
--- ARGV[12+N ..] - ids of offers applied
+-- ARGV[11] - points debt repaid from this purchase's earnings
+-- ARGV[12] - number of new categories N        ARGV[13 .. 12+N] - new categories
+-- ARGV[13+N ..] - ids of offers applied
 -- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"} | {"insufficient", balance}
 local txn = redis.call("HMGET", KEYS[4], "digest", "receipt")
 if txn[1] then
@@ -17,7 +18,7 @@ if txn[1] then
   end
   return {"digest_mismatch"}
 end
-local profile = redis.call("HMGET", KEYS[1], "ver", "bal", "last")
+local profile = redis.call("HMGET", KEYS[1], "ver", "bal", "last", "debt")
 if not profile[1] then
   return {"missing"}
 end
@@ -29,19 +30,25 @@ local delta = tonumber(ARGV[5])
 if balance < tonumber(ARGV[6]) or balance + delta < 0 then
   return {"insufficient", tostring(balance)}
 end
+if (tonumber(profile[4]) or 0) < tonumber(ARGV[11]) then
+  return {"stale"}
+end
 
 redis.call("HINCRBY", KEYS[1], "bal", delta)
 redis.call("HINCRBY", KEYS[1], "ltv", ARGV[7])
 redis.call("HINCRBY", KEYS[1], "cnt", 1)
 redis.call("HINCRBY", KEYS[1], "ver", 1)
+if tonumber(ARGV[11]) > 0 then
+  redis.call("HINCRBY", KEYS[1], "debt", -tonumber(ARGV[11]))
+end
 if (tonumber(profile[3]) or 0) < tonumber(ARGV[8]) then
   redis.call("HSET", KEYS[1], "last", ARGV[8])
 end
-local n = tonumber(ARGV[11])
-for i = 12, 11 + n do
+local n = tonumber(ARGV[12])
+for i = 13, 12 + n do
   redis.call("SADD", KEYS[2], ARGV[i])
 end
-for i = 12 + n, #ARGV do
+for i = 13 + n, #ARGV do
   redis.call("HINCRBY", KEYS[3], ARGV[i], 1)
 end
 redis.call("HSET", KEYS[4], "digest", ARGV[1], "receipt", ARGV[3])

@@ -1,10 +1,10 @@
 -- Rebuilds a customer's hot state from the SQL snapshot, unless another call already did, and only when none
 -- of her changes is still waiting in the outbox (SQL would not have them yet: rebuilding then would forget them).
 -- KEYS[1] - profile hash   KEYS[2] - categories set   KEYS[3] - offer uses hash   KEYS[4] - partition outbox
--- KEYS[5..] - transaction hashes
+-- KEYS[5..] - hashes to restore with the profile (stored receipts, returned quantities, return receipts)
 -- ARGV[1] - profile fields as JSON object (string values)   ARGV[2] - categories JSON array
--- ARGV[3] - offer uses JSON object   ARGV[4] - receipt retention, seconds   ARGV[5] - customer id
--- ARGV[6..] - per transaction key, in KEYS order: digest, receipt, remaining ttl seconds (three values each)
+-- ARGV[3] - offer uses JSON object   ARGV[4] - (unused)   ARGV[5] - customer id
+-- ARGV[6..] - per restored hash, in KEYS order: ttl seconds, number of fields F, then F field/value pairs
 -- Returns 1 when it wrote, 0 when the profile was already there, -1 when her changes are still in the outbox,
 -- -2 when the outbox is too long to look through (the writer is far behind).
 if redis.call("EXISTS", KEYS[1]) == 1 then
@@ -22,8 +22,7 @@ for _, entry in ipairs(pending) do
     end
   end
 end
-local fields = cjson.decode(ARGV[1])
-for k, v in pairs(fields) do
+for k, v in pairs(cjson.decode(ARGV[1])) do
   redis.call("HSET", KEYS[1], k, v)
 end
 redis.call("DEL", KEYS[2], KEYS[3])
@@ -33,11 +32,15 @@ end
 for offer, n in pairs(cjson.decode(ARGV[3])) do
   redis.call("HSET", KEYS[3], offer, n)
 end
+local at = 6
 for i = 5, #KEYS do
-  local base = 6 + (i - 5) * 3
-  if redis.call("EXISTS", KEYS[i]) == 0 then
-    redis.call("HSET", KEYS[i], "digest", ARGV[base], "receipt", ARGV[base + 1])
-    redis.call("EXPIRE", KEYS[i], ARGV[base + 2])
+  local ttl, count = ARGV[at], tonumber(ARGV[at + 1])
+  if redis.call("EXISTS", KEYS[i]) == 0 and count > 0 then
+    for f = at + 2, at + 1 + 2 * count, 2 do
+      redis.call("HSET", KEYS[i], ARGV[f], ARGV[f + 1])
+    end
+    redis.call("EXPIRE", KEYS[i], ttl)
   end
+  at = at + 2 + 2 * count
 end
 return 1

@@ -13,11 +13,38 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlmodel import SQLModel
 
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+# The newest migration and every table it creates (besides alembic_version): what a migrated database holds.
+HEAD_REVISION = "0002"
+PROFILE_TABLES = (
+    "customers",
+    "customer_categories",
+    "purchases",
+    "purchase_lines",
+    "purchase_offers",
+    "points_ledger",
+    "applied_events",
+    "offers",
+    "stores",
+    "returns",
+    "return_lines",
+    "return_offers",
+)
+
+
+def profile_metadata() -> sa.MetaData:
+    """Our tables only (store.sql_repo, imported above, registers them): SQLModel.metadata is global and may hold
+    other modules' tables in the same process."""
+    metadata = sa.MetaData()
+    for name in PROFILE_TABLES:
+        SQLModel.metadata.tables[name].to_metadata(metadata)
+    return metadata
 
 
 def postgres_url() -> str:

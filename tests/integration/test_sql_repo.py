@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlmodel import SQLModel
 
 from server.engine.model import GeoPoint, Store
 from store.records import (
@@ -30,10 +29,13 @@ from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 
 from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
+    HEAD_REVISION,
+    PROFILE_TABLES,
     fixture_profile_repo,
     fixture_sql_backend,
     fixture_sql_engine,
     fixture_sql_target,
+    profile_metadata,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -169,27 +171,6 @@ def comparable(snap: CustomerSnapshot) -> CustomerSnapshot:
     return replace(snap, customer_id="", display_name="", receipts=receipts)
 
 
-PROFILE_TABLES = (
-    "customers",
-    "customer_categories",
-    "purchases",
-    "purchase_lines",
-    "purchase_offers",
-    "points_ledger",
-    "applied_events",
-    "offers",
-    "stores",
-)
-
-
-def profile_metadata() -> sa.MetaData:
-    """Our tables only: SQLModel.metadata is global and may hold other modules' tables in the same process."""
-    metadata = sa.MetaData()
-    for name in PROFILE_TABLES:
-        SQLModel.metadata.tables[name].to_metadata(metadata)
-    return metadata
-
-
 def count_rows(engine: sa.Engine, table: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
@@ -210,7 +191,7 @@ def test_migrate_twice_is_a_no_op_and_matches_models(sql_engine: sa.Engine, sql_
     migrate(sql_engine, schema=schema)
     assert repo.get_store("s") == Store(store_id="s", name="kept")
     with sql_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD_REVISION]
         # The hand-written migration and the models describe the same tables, columns, types and indexes.
         assert compare_metadata(MigrationContext.configure(conn), profile_metadata()) == []
         tables = set(sa.inspect(conn).get_table_names())

@@ -8,6 +8,7 @@ from typing import Any
 
 from server.engine.model import (
     Basket,
+    BasketEvaluation,
     Catalog,
     Channel,
     Condition,
@@ -18,6 +19,7 @@ from server.engine.model import (
     Offer,
     OfferContext,
     PointsPolicy,
+    PurchaseFacts,
     Reward,
     RewardType,
     Store,
@@ -88,3 +90,19 @@ def pos_ctx(now: datetime = NOW, store_id: str = "soho") -> OfferContext:
 
 def app_ctx(now: datetime = NOW, location: GeoPoint | None = None) -> OfferContext:
     return OfferContext(now=now, channel=Channel.APP, location=location)
+
+
+def purchase_facts(
+    cat: Catalog, items: Basket, evaluation: BasketEvaluation, transaction_id: str = "txn-1"
+) -> PurchaseFacts:
+    """What a commit of `items` (evaluated as `evaluation` against `cat`) stores for later returns."""
+    return PurchaseFacts(
+        transaction_id=transaction_id,
+        customer_id=evaluation.customer_id,
+        basket=items,
+        lines=evaluation.lines,
+        offers={applied.offer_id: cat.by_id[applied.offer_id] for applied in evaluation.applied_offers},
+        points_redeemed=evaluation.points_redeemed,
+        redeemed_value_minor=evaluation.redeemed_value_minor,
+        occurred_at=evaluation.evaluated_at,
+    )

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from server.engine.basket import evaluate_basket, new_categories
-from server.engine.describe import describe_reward
+from server.engine.describe import debt_repaid_phrase, describe_reward
 from server.engine.errors import FailedPrecondition, InvalidArgument
 from server.engine.model import (
     Basket,
@@ -309,3 +309,45 @@ def test_points_that_would_buy_less_than_a_minor_unit_are_refused() -> None:
     assert caught.value.field == "basket.points_to_redeem" and "multiple of 100" in caught.value.message
     paid = evaluate(catalog(), replace(yen, points_to_redeem=200), samantha(points_balance=1_000))
     assert paid.redeemed_value_minor == 2
+
+
+# --- bonus attribution and points debt -------------------------------------------------------------------------
+
+
+def test_each_line_records_which_offer_gave_its_bonus() -> None:
+    cat = catalog(dress_shoes_offer(), simple_offer("plus", bonus(10, "dresses"), priority=1))
+    evaluation = evaluate(cat, basket(DRESS, SHOES))
+    lines = by_id(evaluation)
+    assert lines["dress-1"].bonus_by_offer == (("plus", 10), ("dress-shoes-2x", 120))
+    assert lines["shoes-1"].bonus_by_offer == ()
+    assert all(sum(points for _, points in r.bonus_by_offer) == r.bonus_points for r in evaluation.lines)
+
+
+def test_discount_offers_give_no_bonus_attribution() -> None:
+    evaluation = evaluate(catalog(simple_offer("ten", percent_off(10))), basket(DRESS))
+    (result,) = evaluation.lines
+    assert (result.offer_ids, result.bonus_by_offer) == (("ten",), ())
+
+
+def test_a_points_debt_is_repaid_first_from_the_points_earned() -> None:
+    evaluation = evaluate(catalog(), basket(DRESS), samantha(points_balance=0, points_debt=50))
+    assert (evaluation.points_earned, evaluation.points_debt_before, evaluation.points_debt_repaid) == (120, 50, 50)
+    assert (evaluation.balance_before, evaluation.balance_after) == (0, 70)
+
+
+def test_a_debt_larger_than_the_earnings_takes_them_all() -> None:
+    items = basket(DRESS, points_to_redeem=300)
+    evaluation = evaluate(catalog(), items, samantha(points_balance=500, points_debt=1_000))
+    assert (evaluation.points_debt_before, evaluation.points_debt_repaid) == (1_000, 120)
+    assert evaluation.balance_after == 500 - 300
+    assert describe_debt_repaid(evaluation) == "120 points repay the points debt of 1000; 880 still owed"
+
+
+def test_without_debt_nothing_is_repaid() -> None:
+    evaluation = evaluate(catalog(), basket(DRESS))
+    assert (evaluation.points_debt_before, evaluation.points_debt_repaid) == (0, 0)
+    assert evaluation.balance_after == 1_000 + 120
+
+
+def describe_debt_repaid(evaluation: BasketEvaluation) -> str:
+    return debt_repaid_phrase(evaluation.points_debt_repaid, evaluation.points_debt_before)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
@@ -20,11 +21,15 @@ from server.engine.model import (
     LineItem,
     Offer,
     PointsPolicy,
+    PurchaseFacts,
+    ReturnOutcome,
+    ReturnRequestLine,
     Reward,
     RewardType,
 )
 from server.engine.money import minor_per_unit
-from tests.unit import catalog, pos_ctx, samantha
+from server.engine.returns import evaluate_return, remaining_lines
+from tests.unit import catalog, pos_ctx, purchase_facts, samantha
 
 CATEGORIES = ["dresses", "shoes", "bags"]
 ENGINE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -151,3 +156,109 @@ def test_multiplied_lines_are_claimed_once(cat: Catalog, items: Basket) -> None:
     multipliers = {o.offer_id for o in cat.offers if o.reward.type == RewardType.POINTS_MULTIPLIER}
     for r in result.lines:
         assert len(multipliers.intersection(r.offer_ids)) <= 1
+
+
+# --- returns ---------------------------------------------------------------------------------------------------
+
+
+def random_return(facts: PurchaseFacts, returned: Mapping[str, int], rng: random.Random) -> list[ReturnRequestLine]:
+    """Some of what is left, in some order: at least one unit of at least one line."""
+    left = list(remaining_lines(facts, returned))
+    rng.shuffle(left)
+    chosen = left[: rng.randint(1, len(left))]
+    return [ReturnRequestLine(r.line_id, rng.randint(1, r.quantity)) for r in chosen]
+
+
+@ENGINE
+@given(
+    cat=catalogs(),
+    items=baskets(),
+    policy=policies,
+    balance=st.integers(0, 100_000),
+    share=st.floats(0, 1),
+    spent=st.floats(0, 1),
+    rng=st.randoms(use_true_random=False),
+)
+def test_returns_in_any_steps_undo_the_purchase_exactly(
+    cat: Catalog,
+    items: Basket,
+    policy: PointsPolicy,
+    balance: int,
+    share: float,
+    spent: float,
+    rng: random.Random,
+) -> None:
+    customer = replace(samantha(points_balance=balance), currency=items.currency)
+    items = replace(items, points_to_redeem=redeemable(cat, customer, items, policy, share))
+    evaluation = evaluate(cat, customer, items, policy)
+    for result in evaluation.lines:
+        assert sum(points for _, points in result.bonus_by_offer) == result.bonus_points
+        assert all(points > 0 for _, points in result.bonus_by_offer)
+    facts = purchase_facts(cat, items, evaluation)
+
+    # She may have spent some of her points before returning anything: the balance may not cover the reversal.
+    spending = int(evaluation.balance_after * spent)
+    holder = replace(customer, points_balance=evaluation.balance_after - spending)
+    returned: Mapping[str, int] = {}
+    reversed_total = refunded_total = value_total = 0
+    lost: list[str] = []
+    while remaining_lines(facts, returned):
+        request = random_return(facts, returned, rng)
+        outcome = evaluate_return(facts, holder, returned, request)
+        assert outcome.points_reversed >= 0 and outcome.points_refunded >= 0 and outcome.value_minor >= 0
+        assert outcome.balance_after >= 0 and outcome.debt_after >= outcome.debt_before
+        assert sum(r.value_minor for r in outcome.lines) == outcome.value_minor
+        assert 0 <= sum(r.points_reversed for r in outcome.lines) <= outcome.points_reversed
+        assert [r.line_id for r in outcome.lines] == [r.line_id for r in request]
+        net = outcome.points_refunded - outcome.points_reversed
+        assert outcome.balance_after - outcome.debt_after == holder.points_balance - holder.points_debt + net
+        for r in request:
+            assert outcome.returned_after[r.line_id] == returned.get(r.line_id, 0) + r.quantity
+        reversed_total += outcome.points_reversed
+        refunded_total += outcome.points_refunded
+        value_total += outcome.value_minor
+        lost.extend(outcome.offers_lost)
+        returned = outcome.returned_after
+        holder = replace(holder, points_balance=outcome.balance_after, points_debt=outcome.debt_after)
+
+    assert returned == {line.line_id: line.quantity for line in items.lines}
+    assert reversed_total == evaluation.points_earned
+    assert refunded_total == evaluation.points_redeemed
+    assert value_total == evaluation.subtotal_minor - evaluation.total_discount_minor
+    assert sorted(lost) == sorted(facts.offers), "every applied offer is lost exactly once"
+    # Purchase, spending, then every line back: as if only the spending had happened.
+    assert holder.points_balance - holder.points_debt == balance - spending
+
+
+@ENGINE
+@given(cat=catalogs(), items=baskets(), policy=policies, rng=st.randoms(use_true_random=False))
+def test_partial_returns_add_up_to_one_full_return(
+    cat: Catalog, items: Basket, policy: PointsPolicy, rng: random.Random
+) -> None:
+    customer = replace(samantha(points_balance=50_000), currency=items.currency)
+    items = replace(items, points_to_redeem=redeemable(cat, customer, items, policy, 0.5))
+    evaluation = evaluate(cat, customer, items, policy)
+    facts = purchase_facts(cat, items, evaluation)
+    whole = evaluate_return(facts, customer, {}, remaining_lines(facts, {}))
+    returned: Mapping[str, int] = {}
+    steps: list[ReturnOutcome] = []
+    while remaining_lines(facts, returned):
+        steps.append(evaluate_return(facts, customer, returned, random_return(facts, returned, rng)))
+        returned = steps[-1].returned_after
+    assert sum(s.points_reversed for s in steps) == whole.points_reversed
+    assert sum(s.points_refunded for s in steps) == whole.points_refunded
+    assert sum(s.value_minor for s in steps) == whole.value_minor
+    for line_id, quantity in whole.returned_after.items():
+        assert quantity == returned[line_id]
+        assert sum(r.value_minor for s in steps for r in s.lines if r.line_id == line_id) == next(
+            r.value_minor for r in whole.lines if r.line_id == line_id
+        )
+
+
+@ENGINE
+@given(cat=catalogs(), items=baskets(), balance=st.integers(0, 10_000), debt=st.integers(0, 10_000))
+def test_a_points_debt_is_repaid_before_the_balance_grows(cat: Catalog, items: Basket, balance: int, debt: int) -> None:
+    result = evaluate(cat, samantha(points_balance=balance, points_debt=debt), items, PointsPolicy())
+    assert result.points_debt_before == debt
+    assert result.points_debt_repaid == min(debt, result.points_earned)
+    assert result.balance_after == balance + result.points_earned - result.points_debt_repaid

@@ -1,0 +1,226 @@
+"""Returns and voids: correcting entries against a committed purchase, exactly once per return id.
+
+The purchase's stored receipt (Redis while it keeps it, else SQL) holds the basket, what each line earned and
+the applied offers as defined then, so a return is computed from the receipt alone by the pure engine and
+applied with one Lua script, like a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from server import metrics
+from server.catalog import CatalogCache
+from server.config import Settings
+from server.engine.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from server.engine.model import CustomerState, PurchaseFacts, ReturnOutcome, ReturnRequestLine
+from server.engine.returns import evaluate_return, remaining_lines
+from server.engine.validation import validate_id
+from server.observe import sql_call
+from store.records import LedgerEntry, ReturnLineRecord, ReturnRecord
+from store.redis_state import CustomerStore, ReturnRead
+from store.snapshot import StoredReceipt
+
+
+class PurchaseHistory(Protocol):
+    """What SQL knows of purchases Redis no longer keeps."""
+
+    def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None: ...
+
+    def returned_quantities(self, transaction_id: str) -> dict[str, int]: ...
+
+
+class ReceiptCodec(Protocol):
+    """The wire format of stored receipts (protobuf), kept out of the use case."""
+
+    def facts(self, purchase_receipt: bytes) -> PurchaseFacts: ...
+
+    def return_receipt(
+        self, outcome: ReturnOutcome, *, return_id: str, facts: PurchaseFacts, voided: bool, at: datetime
+    ) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnResult:
+    receipt: bytes  # the ReturnReceipt protobuf, as stored
+    replayed: bool
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+class ReturnsApp:
+    def __init__(
+        self,
+        settings: Settings,
+        customers: CustomerStore,
+        history: PurchaseHistory,
+        catalog: CatalogCache,
+        codec: ReceiptCodec,
+        rehydrate: Callable[[str], Awaitable[None]],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._customers = customers
+        self._history = history
+        self._catalog = catalog
+        self._codec = codec
+        self._rehydrate = rehydrate
+        self._clock = clock
+
+    async def return_lines(
+        self,
+        return_id: str,
+        transaction_id: str,
+        customer_id: str,
+        lines: Sequence[ReturnRequestLine],
+        digest: str,
+    ) -> ReturnResult:
+        validate_id(return_id, "return_id")
+        if not lines:
+            raise InvalidArgument("lines", "must name at least one line")
+        return await self._apply(return_id, transaction_id, customer_id, digest, lines, voided=False)
+
+    async def void(self, transaction_id: str, customer_id: str, digest: str) -> ReturnResult:
+        return await self._apply(f"void:{transaction_id}", transaction_id, customer_id, digest, None, voided=True)
+
+    async def _purchase(self, read: ReturnRead, customer_id: str, transaction_id: str) -> tuple[bytes, dict[str, int]]:
+        """The purchase's receipt and what was returned of it: from Redis, else from SQL (older purchases)."""
+        if read.purchase is not None:
+            return read.purchase.receipt, read.returned
+        if read.owner is not None and read.owner != customer_id:
+            raise NotFound("purchase", transaction_id)  # another customer's: never revealed
+        # A live claim without the receipt: the purchase (or its last returns) may still be on its way to SQL.
+        # No claim: unknown, or older than the retention window and long since written.
+        if read.owner == customer_id and await self._customers.has_pending_changes(customer_id):
+            raise Unavailable("the purchase is still being written to the profile; retry shortly")
+        with sql_call("load_purchase"):
+            stored = await asyncio.to_thread(self._history.get_purchase_receipt, transaction_id)
+            returned = await asyncio.to_thread(self._history.returned_quantities, transaction_id) if stored else {}
+        if stored is None:
+            raise NotFound("purchase", transaction_id)
+        return stored.receipt, returned
+
+    def _check_void_window(self, facts: PurchaseFacts) -> None:
+        store = self._catalog.current.stores.get(facts.basket.store_id)
+        zone = ZoneInfo(store.timezone if store else "UTC")
+        sold_on = facts.occurred_at.astimezone(zone).date()
+        if self._clock().astimezone(zone).date() != sold_on:
+            raise FailedPrecondition(
+                f"a void is only possible on the business day of the sale ({sold_on} in {zone.key}); "
+                "use ReturnPurchase",
+                reason="void_window",
+            )
+
+    async def _apply(
+        self,
+        return_id: str,
+        transaction_id: str,
+        customer_id: str,
+        digest: str,
+        lines: Sequence[ReturnRequestLine] | None,
+        *,
+        voided: bool,
+    ) -> ReturnResult:
+        validate_id(transaction_id, "transaction_id")
+        validate_id(customer_id, "customer_id")
+        for _ in range(self._settings.commit_max_attempts):
+            read = await self._customers.read_for_return(customer_id, transaction_id, return_id)
+            if read.stored is not None:
+                if read.stored.digest != digest:
+                    raise AlreadyExists(f"return_id {return_id!r} was used for a different return")
+                return ReturnResult(read.stored.receipt, replayed=True)
+            if read.state is None:
+                await self._rehydrate(customer_id)
+                continue
+            purchase, returned = await self._purchase(read, customer_id, transaction_id)
+            facts = self._codec.facts(purchase)
+            if facts.customer_id != customer_id:
+                raise NotFound("purchase", transaction_id)  # never reveal another customer's purchase
+            if voided:
+                self._check_void_window(facts)
+            wanted = remaining_lines(facts, returned) if voided and lines is None else lines or ()
+            outcome = evaluate_return(facts, read.state, returned, wanted)
+            result = await self._commit(read.state, facts, outcome, return_id, digest, voided=voided)
+            if result is not None:
+                return result
+            metrics.COMMIT_CONFLICTS.inc()
+        raise Conflict("the customer's state kept changing under this return; retry")
+
+    async def _commit(
+        self,
+        state: CustomerState,
+        facts: PurchaseFacts,
+        outcome: ReturnOutcome,
+        return_id: str,
+        digest: str,
+        *,
+        voided: bool,
+    ) -> ReturnResult | None:
+        now = self._clock()
+        receipt = self._codec.return_receipt(outcome, return_id=return_id, facts=facts, voided=voided, at=now)
+        record = return_record(outcome, facts, return_id, digest, receipt, voided=voided, at=now)
+        result = await self._customers.apply_return(
+            record, expected_version=state.version, receipt=receipt, returned_after=outcome.returned_after
+        )
+        if result.status == "ok":
+            metrics.POINTS_REVERSED.inc(outcome.points_reversed)
+            await self._release_budgets(outcome.offers_lost, facts)
+            return ReturnResult(receipt, replayed=False)
+        if result.status == "replay":  # the same request raced itself: the script compared the digests
+            return ReturnResult(result.receipt, replayed=True)
+        if result.status == "digest_mismatch":
+            raise AlreadyExists(f"return_id {return_id!r} was used for a different return")
+        return None  # stale or missing: re-read
+
+    async def _release_budgets(self, offers_lost: Sequence[str], facts: PurchaseFacts) -> None:
+        """An offer taken back whole gives its redemption back to the offer's total budget."""
+        for offer_id in offers_lost:
+            offer = facts.offers.get(offer_id)
+            if offer is not None and offer.total_redemption_limit > 0:
+                await self._customers.release_budget(offer_id)
+
+
+def return_record(
+    outcome: ReturnOutcome,
+    facts: PurchaseFacts,
+    return_id: str,
+    digest: str,
+    receipt: bytes,
+    *,
+    voided: bool,
+    at: datetime,
+) -> ReturnRecord:
+    ledger = [
+        LedgerEntry(f"{return_id}:reverse", "reverse", -outcome.points_reversed),
+        LedgerEntry(f"{return_id}:refund", "refund", outcome.points_refunded),
+    ]
+    return ReturnRecord(
+        event_id=f"return:{facts.customer_id}:{return_id}",
+        return_id=return_id,
+        transaction_id=facts.transaction_id,
+        customer_id=facts.customer_id,
+        occurred_at=_iso(at),
+        committed_at=_iso(at),
+        voided=voided,
+        lines=[ReturnLineRecord(x.line_id, x.quantity, x.points_reversed, x.value_minor) for x in outcome.lines],
+        points_reversed=outcome.points_reversed,
+        points_refunded=outcome.points_refunded,
+        value_minor=outcome.value_minor,
+        lifetime_value_delta=-outcome.value_minor,
+        balance_delta=outcome.balance_after - outcome.balance_before,
+        debt_delta=outcome.debt_after - outcome.debt_before,
+        purchase_count_delta=-1 if voided else 0,
+        offers_lost=list(outcome.offers_lost),
+        request_digest=digest,
+        receipt_b64=base64.b64encode(receipt).decode(),
+        ledger=[e for e in ledger if e.points != 0],
+    )

@@ -1,0 +1,593 @@
+"""Returns in the SQL profile, on SQLite and PostgreSQL: migration 0002, write-behind of return records (points
+debt, lost offer uses, idempotency, a return that arrives before its purchase) and the reads a rebuild needs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from store.keys import Keys
+from store.records import (
+    AppliedOfferRecord,
+    CustomerRecord,
+    LedgerEntry,
+    OutboxRecord,
+    PurchaseLineRecord,
+    PurchaseRecord,
+    ReturnLineRecord,
+    ReturnRecord,
+    dump_record,
+)
+from store.snapshot import CustomerSnapshot, StoredReceipt
+from store.sql_db import alembic_config, make_engine, migrate, write_engine
+from store.sql_repo import ProfileRepository, PurchaseNotApplied
+from store.writer import GROUP, OutboxWriter
+from tests.support.redis_env import delete_prefix, new_prefix
+
+from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
+    HEAD_REVISION,
+    PROFILE_TABLES,
+    fixture_profile_repo,
+    fixture_sql_backend,
+    fixture_sql_engine,
+    fixture_sql_target,
+    profile_metadata,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+POINTS_PER_UNIT = 100  # minor units per base point
+OFFER_BONUS = 50
+
+
+# -- records, as the Redis scripts would write them ------------------------------------------------------------
+
+
+def line(line_id: str, category: str, quantity: int, unit_price_minor: int, *, offer: str = "") -> PurchaseLineRecord:
+    return PurchaseLineRecord(
+        line_id=line_id,
+        sku=f"sku-{category}",
+        category=category,
+        quantity=quantity,
+        unit_price_minor=unit_price_minor,
+        base_points=quantity * unit_price_minor // POINTS_PER_UNIT,
+        bonus_points=OFFER_BONUS if offer else 0,
+        discount_minor=0,
+        offer_ids=[offer] if offer else [],
+    )
+
+
+def committed(at: datetime) -> datetime:
+    return at + timedelta(seconds=1)
+
+
+@dataclass
+class Member:
+    """The customer's hot state as Redis keeps it: each record built here moves it like the scripts do."""
+
+    customer_id: str
+    balance: int = 0
+    debt: int = 0
+    ltv: int = 0
+    purchases: int = 0
+    uses: dict[str, int] = field(default_factory=dict)
+
+    def crm(self, *, at: datetime, balance: int, ltv: int) -> CustomerRecord:
+        self.balance += balance
+        self.ltv += ltv
+        return CustomerRecord(
+            event_id=f"customer:{self.customer_id}:{at.isoformat()}",
+            customer_id=self.customer_id,
+            display_name=f"Member {self.customer_id}",
+            tier="gold",
+            currency="USD",
+            categories=["books"],
+            home_latitude=None,
+            home_longitude=None,
+            propensity={},
+            lifetime_value_delta=ltv,
+            balance_delta=balance,
+            updated_at=at.isoformat(),
+        )
+
+    def purchase(self, txn: str, *, at: datetime, lines: list[PurchaseLineRecord], redeem: int = 0) -> PurchaseRecord:
+        offers = sorted({offer_id for ln in lines for offer_id in ln.offer_ids})
+        subtotal = sum(ln.quantity * ln.unit_price_minor for ln in lines)
+        base = sum(ln.base_points for ln in lines)
+        bonus = sum(ln.bonus_points for ln in lines)
+        ledger = [LedgerEntry(entry_id=f"{txn}:earn", kind="earn", points=base)]
+        if bonus:
+            ledger.append(LedgerEntry(entry_id=f"{txn}:bonus", kind="bonus", points=bonus))
+        if redeem:
+            ledger.append(LedgerEntry(entry_id=f"{txn}:redeem", kind="redeem", points=-redeem))
+        # Earned points repay debt first; what is left reaches the balance.
+        repaid = min(self.debt, base + bonus)
+        self.debt -= repaid
+        self.balance += base + bonus - repaid - redeem
+        assert self.balance >= 0, "the till refuses to redeem more than the balance"
+        self.ltv += subtotal - redeem
+        self.purchases += 1
+        for offer_id in offers:
+            self.uses[offer_id] = self.uses.get(offer_id, 0) + 1
+        return PurchaseRecord(
+            event_id=f"purchase:{self.customer_id}:{txn}",
+            transaction_id=txn,
+            customer_id=self.customer_id,
+            store_id="store-1",
+            terminal_id="till-1",
+            currency="USD",
+            occurred_at=at.isoformat(),
+            committed_at=committed(at).isoformat(),
+            subtotal_minor=subtotal,
+            total_discount_minor=0,
+            total_due_minor=subtotal - redeem,
+            points_earned=base + bonus,
+            points_redeemed=redeem,
+            redeemed_value_minor=redeem,
+            lifetime_value_delta=subtotal - redeem,
+            request_digest=hashlib.sha256(txn.encode()).hexdigest(),
+            receipt_b64=base64.b64encode(b"purchase:" + txn.encode()).decode(),
+            lines=lines,
+            applied_offers=[
+                AppliedOfferRecord(offer_id=o, offer_version=1, bonus_points=OFFER_BONUS, discount_minor=0)
+                for o in offers
+            ],
+            new_categories=[],
+            ledger=ledger,
+            debt_repaid=repaid,
+        )
+
+    def return_(
+        self,
+        return_id: str,
+        bought: PurchaseRecord,
+        *,
+        at: datetime,
+        quantities: dict[str, int],
+        offers_lost: tuple[str, ...] = (),
+        refund: int = 0,
+        voided: bool = False,
+    ) -> ReturnRecord:
+        """Returns `quantities` of `bought`'s lines; a lost offer takes the bonus of its lines back whole."""
+        by_id = {ln.line_id: ln for ln in bought.lines}
+        lines = []
+        for line_id, quantity in quantities.items():
+            bought_line = by_id[line_id]
+            lost_bonus = bought_line.bonus_points if set(bought_line.offer_ids) & set(offers_lost) else 0
+            lines.append(
+                ReturnLineRecord(
+                    line_id=line_id,
+                    quantity=quantity,
+                    points_reversed=bought_line.base_points * quantity // bought_line.quantity + lost_bonus,
+                    value_minor=bought_line.unit_price_minor * quantity,
+                )
+            )
+        reversed_ = sum(ln.points_reversed for ln in lines)
+        value = sum(ln.value_minor for ln in lines)
+        ledger = []
+        if reversed_:
+            ledger.append(LedgerEntry(entry_id=f"{return_id}:reverse", kind="reverse", points=-reversed_))
+        if refund:
+            ledger.append(LedgerEntry(entry_id=f"{return_id}:refund", kind="refund", points=refund))
+        # The balance is floored at zero; the rest of a reversal becomes debt.
+        net = refund - reversed_
+        balance_delta, debt_delta = (net, 0) if self.balance + net >= 0 else (-self.balance, -(self.balance + net))
+        self.balance += balance_delta
+        self.debt += debt_delta
+        ltv_delta = -(value - refund)
+        self.ltv += ltv_delta
+        self.purchases -= 1 if voided else 0
+        for offer_id in offers_lost:
+            self.uses[offer_id] -= 1
+        return ReturnRecord(
+            event_id=f"return:{self.customer_id}:{return_id}",
+            return_id=return_id,
+            transaction_id=bought.transaction_id,
+            customer_id=self.customer_id,
+            occurred_at=at.isoformat(),
+            committed_at=committed(at).isoformat(),
+            voided=voided,
+            lines=lines,
+            points_reversed=reversed_,
+            points_refunded=refund,
+            value_minor=value,
+            lifetime_value_delta=ltv_delta,
+            balance_delta=balance_delta,
+            debt_delta=debt_delta,
+            purchase_count_delta=-1 if voided else 0,
+            offers_lost=list(offers_lost),
+            request_digest=hashlib.sha256(return_id.encode()).hexdigest(),
+            receipt_b64=base64.b64encode(b"return:" + return_id.encode()).decode(),
+            ledger=ledger,
+        )
+
+
+def story(customer_id: str) -> tuple[list[OutboxRecord], list[Member]]:
+    """Purchases, partial returns, debt and its repayment, a void, a refund of redeemed points.
+
+    Returns the records in commit order and the member's state after each of them.
+    """
+    m = Member(customer_id)
+    c = customer_id
+    states: list[Member] = []
+    records: list[OutboxRecord] = []
+
+    def add(record: OutboxRecord) -> None:
+        records.append(record)
+        states.append(replace(m, uses=dict(m.uses)))
+
+    add(m.crm(at=T0, balance=50, ltv=10_000))
+    # 90 base + 50 bonus on the shoes, 15 on the socks: balance 205
+    t1 = m.purchase(
+        f"{c}-t1", at=T0 + DAY, lines=[line("1", "shoes", 2, 4500, offer="o-shoes"), line("2", "socks", 3, 500)]
+    )
+    add(t1)
+    t2 = m.purchase(f"{c}-t2", at=T0 + 2 * DAY, lines=[line("1", "books", 1, 2000)], redeem=200)  # balance 25
+    add(t2)
+    # One pair of shoes back and the offer with it: 95 reversed on a balance of 25, debt 70
+    add(m.return_(f"{c}-r1", t1, at=T0 + 3 * DAY, quantities={"1": 1}, offers_lost=("o-shoes",)))
+    # 30 + 50 earned: 70 repay the debt, 10 reach the balance
+    add(m.purchase(f"{c}-t3", at=T0 + 4 * DAY, lines=[line("1", "food", 1, 3000, offer="o-food")]))
+    # The rest of t1: 45 + 15 reversed on a balance of 10, debt 50
+    add(m.return_(f"{c}-r2", t1, at=T0 + 5 * DAY, quantities={"1": 1, "2": 3}))
+    # 200 + 50 earned: 50 repay the debt, balance 200
+    t4 = m.purchase(f"{c}-t4", at=T0 + 6 * DAY, lines=[line("1", "hats", 1, 20_000, offer="o-hats")])
+    add(t4)
+    # Voided: 250 reversed on 200, debt 50 again, one purchase less
+    add(m.return_(f"{c}-r3", t4, at=T0 + 7 * DAY, quantities={"1": 1}, offers_lost=("o-hats",), voided=True))
+    # The books back, the 200 points they were paid with refunded
+    add(m.return_(f"{c}-r4", t2, at=T0 + 8 * DAY, quantities={"1": 1}, refund=200))
+    return records, states
+
+
+def snapshot(repo: ProfileRepository, customer_id: str, since: datetime = T0) -> CustomerSnapshot:
+    snap = repo.load_customer(customer_id, receipts_since=since)
+    assert snap is not None
+    return snap
+
+
+def assert_matches(repo: ProfileRepository, m: Member) -> None:
+    snap = snapshot(repo, m.customer_id)
+    got = (snap.points_balance, snap.points_debt, snap.lifetime_value_minor, snap.purchase_count)
+    assert got == (m.balance, m.debt, m.ltv, m.purchases)
+    assert snap.offer_uses == {offer_id: n for offer_id, n in m.uses.items() if n}
+    # The ledger explains the balance net of debt.
+    assert repo.ledger_balance(m.customer_id) == snap.points_balance - snap.points_debt
+
+
+def count_rows(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def normalized(snap: CustomerSnapshot) -> CustomerSnapshot:
+    """The snapshot with the customer's id taken out of every id, to compare two customers' histories."""
+    cid = snap.customer_id
+
+    def receipt(r: StoredReceipt) -> StoredReceipt:
+        return replace(r, transaction_id=r.transaction_id.replace(cid, "*"), request_digest="", receipt=b"")
+
+    return replace(
+        snap,
+        customer_id="*",
+        display_name="",
+        receipts=[receipt(r) for r in snap.receipts],
+        return_receipts=[receipt(r) for r in snap.return_receipts],
+        returned={txn.replace(cid, "*"): lines for txn, lines in snap.returned.items()},
+    )
+
+
+# -- schema ----------------------------------------------------------------------------------------------------
+
+
+def test_migrate_to_head_twice_is_a_no_op_and_matches_models(
+    sql_engine: sa.Engine, sql_target: tuple[str, str | None]
+) -> None:
+    _, schema = sql_target
+    migrate(sql_engine, schema=schema)
+    migrate(sql_engine, schema=schema)
+    with sql_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD_REVISION]
+        assert compare_metadata(MigrationContext.configure(conn), profile_metadata()) == []
+        assert set(sa.inspect(conn).get_table_names()) == {*PROFILE_TABLES, "alembic_version"}
+
+
+@pytest.fixture(name="engine_at_0001")
+def fixture_engine_at_0001(sql_target: tuple[str, str | None]) -> Iterator[tuple[sa.Engine, str | None]]:
+    url, schema = sql_target
+    engine = make_engine(url, schema=schema)
+    try:
+        with write_engine(engine).begin() as conn:
+            if schema is not None:
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            command.upgrade(alembic_config(conn, schema=schema), "0001")
+        yield engine, schema
+    finally:
+        engine.dispose()
+
+
+def test_0002_upgrades_a_populated_0001_database_and_downgrades_back(
+    engine_at_0001: tuple[sa.Engine, str | None],
+) -> None:
+    engine, schema = engine_at_0001
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO customers (customer_id, display_name, tier, currency, lifetime_value_minor,"
+                " points_balance, purchase_count, propensity_json, created_at, updated_at)"
+                " VALUES ('old', 'Old', 'gold', 'USD', 100, 7, 1, '{}', :at, :at)"
+            ),
+            {"at": T0},
+        )
+    migrate(engine, schema=schema)
+    repo = ProfileRepository(engine)
+    snap = snapshot(repo, "old")
+    assert (snap.points_balance, snap.points_debt, snap.returned, snap.return_receipts) == (7, 0, {}, [])
+    m = Member("new")
+    bought = m.purchase("t1", at=T0, lines=[line("1", "food", 2, 1000, offer="o")])
+    assert repo.apply_records([bought, m.return_("r1", bought, at=T0 + DAY, quantities={"1": 1})]) == 2
+
+    with write_engine(engine).begin() as conn:
+        command.downgrade(alembic_config(conn, schema=schema), "0001")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        inspector = sa.inspect(conn)
+        assert {"returns", "return_lines", "return_offers"}.isdisjoint(inspector.get_table_names())
+        assert "points_debt" not in {c["name"] for c in inspector.get_columns("customers")}
+        balances = conn.execute(sa.text("SELECT customer_id, points_balance FROM customers")).all()
+        assert sorted(balances) == [("new", 60), ("old", 7)]
+    migrate(engine, schema=schema)
+    assert snapshot(repo, "old").points_balance == 7
+    assert snapshot(repo, "new").offer_uses == {"o": 1}  # the return went with the downgrade
+
+
+# -- write-behind ----------------------------------------------------------------------------------------------
+
+
+def test_purchase_partial_returns_then_the_rest(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+    records, states = story("c1")
+    for record, state in zip(records, states, strict=True):
+        assert profile_repo.apply_records([record]) == 1
+        assert_matches(profile_repo, state)
+
+    final = states[-1]
+    # Ledger: 50 + 155 + (20 - 200) - 95 + 80 - 60 + 250 - 250 + (200 - 20) = 130 = 180 balance - 50 debt
+    # (a refund reaches the balance, it does not repay debt).
+    assert (final.balance, final.debt, final.purchases) == (180, 50, 3)
+    assert final.uses == {"o-shoes": 0, "o-food": 1, "o-hats": 0}
+    snap = snapshot(profile_repo, "c1")
+    assert snap.offer_uses == {"o-food": 1}
+    assert snap.returned == {"c1-t1": {"1": 2, "2": 3}, "c1-t2": {"1": 1}, "c1-t4": {"1": 1}}
+    assert [r.transaction_id for r in snap.return_receipts] == ["c1-r1", "c1-r2", "c1-r3", "c1-r4"]
+    assert [r.transaction_id for r in snap.receipts] == ["c1-t1", "c1-t2", "c1-t3", "c1-t4"]
+    with sql_engine.connect() as conn:
+        kinds = conn.execute(
+            sa.text("SELECT kind, transaction_id, points FROM points_ledger WHERE entry_id LIKE 'c1-r%'")
+        ).all()
+        voided = conn.execute(sa.text("SELECT return_id FROM returns WHERE voided")).scalars().all()
+        lost = conn.execute(sa.text("SELECT transaction_id, offer_id, return_id FROM return_offers")).all()
+    # A return's ledger entries belong to the purchase they correct.
+    assert sorted(kinds) == [
+        ("refund", "c1-t2", 200),
+        ("reverse", "c1-t1", -95),
+        ("reverse", "c1-t1", -60),
+        ("reverse", "c1-t2", -20),
+        ("reverse", "c1-t4", -250),
+    ]
+    assert voided == ["c1-r3"]
+    assert sorted(lost) == [("c1-t1", "o-shoes", "c1-r1"), ("c1-t4", "o-hats", "c1-r3")]
+    assert count_rows(sql_engine, "return_lines") == 5
+
+
+def test_reapplying_returns_changes_nothing(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+    records, states = story("c1")
+    assert profile_repo.apply_records(records) == len(records)
+    assert_matches(profile_repo, states[-1])
+    before = snapshot(profile_repo, "c1")
+    tables = ("customers", "returns", "return_lines", "return_offers", "points_ledger", "applied_events")
+    rows = {t: count_rows(sql_engine, t) for t in tables}
+
+    assert profile_repo.apply_records(records) == 0
+    assert profile_repo.apply_records(records[::-1] + records) == 0
+    for record in records:
+        assert profile_repo.apply_records([record]) == 0
+    assert snapshot(profile_repo, "c1") == before
+    assert {t: count_rows(sql_engine, t) for t in tables} == rows
+
+
+def test_any_order_that_keeps_returns_after_their_purchases_gives_the_same_profile(
+    profile_repo: ProfileRepository,
+) -> None:
+    in_order, states = story("a")
+    crm, t1, t2, r1, t3, r2, t4, r3, r4 = story("b")[0]
+    # One record per batch, in an order a late claimed entry could produce.
+    for record in (t4, r3, t2, crm, t1, r2, r4, t3, r1):
+        assert profile_repo.apply_records([record]) == 1
+    # One batch listing every return before its purchase: purchases are written first.
+    shuffled = story("c")[0][::-1]
+    assert profile_repo.apply_records(shuffled) == len(shuffled)
+    assert profile_repo.apply_records(in_order) == len(in_order)
+
+    expected = normalized(snapshot(profile_repo, "a"))
+    assert normalized(snapshot(profile_repo, "b")) == expected
+    assert normalized(snapshot(profile_repo, "c")) == expected
+    for customer_id in ("a", "b", "c"):
+        assert_matches(profile_repo, replace(states[-1], customer_id=customer_id))
+
+
+def test_a_return_whose_purchase_is_not_in_sql_fails_the_batch_and_applies_on_retry(
+    profile_repo: ProfileRepository, sql_engine: sa.Engine
+) -> None:
+    crm, t1, t2, r1, *_ = story("c1")[0]
+    _, states = story("c1")
+    batch = [crm, t2, r1]  # t1 is still pending at a dead writer
+    with pytest.raises(PurchaseNotApplied) as failure:
+        profile_repo.apply_records(batch)
+    assert failure.value.missing == {r1.event_id: ("c1-r1", "c1-t1")}
+    assert str(failure.value).endswith("retry later: return c1-r1 of c1-t1")
+    # Nothing of the batch was written, not even its guard rows: the writer will retry all of it.
+    for table in ("applied_events", "customers", "purchases", "returns", "points_ledger"):
+        assert count_rows(sql_engine, table) == 0
+
+    assert profile_repo.apply_records([t1]) == 1
+    assert profile_repo.apply_records(batch) == 3
+    assert_matches(profile_repo, states[3])
+
+
+def test_a_return_of_a_purchase_refused_in_the_same_batch_is_skipped_with_it(
+    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = Member("c1")
+    stored = m.purchase("t-stored", at=T0, lines=[line("1", "food", 1, 1000)])
+    assert profile_repo.apply_records([stored]) == 1
+    # A purchase whose ledger entry id is already taken: SQL refuses it for good, and so its return.
+    clash = replace(
+        m.purchase("t-clash", at=T0 + DAY, lines=[line("1", "food", 1, 2000)]),
+        ledger=[LedgerEntry(entry_id="t-stored:earn", kind="earn", points=20)],
+    )
+    undo = m.return_("r-clash", clash, at=T0 + 2 * DAY, quantities={"1": 1})
+    fine = Member("c2").purchase("t-fine", at=T0, lines=[line("1", "food", 1, 500)])
+    assert profile_repo.apply_records([undo, clash, fine]) == 1
+    assert "purchase:c1:t-clash" in caplog.text and "return:c1:r-clash" in caplog.text
+    snap = snapshot(profile_repo, "c1")
+    assert (snap.points_balance, snap.points_debt, snap.purchase_count) == (10, 0, 1)
+    assert profile_repo.get_return_receipt("r-clash") is None
+    assert snapshot(profile_repo, "c2").purchase_count == 1
+    # Later, on its own, SQL cannot tell a refused purchase from one not written yet: the return waits for it.
+    with pytest.raises(PurchaseNotApplied):
+        profile_repo.apply_records([undo])
+
+
+def test_a_return_naming_another_customers_purchase_is_refused(
+    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = Member("owner")
+    bought = owner.purchase("t1", at=T0, lines=[line("1", "food", 2, 1000)])
+    assert profile_repo.apply_records([bought]) == 1
+    stranger = Member("stranger", balance=100)
+    wrong = stranger.return_("r-wrong", bought, at=T0 + DAY, quantities={"1": 1})
+    right = owner.return_("r-right", bought, at=T0 + DAY, quantities={"1": 1})
+    assert profile_repo.apply_records([wrong, right]) == 1
+    assert "return:stranger:r-wrong" in caplog.text
+    assert profile_repo.returned_quantities("t1") == {"1": 1}
+    assert_matches(profile_repo, owner)
+
+
+def test_an_offer_lost_twice_is_given_back_once(profile_repo: ProfileRepository) -> None:
+    m = Member("c1", balance=1000)
+    t1 = m.purchase("t1", at=T0, lines=[line("1", "shoes", 2, 4500, offer="o-shoes")])
+    t2 = m.purchase("t2", at=T0 + DAY, lines=[line("1", "shoes", 1, 4500, offer="o-shoes")])
+    r1 = m.return_("r1", t1, at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=("o-shoes",))
+    # A second return of t1 naming the same offer again (the bonus is already gone) gives no second use back.
+    r2 = replace(m.return_("r2", t1, at=T0 + 3 * DAY, quantities={"1": 1}), offers_lost=["o-shoes"])
+    assert profile_repo.apply_records([t1, t2, r1, r2]) == 4
+    assert snapshot(profile_repo, "c1").offer_uses == {"o-shoes": 1}
+    assert profile_repo.returned_quantities("t1") == {"1": 2}
+
+
+def test_debt_repaid_by_a_purchase_moves_debt_not_balance(profile_repo: ProfileRepository) -> None:
+    m = Member("c1")
+    t1 = m.purchase("t1", at=T0, lines=[line("1", "tv", 1, 50_000)])  # 500 points
+    t2 = m.purchase("t2", at=T0 + DAY, lines=[line("1", "food", 1, 1000)], redeem=450)  # 510 - 450 = 60
+    r1 = m.return_("r1", t1, at=T0 + 2 * DAY, quantities={"1": 1})  # 500 reversed on 60: debt 440
+    t3 = m.purchase("t3", at=T0 + 3 * DAY, lines=[line("1", "sofa", 1, 30_000)])  # 300 repay debt: 140 left
+    t4 = m.purchase("t4", at=T0 + 4 * DAY, lines=[line("1", "bed", 1, 20_000)])  # 140 repaid, 60 to the balance
+    assert (t3.debt_repaid, t4.debt_repaid) == (300, 140)
+    for record, expected in ((t1, 500), (t2, 60), (r1, 0), (t3, 0), (t4, 60)):
+        profile_repo.apply_records([record])
+        assert snapshot(profile_repo, "c1").points_balance == expected
+    assert (m.balance, m.debt) == (60, 0)
+    assert_matches(profile_repo, m)
+
+
+# -- reads -----------------------------------------------------------------------------------------------------
+
+
+def test_load_customer_windows_returns_by_their_own_times(profile_repo: ProfileRepository) -> None:
+    records, states = story("c1")
+    profile_repo.apply_records(records)
+    # t4 (day 6) is the only purchase in the window; r3 and r4 (days 7, 8) the only returns.
+    snap = snapshot(profile_repo, "c1", since=T0 + 6 * DAY)
+    assert [r.transaction_id for r in snap.receipts] == ["c1-t4"]
+    assert snap.returned == {"c1-t4": {"1": 1}}
+    assert [r.transaction_id for r in snap.return_receipts] == ["c1-r3", "c1-r4"]
+    r3 = snap.return_receipts[0]
+    assert r3 == StoredReceipt(
+        transaction_id="c1-r3",
+        request_digest=hashlib.sha256(b"c1-r3").hexdigest(),
+        receipt=b"return:c1-r3",
+        committed_at=committed(T0 + 7 * DAY),
+    )
+    assert r3.committed_at.utcoffset() == timedelta(0)
+    # The profile itself does not depend on the window.
+    assert (snap.points_debt, snap.offer_uses) == (states[-1].debt, {"o-food": 1})
+
+    assert profile_repo.get_return_receipt("c1-r3") == r3
+    assert profile_repo.get_return_receipt("c1-t1") is None
+    assert profile_repo.returned_quantities("c1-t1") == {"1": 2, "2": 3}
+    assert profile_repo.returned_quantities("c1-t3") == {}
+    assert profile_repo.returned_quantities("missing") == {}
+    stored = profile_repo.get_purchase_receipt("c1-t1")
+    assert stored is not None and stored.receipt == b"purchase:c1-t1"
+
+
+def test_a_customer_without_returns_has_no_debt_and_nothing_returned(profile_repo: ProfileRepository) -> None:
+    m = Member("c1")
+    profile_repo.apply_records([m.purchase("t1", at=T0, lines=[line("1", "food", 1, 1000, offer="o")])])
+    snap = snapshot(profile_repo, "c1")
+    assert (snap.points_debt, snap.returned, snap.return_receipts, snap.offer_uses) == (0, {}, [], {"o": 1})
+
+
+# -- the writer retries a return whose purchase it does not hold -----------------------------------------------
+
+
+@pytest.fixture(name="outbox")
+async def fixture_outbox(redis_url: str) -> AsyncIterator[tuple[aioredis.Redis, Keys]]:
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = new_prefix()
+    yield client, Keys(prefix, 1)
+    await client.aclose()
+    delete_prefix(redis_url, prefix)
+
+
+async def test_writer_retries_a_return_until_the_purchase_a_dead_writer_held_is_written(
+    outbox: tuple[aioredis.Redis, Keys], profile_repo: ProfileRepository
+) -> None:
+    client, keys = outbox
+    m = Member("c1")
+    crm = m.crm(at=T0, balance=10, ltv=0)
+    t1 = m.purchase("t1", at=T0 + DAY, lines=[line("1", "shoes", 1, 4500, offer="o-shoes")])
+    r1 = m.return_("r1", t1, at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=("o-shoes",))
+    dead = OutboxWriter(client, keys, profile_repo, consumer="dead")
+    await dead.ensure_groups()
+    stream = keys.outbox(0)
+    # The upsert script writes a customer record's deltas beside it.
+    await client.xadd(stream, {"r": dump_record(crm), "balance_delta": "10", "ltv_delta": "0"})
+    for record in (t1, r1):
+        await client.xadd(stream, {"r": dump_record(record)})
+    # The dead writer read the customer and the purchase, then died before writing them.
+    await client.xreadgroup(GROUP, "dead", {stream: ">"}, count=2)
+
+    survivor = OutboxWriter(client, keys, profile_repo, consumer="survivor", claim_idle_ms=60_000)
+    assert await survivor.run_once() == 0  # only the return is free: refused for now, left pending
+    assert survivor.stats.failures == 1
+    assert await survivor.backlog() == 3
+    assert profile_repo.get_return_receipt("r1") is None
+
+    # Once the dead writer's entries are idle long enough, the survivor claims them beside its pending return.
+    survivor = OutboxWriter(client, keys, profile_repo, consumer="survivor", claim_idle_ms=0)
+    await survivor.drain(timeout_s=5)
+    assert await survivor.backlog() == 0
+    assert survivor.stats.applied == 3
+    assert profile_repo.get_return_receipt("r1") is not None
+    assert_matches(profile_repo, m)
