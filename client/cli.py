@@ -171,12 +171,31 @@ def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
         f"{profile.customer_id}{name}",
         f"tier: {profile.tier or '-'}",
         f"lifetime value: {format_money(profile.lifetime_value_minor, profile.currency or 'USD')}",
-        f"points balance: {profile.points_balance}",
+        f"points balance: {profile.points_balance}" + (f" (debt {profile.points_debt})" if profile.points_debt else ""),
         f"categories: {', '.join(profile.categories_purchased) or '-'}",
         f"purchases: {profile.purchase_count}, last {format_time(profile.last_purchase_at, unset='never')}",
     ]
     if profile.HasField("home_location"):
         out.append(f"home: {profile.home_location.latitude:.4f}, {profile.home_location.longitude:.4f}")
+    return out
+
+
+def format_return(receipt: offer_service_pb2.ReturnReceipt) -> list[str]:
+    kind = "void" if receipt.voided else "return"
+    head = f"{kind} {receipt.return_id} of {receipt.transaction_id}" + (" (replayed)" if receipt.replayed else "")
+    out = [head, f"returned at {format_time(receipt.returned_at)}"]
+    out += [
+        f"line {line.line_id}: {line.quantity} back, {line.points_reversed} points taken back, "
+        f"{format_money(line.value_minor, receipt.currency or 'USD')}"
+        for line in receipt.lines
+    ]
+    out += list(receipt.explanations)
+    out.append(
+        f"points: {receipt.points_reversed} taken back, {receipt.points_refunded} refunded, "
+        f"balance {receipt.balance_before} -> {receipt.balance_after}"
+    )
+    if receipt.points_debt_after or receipt.points_debt_before:
+        out.append(f"points debt: {receipt.points_debt_before} -> {receipt.points_debt_after}")
     return out
 
 
@@ -260,6 +279,27 @@ def cmd_commit(args: argparse.Namespace, client: PosOffersClient) -> Result:
         print(f"transaction id: {txn}")
     receipt = client.commit_purchase(txn, basket)
     return receipt, format_receipt(receipt, basket)
+
+
+def _return_line(text: str) -> tuple[str, int]:
+    line_id, sep, qty = text.rpartition(":")
+    if not sep or not line_id or not qty.isdigit():
+        raise UsageError(f"--line {text!r}: expected LINE_ID:QTY")
+    return line_id, int(qty)
+
+
+def cmd_return(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    lines = [_return_line(text) for text in args.line]
+    return_id = args.return_id or f"ret-{new_transaction_id().removeprefix('txn-')}"
+    if not args.return_id and not args.json:
+        print(f"return id: {return_id}")  # printed first, so a timed-out return can be retried with it
+    receipt = client.return_purchase(return_id, args.txn, args.customer, lines)
+    return receipt, format_return(receipt)
+
+
+def cmd_void(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    receipt = client.void_purchase(args.txn, args.customer)
+    return receipt, format_return(receipt)
 
 
 def cmd_profile(args: argparse.Namespace, client: PosOffersClient) -> Result:
@@ -385,6 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(commands, "commit", cmd_commit, "commit a purchase once per transaction id; prints the receipt")
     _add_basket_options(p)
     p.add_argument("--txn", default="", metavar="TXN_ID", help="idempotency key (default: a new one, printed)")
+
+    p = command(commands, "return", cmd_return, "take back lines of a purchase, once per return id")
+    p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--txn", required=True, metavar="TXN_ID", help="the purchase's transaction id")
+    p.add_argument("--line", action="append", required=True, metavar="LINE_ID:QTY", help="repeat for more lines")
+    p.add_argument("--return-id", default="", help="idempotency key (default: a new one, printed)")
+
+    p = command(commands, "void", cmd_void, "undo a purchase whole, on its business day")
+    p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--txn", required=True, metavar="TXN_ID")
 
     p = command(commands, "profile", cmd_profile, "a customer's tier, lifetime value, points and categories")
     p.add_argument("customer", metavar="CUSTOMER")

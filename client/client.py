@@ -33,7 +33,8 @@ DEFAULT_TARGET: Final = "127.0.0.1:50051"
 LineTuple = tuple[str, str, str, int, int]
 
 # Only calls that are safe to repeat are retried. CommitPurchase is: the server keys it by transaction_id and
-# returns the stored receipt on a retry. Upserts are keyed by id; archiving twice leaves the same state.
+# returns the stored receipt on a retry; ReturnPurchase likewise by return_id, VoidPurchase by transaction_id.
+# Upserts are keyed by id; archiving twice leaves the same state.
 IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
     ("posoffers.v1.OfferService", None),  # None = every method of the service
     ("posoffers.v1.OfferAdmin", "GetOffer"),
@@ -231,6 +232,31 @@ class PosOffersClient:
     def get_profile(self, customer_id: str, *, timeout: float | None = None) -> types_pb2.CustomerProfile:
         request = offer_service_pb2.GetProfileRequest(customer_id=customer_id)
         return self._call(self._offers.GetProfile, request, timeout)
+
+    def return_purchase(
+        self,
+        return_id: str,
+        transaction_id: str,
+        customer_id: str,
+        lines: Iterable[tuple[str, int]],
+        *,
+        timeout: float | None = None,
+    ) -> offer_service_pb2.ReturnReceipt:
+        """Take back (line_id, quantity) of a purchase, once per return_id; a retry returns the stored receipt."""
+        request = offer_service_pb2.ReturnPurchaseRequest(
+            return_id=return_id,
+            transaction_id=transaction_id,
+            customer_id=customer_id,
+            lines=[offer_service_pb2.ReturnLine(line_id=line_id, quantity=qty) for line_id, qty in lines],
+        )
+        return self._call(self._offers.ReturnPurchase, request, timeout)
+
+    def void_purchase(
+        self, transaction_id: str, customer_id: str, *, timeout: float | None = None
+    ) -> offer_service_pb2.ReturnReceipt:
+        """Undo a purchase whole, on its business day."""
+        request = offer_service_pb2.VoidPurchaseRequest(transaction_id=transaction_id, customer_id=customer_id)
+        return self._call(self._offers.VoidPurchase, request, timeout)
 
     # OfferAdmin
 

@@ -340,3 +340,53 @@ def test_admin_commands(capsys: pytest.CaptureFixture[str], server_target: str, 
     assert code == 0, err
     assert "tier: silver" in out
     assert "lifetime value: USD 123.45" in out
+
+
+def test_return_and_void_by_hand(
+    server_target: str, fresh_customer_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--target", server_target]
+    line_args = ["--line", "DRESS-RED:dresses:1:120.00", "--line", "SHOE-BLK:shoes:1:89.00"]
+    assert (
+        main([*base, "commit", fresh_customer_id, "--store", "soho", "--txn", f"t-{fresh_customer_id}", *line_args])
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                *base,
+                "return",
+                fresh_customer_id,
+                "--txn",
+                f"t-{fresh_customer_id}",
+                "--line",
+                "2:1",
+                "--return-id",
+                "r1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "209 taken back" in out and "balance 829 -> 620" in out
+    assert (
+        main(
+            [
+                *base,
+                "return",
+                fresh_customer_id,
+                "--txn",
+                f"t-{fresh_customer_id}",
+                "--line",
+                "2:1",
+                "--return-id",
+                "r1",
+            ]
+        )
+        == 0
+    )
+    assert "(replayed)" in capsys.readouterr().out
+    assert main([*base, "void", fresh_customer_id, "--txn", f"t-{fresh_customer_id}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("void ") and "-> 500" in out
