@@ -69,6 +69,24 @@ class Reward:
     amount_off_minor: int = 0
 
 
+class OfferStatus(IntEnum):
+    """Where an offer is in its life: only ACTIVE offers are listed or applied (and only within their dates)."""
+
+    ACTIVE = 0  # the default, so offers defined before statuses existed stay live
+    DRAFT = 1
+    PAUSED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Daypart:
+    """A weekly window in the store's local time: weekdays 0 = Monday .. 6 = Sunday (empty = every day);
+    minutes since local midnight, start inclusive, end exclusive (end <= start wraps past midnight)."""
+
+    weekdays: frozenset[int] = frozenset()
+    start_minute: int = 0
+    end_minute: int = 24 * 60
+
+
 @dataclass(frozen=True, slots=True)
 class Offer:
     offer_id: str
@@ -86,6 +104,8 @@ class Offer:
     archived: bool = False
     version: int = 0
     updated_at: datetime | None = None
+    status: OfferStatus = OfferStatus.ACTIVE
+    dayparts: tuple[Daypart, ...] = ()  # empty = any time; else valid inside any one of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +212,16 @@ class AppliedOffer:
 
 
 @dataclass(frozen=True, slots=True)
+class NotApplied:
+    """An offer whose condition the basket met but that did not apply, and why (lost an exclusive group, its lines
+    already multiplied, sold out, outside its daypart)."""
+
+    offer_id: str
+    title: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class NearMiss:
     offer_id: str
     title: str
@@ -217,6 +247,7 @@ class BasketEvaluation:
     catalog_version: int
     points_debt_before: int = 0
     points_debt_repaid: int = 0  # taken from points_earned before they reach the balance
+    not_applied: tuple[NotApplied, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
