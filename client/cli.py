@@ -200,7 +200,8 @@ def format_return(receipt: offer_service_pb2.ReturnReceipt) -> list[str]:
 
 
 def format_offer_row(offer: types_pb2.Offer) -> str:
-    archived = " [archived]" if offer.archived else ""
+    status = {types_pb2.OFFER_STATUS_DRAFT: " [draft]", types_pb2.OFFER_STATUS_PAUSED: " [paused]"}
+    archived = " [archived]" if offer.archived else status.get(offer.status, "")
     return f"{offer.offer_id} v{offer.version}{archived} | {offer.title} | ends {format_time(offer.ends_at, 'never')}"
 
 
@@ -329,6 +330,16 @@ def cmd_admin_archive(args: argparse.Namespace, client: PosOffersClient) -> Resu
     return offer, [format_offer_row(offer)]
 
 
+def cmd_admin_pause(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    offer = client.pause_offer(args.offer_id)
+    return offer, [format_offer_row(offer)]
+
+
+def cmd_admin_resume(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    offer = client.resume_offer(args.offer_id)
+    return offer, [format_offer_row(offer)]
+
+
 def cmd_admin_upsert_store(args: argparse.Namespace, client: PosOffersClient) -> Result:
     store = types_pb2.Store(
         store_id=args.id,
@@ -448,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(admin_commands, "upsert-offer", cmd_admin_upsert_offer, "create or replace an offer from JSON")
     p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.Offer as JSON; - reads stdin")
     p = command(admin_commands, "archive", cmd_admin_archive, "archive an offer")
+    p.add_argument("offer_id", metavar="OFFER_ID")
+    p = command(admin_commands, "pause", cmd_admin_pause, "stop an offer being listed or applied")
+    p.add_argument("offer_id", metavar="OFFER_ID")
+    p = command(admin_commands, "resume", cmd_admin_resume, "make a paused or draft offer active again")
     p.add_argument("offer_id", metavar="OFFER_ID")
     p = command(admin_commands, "upsert-store", cmd_admin_upsert_store, "create or replace a store")
     p.add_argument("--id", required=True)

@@ -43,6 +43,8 @@ IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
     ("posoffers.v1.OfferAdmin", "UpsertStore"),
     ("posoffers.v1.OfferAdmin", "UpsertCustomer"),
     ("posoffers.v1.OfferAdmin", "ArchiveOffer"),
+    ("posoffers.v1.OfferAdmin", "PauseOffer"),
+    ("posoffers.v1.OfferAdmin", "ResumeOffer"),
 )
 
 # gRPC caps retry attempts at 5 whatever the config says; we refuse more rather than silently cap.
@@ -292,6 +294,12 @@ class PosOffersClient:
             token = page.next_page_token
             if not token:
                 return
+
+    def pause_offer(self, offer_id: str, *, timeout: float | None = None) -> types_pb2.Offer:
+        return self._call(self._admin.PauseOffer, admin_service_pb2.PauseOfferRequest(offer_id=offer_id), timeout)
+
+    def resume_offer(self, offer_id: str, *, timeout: float | None = None) -> types_pb2.Offer:
+        return self._call(self._admin.ResumeOffer, admin_service_pb2.ResumeOfferRequest(offer_id=offer_id), timeout)
 
     def archive_offer(self, offer_id: str, *, timeout: float | None = None) -> types_pb2.Offer:
         return self._call(self._admin.ArchiveOffer, admin_service_pb2.ArchiveOfferRequest(offer_id=offer_id), timeout)

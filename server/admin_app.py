@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from posoffers.v1 import types_pb2 as pb
 
 from server.catalog import CatalogCache, OfferRow
-from server.engine.errors import InvalidArgument, NotFound
+from server.engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.engine.model import Offer, Store
 from server.engine.validation import validate_id, validate_offer, validate_store
 from server.observe import sql_call
@@ -112,15 +112,39 @@ class AdminApp:
         token = base64.urlsafe_b64encode(offers[-1].offer_id.encode()).decode() if len(rows) > size else ""
         return offers, token
 
+    async def _rewrite(self, offer: pb.Offer) -> pb.Offer:
+        """Stores a changed definition as the offer's next version and publishes it."""
+        definition = json_format.MessageToJson(_normalise(offer), preserving_proto_field_name=True, indent=None)
+        with sql_call("upsert_offer"):
+            await asyncio.to_thread(self._repo.upsert_offer, offer.offer_id, offer.title, definition, offer.archived)
+        await self._published()
+        return await self.get_offer(offer.offer_id)
+
     async def archive_offer(self, offer_id: str) -> pb.Offer:
         offer = await self.get_offer(offer_id)
-        if not offer.archived:
-            offer.archived = True
-            definition = json_format.MessageToJson(_normalise(offer), preserving_proto_field_name=True, indent=None)
-            with sql_call("upsert_offer"):
-                await asyncio.to_thread(self._repo.upsert_offer, offer.offer_id, offer.title, definition, True)
-            await self._published()
-        return await self.get_offer(offer_id)
+        if offer.archived:
+            return offer
+        offer.archived = True
+        return await self._rewrite(offer)
+
+    async def pause_offer(self, offer_id: str) -> pb.Offer:
+        offer = await self.get_offer(offer_id)
+        if offer.archived:
+            raise FailedPrecondition(f"offer {offer_id!r} is archived", reason="archived")
+        if offer.status == pb.OFFER_STATUS_PAUSED:
+            return offer
+        offer.status = pb.OFFER_STATUS_PAUSED
+        return await self._rewrite(offer)
+
+    async def resume_offer(self, offer_id: str) -> pb.Offer:
+        """Back to ACTIVE (also publishes a DRAFT)."""
+        offer = await self.get_offer(offer_id)
+        if offer.archived:
+            raise FailedPrecondition(f"offer {offer_id!r} is archived and cannot be resumed", reason="archived")
+        if offer.status in (pb.OFFER_STATUS_ACTIVE, pb.OFFER_STATUS_UNSPECIFIED):
+            return offer
+        offer.status = pb.OFFER_STATUS_ACTIVE
+        return await self._rewrite(offer)
 
     async def upsert_store(self, store: pb.Store) -> Store:
         engine_store = store_from_pb(store)

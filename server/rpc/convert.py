@@ -68,6 +68,34 @@ def _categories(values: object) -> frozenset[str]:
     return frozenset(str(v).strip().lower() for v in values)  # type: ignore[attr-defined]
 
 
+_STATUS_FROM_PB = {
+    pb.OFFER_STATUS_UNSPECIFIED: m.OfferStatus.ACTIVE,
+    pb.OFFER_STATUS_ACTIVE: m.OfferStatus.ACTIVE,
+    pb.OFFER_STATUS_DRAFT: m.OfferStatus.DRAFT,
+    pb.OFFER_STATUS_PAUSED: m.OfferStatus.PAUSED,
+}
+_STATUS_TO_PB = {
+    m.OfferStatus.ACTIVE: pb.OFFER_STATUS_ACTIVE,
+    m.OfferStatus.DRAFT: pb.OFFER_STATUS_DRAFT,
+    m.OfferStatus.PAUSED: pb.OFFER_STATUS_PAUSED,
+}
+
+
+def _status(value: int) -> m.OfferStatus:
+    try:
+        return _STATUS_FROM_PB[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument("offer.status", f"unknown value {value}") from None
+
+
+def _dayparts(parts: object) -> tuple[m.Daypart, ...]:
+    # The contract counts weekdays 1 = Monday .. 7 = Sunday (ISO); the engine 0 .. 6 like datetime.weekday().
+    return tuple(
+        m.Daypart(frozenset(d - 1 for d in part.weekdays), part.start_minute, part.end_minute)
+        for part in parts  # type: ignore[attr-defined]
+    )
+
+
 def offer_from_pb(offer: pb.Offer) -> m.Offer:
     e, c, r = offer.eligibility, offer.condition, offer.reward
     return m.Offer(
@@ -105,6 +133,8 @@ def offer_from_pb(offer: pb.Offer) -> m.Offer:
         archived=offer.archived,
         version=offer.version,
         updated_at=to_datetime(offer.updated_at, offer.HasField("updated_at"), "offer.updated_at"),
+        status=_status(offer.status),
+        dayparts=_dayparts(offer.dayparts),
     )
 
 
@@ -140,6 +170,15 @@ def offer_to_pb(offer: m.Offer) -> pb.Offer:
         exclusive_group=offer.exclusive_group,
         archived=offer.archived,
         version=offer.version,
+        status=_STATUS_TO_PB[offer.status],
+        dayparts=[
+            pb.Daypart(
+                weekdays=sorted(d + 1 for d in part.weekdays),
+                start_minute=part.start_minute,
+                end_minute=part.end_minute,
+            )
+            for part in offer.dayparts
+        ],
     )
     set_timestamp(out.starts_at, offer.starts_at)
     set_timestamp(out.ends_at, offer.ends_at)
@@ -239,6 +278,7 @@ def evaluation_to_pb(ev: m.BasketEvaluation) -> pb.BasketEvaluation:
             for a in ev.applied_offers
         ],
         near_misses=[pb.NearMiss(offer_id=n.offer_id, title=n.title, hint=n.hint) for n in ev.near_misses],
+        not_applied=[pb.NotApplied(offer_id=n.offer_id, title=n.title, reason=n.reason) for n in ev.not_applied],
         points_earned=ev.points_earned,
         points_redeemed=ev.points_redeemed,
         redeemed_value_minor=ev.redeemed_value_minor,

@@ -135,6 +135,12 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
     async def ArchiveOffer(self, request: admin_pb.ArchiveOfferRequest, context: Context) -> pb.Offer:
         return await self._admin.archive_offer(request.offer_id)
 
+    async def PauseOffer(self, request: admin_pb.PauseOfferRequest, context: Context) -> pb.Offer:
+        return await self._admin.pause_offer(request.offer_id)
+
+    async def ResumeOffer(self, request: admin_pb.ResumeOfferRequest, context: Context) -> pb.Offer:
+        return await self._admin.resume_offer(request.offer_id)
+
     async def UpsertStore(self, request: admin_pb.UpsertStoreRequest, context: Context) -> pb.Store:
         _required(request, "store")
         return convert.store_to_pb(await self._admin.upsert_store(request.store))
