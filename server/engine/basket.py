@@ -17,8 +17,9 @@ from server.engine.describe import (
     describe_basket_against,
     describe_reward,
     spend_more_phrase,
+    worth_phrase,
 )
-from server.engine.eligibility import check_eligibility
+from server.engine.eligibility import WOULD_QUALIFY_BUT, check_eligibility
 from server.engine.errors import FailedPrecondition, InvalidArgument
 from server.engine.model import (
     AppliedOffer,
@@ -30,6 +31,7 @@ from server.engine.model import (
     LineItem,
     LineResult,
     NearMiss,
+    NotApplied,
     Offer,
     OfferContext,
     PointsPolicy,
@@ -46,7 +48,7 @@ class _Line:
     item: LineItem
     total: int
     discount: int = 0
-    claimed: bool = False  # by a POINTS_MULTIPLIER offer; a line is multiplied at most once
+    claimed_by: Offer | None = None  # the POINTS_MULTIPLIER offer multiplying it; a line is multiplied at most once
 
     @property
     def remaining(self) -> int:
@@ -60,6 +62,29 @@ class _Candidate:
     offer: Offer
     units: int
     spend_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Worth:
+    """What an offer is worth on a basket by itself: discount and points, and both as one comparable number."""
+
+    discount_minor: int
+    points: int
+    scaled: int  # rewards.value_scaled of the two
+
+    def phrase(self, currency: str, mpu: int, policy: PointsPolicy) -> str:
+        points_value = self.points * mpu // policy.redeem_points_per_unit
+        return worth_phrase(self.discount_minor, self.points, points_value, currency)
+
+
+@dataclass(slots=True)
+class _Contest:
+    """One exclusive group on this basket: the member that applies and the members it beat, with their worth."""
+
+    group: str
+    winner: Offer
+    winner_worth: _Worth
+    losers: list[tuple[Offer, _Worth]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -130,6 +155,14 @@ def _miss_hint(offer: Offer, units: int, spend: int, has_target: bool, currency:
     return " and ".join(parts) + " to earn " + describe_reward(reward, currency)
 
 
+@dataclass(slots=True)
+class _Screened:
+    candidates: list[_Candidate] = field(default_factory=list)
+    misses: list[tuple[Offer, NearMiss]] = field(default_factory=list)
+    # Offers the basket would earn but for their daypart, her own uses or the total budget: (offer, refusal).
+    held_back: list[tuple[Offer, str]] = field(default_factory=list)
+
+
 def _screen(
     offers: Sequence[Offer],
     customer: CustomerState,
@@ -137,26 +170,30 @@ def _screen(
     ctx: OfferContext,
     catalog: Catalog,
     redemptions_used: Mapping[str, int] | None,
-) -> tuple[list[_Candidate], list[tuple[Offer, NearMiss]]]:
-    """Eligible offers split into those the basket earns and near misses (with what would earn them)."""
-    candidates: list[_Candidate] = []
-    misses: list[tuple[Offer, NearMiss]] = []
+) -> _Screened:
+    """Eligible offers split into those the basket earns and near misses (with what would earn them), plus the
+    offers the basket would earn that are held back by a WOULD_QUALIFY_BUT rule. Other ineligible offers vanish."""
+    screened = _Screened()
     for offer in offers:
-        if not check_eligibility(offer, customer, ctx, catalog, redemptions_used=redemptions_used).eligible:
+        verdict = check_eligibility(offer, customer, ctx, catalog, redemptions_used=redemptions_used)
+        if not verdict.eligible and verdict.rule not in WOULD_QUALIFY_BUT:
             continue
         units, spend = _required(offer.condition, basket.lines)
         met = units >= offer.condition.min_quantity and spend >= offer.condition.min_spend_minor
         has_target = any(_in_category(line, offer.reward.target_category) for line in basket.lines)
-        if met and has_target:
-            candidates.append(_Candidate(offer, units, spend))
+        if not verdict.eligible:
+            if met and has_target:
+                screened.held_back.append((offer, verdict.refusal))
+        elif met and has_target:
+            screened.candidates.append(_Candidate(offer, units, spend))
         else:
             hint = _miss_hint(offer, units, spend, has_target, basket.currency)
-            misses.append((offer, NearMiss(offer.offer_id, offer.title, hint)))
-    return candidates, misses
+            screened.misses.append((offer, NearMiss(offer.offer_id, offer.title, hint)))
+    return screened
 
 
-def _standalone_value(offer: Offer, lines: Sequence[_Line], mpu: int, policy: PointsPolicy) -> int:
-    """What the offer would be worth on this basket by itself (scaled, see rewards.value_scaled)."""
+def _standalone_worth(offer: Offer, lines: Sequence[_Line], mpu: int, policy: PointsPolicy) -> _Worth:
+    """What the offer would be worth on this basket by itself (list prices, before any other offer)."""
     reward = offer.reward
     targets = [line.total for line in lines if _in_category(line.item, reward.target_category)]
     points = discount = 0
@@ -168,22 +205,24 @@ def _standalone_value(offer: Offer, lines: Sequence[_Line], mpu: int, policy: Po
         discount = sum(targets) * reward.percent_off // 100
     elif reward.type == RewardType.AMOUNT_OFF:
         discount = min(reward.amount_off_minor, sum(targets))
-    return value_scaled(discount, points, mpu, policy)
+    return _Worth(discount, points, value_scaled(discount, points, mpu, policy))
 
 
-def _exclusive_losers(
+def _exclusive_contests(
     candidates: Sequence[_Candidate], lines: Sequence[_Line], mpu: int, policy: PointsPolicy
-) -> set[str]:
-    """Offer ids that lose their exclusive group to one worth more (tie: the lower offer_id wins)."""
-    groups: dict[str, list[Offer]] = {}
+) -> dict[str, _Contest]:
+    """Per exclusive group: the member worth most on this basket by itself (tie: the lower offer_id) and the
+    members it beat, best first."""
+    groups: dict[str, list[tuple[Offer, _Worth]]] = {}
     for candidate in candidates:
-        if candidate.offer.exclusive_group:
-            groups.setdefault(candidate.offer.exclusive_group, []).append(candidate.offer)
-    losers: set[str] = set()
-    for members in groups.values():
-        ranked = sorted(members, key=lambda o: (-_standalone_value(o, lines, mpu, policy), o.offer_id))
-        losers.update(offer.offer_id for offer in ranked[1:])
-    return losers
+        offer = candidate.offer
+        if offer.exclusive_group:
+            groups.setdefault(offer.exclusive_group, []).append((offer, _standalone_worth(offer, lines, mpu, policy)))
+    contests: dict[str, _Contest] = {}
+    for group, members in groups.items():
+        (winner, worth), *losers = sorted(members, key=lambda member: (-member[1].scaled, member[0].offer_id))
+        contests[group] = _Contest(group, winner, worth, losers)
+    return contests
 
 
 def _apply(candidate: _Candidate, lines: list[_Line], order: Sequence[int]) -> _Grant | None:
@@ -192,11 +231,11 @@ def _apply(candidate: _Candidate, lines: list[_Line], order: Sequence[int]) -> _
     targets = [i for i in order if _in_category(lines[i].item, reward.target_category)]
     grant = _Grant(candidate)
     if reward.type == RewardType.POINTS_MULTIPLIER:
-        grant.multiplied = [i for i in targets if not lines[i].claimed]
+        grant.multiplied = [i for i in targets if lines[i].claimed_by is None]
         if not grant.multiplied:
             return None
         for i in grant.multiplied:
-            lines[i].claimed = True
+            lines[i].claimed_by = candidate.offer
     elif reward.type == RewardType.BONUS_POINTS:
         shares = prorate(reward.bonus_points, [lines[i].total for i in targets])
         grant.bonus = dict(zip(targets, shares, strict=True))
@@ -215,7 +254,8 @@ def _apply(candidate: _Candidate, lines: list[_Line], order: Sequence[int]) -> _
     return grant
 
 
-def _explain(grant: _Grant, lines: Sequence[_Line], order: Sequence[int], currency: str) -> str:
+def _explain(grant: _Grant, lines: Sequence[_Line], order: Sequence[int], currency: str, won: str = "") -> str:
+    """What the offer gave, line by line; `won` (what it beat in its exclusive group) is appended when given."""
     offer = grant.candidate.offer
     effects: list[str] = []
     for i in order:
@@ -229,7 +269,44 @@ def _explain(grant: _Grant, lines: Sequence[_Line], order: Sequence[int], curren
         effects = [*effects[:_EXPLAIN_LINES], f"and {hidden} more {'line' if hidden == 1 else 'lines'}"]
     basket_text = describe_basket_against(offer.condition, grant.candidate.units, grant.candidate.spend_minor, currency)
     effect_text = ", ".join(effects) if effects else "nothing to add on this basket"
-    return f"{capitalize(describe_reward(offer.reward, currency))}: {basket_text}; {effect_text}"
+    text = f"{capitalize(describe_reward(offer.reward, currency))}: {basket_text}; {effect_text}"
+    return f"{text}; {won}" if won else text
+
+
+def _won_phrase(contest: _Contest, currency: str, mpu: int, policy: PointsPolicy) -> str:
+    """ "won exclusive group g1 over 'Y' (USD 20.00 off vs 500 points worth USD 5.00)"."""
+    mine = contest.winner_worth.phrase(currency, mpu, policy)
+    beaten = " and ".join(
+        f"'{loser.title}' ({mine} vs {worth.phrase(currency, mpu, policy)})" for loser, worth in contest.losers
+    )
+    return f"won exclusive group {contest.group} over {beaten}"
+
+
+def _lost_phrase(contest: _Contest, worth: _Worth, currency: str, mpu: int, policy: PointsPolicy) -> str:
+    """ "exclusive group g1: 'X' is worth more to the customer (USD 20.00 off vs 500 points worth USD 5.00)"."""
+    winner = contest.winner_worth
+    how = "is worth more to the customer" if winner.scaled > worth.scaled else "is worth as much and wins the tie"
+    versus = f"{winner.phrase(currency, mpu, policy)} vs {worth.phrase(currency, mpu, policy)}"
+    return f"exclusive group {contest.group}: '{contest.winner.title}' {how} ({versus})"
+
+
+def _claimed_phrase(candidate: _Candidate, lines: Sequence[_Line], grants: Sequence[_Grant]) -> str:
+    """ "its lines already earn 'Y'": a multiplier whose every target line another multiplier took first."""
+    targets = {i for i, line in enumerate(lines) if _in_category(line.item, candidate.offer.reward.target_category)}
+    claimers = [grant.candidate.offer.title for grant in grants if targets.intersection(grant.multiplied)]
+    return "its lines already earn " + " and ".join(f"'{title}'" for title in claimers)
+
+
+def redeemed_shares(redeemed_value_minor: int, lines: Sequence[LineItem], discounts: Sequence[int]) -> list[int]:
+    """Each line's part (basket order) of the value paid with points, in proportion to what the line costs after
+    discounts: exact (the shares sum to `redeemed_value_minor`), largest remainder, ties by line_id. No share
+    exceeds its line's cost when the value does not exceed the bill."""
+    order = sorted(range(len(lines)), key=lambda i: _line_key(lines[i]))
+    weights = [lines[i].total_minor - discounts[i] for i in order]
+    shares = [0] * len(lines)
+    for i, share in zip(order, prorate(redeemed_value_minor, weights), strict=True):
+        shares[i] = share
+    return shares
 
 
 def _redeemed_value(basket: Basket, bill_minor: int, mpu: int, policy: PointsPolicy) -> int:
@@ -256,9 +333,15 @@ def evaluate_basket(
 
     Offers apply by (-priority, offer_id). In an exclusive group only the offer worth most on this basket by
     itself applies. A line is multiplied by at most one POINTS_MULTIPLIER offer (the first to apply). Discounts
-    come before base points, which are earned on what the customer pays; multiplier bonuses use those base points.
-    Each line records which offer gave it how many bonus points (`bonus_by_offer`), what a later return takes back.
-    A points debt left by an earlier return is repaid first from the points earned; the rest reaches the balance.
+    come before base points, which are earned on what the customer pays in money: the line's total less its
+    discount and less its share of the value paid with points (see redeemed_shares); multiplier bonuses use those
+    base points. Each line records which offer gave it how many bonus points (`bonus_by_offer`), what a later return
+    takes back. A points debt left by an earlier return is repaid first from the points earned; the rest reaches
+    the balance.
+
+    `not_applied` says, in priority order, why offers the basket earns did not apply: lost their exclusive group,
+    their lines already multiplied, or held back by their daypart, her own uses or the total budget (only when the
+    basket meets their condition). An offer the basket misses stays a near miss only.
     Raises FailedPrecondition for insufficient points or points worth more than the bill.
     """
     _check_policy(policy)
@@ -271,15 +354,31 @@ def evaluate_basket(
     order = sorted(range(len(lines)), key=lambda i: _line_key(basket.lines[i]))
 
     offers = catalog.in_priority_order
-    candidates, misses = _screen(offers, customer, basket, ctx, catalog, redemptions_used)
-    losers = _exclusive_losers(candidates, lines, mpu, policy)
-    grants = [
-        grant
-        for candidate in candidates
-        if candidate.offer.offer_id not in losers and (grant := _apply(candidate, lines, order)) is not None
-    ]
+    screened = _screen(offers, customer, basket, ctx, catalog, redemptions_used)
+    contests = _exclusive_contests(screened.candidates, lines, mpu, policy)
+    lost = {
+        loser.offer_id: _lost_phrase(contest, worth, basket.currency, mpu, policy)
+        for contest in contests.values()
+        for loser, worth in contest.losers
+    }
+    not_applied: dict[str, str] = dict(lost)
+    grants: list[_Grant] = []
+    for candidate in screened.candidates:
+        if candidate.offer.offer_id in lost:
+            continue
+        grant = _apply(candidate, lines, order)
+        if grant is not None:
+            grants.append(grant)
+        elif candidate.offer.reward.type == RewardType.POINTS_MULTIPLIER:
+            not_applied[candidate.offer.offer_id] = _claimed_phrase(candidate, lines, grants)
+    for offer, refusal in screened.held_back:
+        not_applied[offer.offer_id] = refusal
 
-    bases = [base_points(line.remaining, mpu, policy) for line in lines]
+    subtotal = sum(line.total for line in lines)
+    total_discount = sum(line.discount for line in lines)
+    redeemed_value = _redeemed_value(basket, subtotal - total_discount, mpu, policy)
+    shares = redeemed_shares(redeemed_value, basket.lines, [line.discount for line in lines])
+    bases = [base_points(line.remaining - share, mpu, policy) for line, share in zip(lines, shares, strict=True)]
     for grant in grants:
         for i in grant.multiplied:
             grant.bonus[i] = multiplier_bonus(bases[i], grant.candidate.offer.reward.multiplier_percent)
@@ -299,23 +398,30 @@ def evaluate_basket(
         )
         for i, line in enumerate(lines)
     )
+    won = {
+        contest.winner.offer_id: _won_phrase(contest, basket.currency, mpu, policy)
+        for contest in contests.values()
+        if contest.losers
+    }
     applied = tuple(
         AppliedOffer(
             offer_id=grant.candidate.offer.offer_id,
             title=grant.candidate.offer.title,
             bonus_points=sum(grant.bonus.values()),
             discount_minor=sum(grant.discount.values()),
-            explanation=_explain(grant, lines, order, basket.currency),
+            explanation=_explain(grant, lines, order, basket.currency, won.get(grant.candidate.offer.offer_id, "")),
         )
         for grant in grants
     )
     # A near miss in a group that already paid out would tempt the customer toward nothing extra.
     paid_groups = {grant.candidate.offer.exclusive_group for grant in grants} - {""}
-    near = tuple(miss for offer, miss in misses if offer.exclusive_group not in paid_groups)
+    near = tuple(miss for offer, miss in screened.misses if offer.exclusive_group not in paid_groups)
+    why_not = tuple(
+        NotApplied(offer.offer_id, offer.title, not_applied[offer.offer_id])
+        for offer in offers
+        if offer.offer_id in not_applied
+    )
 
-    subtotal = sum(line.total for line in lines)
-    total_discount = sum(line.discount for line in lines)
-    redeemed_value = _redeemed_value(basket, subtotal - total_discount, mpu, policy)
     points_earned = sum(result.base_points + result.bonus_points for result in results)
     # A points debt (what a return took back beyond the balance) is repaid first from what this purchase earns.
     debt_before = max(customer.points_debt, 0)
@@ -338,4 +444,5 @@ def evaluate_basket(
         catalog_version=catalog.version,
         points_debt_before=debt_before,
         points_debt_repaid=debt_repaid,
+        not_applied=why_not,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from server.engine.model import Condition, Reward, RewardType
+from collections.abc import Sequence
+
+from server.engine.model import Condition, Daypart, Reward, RewardType
 from server.engine.money import format_minor
 
 _NAMED_MULTIPLIERS = {200: "double", 300: "triple", 400: "quadruple"}
@@ -104,3 +106,64 @@ def debt_repaid_phrase(repaid: int, debt_before: int) -> str:
     left = debt_before - repaid
     text = f"{points_phrase(repaid)} repay the points debt of {debt_before}"
     return f"{text}; {left} still owed" if left > 0 else text
+
+
+_WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MINUTES_PER_DAY = 24 * 60
+
+
+def clock_phrase(minute: int) -> str:
+    """Minutes since midnight as a 24-hour clock: 1020 -> "17:00", 1440 -> "24:00"."""
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def until_phrase(minute: int) -> str:
+    """When a window closes: "until 19:00", "until midnight"."""
+    return "until midnight" if minute % MINUTES_PER_DAY == 0 else f"until {clock_phrase(minute)}"
+
+
+def weekdays_phrase(weekdays: frozenset[int]) -> str:
+    """ "Mon–Fri", "Sat, Sun", "Fri–Mon"; "" for every day (empty or all seven). Runs of 3+ days use a dash."""
+    days = {day for day in weekdays if 0 <= day <= 6}
+    if not days or len(days) == 7:
+        return ""
+    # Start at the first day that follows a gap, so a run across the weekend (Fri–Mon) stays one run.
+    start = min(day for day in days if (day - 1) % 7 not in days)
+    runs: list[list[int]] = []
+    for step in range(7):
+        day = (start + step) % 7
+        if day not in days:
+            continue
+        if runs and (runs[-1][-1] + 1) % 7 == day:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    parts: list[str] = []
+    for run in runs:
+        if len(run) >= 3:
+            parts.append(f"{_WEEKDAY_NAMES[run[0]]}–{_WEEKDAY_NAMES[run[-1]]}")
+        else:
+            parts.extend(_WEEKDAY_NAMES[day] for day in run)
+    return ", ".join(parts)
+
+
+def daypart_phrase(daypart: Daypart) -> str:
+    """ "Mon–Fri 17:00–19:00", "Fri 22:00–02:00" (past midnight), "17:00–19:00" (every day)."""
+    hours = f"{clock_phrase(daypart.start_minute)}–{clock_phrase(daypart.end_minute)}"
+    days = weekdays_phrase(daypart.weekdays)
+    return f"{days} {hours}" if days else hours
+
+
+def dayparts_refusal(dayparts: Sequence[Daypart]) -> str:
+    """ "only Mon–Fri 17:00–19:00 (store time)"; several windows are joined with "or"."""
+    return "only " + " or ".join(daypart_phrase(part) for part in dayparts) + " (store time)"
+
+
+def worth_phrase(discount_minor: int, points: int, points_value_minor: int, currency: str) -> str:
+    """What a reward is worth to the customer: "USD 20.00 off", "500 points worth USD 5.00", "nothing"."""
+    parts: list[str] = []
+    if discount_minor:
+        parts.append(f"{format_minor(discount_minor, currency)} off")
+    if points:
+        parts.append(f"{points_phrase(points)} worth {format_minor(points_value_minor, currency)}")
+    return " + ".join(parts) if parts else "nothing"

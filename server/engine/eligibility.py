@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from server.engine.describe import format_km
+from server.engine.describe import MINUTES_PER_DAY, dayparts_refusal, format_km, until_phrase
 from server.engine.geo import distance_km
-from server.engine.model import Catalog, CustomerState, GeoPoint, Offer, OfferContext, Store
+from server.engine.model import Catalog, CustomerState, Daypart, GeoPoint, Offer, OfferContext, OfferStatus, Store
+
+# The rule a refusal comes from (Verdict.rule), in the order check_eligibility applies them.
+ARCHIVED = "archived"
+STATUS = "status"
+WINDOW = "window"
+CHANNEL = "channel"
+LIFETIME_VALUE = "lifetime_value"
+TIER = "tier"
+STORE = "store"
+DISTANCE = "distance"
+HISTORY = "history"
+DAYPART = "daypart"
+CUSTOMER_LIMIT = "customer_limit"
+TOTAL_LIMIT = "total_limit"
+# Checked last, so a refusal by one of these means every rule about who she is, where and when has passed: the offer
+# would be hers but for the hour, her own uses or the budget. The basket tells her so when it meets the condition.
+WOULD_QUALIFY_BUT = frozenset({DAYPART, CUSTOMER_LIMIT, TOTAL_LIMIT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +34,7 @@ class Verdict:
     eligible: bool
     reasons: tuple[str, ...]  # human positives for display, e.g. ("you buy dresses", "1.6 km from SoHo")
     refusal: str = ""  # why not, e.g. "lifetime value below 1000000", "already used 1 of 1", "ended"
+    rule: str = field(default="", compare=False)  # which rule refused (ARCHIVED, DAYPART, …); "" when eligible
 
 
 def as_aware(moment: datetime) -> datetime:
@@ -57,23 +76,36 @@ def _window_refusal(offer: Offer, now: datetime) -> str:
     return ""
 
 
-def _profile_refusal(offer: Offer, customer: CustomerState, ctx: OfferContext) -> str:
-    """The cheap checks that need no geometry: archive, time window, channel, value, tier, store."""
+def _status_refusal(offer: Offer) -> str:
+    if offer.status == OfferStatus.ACTIVE:
+        return ""
+    try:
+        return OfferStatus(offer.status).name.lower()  # "draft", "paused"
+    except ValueError:
+        return "not active"
+
+
+def _profile_refusal(offer: Offer, customer: CustomerState, ctx: OfferContext) -> tuple[str, str]:
+    """(rule, refusal) of the cheap checks that need no geometry: archive, status, dates, channel, value, tier,
+    store; both empty when they all pass."""
     rules = offer.eligibility
     if offer.archived:
-        return "archived"
+        return ARCHIVED, "archived"
+    status = _status_refusal(offer)
+    if status:
+        return STATUS, status
     window = _window_refusal(offer, ctx.now)
     if window:
-        return window
+        return WINDOW, window
     if rules.channels and ctx.channel not in rules.channels:
-        return "only on " + ", ".join(sorted(channel.name for channel in rules.channels))
+        return CHANNEL, "only on " + ", ".join(sorted(channel.name for channel in rules.channels))
     if customer.lifetime_value_minor < rules.min_lifetime_value_minor:
-        return f"lifetime value below {rules.min_lifetime_value_minor}"
+        return LIFETIME_VALUE, f"lifetime value below {rules.min_lifetime_value_minor}"
     if rules.tiers and customer.tier not in rules.tiers:
-        return "only for " + ", ".join(sorted(rules.tiers)) + " members"
+        return TIER, "only for " + ", ".join(sorted(rules.tiers)) + " members"
     if rules.store_ids and ctx.store_id and ctx.store_id not in rules.store_ids:
-        return f"not offered at store {ctx.store_id}"
-    return ""
+        return STORE, f"not offered at store {ctx.store_id}"
+    return "", ""
 
 
 def _distance_check(offer: Offer, customer: CustomerState, ctx: OfferContext, catalog: Catalog) -> tuple[str, str]:
@@ -109,14 +141,80 @@ def _history_check(offer: Offer, customer: CustomerState) -> tuple[str, str]:
     return reason, ""
 
 
-def _limit_refusal(offer: Offer, customer: CustomerState, redemptions_used: Mapping[str, int]) -> str:
+def relevant_store(offer: Offer, customer: CustomerState, ctx: OfferContext, catalog: Catalog) -> Store | None:
+    """The store whose clock an offer's dayparts follow: the till's store when the request names a known one, else
+    the eligible store nearest to her reference point (request location, else home); None (UTC) when neither."""
+    if ctx.store_id:
+        store = catalog.stores.get(ctx.store_id)
+        if store is not None:
+            return store
+    point = reference_point(customer, ctx, catalog)
+    if point is None:
+        return None
+    nearest = nearest_eligible_store(offer, point, catalog)
+    return None if nearest is None else nearest[0]
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return UTC  # validate_store refuses unknown zones; an old record must not break the till
+
+
+def local_time(moment: datetime, store: Store | None) -> datetime:
+    """`moment` on the store's wall clock (UTC without a store). The instant is converted, never offset by hand,
+    so daylight saving changes are exact."""
+    return as_aware(moment).astimezone(UTC if store is None else _zone(store.timezone))
+
+
+def _minutes_left(daypart: Daypart, local: datetime) -> int:
+    """Minutes until `daypart` closes if the local time falls inside it (its weekday counted from the day the window
+    started: Friday 22:00–02:00 covers Saturday 01:00), else 0."""
+    minute = local.hour * 60 + local.minute
+    start, end = daypart.start_minute, daypart.end_minute
+    weekday = local.weekday()
+    if start < end:
+        inside = start <= minute < end
+    elif minute >= start:  # wraps past midnight: the evening part, started today
+        inside = True
+    else:  # the part after midnight belongs to yesterday's window
+        inside = minute < end
+        weekday = (weekday - 1) % 7
+    if not inside or (daypart.weekdays and weekday not in daypart.weekdays):
+        return 0
+    return (end - minute) % MINUTES_PER_DAY or MINUTES_PER_DAY
+
+
+def current_daypart(dayparts: Sequence[Daypart], local: datetime) -> Daypart | None:
+    """The daypart `local` falls in (the one open longest when several are; ties: the first), else None."""
+    best: tuple[int, Daypart] | None = None
+    for daypart in dayparts:
+        left = _minutes_left(daypart, local)
+        if left and (best is None or left > best[0]):
+            best = (left, daypart)
+    return None if best is None else best[1]
+
+
+def _daypart_check(offer: Offer, customer: CustomerState, ctx: OfferContext, catalog: Catalog) -> tuple[str, str]:
+    """(reason, refusal) for the offer's dayparts in the relevant store's local time; both empty without dayparts."""
+    if not offer.dayparts:
+        return "", ""
+    local = local_time(ctx.now, relevant_store(offer, customer, ctx, catalog))
+    daypart = current_daypart(offer.dayparts, local)
+    if daypart is None:
+        return "", dayparts_refusal(offer.dayparts)
+    return f"happy hour {until_phrase(daypart.end_minute)}", ""
+
+
+def _limit_refusal(offer: Offer, customer: CustomerState, redemptions_used: Mapping[str, int]) -> tuple[str, str]:
     if offer.per_customer_limit > 0:
         used = customer.offer_uses.get(offer.offer_id, 0)
         if used >= offer.per_customer_limit:
-            return f"already used {used} of {offer.per_customer_limit}"
+            return CUSTOMER_LIMIT, f"already used {used} of {offer.per_customer_limit}"
     if offer.total_redemption_limit > 0 and redemptions_used.get(offer.offer_id, 0) >= offer.total_redemption_limit:
-        return "sold out"
-    return ""
+        return TOTAL_LIMIT, "sold out"
+    return "", ""
 
 
 def check_eligibility(
@@ -127,21 +225,26 @@ def check_eligibility(
     *,
     redemptions_used: Mapping[str, int] | None = None,
 ) -> Verdict:
-    """Whether `customer` may use `offer` now, in `ctx`; the first failing rule gives the refusal.
+    """Whether `customer` may use `offer` now, in `ctx`; the first failing rule gives the refusal and its rule.
 
-    Rules in order: archived, time window, channel, lifetime value, tier, store, distance, purchase history,
-    per-customer limit, total limit. Reasons list the history match first, then the distance.
+    Rules in order: archived, status (only ACTIVE offers), dates, channel, lifetime value, tier, store, distance,
+    purchase history, daypart (in the relevant store's local time, see relevant_store), per-customer limit, total
+    limit. Reasons list the history match first, then the distance, then until when the daypart lasts.
     """
-    refusal = _profile_refusal(offer, customer, ctx)
+    rule, refusal = _profile_refusal(offer, customer, ctx)
     if refusal:
-        return Verdict(False, (), refusal)
+        return Verdict(False, (), refusal, rule)
     near_reason, refusal = _distance_check(offer, customer, ctx, catalog)
     if refusal:
-        return Verdict(False, (), refusal)
+        return Verdict(False, (), refusal, DISTANCE)
     history_reason, refusal = _history_check(offer, customer)
     if refusal:
-        return Verdict(False, (), refusal)
-    refusal = _limit_refusal(offer, customer, redemptions_used or {})
+        return Verdict(False, (), refusal, HISTORY)
+    daypart_reason, refusal = _daypart_check(offer, customer, ctx, catalog)
     if refusal:
-        return Verdict(False, (), refusal)
-    return Verdict(True, tuple(reason for reason in (history_reason, near_reason) if reason))
+        return Verdict(False, (), refusal, DAYPART)
+    rule, refusal = _limit_refusal(offer, customer, redemptions_used or {})
+    if refusal:
+        return Verdict(False, (), refusal, rule)
+    reasons = (history_reason, near_reason, daypart_reason)
+    return Verdict(True, tuple(reason for reason in reasons if reason))

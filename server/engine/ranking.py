@@ -87,8 +87,10 @@ def list_active_offers(
     """Offers `customer` may use now, best first, at most `page_size`.
 
     score = engagement_likelihood × estimated_value_minor + PRIORITY_WEIGHT × priority, where the likelihood's
-    distance is from her reference point (request location, else till's store, else home) to the nearest eligible
-    store. Ties go to the lower offer_id, so the order is deterministic.
+    distance is from her reference point (request location, else home) to the nearest eligible store. Ties go to
+    the lower offer_id, so the order is deterministic. Only ACTIVE offers inside their dates and dayparts are
+    listed; a daypart follows the till's store's clock, else the nearest eligible store's (see
+    eligibility.relevant_store), and the reason then says until when it runs ("happy hour until 19:00").
     """
     if page_size <= 0:
         return ()

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from server.engine import money
 from server.engine.eligibility import as_aware
 from server.engine.errors import InvalidArgument
-from server.engine.model import Basket, CustomerState, GeoPoint, LineItem, Offer, RewardType, Store
+from server.engine.model import Basket, CustomerState, GeoPoint, LineItem, Offer, OfferStatus, RewardType, Store
 
 MAX_CATEGORY_LEN = 64
 MAX_MULTIPLIER_PERCENT = 10_000
@@ -16,6 +16,8 @@ MAX_MULTIPLIER_PERCENT = 10_000
 # overflow a 64-bit HINCRBY half-way through a script.
 MAX_AMOUNT = 10**15
 MAX_BONUS_POINTS = 10**9
+MINUTES_PER_DAY = 24 * 60
+_KNOWN_STATUSES = frozenset(int(status) for status in OfferStatus)
 
 
 def validate_id(value: str, field: str, *, max_len: int = 128) -> str:
@@ -142,6 +144,20 @@ def _validate_eligibility(offer: Offer) -> None:
         _validate_text(category, "offer.eligibility.not_purchased_categories", max_len=MAX_CATEGORY_LEN)
 
 
+def _validate_dayparts(offer: Offer) -> None:
+    for index, daypart in enumerate(offer.dayparts):
+        field = f"offer.dayparts[{index}]"
+        if any(not 0 <= day <= 6 for day in daypart.weekdays):
+            raise InvalidArgument(f"{field}.weekdays", "each must be between 0 (Monday) and 6 (Sunday)")
+        if not 0 <= daypart.start_minute < MINUTES_PER_DAY:
+            raise InvalidArgument(f"{field}.start_minute", f"must be between 0 and {MINUTES_PER_DAY - 1}")
+        if not 0 < daypart.end_minute <= MINUTES_PER_DAY:
+            raise InvalidArgument(f"{field}.end_minute", f"must be between 1 and {MINUTES_PER_DAY}")
+        if daypart.start_minute == daypart.end_minute:
+            # end < start is a window past midnight; end == start would be either nothing or the whole day.
+            raise InvalidArgument(f"{field}.end_minute", "must differ from start_minute")
+
+
 def validate_offer(offer: Offer) -> None:
     """An offer from the admin API; raises InvalidArgument for the first bad field."""
     validate_id(offer.offer_id, "offer.offer_id")
@@ -157,6 +173,9 @@ def validate_offer(offer: Offer) -> None:
     starts, ends = offer.starts_at, offer.ends_at
     if starts is not None and ends is not None and as_aware(ends) <= as_aware(starts):
         raise InvalidArgument("offer.ends_at", "must be after starts_at")
+    if offer.status not in _KNOWN_STATUSES:
+        raise InvalidArgument("offer.status", "must be one of " + ", ".join(status.name for status in OfferStatus))
+    _validate_dayparts(offer)
 
 
 def validate_store(store: Store) -> None:

@@ -13,6 +13,7 @@ from server.engine.model import (
     Channel,
     Condition,
     CustomerState,
+    Daypart,
     Eligibility,
     GeoPoint,
     LineItem,
@@ -33,6 +34,17 @@ MIDTOWN = Store("midtown", "Midtown", GeoPoint(40.7549, -73.9840), "America/New_
 SAMANTHA_HOME = GeoPoint(40.7413, -74.0030)  # 2.0 km north of SoHo
 NEAR_SOHO = GeoPoint(40.7377, -74.0030)  # 1.6 km north of SoHo
 BOSTON = GeoPoint(42.3601, -71.0589)  # ~305 km from SoHo
+COVENT_GARDEN = Store("london", "Covent Garden", GeoPoint(51.5117, -0.1240), "Europe/London")
+NEAR_COVENT_GARDEN = GeoPoint(51.5130, -0.1240)
+
+WEEKDAYS = frozenset(range(5))  # Mon..Fri
+HAPPY_HOUR = Daypart(WEEKDAYS, 17 * 60, 19 * 60)  # Mon–Fri 17:00–19:00, store time
+EVERY_EVENING = Daypart(frozenset(), 17 * 60, 19 * 60)  # every day 17:00–19:00
+
+
+def utc(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    """An instant, written in UTC: tests state the wall clock they expect in a comment, never compute it."""
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def samantha(**changes: Any) -> CustomerState:

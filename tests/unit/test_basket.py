@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from server.engine.basket import evaluate_basket, new_categories
+from server.engine.basket import evaluate_basket, new_categories, redeemed_shares
 from server.engine.describe import debt_repaid_phrase, describe_reward
 from server.engine.errors import FailedPrecondition, InvalidArgument
 from server.engine.model import (
@@ -269,15 +269,50 @@ def test_redemption_after_discount_pays_part_of_the_bill() -> None:
     evaluation = evaluate(catalog(simple_offer("ten", amount_off(10_00))), items, samantha(points_balance=1_500))
     assert evaluation.redeemed_value_minor == 10_00
     assert evaluation.total_due_minor == 120_00 - 10_00 - 10_00
-    assert evaluation.points_earned == 110
-    assert (evaluation.balance_before, evaluation.points_redeemed, evaluation.balance_after) == (1_500, 1_000, 610)
+    # Rule 5 (loyalty team): points are earned on what she pays in money, after the discount AND the 10.00 she
+    # paid with points: 120.00 - 10.00 - 10.00 = 100.00 earns 100 (it was 110, on 110.00, before the rule).
+    assert evaluation.points_earned == 100
+    assert (evaluation.balance_before, evaluation.points_redeemed, evaluation.balance_after) == (1_500, 1_000, 600)
 
 
 def test_redeeming_the_whole_bill_is_allowed() -> None:
     items = basket(line("socks", "socks", 3_00), points_to_redeem=300)
     evaluation = evaluate(catalog(), items, samantha(points_balance=300))
     assert evaluation.total_due_minor == 0
-    assert evaluation.balance_after == 3
+    # Rule 5: a bill paid entirely with points earns nothing (it earned 3 points before the rule).
+    assert (evaluation.points_earned, evaluation.lines[0].base_points) == (0, 0)
+    assert evaluation.balance_after == 0
+
+
+def test_points_are_earned_on_what_is_paid_after_discounts_and_redeemed_points() -> None:
+    # The loyalty team's rule: the 100.00 paid with points is split over the lines by what they cost after
+    # discounts (120.00 and 80.00: 60.00 and 40.00), and each line earns on the rest; the multiplier follows.
+    items = basket(DRESS, SHOES, points_to_redeem=10_000)
+    evaluation = evaluate(catalog(dress_shoes_offer()), items, samantha(points_balance=10_000))
+    lines = by_id(evaluation)
+    assert (lines["dress-1"].base_points, lines["dress-1"].bonus_points) == (60, 60)
+    assert (lines["shoes-1"].base_points, lines["shoes-1"].bonus_points) == (40, 0)
+    assert evaluation.points_earned == 160
+    assert evaluation.balance_after == 10_000 - 10_000 + 160
+
+
+def test_the_redeemed_value_is_split_after_discounts_with_exact_remainders() -> None:
+    # 10% off the bags only: the bag costs 90.00 after it, the hat 10.00; 33.33 paid with points splits 29.997 and
+    # 3.333 -> 29.99 + 3.33 = 33.32, and the last minor unit goes to the larger remainder (the bag).
+    items = basket(line("bag", "bags", 100_00), line("hat", "hats", 10_00), points_to_redeem=3_333)
+    evaluation = evaluate(catalog(simple_offer("ten", percent_off(10, "bags"))), items, samantha(points_balance=5_000))
+    discounts = [r.discount_minor for r in evaluation.lines]
+    assert discounts == [10_00, 0]
+    assert redeemed_shares(evaluation.redeemed_value_minor, items.lines, discounts) == [30_00, 3_33]
+    assert [r.base_points for r in evaluation.lines] == [60, 6]  # 60.00 and 6.67 paid in money
+
+
+def test_equal_remainders_go_by_line_id_not_basket_position() -> None:
+    forward = (line("a", "bags", 5_00), line("b", "bags", 5_00))
+    backward = tuple(reversed(forward))
+    assert redeemed_shares(1, forward, [0, 0]) == [1, 0]
+    assert redeemed_shares(1, backward, [0, 0]) == [0, 1]
+    assert redeemed_shares(0, forward, [5_00, 5_00]) == [0, 0]
 
 
 # --- bookkeeping -----------------------------------------------------------------------------------------------
@@ -338,9 +373,10 @@ def test_a_points_debt_is_repaid_first_from_the_points_earned() -> None:
 def test_a_debt_larger_than_the_earnings_takes_them_all() -> None:
     items = basket(DRESS, points_to_redeem=300)
     evaluation = evaluate(catalog(), items, samantha(points_balance=500, points_debt=1_000))
-    assert (evaluation.points_debt_before, evaluation.points_debt_repaid) == (1_000, 120)
+    # Rule 5: 3.00 of the 120.00 is paid with points, so she earns 117 (120 before the rule), all to the debt.
+    assert (evaluation.points_earned, evaluation.points_debt_before, evaluation.points_debt_repaid) == (117, 1_000, 117)
     assert evaluation.balance_after == 500 - 300
-    assert describe_debt_repaid(evaluation) == "120 points repay the points debt of 1000; 880 still owed"
+    assert describe_debt_repaid(evaluation) == "117 points repay the points debt of 1000; 883 still owed"
 
 
 def test_without_debt_nothing_is_repaid() -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.engine.basket import evaluate_basket
+from server.engine.basket import evaluate_basket, redeemed_shares
 from server.engine.model import (
     Basket,
     BasketEvaluation,
@@ -29,6 +29,7 @@ from server.engine.model import (
 )
 from server.engine.money import minor_per_unit
 from server.engine.returns import evaluate_return, remaining_lines
+from server.engine.rewards import base_points
 from tests.unit import catalog, pos_ctx, purchase_facts, samantha
 
 CATEGORIES = ["dresses", "shoes", "bags"]
@@ -156,6 +157,56 @@ def test_multiplied_lines_are_claimed_once(cat: Catalog, items: Basket) -> None:
     multipliers = {o.offer_id for o in cat.offers if o.reward.type == RewardType.POINTS_MULTIPLIER}
     for r in result.lines:
         assert len(multipliers.intersection(r.offer_ids)) <= 1
+
+
+@ENGINE
+@given(cat=catalogs(), items=baskets(), policy=policies, balance=st.integers(0, 100_000), share=st.floats(0, 1))
+def test_points_paid_with_points_earn_nothing(
+    cat: Catalog, items: Basket, policy: PointsPolicy, balance: int, share: float
+) -> None:
+    customer = samantha(points_balance=balance)
+    without = evaluate(cat, customer, items, policy)
+    redeeming = replace(items, points_to_redeem=redeemable(cat, customer, items, policy, share))
+    result = evaluate(cat, customer, redeeming, policy)
+
+    assert result.points_earned <= without.points_earned
+    assert [a.offer_id for a in result.applied_offers] == [a.offer_id for a in without.applied_offers]
+    discounts = [r.discount_minor for r in result.lines]
+    shares = redeemed_shares(result.redeemed_value_minor, items.lines, discounts)
+    assert sum(shares) == result.redeemed_value_minor
+    mpu = minor_per_unit(items.currency)
+    for item, r, plain, part in zip(items.lines, result.lines, without.lines, shares, strict=True):
+        assert r.discount_minor == plain.discount_minor
+        assert 0 <= part <= item.total_minor - r.discount_minor
+        assert r.base_points == base_points(item.total_minor - r.discount_minor - part, mpu, policy)
+        assert r.base_points <= plain.base_points and r.bonus_points <= plain.bonus_points
+
+
+@ENGINE
+@given(cat=catalogs(), items=baskets(), sold_out=st.sets(st.integers(0, 4)))
+def test_not_applied_explains_only_offers_that_did_not_apply(cat: Catalog, items: Basket, sold_out: set[int]) -> None:
+    budgeted = {offer.offer_id for i, offer in enumerate(cat.offers) if i in sold_out}
+    cat = catalog(*(replace(o, total_redemption_limit=1) if o.offer_id in budgeted else o for o in cat.offers))
+    result = evaluate_basket(
+        cat,
+        replace(samantha(), currency=items.currency),
+        items,
+        pos_ctx(),
+        PointsPolicy(),
+        redemptions_used=dict.fromkeys(budgeted, 1),
+    )
+    explained = [n.offer_id for n in result.not_applied]
+    applied = {a.offer_id for a in result.applied_offers}
+    missed = {m.offer_id for m in result.near_misses}
+    assert len(explained) == len(set(explained))
+    assert not applied.intersection(explained) and not missed.intersection(explained)
+    assert not applied.intersection(budgeted)
+    rank = {o.offer_id: i for i, o in enumerate(cat.in_priority_order)}
+    assert explained == sorted(explained, key=rank.__getitem__)
+    assert all(n.reason for n in result.not_applied)
+    for n in result.not_applied:
+        if n.offer_id in budgeted:
+            assert n.reason == "sold out"
 
 
 # --- returns ---------------------------------------------------------------------------------------------------

@@ -186,12 +186,13 @@ def test_remaining_lines_is_what_a_void_returns() -> None:
 def test_redeemed_points_are_refunded_pro_rata_then_in_full() -> None:
     items = basket(DRESS, SHOES, points_to_redeem=10_000)  # USD 100.00 of the 209.00 paid with points
     facts, customer, evaluation = buy(catalog(), items, samantha(points_balance=15_000))
-    assert customer.points_balance == 15_000 - 10_000 + 209
+    # Base points are earned on what was paid in money: 100.00 of points split 57.42 / 42.58 → 62 + 46 points.
+    assert customer.points_balance == 15_000 - 10_000 + 108
     (shoes, dress), after = in_sequence(facts, customer, [[("shoes-1", 1)], [("dress-1", 1)]])
     # The shoes were 89.00 of 209.00: 10_000 - 10_000 * 120_00 // 209_00 points come back.
     assert shoes.points_refunded == 10_000 - 5_741 == 4_259
     assert shoes.explanations[-1] == "4259 redeemed points refunded"
-    assert shoes.balance_after == 5_209 + 4_259 - 89
+    assert shoes.balance_after == 5_108 + 4_259 - 46
     assert dress.points_refunded == 5_741
     assert shoes.points_refunded + dress.points_refunded == evaluation.points_redeemed
     assert after.points_balance == 15_000
@@ -200,8 +201,8 @@ def test_redeemed_points_are_refunded_pro_rata_then_in_full() -> None:
 def test_a_refund_goes_to_the_balance_and_leaves_a_debt_as_it_is() -> None:
     facts, customer, _ = buy(catalog(), basket(DRESS, SHOES, points_to_redeem=10_000), samantha(points_balance=15_000))
     outcome, _ = give_back(facts, replace(customer, points_debt=50), {}, ("shoes-1", 1))
-    assert outcome.points_refunded - outcome.points_reversed == 4_170
-    assert (outcome.balance_after, outcome.debt_after) == (5_209 + 4_170, 50)
+    assert outcome.points_refunded - outcome.points_reversed == 4_259 - 46 == 4_213
+    assert (outcome.balance_after, outcome.debt_after) == (5_108 + 4_213, 50)
 
 
 def test_refund_of_a_purchase_worth_nothing_waits_for_the_last_unit() -> None:
