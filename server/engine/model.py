@@ -109,12 +109,22 @@ class Offer:
 
 
 @dataclass(frozen=True, slots=True)
+class TierRule:
+    """A loyalty tier: reached at this rolling 12-month spend; its members earn base points times the multiplier."""
+
+    name: str
+    min_spend_12m_minor: int
+    earn_multiplier_percent: int = 100  # 150 = 1.5x base points
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
     """An immutable snapshot of offers and stores; servers swap whole snapshots when `version` moves."""
 
     version: int
     offers: tuple[Offer, ...]
     stores: Mapping[str, Store]
+    tiers: tuple[TierRule, ...] = ()  # the admin's tier policy; empty = tiers come only from the CRM
     # Derived once per snapshot, not per request: lookups by id and the order offers apply in.
     by_id: Mapping[str, Offer] = field(init=False, repr=False, compare=False)
     in_priority_order: tuple[Offer, ...] = field(init=False, repr=False, compare=False)
@@ -146,6 +156,8 @@ class CustomerState:
     currency: str = "USD"
     # Points a return took back that the balance could not cover; repaid first from later earnings.
     points_debt: int = 0
+    # Net spend of the last 12 calendar months including this one (purchases minus returns), for tiers.
+    spend_12m_minor: int = 0
     # Bumped by every write; a commit is applied only if the state it was evaluated on is still current.
     version: int = 0
 
@@ -248,6 +260,8 @@ class BasketEvaluation:
     points_debt_before: int = 0
     points_debt_repaid: int = 0  # taken from points_earned before they reach the balance
     not_applied: tuple[NotApplied, ...] = ()
+    tier_before: str = ""
+    tier_after: str = ""  # differs from tier_before when this purchase reaches a higher tier
 
 
 @dataclass(frozen=True, slots=True)
