@@ -45,6 +45,8 @@ IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
     ("posoffers.v1.OfferAdmin", "ArchiveOffer"),
     ("posoffers.v1.OfferAdmin", "PauseOffer"),
     ("posoffers.v1.OfferAdmin", "ResumeOffer"),
+    ("posoffers.v1.OfferAdmin", "SetTierPolicy"),
+    ("posoffers.v1.OfferAdmin", "GetTierPolicy"),
 )
 
 # gRPC caps retry attempts at 5 whatever the config says; we refuse more rather than silently cap.

@@ -13,7 +13,8 @@ from posoffers.v1 import types_pb2 as pb
 
 from server.catalog import CatalogCache, OfferRow
 from server.engine.errors import FailedPrecondition, InvalidArgument, NotFound
-from server.engine.model import Offer, Store
+from server.engine.model import Offer, Store, TierRule
+from server.engine.tiers import validate_tiers
 from server.engine.validation import validate_id, validate_offer, validate_store
 from server.observe import sql_call
 from server.rpc.convert import offer_from_pb, set_timestamp, store_from_pb
@@ -21,6 +22,19 @@ from store.redis_state import CustomerStore
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+
+
+TIER_POLICY = "tier_policy"
+
+
+def tier_rules(policy: pb.TierPolicy) -> tuple[TierRule, ...]:
+    return tuple(TierRule(t.name, t.min_spend_12m_minor, t.earn_multiplier_percent) for t in policy.tiers)
+
+
+def tier_policy_from_json(value: str, version: int) -> pb.TierPolicy:
+    policy = json_format.Parse(value, pb.TierPolicy(), ignore_unknown_fields=True)
+    policy.version = version
+    return policy
 
 
 class CatalogRepository(Protocol):
@@ -33,6 +47,10 @@ class CatalogRepository(Protocol):
     def upsert_store(self, store: Store) -> None: ...
 
     def list_stores(self) -> list[Store]: ...
+
+    def get_setting(self, key: str) -> tuple[str, int] | None: ...
+
+    def put_setting(self, key: str, value_json: str) -> int: ...
 
 
 def offer_pb_from_row(row: OfferRow) -> pb.Offer:
@@ -145,6 +163,20 @@ class AdminApp:
             return offer
         offer.status = pb.OFFER_STATUS_ACTIVE
         return await self._rewrite(offer)
+
+    async def set_tier_policy(self, policy: pb.TierPolicy) -> pb.TierPolicy:
+        validate_tiers(tier_rules(policy), field_prefix="policy.tiers")
+        stored = pb.TierPolicy(tiers=sorted(policy.tiers, key=lambda t: (t.min_spend_12m_minor, t.name)))
+        value = json_format.MessageToJson(stored, preserving_proto_field_name=True, indent=None)
+        with sql_call("put_setting"):
+            await asyncio.to_thread(self._repo.put_setting, TIER_POLICY, value)
+        await self._published()
+        return await self.get_tier_policy()
+
+    async def get_tier_policy(self) -> pb.TierPolicy:
+        with sql_call("get_setting"):
+            row = await asyncio.to_thread(self._repo.get_setting, TIER_POLICY)
+        return pb.TierPolicy() if row is None else tier_policy_from_json(*row)
 
     async def upsert_store(self, store: pb.Store) -> Store:
         engine_store = store_from_pb(store)

@@ -22,7 +22,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from server import metrics, metrics_setup, tracing
-from server.admin_app import AdminApp, offer_from_row
+from server.admin_app import AdminApp, offer_from_row, tier_policy_from_json, tier_rules
 from server.catalog import CatalogCache
 from server.config import Settings
 from server.demo import load_demo
@@ -144,7 +144,9 @@ class Service:
         customers = CustomerStore(
             client, keys, receipt_retention_s=settings.idempotency_retention_days * 86_400, observe=redis_call
         )
-        catalog = CatalogCache(repo, customers, offer_from_row)
+        catalog = CatalogCache(
+            repo, customers, offer_from_row, lambda value: tier_rules(tier_policy_from_json(value, 0))
+        )
         catalog.on_swap = _record_catalog
         await catalog.refresh(force=True)
         offers = OffersApp(settings, customers, repo, catalog)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from server.engine.model import Catalog, Offer, Store
+from server.engine.model import Catalog, Offer, Store, TierRule
 from server.observe import sql_call
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,19 @@ class CatalogSource(Protocol):
 
     def list_stores(self) -> list[Store]: ...
 
+    def get_setting(self, key: str) -> tuple[str, int] | None: ...
+
 
 class VersionSource(Protocol):
     async def catalog_version(self) -> int: ...
 
 
-def load_catalog(source: CatalogSource, parse_offer: ParseOffer, version: int) -> Catalog:
+def load_catalog(
+    source: CatalogSource,
+    parse_offer: ParseOffer,
+    version: int,
+    parse_tiers: Callable[[str], tuple[TierRule, ...]] = lambda value: (),
+) -> Catalog:
     offers: list[Offer] = []
     after = ""
     while True:
@@ -44,14 +51,23 @@ def load_catalog(source: CatalogSource, parse_offer: ParseOffer, version: int) -
             break
         after = offers[-1].offer_id
     stores = {s.store_id: s for s in source.list_stores()}
-    return Catalog(version=version, offers=tuple(offers), stores=stores)
+    setting = source.get_setting("tier_policy")
+    tiers = parse_tiers(setting[0]) if setting else ()
+    return Catalog(version=version, offers=tuple(offers), stores=stores, tiers=tiers)
 
 
 class CatalogCache:
-    def __init__(self, source: CatalogSource, versions: VersionSource, parse_offer: ParseOffer) -> None:
+    def __init__(
+        self,
+        source: CatalogSource,
+        versions: VersionSource,
+        parse_offer: ParseOffer,
+        parse_tiers: Callable[[str], tuple[TierRule, ...]] = lambda value: (),
+    ) -> None:
         self._source = source
         self._versions = versions
         self._parse = parse_offer
+        self._parse_tiers = parse_tiers
         self._lock = asyncio.Lock()
         self.current = Catalog(version=-1, offers=(), stores={})
         self.on_swap: Callable[[Catalog], None] | None = None
@@ -65,7 +81,9 @@ class CatalogCache:
             version = await self._versions.catalog_version()
             if force or version != self.current.version:
                 with sql_call("load_catalog"):
-                    catalog = await asyncio.to_thread(load_catalog, self._source, self._parse, version)
+                    catalog = await asyncio.to_thread(
+                        load_catalog, self._source, self._parse, version, self._parse_tiers
+                    )
                 self.current = catalog
                 log.info("catalog loaded", extra={"version": version, "offers": len(catalog.offers)})
                 if self.on_swap:

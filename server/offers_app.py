@@ -43,6 +43,7 @@ from server.engine.model import (
 from server.engine.ranking import list_active_offers
 from server.engine.validation import validate_basket, validate_customer, validate_id, validate_location
 from server.observe import sql_call
+from store.ids import purchase_event_id
 from store.records import (
     AppliedOfferRecord,
     CustomerRecord,
@@ -50,7 +51,7 @@ from store.records import (
     PurchaseLineRecord,
     PurchaseRecord,
 )
-from store.redis_state import CustomerRead, CustomerStore
+from store.redis_state import CustomerRead, CustomerStore, last_12_months
 from store.snapshot import CustomerSnapshot
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,21 @@ MAX_PAGE_SIZE = 100
 
 
 class ProfileSource(Protocol):
-    def load_customer(self, customer_id: str, *, receipts_since: datetime) -> CustomerSnapshot | None: ...
+    def load_customer(
+        self, customer_id: str, *, receipts_since: datetime, spend_since: datetime | None = None
+    ) -> CustomerSnapshot | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CommitOutcome:
     receipt: bytes  # the PurchaseReceipt protobuf, as stored
     replayed: bool
+
+
+def spend_window_start(now: datetime) -> datetime:
+    """Midnight UTC on the first day of the oldest of the 12 months the rolling spend covers."""
+    oldest = last_12_months(now)[-1]
+    return datetime(int(oldest[:4]), int(oldest[4:]), 1, tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:
@@ -96,14 +105,19 @@ class OffersApp:
 
     async def rehydrate(self, customer_id: str) -> None:
         """Rebuilds a customer Redis does not hold from the SQL profile; NOT_FOUND if SQL has none either."""
+        # Checked before reading SQL too: a change written (and dropped from the outbox) between the read and
+        # the rebuild would otherwise be missing from the snapshot and invisible to the script's own check.
+        if await self.customers.has_pending_changes(customer_id):
+            raise Unavailable("the customer's profile is being rebuilt; retry shortly")
         now = self.clock()
         with sql_call("load_customer"):
             snapshot = await asyncio.to_thread(
-                self.profiles.load_customer, customer_id, receipts_since=now - self._retention
+                self.profiles.load_customer,
+                customer_id,
+                receipts_since=now - self._retention,
+                spend_since=spend_window_start(now),
             )
         if snapshot is None:
-            if await self.customers.has_pending_changes(customer_id):
-                raise Unavailable("the customer's profile is being rebuilt; retry shortly")
             raise NotFound("customer", customer_id)
         result = await self.customers.hydrate(snapshot, now=now)
         if result == "rebuilt":
@@ -123,10 +137,13 @@ class OffersApp:
 
     async def _read(self, customer_id: str, catalog: Catalog, *, transaction_id: str = "") -> CustomerRead:
         budgeted = self._budgeted(catalog)
-        read = await self.customers.read(customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted)
+        now = self.clock()
+        read = await self.customers.read(customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted, now=now)
         if read.state is None:
             await self.rehydrate(customer_id)
-            read = await self.customers.read(customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted)
+            read = await self.customers.read(
+                customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted, now=now
+            )
         return read
 
     async def _state(self, customer_id: str, field: str, catalog: Catalog) -> tuple[CustomerState, CustomerRead]:
@@ -221,7 +238,9 @@ class OffersApp:
         for _ in range(self.settings.commit_max_attempts):
             catalog = self.catalog.current
             budgeted = self._budgeted(catalog)
-            read = await self.customers.read(cid, transaction_id=transaction_id, budget_offer_ids=budgeted)
+            read = await self.customers.read(
+                cid, transaction_id=transaction_id, budget_offer_ids=budgeted, now=self.clock()
+            )
             if read.claim_owner is not None and read.claim_owner != cid:
                 raise AlreadyExists(f"transaction_id {transaction_id!r} was used for another customer")
             if read.stored is not None:
@@ -364,7 +383,7 @@ def purchase_record(
         LedgerEntry(f"{txn}:redeem", "redeem", -ev.points_redeemed),
     ]
     return PurchaseRecord(
-        event_id=f"purchase:{basket.customer_id}:{txn}",
+        event_id=purchase_event_id(basket.customer_id, txn),
         transaction_id=txn,
         customer_id=basket.customer_id,
         store_id=basket.store_id,
@@ -403,6 +422,7 @@ def purchase_record(
         new_categories=list(receipt.new_categories),
         ledger=[e for e in ledger if e.points != 0],
         debt_repaid=ev.points_debt_repaid,
+        tier_after=ev.tier_after if ev.tier_after != ev.tier_before else "",
     )
 
 

@@ -23,6 +23,7 @@ from server.engine.model import CustomerState, PurchaseFacts, ReturnOutcome, Ret
 from server.engine.returns import evaluate_return, remaining_lines
 from server.engine.validation import validate_id
 from server.observe import sql_call
+from store.ids import return_event_id, void_return_id
 from store.records import LedgerEntry, ReturnLineRecord, ReturnRecord
 from store.redis_state import CustomerStore, ReturnRead
 from store.snapshot import StoredReceipt
@@ -85,12 +86,15 @@ class ReturnsApp:
         digest: str,
     ) -> ReturnResult:
         validate_id(return_id, "return_id")
+        if return_id.startswith("void:"):
+            raise InvalidArgument("return_id", "ids starting with 'void:' are kept for VoidPurchase")
         if not lines:
             raise InvalidArgument("lines", "must name at least one line")
         return await self._apply(return_id, transaction_id, customer_id, digest, lines, voided=False)
 
     async def void(self, transaction_id: str, customer_id: str, digest: str) -> ReturnResult:
-        return await self._apply(f"void:{transaction_id}", transaction_id, customer_id, digest, None, voided=True)
+        validate_id(transaction_id, "transaction_id")
+        return await self._apply(void_return_id(transaction_id), transaction_id, customer_id, digest, None, voided=True)
 
     async def _purchase(self, read: ReturnRead, customer_id: str, transaction_id: str) -> tuple[bytes, dict[str, int]]:
         """The purchase's receipt and what was returned of it: from Redis, else from SQL (older purchases)."""
@@ -98,16 +102,24 @@ class ReturnsApp:
             return read.purchase.receipt, read.returned
         if read.owner is not None and read.owner != customer_id:
             raise NotFound("purchase", transaction_id)  # another customer's: never revealed
-        # A live claim without the receipt: the purchase (or its last returns) may still be on its way to SQL.
-        # No claim: unknown, or older than the retention window and long since written.
-        if read.owner == customer_id and await self._customers.has_pending_changes(customer_id):
-            raise Unavailable("the purchase is still being written to the profile; retry shortly")
         with sql_call("load_purchase"):
             stored = await asyncio.to_thread(self._history.get_purchase_receipt, transaction_id)
+        if stored is None and read.owner is None:
+            # Never committed within the retention window (no claim) and not in SQL: there is no such purchase.
+            raise NotFound("purchase", transaction_id)
+        # SQL must have all of her changes before it can answer what was returned of this purchase.
+        if await self._customers.has_pending_changes(customer_id):
+            raise Unavailable("the purchase is still being written to the profile; retry shortly")
+        with sql_call("load_purchase"):
+            if stored is None:
+                stored = await asyncio.to_thread(self._history.get_purchase_receipt, transaction_id)
             returned = await asyncio.to_thread(self._history.returned_quantities, transaction_id) if stored else {}
         if stored is None:
             raise NotFound("purchase", transaction_id)
-        return stored.receipt, returned
+        # Redis may still hold returned quantities SQL has already seen, or newer ones: never count less.
+        merged = {line: max(qty, read.returned.get(line, 0)) for line, qty in returned.items()}
+        merged.update({line: qty for line, qty in read.returned.items() if line not in merged})
+        return stored.receipt, merged
 
     def _check_void_window(self, facts: PurchaseFacts) -> None:
         store = self._catalog.current.stores.get(facts.basket.store_id)
@@ -134,6 +146,8 @@ class ReturnsApp:
         validate_id(customer_id, "customer_id")
         for _ in range(self._settings.commit_max_attempts):
             read = await self._customers.read_for_return(customer_id, transaction_id, return_id)
+            if read.return_owner is not None and read.return_owner != customer_id:
+                raise AlreadyExists(f"return_id {return_id!r} was used for another customer")
             if read.stored is not None:
                 if read.stored.digest != digest:
                     raise AlreadyExists(f"return_id {return_id!r} was used for a different return")
@@ -169,7 +183,11 @@ class ReturnsApp:
         receipt = self._codec.return_receipt(outcome, return_id=return_id, facts=facts, voided=voided, at=now)
         record = return_record(outcome, facts, return_id, digest, receipt, voided=voided, at=now)
         result = await self._customers.apply_return(
-            record, expected_version=state.version, receipt=receipt, returned_after=outcome.returned_after
+            record,
+            expected_version=state.version,
+            receipt=receipt,
+            returned_after=outcome.returned_after,
+            purchased_at=facts.occurred_at,
         )
         if result.status == "ok":
             metrics.POINTS_REVERSED.inc(outcome.points_reversed)
@@ -204,7 +222,7 @@ def return_record(
         LedgerEntry(f"{return_id}:refund", "refund", outcome.points_refunded),
     ]
     return ReturnRecord(
-        event_id=f"return:{facts.customer_id}:{return_id}",
+        event_id=return_event_id(facts.customer_id, return_id),
         return_id=return_id,
         transaction_id=facts.transaction_id,
         customer_id=facts.customer_id,

@@ -40,6 +40,10 @@ class Keys:
         """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
         return self._customer(customer_id) + ":txn:" + transaction_id
 
+    def spend(self, customer_id: str) -> str:
+        """Hash "YYYYMM" -> net spend of that UTC month: the rolling 12-month spend tiers are reached by."""
+        return self._customer(customer_id) + ":spend"
+
     def returned(self, customer_id: str, transaction_id: str) -> str:
         """Hash line_id -> quantity returned so far, of one purchase (kept as long as its receipt)."""
         return self._customer(customer_id) + ":ret:" + transaction_id
@@ -58,6 +62,10 @@ class Keys:
     def transaction_claim(self, transaction_id: str) -> str:
         """String "<customer_id> <digest>": makes a transaction id unique across customers."""
         return f"{self.prefix}:{{t}}:claim:{transaction_id}"
+
+    def return_claim(self, return_id: str) -> str:
+        """String "<customer_id>": makes a return id unique across customers, like transaction ids."""
+        return f"{self.prefix}:{{t}}:rclaim:{return_id}"
 
     def offer_redemptions(self, offer_id: str) -> str:
         """Counter of an offer's redemptions across all customers (its total budget)."""

@@ -63,6 +63,7 @@ class PurchaseRecord:
     new_categories: list[str]
     ledger: list[LedgerEntry]
     debt_repaid: int = 0  # earned points that paid back points debt instead of reaching the balance
+    tier_after: str = ""  # set when this purchase reached a higher tier
     kind: Literal["purchase"] = "purchase"
 
 

@@ -27,6 +27,21 @@ def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def month_key(moment: datetime) -> str:
+    """The UTC month of a moment, as the monthly spend hash keys it."""
+    return moment.astimezone(UTC).strftime("%Y%m")
+
+
+def last_12_months(now: datetime) -> list[str]:
+    """This UTC month and the 11 before it."""
+    year, month = now.astimezone(UTC).year, now.astimezone(UTC).month
+    keys = []
+    for _ in range(12):
+        keys.append(f"{year:04d}{month:02d}")
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return keys
+
+
 @dataclass(frozen=True, slots=True)
 class StoredTransaction:
     digest: str
@@ -51,6 +66,7 @@ class ReturnRead:
     returned: dict[str, int]  # line_id -> quantity returned so far
     stored: StoredTransaction | None  # this return's receipt, if it was already applied
     owner: str | None = None  # customer who committed the transaction id (while its claim lives)
+    return_owner: str | None = None  # customer who claimed the return id (this one, unless another took it)
 
 
 CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
@@ -68,7 +84,11 @@ def _text(raw: bytes | None) -> str:
 
 
 def parse_profile(
-    customer_id: str, fields: Mapping[bytes, bytes], categories: set[bytes], uses: Mapping[bytes, bytes]
+    customer_id: str,
+    fields: Mapping[bytes, bytes],
+    categories: set[bytes],
+    uses: Mapping[bytes, bytes],
+    spend: Sequence[bytes | None] = (),
 ) -> CustomerState | None:
     if not fields:
         return None
@@ -88,6 +108,7 @@ def parse_profile(
         categories=frozenset(c.decode() for c in categories),
         offer_uses={k.decode(): int(v) for k, v in uses.items()},
         points_debt=int(fields.get(b"debt", b"0")),
+        spend_12m_minor=sum(int(v) for v in spend if v is not None),
         version=int(fields.get(b"ver", b"0")),
     )
 
@@ -135,7 +156,12 @@ class CustomerStore:
         await self._redis.ping()  # health probes: not timed as calls, not traced (a span a second is noise)
 
     async def read(
-        self, customer_id: str, *, transaction_id: str = "", budget_offer_ids: Sequence[str] = ()
+        self,
+        customer_id: str,
+        *,
+        transaction_id: str = "",
+        budget_offer_ids: Sequence[str] = (),
+        now: datetime | None = None,
     ) -> CustomerRead:
         """One round trip: profile, categories, offer uses; a transaction id is also claimed and its receipt read."""
         k = self.keys
@@ -143,6 +169,7 @@ class CustomerStore:
         pipe.hgetall(k.profile(customer_id))
         pipe.smembers(k.categories(customer_id))
         pipe.hgetall(k.offer_uses(customer_id))
+        pipe.hmget(k.spend(customer_id), last_12_months(now or datetime.now(UTC)))
         if transaction_id:
             claim = k.transaction_claim(transaction_id)
             pipe.set(claim, customer_id, nx=True, ex=self._retention_s)
@@ -152,14 +179,14 @@ class CustomerStore:
             pipe.get(k.offer_redemptions(offer_id))
         with self._observe("read"):
             results: list[Any] = await pipe.execute()
-        state = parse_profile(customer_id, results[0], results[1], results[2])
+        state = parse_profile(customer_id, results[0], results[1], results[2], results[3])
         used = {
             o: int(n or 0)
             for o, n in zip(budget_offer_ids, results[len(results) - len(budget_offer_ids) :], strict=True)
         }
         if not transaction_id:
             return CustomerRead(state, redemptions_used=used)
-        owner, (digest, receipt) = results[4], results[5]
+        owner, (digest, receipt) = results[5], results[6]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
         return CustomerRead(state, stored, owner.decode() if owner is not None else None, used)
 
@@ -170,23 +197,27 @@ class CustomerStore:
         pipe.hgetall(k.profile(customer_id))
         pipe.smembers(k.categories(customer_id))
         pipe.hgetall(k.offer_uses(customer_id))
+        pipe.hmget(k.spend(customer_id), last_12_months(datetime.now(UTC)))
         pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
         pipe.hgetall(k.returned(customer_id, transaction_id))
         pipe.hmget(k.return_record(customer_id, return_id), "digest", "receipt")
         pipe.get(k.transaction_claim(transaction_id))
+        pipe.set(k.return_claim(return_id), customer_id, nx=True, ex=self._retention_s)
+        pipe.get(k.return_claim(return_id))
         with self._observe("read_for_return"):
-            profile, cats, uses, purchase, returned, stored, owner = await pipe.execute()
+            profile, cats, uses, spend, purchase, returned, stored, owner, _, return_owner = await pipe.execute()
 
         def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
             digest, receipt = pair
             return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
 
         return ReturnRead(
-            state=parse_profile(customer_id, profile, cats, uses),
+            state=parse_profile(customer_id, profile, cats, uses, spend),
             purchase=stored_of(purchase),
             returned={line.decode(): int(qty) for line, qty in returned.items()},
             stored=stored_of(stored),
             owner=owner.decode() if owner is not None else None,
+            return_owner=return_owner.decode() if return_owner is not None else None,
         )
 
     async def apply_return(
@@ -196,6 +227,7 @@ class CustomerStore:
         expected_version: int,
         receipt: bytes,
         returned_after: Mapping[str, int],
+        purchased_at: datetime,
     ) -> CommitResult:
         k, cid = self.keys, record.customer_id
         keys = [
@@ -204,6 +236,7 @@ class CustomerStore:
             k.returned(cid, record.transaction_id),
             k.return_record(cid, record.return_id),
             k.outbox(k.partition(cid)),
+            k.spend(cid),
         ]
         pairs = [str(v) for line, qty in sorted(returned_after.items()) for v in (line, qty)]
         args: list[str | int | bytes] = [
@@ -217,6 +250,8 @@ class CustomerStore:
             record.purchase_count_delta,
             self._retention_s,
             cid,
+            month_key(purchased_at),
+            record.lifetime_value_delta,
             len(returned_after),
             *pairs,
             *record.offers_lost,
@@ -272,6 +307,9 @@ class CustomerStore:
             self._retention_s,
             cid,
             record.debt_repaid,
+            month_key(occurred_at),
+            record.lifetime_value_delta,
+            record.tier_after,
             len(record.new_categories),
             *record.new_categories,
             *offer_ids,
@@ -282,6 +320,7 @@ class CustomerStore:
             k.offer_uses(cid),
             k.transaction(cid, record.transaction_id),
             k.outbox(k.partition(cid)),
+            k.spend(cid),
         ]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
@@ -340,6 +379,7 @@ class CustomerStore:
             )
         for transaction_id, lines in snapshot.returned.items():
             restore(k.returned(cid, transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
+        restore(k.spend(cid), 34_560_000, sorted((month, str(v)) for month, v in snapshot.spend_by_month.items()))
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
@@ -390,6 +430,6 @@ class CustomerStore:
     async def forget_customer(self, customer_id: str, transaction_ids: Sequence[str] = ()) -> None:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
         k = self.keys
-        names = [k.profile(customer_id), k.categories(customer_id), k.offer_uses(customer_id)]
+        names = [k.profile(customer_id), k.categories(customer_id), k.offer_uses(customer_id), k.spend(customer_id)]
         names += [k.transaction(customer_id, t) for t in transaction_ids]
         await self._redis.delete(*names)

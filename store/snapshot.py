@@ -35,3 +35,5 @@ class CustomerSnapshot:
     returned: dict[str, dict[str, int]] = field(default_factory=dict)
     # receipts of returns within the retention window (transaction_id holds the return_id)
     return_receipts: list[StoredReceipt] = field(default_factory=list)
+    # "YYYYMM" (UTC month of the sale) -> net spend, purchases minus returns, since the asked-for month
+    spend_by_month: dict[str, int] = field(default_factory=dict)

@@ -189,6 +189,17 @@ class AppliedEvent(SQLModel, table=True):
     applied_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class SettingRow(SQLModel, table=True):
+    """A setting of record (e.g. the tier policy), as JSON, versioned like offers."""
+
+    __tablename__ = "settings"
+
+    key: str = Field(primary_key=True, sa_type=sa.String(64))
+    value_json: str = Field(sa_type=sa.Text)
+    version: int = Field(sa_type=sa.Integer)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class OfferRow(SQLModel, table=True):
     __tablename__ = "offers"
 

@@ -45,6 +45,7 @@ from store.sql_models import (
     Return,
     ReturnLine,
     ReturnOffer,
+    SettingRow,
     StoreRow,
 )
 
@@ -293,6 +294,12 @@ class ProfileRepository:
         if returns:
             self._check_returned_purchases(conn, returns, purchases)
         self._upsert_customers(conn, purchases, crm, returns)
+        upgrades = {r.customer_id: r.tier_after for r in purchases if r.tier_after}
+        if upgrades:  # a purchase that reached a higher tier (after any CRM record of the same batch)
+            conn.execute(
+                sa.update(Customer).where(col(Customer.customer_id) == sa.bindparam("cid")),
+                [{"cid": cid, "tier": tier} for cid, tier in sorted(upgrades.items())],
+            )
         if purchases:
             conn.execute(sa.insert(Purchase), [_purchase_row(r) for r in purchases])
         lines = [_line_row(r, line) for r in purchases for line in r.lines]
@@ -497,7 +504,9 @@ class ProfileRepository:
 
     # -- reads for rebuilding Redis ----------------------------------------------------------------------------
 
-    def load_customer(self, customer_id: str, *, receipts_since: datetime) -> CustomerSnapshot | None:
+    def load_customer(
+        self, customer_id: str, *, receipts_since: datetime, spend_since: datetime | None = None
+    ) -> CustomerSnapshot | None:
         """Everything Redis holds for a customer, read in one consistent snapshot; None if unknown."""
         since = _aware(receipts_since)
         with Session(self._snapshot_reader) as session, session.begin():
@@ -542,7 +551,9 @@ class ProfileRepository:
                 .where(Return.customer_id == customer_id, col(Return.committed_at) >= since)
                 .order_by(col(Return.committed_at), col(Return.return_id))
             ).all()
+            spend = self._spend_by_month(session, customer_id, _aware(spend_since)) if spend_since else {}
             return CustomerSnapshot(
+                spend_by_month=spend,
                 customer_id=customer.customer_id,
                 display_name=customer.display_name,
                 tier=customer.tier,
@@ -561,6 +572,45 @@ class ProfileRepository:
                 returned=returned,
                 return_receipts=[_return_receipt(r) for r in returns],
             )
+
+    def _spend_by_month(self, session: Session, customer_id: str, since: datetime) -> dict[str, int]:
+        """Net spend per UTC month of the sale: purchases, minus returns counted in their purchase's month."""
+        spend: dict[str, int] = {}
+        sales = session.exec(
+            select(Purchase.occurred_at, Purchase.subtotal_minor, Purchase.total_discount_minor).where(
+                Purchase.customer_id == customer_id, col(Purchase.occurred_at) >= since
+            )
+        ).all()
+        for occurred_at, subtotal, discount in sales:
+            month = occurred_at.strftime("%Y%m")
+            spend[month] = spend.get(month, 0) + subtotal - discount
+        returned = session.exec(
+            select(Purchase.occurred_at, Return.value_minor)
+            .join(Purchase, col(Purchase.transaction_id) == col(Return.transaction_id))
+            .where(Return.customer_id == customer_id, col(Purchase.occurred_at) >= since)
+        ).all()
+        for occurred_at, value in returned:
+            month = occurred_at.strftime("%Y%m")
+            spend[month] = spend.get(month, 0) - value
+        return spend
+
+    def get_setting(self, key: str) -> tuple[str, int] | None:
+        """(JSON value, version) of a setting of record, or None."""
+        with Session(self._engine) as session:
+            row = session.get(SettingRow, key)
+            return None if row is None else (row.value_json, row.version)
+
+    def put_setting(self, key: str, value_json: str) -> int:
+        """Stores a setting's new value as its next version; returns the version."""
+        with Session(self._writer) as session, session.begin():
+            row = session.get(SettingRow, key)
+            now = datetime.now(UTC)
+            if row is None:
+                row = SettingRow(key=key, value_json=value_json, version=1, updated_at=now)
+            else:
+                row.value_json, row.version, row.updated_at = value_json, row.version + 1, now
+            session.add(row)
+            return row.version
 
     def customer_exists(self, customer_id: str) -> bool:
         with Session(self._engine) as session:

@@ -17,6 +17,8 @@ from server.engine.describe import (
     describe_basket_against,
     describe_reward,
     spend_more_phrase,
+    tier_bonus_phrase,
+    tier_bonus_title,
     worth_phrase,
 )
 from server.engine.eligibility import WOULD_QUALIFY_BUT, check_eligibility
@@ -36,8 +38,10 @@ from server.engine.model import (
     OfferContext,
     PointsPolicy,
     RewardType,
+    TierRule,
 )
 from server.engine.rewards import base_points, multiplier_bonus, prorate, value_scaled
+from server.engine.tiers import current_tier, tier_bonus, tier_offer_id, tier_reached
 
 # Explanations name at most this many lines, then "and N more lines".
 _EXPLAIN_LINES = 5
@@ -95,6 +99,58 @@ class _Grant:
     bonus: dict[int, int] = field(default_factory=dict)
     discount: dict[int, int] = field(default_factory=dict)
     multiplied: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _TierBonus:
+    """What her tier adds: each line's base points times the tier's multiplier, under the pseudo offer `tier:<name>`.
+    Not an offer: exclusive groups and multiplier claims never involve it; it stacks with every offer."""
+
+    rule: TierRule | None
+    points: tuple[int, ...]  # per line, basket order
+
+    @property
+    def offer_id(self) -> str:
+        return tier_offer_id(self.rule.name) if self.rule else ""
+
+    def on_line(self, i: int) -> tuple[tuple[str, int], ...]:
+        return ((self.offer_id, self.points[i]),) if self.points[i] else ()
+
+    def applied(self) -> tuple[AppliedOffer, ...]:
+        total = sum(self.points)
+        if self.rule is None or not total:
+            return ()
+        name, multiplier = self.rule.name, self.rule.earn_multiplier_percent
+        return (
+            AppliedOffer(self.offer_id, tier_bonus_title(name), total, 0, tier_bonus_phrase(name, multiplier, total)),
+        )
+
+
+def _tier_standing(catalog: Catalog, customer: CustomerState, net_minor: int) -> tuple[TierRule | None, str, str]:
+    """The tier she earns at now, and the names of her tier before and after this purchase (its net value added to
+    her 12-month spend; never lower than before). Without a tier policy: her profile's tier, unchanged."""
+    if not catalog.tiers:
+        return None, customer.tier, customer.tier
+    before = current_tier(customer, catalog.tiers)
+    after = tier_reached(before, customer.spend_12m_minor + net_minor, catalog.tiers)
+    return before, before.name if before else "", after.name if after else ""
+
+
+def _line_result(i: int, line: _Line, base: int, grants: Sequence[_Grant], tier: _TierBonus) -> LineResult:
+    """One line's points and discount; its tier bonus comes first among its bonuses."""
+    offer_bonus = tuple((grant.candidate.offer.offer_id, grant.bonus[i]) for grant in grants if grant.bonus.get(i, 0))
+    touched = tuple(
+        grant.candidate.offer.offer_id for grant in grants if grant.bonus.get(i, 0) or grant.discount.get(i, 0)
+    )
+    bonus_by_offer = tier.on_line(i) + offer_bonus
+    return LineResult(
+        line_id=line.item.line_id,
+        base_points=base,
+        bonus_points=sum(points for _, points in bonus_by_offer),
+        discount_minor=line.discount,
+        offer_ids=tuple(offer_id for offer_id, _ in tier.on_line(i)) + touched,
+        bonus_by_offer=bonus_by_offer,
+    )
 
 
 def _in_category(line: LineItem, category: str) -> bool:
@@ -342,6 +398,13 @@ def evaluate_basket(
     `not_applied` says, in priority order, why offers the basket earns did not apply: lost their exclusive group,
     their lines already multiplied, or held back by their daypart, her own uses or the total budget (only when the
     basket meets their condition). An offer the basket misses stays a near miss only.
+
+    With a tier policy (`catalog.tiers`) she earns at her current tier (her profile's tier if the policy has it, else
+    the one her 12-month spend reaches): each line gets base × (multiplier − 100) // 100 more points, recorded
+    under the pseudo offer `tier:<name>` (in `bonus_by_offer`, `offer_ids` and, first, `applied_offers`), on top of
+    any offer. `tier_after` is the tier her spend reaches with this purchase's net value (subtotal less discounts),
+    never lower than `tier_before`; an upgrade counts from her next purchase. Without a policy both are her
+    profile's tier and nothing is added.
     Raises FailedPrecondition for insufficient points or points worth more than the bill.
     """
     _check_policy(policy)
@@ -382,28 +445,16 @@ def evaluate_basket(
     for grant in grants:
         for i in grant.multiplied:
             grant.bonus[i] = multiplier_bonus(bases[i], grant.candidate.offer.reward.multiplier_percent)
+    tier_rule, tier_before, tier_after = _tier_standing(catalog, customer, subtotal - total_discount)
+    tier = _TierBonus(tier_rule, tuple(tier_bonus(base, tier_rule) for base in bases))
 
-    results = tuple(
-        LineResult(
-            line_id=line.item.line_id,
-            base_points=bases[i],
-            bonus_points=sum(grant.bonus.get(i, 0) for grant in grants),
-            discount_minor=line.discount,
-            offer_ids=tuple(
-                grant.candidate.offer.offer_id for grant in grants if grant.bonus.get(i, 0) or grant.discount.get(i, 0)
-            ),
-            bonus_by_offer=tuple(
-                (grant.candidate.offer.offer_id, grant.bonus[i]) for grant in grants if grant.bonus.get(i, 0)
-            ),
-        )
-        for i, line in enumerate(lines)
-    )
+    results = tuple(_line_result(i, line, bases[i], grants, tier) for i, line in enumerate(lines))
     won = {
         contest.winner.offer_id: _won_phrase(contest, basket.currency, mpu, policy)
         for contest in contests.values()
         if contest.losers
     }
-    applied = tuple(
+    applied = tier.applied() + tuple(
         AppliedOffer(
             offer_id=grant.candidate.offer.offer_id,
             title=grant.candidate.offer.title,
@@ -445,4 +496,6 @@ def evaluate_basket(
         points_debt_before=debt_before,
         points_debt_repaid=debt_repaid,
         not_applied=why_not,
+        tier_before=tier_before,
+        tier_after=tier_after,
     )

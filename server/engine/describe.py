@@ -15,14 +15,19 @@ def count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def multiplier_phrase(multiplier_percent: int) -> str:
-    """200 -> "double points", 150 -> "1.5x points", 1000 -> "10x points"; exact, no floats."""
+def multiplier_word(multiplier_percent: int) -> str:
+    """200 -> "double", 150 -> "1.5x", 1000 -> "10x"; exact, no floats."""
     named = _NAMED_MULTIPLIERS.get(multiplier_percent)
     if named:
-        return f"{named} points"
+        return named
     whole, frac = divmod(multiplier_percent, 100)
     digits = f"{frac:02d}".rstrip("0")
-    return f"{whole}.{digits}x points" if digits else f"{whole}x points"
+    return f"{whole}.{digits}x" if digits else f"{whole}x"
+
+
+def multiplier_phrase(multiplier_percent: int) -> str:
+    """200 -> "double points", 150 -> "1.5x points", 1000 -> "10x points"; exact, no floats."""
+    return f"{multiplier_word(multiplier_percent)} points"
 
 
 def describe_reward(reward: Reward, currency: str) -> str:
@@ -167,3 +172,20 @@ def worth_phrase(discount_minor: int, points: int, points_value_minor: int, curr
     if points:
         parts.append(f"{points_phrase(points)} worth {format_minor(points_value_minor, currency)}")
     return " + ".join(parts) if parts else "nothing"
+
+
+def tier_bonus_title(name: str) -> str:
+    """ "Gold member bonus": the title a tier bonus is listed under among the applied offers."""
+    return f"{capitalize(name)} member bonus"
+
+
+def tier_bonus_phrase(name: str, multiplier_percent: int, points: int) -> str:
+    """ "gold members earn 1.5x base points: +60 points"."""
+    return f"{name} members earn {multiplier_word(multiplier_percent)} base points: +{points_phrase(points)}"
+
+
+def tier_upgrade_phrase(before: str, after: str) -> str:
+    """ "upgraded from silver to gold", "upgraded to gold" (no tier before); "" when the tier did not change."""
+    if not after or after == before:
+        return ""
+    return f"upgraded from {before} to {after}" if before else f"upgraded to {after}"

@@ -17,6 +17,9 @@ MAX_MULTIPLIER_PERCENT = 10_000
 MAX_AMOUNT = 10**15
 MAX_BONUS_POINTS = 10**9
 MINUTES_PER_DAY = 24 * 60
+# Ids the engine gives to bonuses that are not offers (tier bonuses: "tier:gold", see server.engine.tiers), recorded
+# beside offers' bonuses on receipts; an admin offer may not take one.
+RESERVED_OFFER_ID_PREFIX = "tier:"
 _KNOWN_STATUSES = frozenset(int(status) for status in OfferStatus)
 
 
@@ -161,6 +164,8 @@ def _validate_dayparts(offer: Offer) -> None:
 def validate_offer(offer: Offer) -> None:
     """An offer from the admin API; raises InvalidArgument for the first bad field."""
     validate_id(offer.offer_id, "offer.offer_id")
+    if offer.offer_id.startswith(RESERVED_OFFER_ID_PREFIX):
+        raise InvalidArgument("offer.offer_id", f"must not start with {RESERVED_OFFER_ID_PREFIX!r} (tier bonuses)")
     _validate_text(offer.title, "offer.title", max_len=200)
     _validate_text(offer.description, "offer.description", max_len=2000, blank_ok=True)
     _validate_reward(offer)
@@ -198,6 +203,7 @@ def validate_customer(customer: CustomerState) -> None:
     _validate_text(customer.display_name, "customer.display_name", max_len=256, blank_ok=True)
     _validate_text(customer.tier, "customer.tier", max_len=MAX_CATEGORY_LEN, blank_ok=True)
     _validate_non_negative(customer.purchase_count, "customer.purchase_count")
+    _validate_amount(customer.spend_12m_minor, "customer.spend_12m_minor")
     if customer.currency and not money.is_known_currency(customer.currency):
         raise InvalidArgument("customer.currency", f"unknown currency {customer.currency!r}")
     for category in sorted(customer.categories):

@@ -248,6 +248,7 @@ def customer_to_pb(state: m.CustomerState) -> pb.CustomerProfile:
         purchase_count=state.purchase_count,
         propensity=dict(state.propensity),
         points_debt=state.points_debt,
+        spend_12m_minor=state.spend_12m_minor,
     )
     set_timestamp(out.last_purchase_at, state.last_purchase_at)
     if state.home is not None:
@@ -292,6 +293,8 @@ def evaluation_to_pb(ev: m.BasketEvaluation) -> pb.BasketEvaluation:
         catalog_version=ev.catalog_version,
         points_debt_before=ev.points_debt_before,
         points_debt_repaid=ev.points_debt_repaid,
+        tier_before=ev.tier_before,
+        tier_after=ev.tier_after,
     )
     set_timestamp(out.evaluated_at, ev.evaluated_at)
     return out

@@ -100,8 +100,12 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
 
     async def ReturnPurchase(self, request: svc.ReturnPurchaseRequest, context: Context) -> svc.ReturnReceipt:
         lines = [ReturnRequestLine(line.line_id, line.quantity) for line in request.lines]
+        # The digest covers what the return does, not when the till says it happened (a retry may re-stamp it).
+        what = svc.ReturnPurchaseRequest()
+        what.CopyFrom(request)
+        what.ClearField("occurred_at")
         result = await self._returns.return_lines(
-            request.return_id, request.transaction_id, request.customer_id, lines, request_digest(request)
+            request.return_id, request.transaction_id, request.customer_id, lines, request_digest(what)
         )
         return _return_receipt(result)
 
@@ -140,6 +144,12 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
 
     async def ResumeOffer(self, request: admin_pb.ResumeOfferRequest, context: Context) -> pb.Offer:
         return await self._admin.resume_offer(request.offer_id)
+
+    async def SetTierPolicy(self, request: admin_pb.SetTierPolicyRequest, context: Context) -> pb.TierPolicy:
+        return await self._admin.set_tier_policy(request.policy)
+
+    async def GetTierPolicy(self, request: admin_pb.GetTierPolicyRequest, context: Context) -> pb.TierPolicy:
+        return await self._admin.get_tier_policy()
 
     async def UpsertStore(self, request: admin_pb.UpsertStoreRequest, context: Context) -> pb.Store:
         _required(request, "store")

@@ -1,15 +1,17 @@
 -- Applies one purchase to a customer's hot state, exactly once, and appends its write-behind record.
 -- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
 -- KEYS[1] - profile hash        KEYS[2] - categories set     KEYS[3] - offer uses hash
--- KEYS[4] - transaction hash    KEYS[5] - partition outbox stream
+-- KEYS[4] - transaction hash    KEYS[5] - partition outbox stream   KEYS[6] - monthly spend hash
 -- ARGV[1] - request digest      ARGV[2] - profile version the purchase was evaluated on
 -- ARGV[3] - receipt (protobuf)  ARGV[4] - outbox record (JSON)
 -- ARGV[5] - balance delta (earned - redeemed - debt repaid)   ARGV[6] - points redeemed
 -- ARGV[7] - lifetime value delta               ARGV[8] - purchase time, epoch milliseconds
 -- ARGV[9] - receipt retention, seconds         ARGV[10] - customer id (tags the outbox entry)
 -- ARGV[11] - points debt repaid from this purchase's earnings
--- ARGV[12] - number of new categories N        ARGV[13 .. 12+N] - new categories
--- ARGV[13+N ..] - ids of offers applied
+-- ARGV[12] - month of the sale ("YYYYMM")       ARGV[13] - net spend to add to it
+-- ARGV[14] - tier reached by this purchase ("" = unchanged)
+-- ARGV[15] - number of new categories N        ARGV[16 .. 15+N] - new categories
+-- ARGV[16+N ..] - ids of offers applied
 -- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"} | {"insufficient", balance}
 local txn = redis.call("HMGET", KEYS[4], "digest", "receipt")
 if txn[1] then
@@ -44,11 +46,16 @@ end
 if (tonumber(profile[3]) or 0) < tonumber(ARGV[8]) then
   redis.call("HSET", KEYS[1], "last", ARGV[8])
 end
-local n = tonumber(ARGV[12])
-for i = 13, 12 + n do
+redis.call("HINCRBY", KEYS[6], ARGV[12], ARGV[13])
+redis.call("EXPIRE", KEYS[6], 34560000)  -- 400 days: a year of months and some
+if ARGV[14] ~= "" then
+  redis.call("HSET", KEYS[1], "tier", ARGV[14])
+end
+local n = tonumber(ARGV[15])
+for i = 16, 15 + n do
   redis.call("SADD", KEYS[2], ARGV[i])
 end
-for i = 13 + n, #ARGV do
+for i = 16 + n, #ARGV do
   redis.call("HINCRBY", KEYS[3], ARGV[i], 1)
 end
 redis.call("HSET", KEYS[4], "digest", ARGV[1], "receipt", ARGV[3])

@@ -222,3 +222,62 @@ def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., Se
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         last = till.ReturnPurchase(return_request(member, purchase.transaction_id, ("sock-1", 1)))
         assert last.balance_after == 500
+
+
+def test_a_return_id_belongs_to_one_customer(
+    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub
+) -> None:
+    alice, bob = clone_samantha(admin_stub), clone_samantha(admin_stub)
+    shared = f"R-{uuid.uuid4().hex[:8]}"
+    for member in (alice, bob):
+        purchase = commit_request(basket(member, DRESS))
+        stub.CommitPurchase(purchase)
+        request = return_request(member, purchase.transaction_id, ("dress-1", 1), return_id=shared)
+        if member == alice:
+            stub.ReturnPurchase(request)
+        else:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ReturnPurchase(request)
+            assert err.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert profile(stub, bob).points_balance == 500 + 120  # nothing taken from her
+
+
+def test_a_retried_return_with_a_new_timestamp_is_the_same_return(
+    stub: svc_grpc.OfferServiceStub, fresh_customer_id: str
+) -> None:
+    purchase = commit_request(basket(fresh_customer_id, DRESS))
+    stub.CommitPurchase(purchase)
+    request = return_request(fresh_customer_id, purchase.transaction_id, ("dress-1", 1))
+    request.occurred_at.FromDatetime(datetime.now(UTC))
+    stub.ReturnPurchase(request)
+    request.occurred_at.FromDatetime(datetime.now(UTC) + timedelta(seconds=5))  # the till re-stamped its retry
+    assert stub.ReturnPurchase(request).replayed
+
+
+def test_returns_of_purchases_redis_no_longer_keeps_go_through_sql_once(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server(demo_data=True)
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        purchase = commit_request(basket(member, DRESS, SHOES))
+        till.CommitPurchase(purchase)
+        server.drain()
+        k, redis = server.service.customers.keys, server.service.redis
+
+        async def expire_receipt() -> None:  # what the retention window does after 30 days
+            await redis.delete(
+                k.transaction(member, purchase.transaction_id), k.transaction_claim(purchase.transaction_id)
+            )
+
+        server.run(expire_receipt())
+        first = till.ReturnPurchase(return_request(member, purchase.transaction_id, ("dress-1", 1)))
+        assert first.points_reversed == 240
+        # The same units again, right away, before or after the writer caught up: refused both times.
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as err:
+                till.ReturnPurchase(return_request(member, purchase.transaction_id, ("dress-1", 1)))
+            assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE)
+            server.drain()
+        assert profile(till, member).points_balance == 500 + 329 - 240

@@ -21,7 +21,7 @@ from store.sql_repo import ProfileRepository
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 # The newest migration and every table it creates (besides alembic_version): what a migrated database holds.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 PROFILE_TABLES = (
     "customers",
     "customer_categories",
@@ -35,6 +35,7 @@ PROFILE_TABLES = (
     "returns",
     "return_lines",
     "return_offers",
+    "settings",
 )
 
 

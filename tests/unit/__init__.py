@@ -24,6 +24,7 @@ from server.engine.model import (
     Reward,
     RewardType,
     Store,
+    TierRule,
 )
 
 NOW = datetime(2025, 6, 1, 15, 0, tzinfo=UTC)
@@ -36,6 +37,12 @@ NEAR_SOHO = GeoPoint(40.7377, -74.0030)  # 1.6 km north of SoHo
 BOSTON = GeoPoint(42.3601, -71.0589)  # ~305 km from SoHo
 COVENT_GARDEN = Store("london", "Covent Garden", GeoPoint(51.5117, -0.1240), "Europe/London")
 NEAR_COVENT_GARDEN = GeoPoint(51.5130, -0.1240)
+
+# The tier policy of the tier tests: thresholds on rolling 12-month spend (USD minor units), earn multipliers.
+SILVER = TierRule("silver", 0, 100)
+GOLD = TierRule("gold", 1_000_000, 150)
+PLATINUM = TierRule("platinum", 5_000_000, 200)
+TIERS = (SILVER, GOLD, PLATINUM)
 
 WEEKDAYS = frozenset(range(5))  # Mon..Fri
 HAPPY_HOUR = Daypart(WEEKDAYS, 17 * 60, 19 * 60)  # Mon–Fri 17:00–19:00, store time
@@ -84,8 +91,10 @@ def simple_offer(offer_id: str, reward: Reward, condition: Condition | None = No
     return Offer(offer_id, f"Offer {offer_id}", "", Eligibility(), condition or Condition(), reward, **changes)
 
 
-def catalog(*offers: Offer, stores: tuple[Store, ...] = (SOHO, MIDTOWN), version: int = 7) -> Catalog:
-    return Catalog(version=version, offers=offers, stores={store.store_id: store for store in stores})
+def catalog(
+    *offers: Offer, stores: tuple[Store, ...] = (SOHO, MIDTOWN), version: int = 7, tiers: tuple[TierRule, ...] = ()
+) -> Catalog:
+    return Catalog(version=version, offers=offers, stores={store.store_id: store for store in stores}, tiers=tiers)
 
 
 def line(line_id: str, category: str, unit_price_minor: int, quantity: int = 1) -> LineItem:
@@ -107,13 +116,14 @@ def app_ctx(now: datetime = NOW, location: GeoPoint | None = None) -> OfferConte
 def purchase_facts(
     cat: Catalog, items: Basket, evaluation: BasketEvaluation, transaction_id: str = "txn-1"
 ) -> PurchaseFacts:
-    """What a commit of `items` (evaluated as `evaluation` against `cat`) stores for later returns."""
+    """What a commit of `items` (evaluated as `evaluation` against `cat`) stores for later returns: the terms of the
+    applied offers the catalog defines (a tier bonus, "tier:gold", is not one and has no terms)."""
     return PurchaseFacts(
         transaction_id=transaction_id,
         customer_id=evaluation.customer_id,
         basket=items,
         lines=evaluation.lines,
-        offers={applied.offer_id: cat.by_id[applied.offer_id] for applied in evaluation.applied_offers},
+        offers={a.offer_id: cat.by_id[a.offer_id] for a in evaluation.applied_offers if a.offer_id in cat.by_id},
         points_redeemed=evaluation.points_redeemed,
         redeemed_value_minor=evaluation.redeemed_value_minor,
         occurred_at=evaluation.evaluated_at,

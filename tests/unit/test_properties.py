@@ -26,10 +26,12 @@ from server.engine.model import (
     ReturnRequestLine,
     Reward,
     RewardType,
+    TierRule,
 )
 from server.engine.money import minor_per_unit
 from server.engine.returns import evaluate_return, remaining_lines
 from server.engine.rewards import base_points
+from server.engine.tiers import tier_for, validate_tiers
 from tests.unit import catalog, pos_ctx, purchase_facts, samantha
 
 CATEGORIES = ["dresses", "shoes", "bags"]
@@ -313,3 +315,150 @@ def test_a_points_debt_is_repaid_before_the_balance_grows(cat: Catalog, items: B
     assert result.points_debt_before == debt
     assert result.points_debt_repaid == min(debt, result.points_earned)
     assert result.balance_after == balance + result.points_earned - result.points_debt_repaid
+
+
+# --- tiers -------------------------------------------------------------------------------------------------------
+
+TIER_NAMES = ["silver", "gold", "platinum", "diamond"]
+
+
+@st.composite
+def tier_policies(draw: st.DrawFn) -> tuple[TierRule, ...]:
+    """1..4 tiers in any order: unique names and thresholds (one often at 0), multipliers 100..1000. (Without a
+    policy the profile's tier stands: test_without_a_tier_policy_the_profiles_tier_stands.)"""
+    names = draw(st.lists(st.sampled_from(TIER_NAMES), min_size=1, max_size=4, unique=True))
+    thresholds = draw(
+        st.lists(
+            st.one_of(st.just(0), st.integers(1, 3_000_000)), min_size=len(names), max_size=len(names), unique=True
+        )
+    )
+    return tuple(
+        TierRule(name, threshold, draw(st.sampled_from([100, 100, 125, 150, 200, 1000]) | st.integers(100, 1000)))
+        for name, threshold in zip(names, thresholds, strict=True)
+    )
+
+
+@st.composite
+def members(draw: st.DrawFn) -> CustomerState:
+    """A member whose profile tier may be in the policy, unknown to it or empty."""
+    return samantha(
+        tier=draw(st.sampled_from(["", "vip", *TIER_NAMES])),
+        spend_12m_minor=draw(st.integers(0, 4_000_000)),
+        points_balance=draw(st.integers(0, 100_000)),
+    )
+
+
+def tier_rank(name: str, policy: tuple[TierRule, ...]) -> int:
+    """A tier's place in threshold order; -1 for no tier."""
+    thresholds = {rule.name: rule.min_spend_12m_minor for rule in policy}
+    return thresholds[name] if name else -1
+
+
+@ENGINE
+@given(
+    cat=catalogs(),
+    policy=tier_policies(),
+    customer=members(),
+    items=baskets(),
+    points=policies,
+    share=st.floats(0, 1),
+    order=st.randoms(use_true_random=False),
+)
+def test_tier_invariants(
+    cat: Catalog,
+    policy: tuple[TierRule, ...],
+    customer: CustomerState,
+    items: Basket,
+    points: PointsPolicy,
+    share: float,
+    order: random.Random,
+) -> None:
+    validate_tiers(policy)
+    cat = replace(cat, tiers=policy)
+    items = replace(items, points_to_redeem=redeemable(cat, customer, items, points, share))
+    result = evaluate(cat, customer, items, points)
+
+    assert result.points_earned == sum(r.base_points + r.bonus_points for r in result.lines)
+    assert sum(a.bonus_points for a in result.applied_offers) == sum(r.bonus_points for r in result.lines)
+    for r in result.lines:
+        assert sum(p for _, p in r.bonus_by_offer) == r.bonus_points
+        assert all(p > 0 for _, p in r.bonus_by_offer)
+
+    # She earns at her current tier: the profile's if the policy has it, else her spend's.
+    names = {rule.name: rule for rule in policy}
+    current = names.get(customer.tier) or tier_for(customer.spend_12m_minor, policy)
+    assert result.tier_before == (current.name if current else "")
+    tier_id = f"tier:{result.tier_before}"
+    for r in result.lines:
+        expected = r.base_points * (current.earn_multiplier_percent - 100) // 100 if current else 0
+        assert dict(r.bonus_by_offer).get(tier_id, 0) == expected
+    tier_applied = [a for a in result.applied_offers if a.offer_id.startswith("tier:")]
+    assert len(tier_applied) <= 1 and all(a.discount_minor == 0 for a in tier_applied)
+
+    # Upgrades only, to the tier the spend reaches with this purchase's net value.
+    assert tier_rank(result.tier_after, policy) >= tier_rank(result.tier_before, policy)
+    reached = tier_for(customer.spend_12m_minor + result.subtotal_minor - result.total_discount_minor, policy)
+    if reached is not None and tier_rank(reached.name, policy) > tier_rank(result.tier_before, policy):
+        assert result.tier_after == reached.name
+    else:
+        assert result.tier_after == result.tier_before
+
+    # Deterministic: the same again, with the policy and the lines in another order.
+    shuffled_policy = list(policy)
+    order.shuffle(shuffled_policy)
+    shuffled_lines = list(items.lines)
+    order.shuffle(shuffled_lines)
+    again = evaluate(
+        replace(cat, tiers=tuple(shuffled_policy)), customer, replace(items, lines=tuple(shuffled_lines)), points
+    )
+    assert {r.line_id: r for r in again.lines} == {r.line_id: r for r in result.lines}
+    assert replace(again, lines=result.lines) == result
+
+
+@ENGINE
+@given(cat=catalogs(), customer=members(), items=baskets())
+def test_without_a_tier_policy_the_profiles_tier_stands(cat: Catalog, customer: CustomerState, items: Basket) -> None:
+    result = evaluate(cat, customer, items, PointsPolicy())
+    assert result.tier_before == result.tier_after == customer.tier
+    assert not any(o.startswith("tier:") for r in result.lines for o, _ in r.bonus_by_offer)
+
+
+@ENGINE
+@given(
+    cat=catalogs(),
+    policy=tier_policies(),
+    customer=members(),
+    items=baskets(),
+    points=policies,
+    rng=st.randoms(use_true_random=False),
+)
+def test_returns_of_a_tier_bonus_purchase_reverse_exactly_its_points(
+    cat: Catalog,
+    policy: tuple[TierRule, ...],
+    customer: CustomerState,
+    items: Basket,
+    points: PointsPolicy,
+    rng: random.Random,
+) -> None:
+    cat = replace(cat, tiers=policy)
+    customer = replace(customer, currency=items.currency)
+    items = replace(items, points_to_redeem=redeemable(cat, customer, items, points, 0.5))
+    evaluation = evaluate(cat, customer, items, points)
+    facts = purchase_facts(cat, items, evaluation)
+    holder = replace(customer, points_balance=evaluation.balance_after)
+
+    whole = evaluate_return(facts, holder, {}, remaining_lines(facts, {}))
+    assert whole.points_reversed == evaluation.points_earned
+    assert whole.points_refunded == evaluation.points_redeemed
+    assert whole.balance_after == customer.points_balance
+
+    returned: Mapping[str, int] = {}
+    reversed_total = 0
+    while remaining_lines(facts, returned):
+        outcome = evaluate_return(facts, holder, returned, random_return(facts, returned, rng))
+        assert not any(o.startswith("tier:") for o in outcome.offers_lost)
+        reversed_total += outcome.points_reversed
+        returned = outcome.returned_after
+        holder = replace(holder, points_balance=outcome.balance_after, points_debt=outcome.debt_after)
+    assert reversed_total == evaluation.points_earned
+    assert holder.points_balance - holder.points_debt == customer.points_balance
