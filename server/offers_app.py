@@ -41,6 +41,7 @@ from server.engine.model import (
     Receipt,
 )
 from server.engine.ranking import list_active_offers
+from server.engine.tiers import is_tier_offer_id
 from server.engine.validation import validate_basket, validate_customer, validate_id, validate_location
 from server.observe import sql_call
 from store.ids import purchase_event_id
@@ -415,9 +416,10 @@ def purchase_record(
             )
             for line in basket.lines
         ],
-        applied_offers=[
+        applied_offers=[  # offers only: a tier bonus is not an offer use (no limits, no budgets)
             AppliedOfferRecord(a.offer_id, _offer_version(catalog, a.offer_id), a.bonus_points, a.discount_minor)
             for a in ev.applied_offers
+            if not is_tier_offer_id(a.offer_id)
         ],
         new_categories=list(receipt.new_categories),
         ledger=[e for e in ledger if e.points != 0],

@@ -111,7 +111,7 @@ class ReturnRecord:
     value_minor: int  # >= 0, merchandise value returned
     lifetime_value_delta: int  # <= 0
     balance_delta: int  # what the balance moved by (floored at zero: the rest is debt)
-    debt_delta: int  # >= 0, shortfall recorded as debt
+    debt_delta: int  # shortfall recorded as debt (> 0), or debt repaid by points coming back (< 0)
     purchase_count_delta: int  # -1 for a void, else 0
     offers_lost: list[str]  # offers whose bonus was taken back whole (their per-customer use is given back)
     request_digest: str

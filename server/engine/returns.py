@@ -36,6 +36,7 @@ from server.engine.model import (
     ReturnedLine,
     ReturnOutcome,
     ReturnRequestLine,
+    RewardType,
 )
 
 # Bonus without a known offer behind it: never lost, only returned with its units.
@@ -125,6 +126,10 @@ def _condition_kept(offer: Offer, lines: Sequence[_Line], kept: Sequence[int]) -
         k > 0 and _in_category(line, offer.reward.target_category) for line, k in zip(lines, kept, strict=True)
     )
     return units, spend, has_target
+
+
+def _is_discount(offer: Offer | None) -> bool:
+    return offer is not None and offer.reward.type in (RewardType.PERCENT_OFF, RewardType.AMOUNT_OFF)
 
 
 def _holds(offer: Offer, lines: Sequence[_Line], kept: Sequence[int]) -> bool:
@@ -276,18 +281,31 @@ def evaluate_return(
     )
     points_reversed = before.earned - after.earned
     points_refunded = _refunded(facts, after, everything.value) - _refunded(facts, before, everything.value)
-    lost = sorted(before.holding - after.holding)
+
+    # A discount stays on the units she keeps, so its offer is given back when the last discounted unit comes
+    # back; a points offer as soon as its condition no longer holds (its bonus is taken back then).
+    def discount_lost(offer: Offer) -> bool:
+        return _condition_kept(offer, purchase, kept_before)[2] and not _condition_kept(offer, purchase, kept_after)[2]
+
+    lost = sorted(
+        offer_id
+        for offer_id, offer in facts.offers.items()
+        if (discount_lost(offer) if _is_discount(offer) else offer_id in before.holding - after.holding)
+    )
 
     balance, debt = customer.points_balance, customer.points_debt
     net = points_refunded - points_reversed
+    repaid = min(debt, net) if net > 0 else 0  # points coming back repay a debt first, like earnings
     if balance + net >= 0:
-        balance_after, debt_after = balance + net, debt
+        balance_after, debt_after = balance + net - repaid, debt - repaid
     else:
         balance_after, debt_after = 0, debt - (balance + net)
 
     explanations = _explain(facts, purchase, lines, returned_lines, kept_after, lost)
     if points_refunded:
         explanations.append(f"{points_refunded} redeemed {_points_noun(points_refunded)} refunded")
+    if repaid:
+        explanations.append(f"{repaid} {_points_noun(repaid)} repay the points debt of {debt}")
     if debt_after > debt:
         why = "the points these items earned had already been spent"
         grown = debt_after - debt

@@ -259,7 +259,7 @@ def test_returns_in_any_steps_undo_the_purchase_exactly(
         request = random_return(facts, returned, rng)
         outcome = evaluate_return(facts, holder, returned, request)
         assert outcome.points_reversed >= 0 and outcome.points_refunded >= 0 and outcome.value_minor >= 0
-        assert outcome.balance_after >= 0 and outcome.debt_after >= outcome.debt_before
+        assert outcome.balance_after >= 0 and outcome.debt_after >= 0  # points coming back repay debt first
         assert sum(r.value_minor for r in outcome.lines) == outcome.value_minor
         assert 0 <= sum(r.points_reversed for r in outcome.lines) <= outcome.points_reversed
         assert [r.line_id for r in outcome.lines] == [r.line_id for r in request]

@@ -198,11 +198,12 @@ def test_redeemed_points_are_refunded_pro_rata_then_in_full() -> None:
     assert after.points_balance == 15_000
 
 
-def test_a_refund_goes_to_the_balance_and_leaves_a_debt_as_it_is() -> None:
+def test_points_coming_back_repay_a_debt_first() -> None:
     facts, customer, _ = buy(catalog(), basket(DRESS, SHOES, points_to_redeem=10_000), samantha(points_balance=15_000))
     outcome, _ = give_back(facts, replace(customer, points_debt=50), {}, ("shoes-1", 1))
     assert outcome.points_refunded - outcome.points_reversed == 4_259 - 46 == 4_213
-    assert (outcome.balance_after, outcome.debt_after) == (5_108 + 4_213, 50)
+    assert (outcome.balance_after, outcome.debt_after) == (5_108 + 4_213 - 50, 0)
+    assert "50 points repay the points debt of 50" in outcome.explanations
 
 
 def test_refund_of_a_purchase_worth_nothing_waits_for_the_last_unit() -> None:
@@ -358,3 +359,19 @@ def test_why_an_offer_stops_holding(
 ) -> None:
     reward = Reward(RewardType.POINTS_MULTIPLIER, target, multiplier_percent=200)
     assert not_kept_phrase(condition, reward, units, spend, has_target, "USD") == text
+
+
+def test_a_discount_offer_is_given_back_only_with_the_last_discounted_unit() -> None:
+    # "10% off when you buy 3 bags", once per customer: returning one bag keeps 10% off the other two, so the
+    # offer's use is not given back (else she could earn a once-per-customer offer again and again).
+    ten_off = simple_offer(
+        "bags-10",
+        Reward(RewardType.PERCENT_OFF, target_category="bags", percent_off=10),
+        Condition(required_category="bags", min_quantity=3),
+        per_customer_limit=1,
+    )
+    bags = line("bags-1", "bags", 5_000, quantity=3)
+    facts, customer, evaluation = buy(catalog(ten_off), basket(bags), samantha())
+    assert [a.offer_id for a in evaluation.applied_offers] == ["bags-10"]
+    (one, rest), _ = in_sequence(facts, customer, [[("bags-1", 1)], [("bags-1", 2)]])
+    assert one.offers_lost == () and rest.offers_lost == ("bags-10",)
