@@ -175,6 +175,8 @@ def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
         f"categories: {', '.join(profile.categories_purchased) or '-'}",
         f"purchases: {profile.purchase_count}, last {format_time(profile.last_purchase_at, unset='never')}",
     ]
+    if profile.points_expiring:
+        out.append(f"expiring: {profile.points_expiring} points on {format_time(profile.points_expire_at)}")
     if profile.HasField("home_location"):
         out.append(f"home: {profile.home_location.latitude:.4f}, {profile.home_location.longitude:.4f}")
     return out
@@ -340,6 +342,14 @@ def cmd_admin_resume(args: argparse.Namespace, client: PosOffersClient) -> Resul
     return offer, [format_offer_row(offer)]
 
 
+def cmd_admin_expire_points(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    report = client.expire_points(timeout=max(getattr(args, "timeout", 2.0), 60.0))  # a job, not a till call
+    return report, [
+        f"checked {report.customers_checked} members, expired {report.points_expired} points "
+        f"of {report.customers_expired}"
+    ]
+
+
 def cmd_admin_upsert_store(args: argparse.Namespace, client: PosOffersClient) -> Result:
     store = types_pb2.Store(
         store_id=args.id,
@@ -464,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("offer_id", metavar="OFFER_ID")
     p = command(admin_commands, "resume", cmd_admin_resume, "make a paused or draft offer active again")
     p.add_argument("offer_id", metavar="OFFER_ID")
+    command(admin_commands, "expire-points", cmd_admin_expire_points, "run the points-expiry job (safe twice)")
     p = command(admin_commands, "upsert-store", cmd_admin_upsert_store, "create or replace a store")
     p.add_argument("--id", required=True)
     p.add_argument("--name", required=True)

@@ -47,6 +47,7 @@ IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
     ("posoffers.v1.OfferAdmin", "ResumeOffer"),
     ("posoffers.v1.OfferAdmin", "SetTierPolicy"),
     ("posoffers.v1.OfferAdmin", "GetTierPolicy"),
+    ("posoffers.v1.OfferAdmin", "ExpirePoints"),  # safe to run twice: one expiry per period of inactivity
 )
 
 # gRPC caps retry attempts at 5 whatever the config says; we refuse more rather than silently cap.
@@ -302,6 +303,10 @@ class PosOffersClient:
 
     def resume_offer(self, offer_id: str, *, timeout: float | None = None) -> types_pb2.Offer:
         return self._call(self._admin.ResumeOffer, admin_service_pb2.ResumeOfferRequest(offer_id=offer_id), timeout)
+
+    def expire_points(self, *, timeout: float | None = None) -> admin_service_pb2.ExpirePointsResponse:
+        """Runs the points-expiry job on the server (safe to run twice)."""
+        return self._call(self._admin.ExpirePoints, admin_service_pb2.ExpirePointsRequest(), timeout)
 
     def archive_offer(self, offer_id: str, *, timeout: float | None = None) -> types_pb2.Offer:
         return self._call(self._admin.ArchiveOffer, admin_service_pb2.ArchiveOfferRequest(offer_id=offer_id), timeout)

@@ -27,6 +27,7 @@ from server.catalog import CatalogCache
 from server.config import Settings
 from server.demo import load_demo
 from server.engine.model import Catalog
+from server.expiry import PointsExpiry
 from server.observe import redis_call, sql_call
 from server.offers_app import OffersApp
 from server.returns_app import ReturnsApp
@@ -177,7 +178,8 @@ class Service:
         )
         returns = ReturnsApp(settings, customers, repo, catalog, ProtobufReceipts(), offers.rehydrate)
         offer_service_pb2_grpc.add_OfferServiceServicer_to_server(OfferServicer(offers, returns), server)
-        admin_service_pb2_grpc.add_OfferAdminServicer_to_server(AdminServicer(admin, offers), server)
+        expiry = PointsExpiry(offers, customers, repo, expire_after_days=settings.points_expire_after_days)
+        admin_service_pb2_grpc.add_OfferAdminServicer_to_server(AdminServicer(admin, offers, expiry), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if settings.reflection:

@@ -51,6 +51,10 @@ class Settings:
     """Largest quantity on one line."""
     max_unit_price_minor: int = 100_000_000_00
     """Largest unit price in minor units."""
+    points_expire_after_days: int = 0
+    """Points expire after this many days without a purchase (the expiry job takes them); 0 = never."""
+    points_expiring_soon_days: int = 30
+    """GetProfile reports the balance as expiring when inactivity would expire it within this many days."""
     idempotency_retention_days: int = 30
     """How long a transaction id's receipt is kept in Redis for replays (SQL keeps it forever)."""
     occurred_at_grace_hours: int = 72

@@ -28,6 +28,7 @@ from server.engine.errors import (
     NotFound,
     Unavailable,
 )
+from server.engine.expiry import expiring
 from server.engine.model import (
     ActiveOffer,
     Basket,
@@ -153,6 +154,17 @@ class OffersApp:
         if read.state is None:
             raise NotFound("customer", customer_id)
         return read.state, read
+
+    def expiring(self, state: CustomerState) -> tuple[int, datetime | None]:
+        """Points about to expire for lack of purchases, and when (for the profile)."""
+        s = self.settings
+        return expiring(
+            state.points_balance,
+            state.last_purchase_at,
+            self.clock(),
+            after_days=s.points_expire_after_days,
+            warn_days=s.points_expiring_soon_days,
+        )
 
     async def customer(self, customer_id: str) -> CustomerState:
         return (await self._state(customer_id, "customer_id", self.catalog.current))[0]

@@ -120,7 +120,18 @@ class ReturnRecord:
     kind: Literal["return"] = "return"
 
 
-OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord
+@dataclass(frozen=True, slots=True)
+class ExpiryRecord:
+    """Points taken by the expiry job after a period without purchases (one "expire" ledger entry)."""
+
+    event_id: str  # "expire:<customer_id>:<last purchase, epoch ms>": one expiry per period of inactivity
+    customer_id: str
+    points: int  # > 0, taken from the balance
+    expired_at: str  # ISO 8601, UTC
+    kind: Literal["expiry"] = "expiry"
+
+
+OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -142,6 +153,8 @@ def load_record(raw: str | bytes) -> OutboxRecord:
         return PurchaseRecord(**data)
     if kind == "customer":
         return CustomerRecord(**data)
+    if kind == "expiry":
+        return ExpiryRecord(**data)
     if kind == "return":
         data["lines"] = [ReturnLineRecord(**line) for line in data["lines"]]
         data["ledger"] = [LedgerEntry(**e) for e in data["ledger"]]

@@ -15,7 +15,7 @@ from redis.commands.core import AsyncScript
 
 from server.engine.model import CustomerState, GeoPoint
 from store.keys import Keys
-from store.records import CustomerRecord, PurchaseRecord, ReturnRecord, dump_record
+from store.records import CustomerRecord, ExpiryRecord, PurchaseRecord, ReturnRecord, dump_record
 from store.snapshot import CustomerSnapshot
 
 
@@ -145,6 +145,7 @@ class CustomerStore:
         self._release: AsyncScript = client.register_script(_lua("release_claim.lua"))
         self._pending: AsyncScript = client.register_script(_lua("pending_changes.lua"))
         self._return: AsyncScript = client.register_script(_lua("return_purchase.lua"))
+        self._expire: AsyncScript = client.register_script(_lua("expire_points.lua"))
         self._reserve_budget: AsyncScript = client.register_script(_lua("reserve_budget.lua"))
         self._release_budget: AsyncScript = client.register_script(_lua("release_budget.lua"))
 
@@ -264,6 +265,15 @@ class CustomerStore:
         if status in ("ok", "digest_mismatch", "missing", "stale"):
             return CommitResult(status)  # type: ignore[arg-type]
         raise RuntimeError(f"return script returned {status!r}")
+
+    async def expire_points(self, record: ExpiryRecord, *, cutoff: datetime, last_purchase_at: datetime) -> int:
+        """Takes her balance if she still has not bought since `last_purchase_at` (before `cutoff`); returns
+        the points taken (0: nothing to do, -1: Redis does not hold her)."""
+        k, cid = self.keys, record.customer_id
+        args: list[str | int] = [_epoch_ms(cutoff), _epoch_ms(last_purchase_at), dump_record(record), cid]
+        with self._observe("expire_points"):
+            taken = await self._expire(keys=[k.profile(cid), k.outbox(k.partition(cid))], args=args)
+        return int(taken)
 
     async def has_pending_changes(self, customer_id: str) -> bool:
         """True when the outbox still holds changes of hers that SQL lacks (or is too long to tell)."""

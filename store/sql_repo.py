@@ -25,6 +25,7 @@ from server.engine.model import GeoPoint, Store
 from store.records import (
     AppliedOfferRecord,
     CustomerRecord,
+    ExpiryRecord,
     OutboxRecord,
     PurchaseLineRecord,
     PurchaseRecord,
@@ -180,13 +181,18 @@ def _return_line_row(r: ReturnRecord, line: ReturnLineRecord) -> dict[str, Any]:
 
 
 def _ledger_row(
-    r: PurchaseRecord | CustomerRecord | ReturnRecord,
+    r: PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord,
     entry_id: str,
     transaction_id: str | None,
     kind: str,
     points: int,
 ) -> dict[str, Any]:
-    at = r.updated_at if isinstance(r, CustomerRecord) else r.committed_at
+    if isinstance(r, CustomerRecord):
+        at = r.updated_at
+    elif isinstance(r, ExpiryRecord):
+        at = r.expired_at
+    else:
+        at = r.committed_at
     return {
         "entry_id": entry_id,
         "customer_id": r.customer_id,
@@ -291,9 +297,17 @@ class ProfileRepository:
         purchases = [r for r in records if isinstance(r, PurchaseRecord)]
         crm = [r for r in records if isinstance(r, CustomerRecord)]
         returns = [r for r in records if isinstance(r, ReturnRecord)]
+        expiries = [r for r in records if isinstance(r, ExpiryRecord)]
         if returns:
             self._check_returned_purchases(conn, returns, purchases)
         self._upsert_customers(conn, purchases, crm, returns)
+        if expiries:
+            conn.execute(
+                sa.update(Customer)
+                .where(col(Customer.customer_id) == sa.bindparam("cid"))
+                .values(points_balance=col(Customer.points_balance) - sa.bindparam("points")),
+                [{"cid": r.customer_id, "points": r.points} for r in expiries],
+            )
         upgrades = {r.customer_id: r.tier_after for r in purchases if r.tier_after}
         if upgrades:  # a purchase that reached a higher tier (after any CRM record of the same batch)
             conn.execute(
@@ -318,6 +332,7 @@ class ProfileRepository:
         ]
         # A return's entries belong to the purchase it corrects.
         ledger += [_ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points) for r in returns for e in r.ledger]
+        ledger += [_ledger_row(r, f"{r.event_id}:expire", None, "expire", -r.points) for r in expiries]
         if ledger:
             conn.execute(sa.insert(PointsLedgerEntry), ledger)
         self._add_categories(conn, purchases, crm)
@@ -593,6 +608,21 @@ class ProfileRepository:
             month = occurred_at.strftime("%Y%m")
             spend[month] = spend.get(month, 0) - value
         return spend
+
+    def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
+        """Customers with points whose last purchase was before `cutoff`, by id (keyset pages): expiry candidates."""
+        with Session(self._engine) as session:
+            rows = session.exec(
+                select(Customer.customer_id)
+                .where(
+                    col(Customer.points_balance) > 0,
+                    col(Customer.last_purchase_at) < _aware(cutoff),
+                    col(Customer.customer_id) > after_customer_id,
+                )
+                .order_by(col(Customer.customer_id))
+                .limit(limit)
+            ).all()
+            return list(rows)
 
     def get_setting(self, key: str) -> tuple[str, int] | None:
         """(JSON value, version) of a setting of record, or None."""

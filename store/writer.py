@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from store.keys import Keys
-from store.records import CustomerRecord, OutboxRecord, load_record
+from store.records import CustomerRecord, ExpiryRecord, OutboxRecord, load_record
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class WriterStats:
 
 def parse_entry(fields: dict[bytes, bytes]) -> OutboxRecord:
     record = load_record(fields[b"r"])
+    if isinstance(record, ExpiryRecord):  # the script decided how many points, atomically with taking them
+        return dataclasses.replace(record, points=int(fields[b"points"]))
     if isinstance(record, CustomerRecord):
         # The upsert script computes the deltas atomically with the change and adds them beside the record.
         record = dataclasses.replace(

@@ -16,6 +16,7 @@ from posoffers.v1 import types_pb2 as pb
 from server.admin_app import AdminApp
 from server.engine.errors import InvalidArgument
 from server.engine.model import Channel, PurchaseFacts, Receipt, ReturnOutcome, ReturnRequestLine
+from server.expiry import PointsExpiry
 from server.offers_app import OffersApp
 from server.returns_app import ReturnResult, ReturnsApp
 from server.rpc import convert
@@ -96,7 +97,13 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
         return receipt
 
     async def GetProfile(self, request: svc.GetProfileRequest, context: Context) -> pb.CustomerProfile:
-        return convert.customer_to_pb(await self._app.customer(request.customer_id))
+        state = await self._app.customer(request.customer_id)
+        profile = convert.customer_to_pb(state)
+        points, at = self._app.expiring(state)
+        if points:
+            profile.points_expiring = points
+            convert.set_timestamp(profile.points_expire_at, at)
+        return profile
 
     async def ReturnPurchase(self, request: svc.ReturnPurchaseRequest, context: Context) -> svc.ReturnReceipt:
         lines = [ReturnRequestLine(line.line_id, line.quantity) for line in request.lines]
@@ -121,9 +128,10 @@ def _return_receipt(result: ReturnResult) -> svc.ReturnReceipt:
 
 
 class AdminServicer(admin_grpc.OfferAdminServicer):
-    def __init__(self, admin: AdminApp, offers: OffersApp) -> None:
+    def __init__(self, admin: AdminApp, offers: OffersApp, expiry: PointsExpiry) -> None:
         self._admin = admin
         self._offers = offers
+        self._expiry = expiry
 
     async def UpsertOffer(self, request: admin_pb.UpsertOfferRequest, context: Context) -> pb.Offer:
         _required(request, "offer")
@@ -150,6 +158,16 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
 
     async def GetTierPolicy(self, request: admin_pb.GetTierPolicyRequest, context: Context) -> pb.TierPolicy:
         return await self._admin.get_tier_policy()
+
+    async def ExpirePoints(
+        self, request: admin_pb.ExpirePointsRequest, context: Context
+    ) -> admin_pb.ExpirePointsResponse:
+        report = await self._expiry.run()
+        return admin_pb.ExpirePointsResponse(
+            customers_checked=report.customers_checked,
+            customers_expired=report.customers_expired,
+            points_expired=report.points_expired,
+        )
 
     async def UpsertStore(self, request: admin_pb.UpsertStoreRequest, context: Context) -> pb.Store:
         _required(request, "store")

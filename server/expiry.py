@@ -1,0 +1,87 @@
+"""The points-expiry job: takes the balance of members who have not bought for POS_OFFERS_POINTS_EXPIRE_AFTER_DAYS.
+
+Safe to run twice (or on two servers at once): each expiry is checked and applied by one Lua script against the
+customer's last purchase time, and its write-behind record is keyed by that time, so one period of inactivity
+expires once. Candidates come from SQL; Redis has the final word (SQL may lag behind a recent purchase).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from server.engine.errors import FailedPrecondition, NotFound, Unavailable
+from server.observe import sql_call
+from server.offers_app import OffersApp
+from store.records import ExpiryRecord
+from store.redis_state import CustomerStore
+
+
+class ExpiryCandidates(Protocol):
+    def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryReport:
+    customers_checked: int
+    customers_expired: int
+    points_expired: int
+
+
+class PointsExpiry:
+    def __init__(
+        self,
+        offers: OffersApp,
+        customers: CustomerStore,
+        candidates: ExpiryCandidates,
+        *,
+        expire_after_days: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._offers = offers
+        self._customers = customers
+        self._candidates = candidates
+        self._days = expire_after_days
+        self._clock = clock
+
+    async def run(self, *, page_size: int = 500) -> ExpiryReport:
+        if self._days <= 0:
+            raise FailedPrecondition(
+                "points never expire here (POS_OFFERS_POINTS_EXPIRE_AFTER_DAYS is 0)", "expiry_off"
+            )
+        now = self._clock()
+        cutoff = now - timedelta(days=self._days)
+        checked = expired = points = 0
+        after = ""
+        while True:
+            with sql_call("inactive_customers"):
+                page = await asyncio.to_thread(
+                    self._candidates.inactive_customers, cutoff=cutoff, after_customer_id=after, limit=page_size
+                )
+            for customer_id in page:
+                checked += 1
+                taken = await self._expire_one(customer_id, cutoff, now)
+                if taken > 0:
+                    expired, points = expired + 1, points + taken
+            if len(page) < page_size:
+                return ExpiryReport(checked, expired, points)
+            after = page[-1]
+
+    async def _expire_one(self, customer_id: str, cutoff: datetime, now: datetime) -> int:
+        try:
+            state = await self._offers.customer(customer_id)  # rebuilds her in Redis if needed
+        except (NotFound, Unavailable):
+            return 0  # gone, or her last changes are still on their way to SQL: the next run sees her
+        last = state.last_purchase_at
+        if last is None or last >= cutoff or state.points_balance <= 0:
+            return 0
+        record = ExpiryRecord(
+            event_id=f"expire:{customer_id}:{int(last.timestamp() * 1000)}",
+            customer_id=customer_id,
+            points=0,  # the script fills it in, atomically with taking them
+            expired_at=now.isoformat(),
+        )
+        return max(0, await self._customers.expire_points(record, cutoff=cutoff, last_purchase_at=last))

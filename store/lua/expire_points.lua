@@ -1,0 +1,17 @@
+-- Takes the points of a customer who has not bought since before the cutoff: once per period of inactivity.
+-- KEYS[1] - profile hash   KEYS[2] - partition outbox stream
+-- ARGV[1] - cutoff, epoch ms   ARGV[2] - the last purchase time the caller saw, epoch ms
+-- ARGV[3] - outbox record (JSON, without the points)   ARGV[4] - customer id (tags the outbox entry)
+-- Returns the points taken: 0 when she bought since, has nothing left, or Redis does not hold her (-1).
+local p = redis.call("HMGET", KEYS[1], "bal", "last")
+if not p[1] then
+  return -1
+end
+local balance, last = tonumber(p[1]) or 0, tonumber(p[2]) or 0
+if last == 0 or last >= tonumber(ARGV[1]) or last ~= tonumber(ARGV[2]) or balance <= 0 then
+  return 0
+end
+redis.call("HSET", KEYS[1], "bal", 0)
+redis.call("HINCRBY", KEYS[1], "ver", 1)
+redis.call("XADD", KEYS[2], "*", "r", ARGV[3], "points", balance, "c", ARGV[4])
+return balance

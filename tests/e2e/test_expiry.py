@@ -1,0 +1,53 @@
+"""Points expire after a period without purchases: shown on the profile beforehand, taken once by the job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from posoffers.v1 import admin_service_pb2 as admin_pb
+from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+
+from tests.e2e.conftest import clone_samantha
+from tests.support.builders import DRESS, basket, commit_request
+from tests.support.server_thread import ServerThread
+
+
+def test_inactive_members_points_expire_once_and_active_members_keep_theirs(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server(demo_data=True, points_expire_after_days=1, points_expiring_soon_days=30)
+    with grpc.insecure_channel(server.target) as channel:
+        admin = admin_grpc.OfferAdminStub(channel)
+        till = svc_grpc.OfferServiceStub(channel)
+        idle, active = clone_samantha(admin), clone_samantha(admin)
+        old_sale = commit_request(basket(idle, DRESS))
+        old_sale.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(days=2))  # an offline till, 2 days ago
+        till.CommitPurchase(old_sale)
+        till.CommitPurchase(commit_request(basket(active, DRESS)))
+
+        warned = till.GetProfile(svc.GetProfileRequest(customer_id=idle))
+        assert warned.points_expiring == 620 and warned.points_expire_at.ToDatetime(tzinfo=UTC) < datetime.now(UTC)
+        server.drain()  # the job finds candidates in SQL
+
+        report = admin.ExpirePoints(admin_pb.ExpirePointsRequest())
+        assert (report.customers_expired, report.points_expired) == (1, 620)
+        assert till.GetProfile(svc.GetProfileRequest(customer_id=idle)).points_balance == 0
+        assert till.GetProfile(svc.GetProfileRequest(customer_id=active)).points_balance == 620
+
+        server.drain()
+        again = admin.ExpirePoints(admin_pb.ExpirePointsRequest())  # safe to run twice
+        assert again.points_expired == 0
+        repo = server.service.repo
+        assert repo.ledger_balance(idle) == 0 and repo.ledger_balance(active) == 620
+
+
+def test_expiry_is_off_by_default(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server()
+    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as err:
+        admin_grpc.OfferAdminStub(channel).ExpirePoints(admin_pb.ExpirePointsRequest())
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
