@@ -175,6 +175,22 @@ def wait_until(child: Child, probe: Any, what: str, timeout: float = READY_TIMEO
     raise BenchError(f"{what} not ready after {timeout:g} s ({last_error})\n{child.log_tail()}")
 
 
+def wait_for_write_behind(service: Child, metrics_listen: str, timeout: float = 120.0) -> None:
+    """Seeding leaves a write-behind backlog (and a Redis and SQLite busy with it): measure from steady state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service.check_alive()
+        text = report.scrape(metrics_listen) or ""
+        backlog = next(
+            (line.split()[-1] for line in text.splitlines() if line.startswith("pos_offers_outbox_backlog ")), ""
+        )
+        if backlog and float(backlog) == 0:
+            note("write-behind backlog drained")
+            return
+        time.sleep(0.5)
+    note("write-behind backlog still not drained; measuring anyway")
+
+
 def wait_echo(child: Child, target: str) -> None:
     with grpc.insecure_channel(target) as channel:
         echo = channel.unary_unary(ECHO_METHOD, None, None)
@@ -329,6 +345,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--redis-url", default="", help="use this Redis (under a unique key prefix) instead of embedded"
     )
     parser.add_argument(
+        "--service-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a POS_OFFERS_* setting for the service, e.g. ACCESS_LOG=0 (repeatable)",
+    )
+    parser.add_argument(
         "--writer",
         choices=("process", "inprocess"),
         default="process",
@@ -381,6 +404,9 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
         note(f"starting service on {service_target} (metrics {metrics_listen}, {redis_note})")
         if args.writer == "inprocess":
             env["POS_OFFERS_WRITER_PROCESS"] = "0"
+        for setting in args.service_setting:
+            name, _, value = setting.partition("=")
+            env[f"POS_OFFERS_{name.upper().removeprefix('POS_OFFERS_')}"] = value
         service = Child.start("service", [sys.executable, "-m", "server"], env, tmp / "service.log")
         if redis_prefix:
             # Registered before stop so it runs after it (ExitStack is last in, first out).
@@ -398,6 +424,7 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
             runner.run(seed(service_target, args.customers))
         seed_s = round(time.monotonic() - started, 2)
         note(f"seeded in {seed_s:.1f} s")
+        wait_for_write_behind(service, metrics_listen)
 
     results = []
     for workload in workloads:

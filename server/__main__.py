@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -21,6 +22,10 @@ async def serve(settings: Settings) -> None:
     from server.app import Service  # after metrics_setup.prepare: prometheus_client reads its env at import
 
     service = await Service.start(settings)
+    # Everything built at start-up lives for the process: keep it out of the cyclic collector's full passes,
+    # which otherwise pause the till path for tens of milliseconds on a busy server.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
