@@ -85,7 +85,18 @@ def _status_refusal(offer: Offer) -> str:
         return "not active"
 
 
-def _profile_refusal(offer: Offer, customer: CustomerState, ctx: OfferContext) -> tuple[str, str]:
+def member_tier(customer: CustomerState, catalog: Catalog) -> str:
+    """Her tier as offers see it: with a tier policy, the tier she earns at now (also when reached by spend and
+    not yet named on her profile); without one, the CRM's."""
+    if not catalog.tiers:
+        return customer.tier
+    from server.engine.tiers import current_tier  # tiers -> validation -> eligibility: import at call time
+
+    rule = current_tier(customer, catalog.tiers)
+    return rule.name if rule else customer.tier
+
+
+def _profile_refusal(offer: Offer, customer: CustomerState, ctx: OfferContext, tier: str) -> tuple[str, str]:
     """(rule, refusal) of the cheap checks that need no geometry: archive, status, dates, channel, value, tier,
     store; both empty when they all pass."""
     rules = offer.eligibility
@@ -101,7 +112,7 @@ def _profile_refusal(offer: Offer, customer: CustomerState, ctx: OfferContext) -
         return CHANNEL, "only on " + ", ".join(sorted(channel.name for channel in rules.channels))
     if customer.lifetime_value_minor < rules.min_lifetime_value_minor:
         return LIFETIME_VALUE, f"lifetime value below {rules.min_lifetime_value_minor}"
-    if rules.tiers and customer.tier not in rules.tiers:
+    if rules.tiers and tier not in rules.tiers:
         return TIER, "only for " + ", ".join(sorted(rules.tiers)) + " members"
     if rules.store_ids and ctx.store_id and ctx.store_id not in rules.store_ids:
         return STORE, f"not offered at store {ctx.store_id}"
@@ -231,7 +242,7 @@ def check_eligibility(
     purchase history, daypart (in the relevant store's local time, see relevant_store), per-customer limit, total
     limit. Reasons list the history match first, then the distance, then until when the daypart lasts.
     """
-    rule, refusal = _profile_refusal(offer, customer, ctx)
+    rule, refusal = _profile_refusal(offer, customer, ctx, member_tier(customer, catalog))
     if refusal:
         return Verdict(False, (), refusal, rule)
     near_reason, refusal = _distance_check(offer, customer, ctx, catalog)

@@ -374,3 +374,20 @@ def test_tier_phrases() -> None:
 def test_a_catalog_with_tiers_is_still_a_catalog() -> None:
     cat = catalog(dress_shoes_offer(), tiers=TIERS)
     assert isinstance(cat, Catalog) and cat.tiers == TIERS and cat.offer("tier:gold") is None
+
+
+def test_offers_for_a_tier_see_the_tier_her_spend_reached_not_only_the_crm_one() -> None:
+    from server.engine.eligibility import check_eligibility
+    from server.engine.model import Eligibility
+
+    policy = (
+        TierRule("silver", 0, 100),
+        TierRule("gold", 1_000_000, 150),
+    )
+    gold_only = replace(dress_shoes_offer(), eligibility=Eligibility(tiers=frozenset({"gold"})))
+    by_spend = replace(samantha(), tier="", spend_12m_minor=1_200_000)
+    cat = catalog(gold_only, tiers=policy)
+    assert check_eligibility(gold_only, by_spend, pos_ctx(), cat).eligible
+    assert not check_eligibility(gold_only, replace(by_spend, spend_12m_minor=10), pos_ctx(), cat).eligible
+    # Without a policy only the CRM's tier counts.
+    assert not check_eligibility(gold_only, by_spend, pos_ctx(), catalog(gold_only)).eligible
