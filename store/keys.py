@@ -40,6 +40,10 @@ class Keys:
         """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
         return self._customer(customer_id) + ":txn:" + transaction_id
 
+    def ledger(self, customer_id: str) -> str:
+        """List of the newest points entries (JSON {id, k, p, t}); the profile's "lbase" sums the older ones."""
+        return self._customer(customer_id) + ":ledger"
+
     def spend(self, customer_id: str) -> str:
         """Hash "YYYYMM" -> net spend of that UTC month: the rolling 12-month spend tiers are reached by."""
         return self._customer(customer_id) + ":spend"

@@ -18,9 +18,18 @@ from store.keys import Keys
 from store.records import CustomerRecord, ExpiryRecord, PurchaseRecord, ReturnRecord, dump_record
 from store.snapshot import CustomerSnapshot
 
+_WITH_LEDGER = {"commit_purchase.lua", "return_purchase.lua", "upsert_customer.lua", "expire_points.lua"}
+
 
 def _lua(name: str) -> str:
-    return resources.files("store").joinpath("lua", name).read_text()
+    source = resources.files("store").joinpath("lua", name).read_text()
+    if name in _WITH_LEDGER:  # scripts cannot share functions: the ledger helper is prepended to each
+        source = resources.files("store").joinpath("lua", "ledger_lib.lua").read_text() + "\n" + source
+    return source
+
+
+def ledger_entry(entry_id: str, kind: str, points: int, at: datetime) -> str:
+    return json.dumps({"id": entry_id, "k": kind, "p": points, "t": _epoch_ms(at)}, separators=(",", ":"))
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -238,7 +247,10 @@ class CustomerStore:
             k.return_record(cid, record.return_id),
             k.outbox(k.partition(cid)),
             k.spend(cid),
+            k.ledger(cid),
         ]
+        committed = datetime.fromisoformat(record.committed_at)
+        entries = [ledger_entry(e.entry_id, e.kind, e.points, committed) for e in record.ledger]
         pairs = [str(v) for line, qty in sorted(returned_after.items()) for v in (line, qty)]
         args: list[str | int | bytes] = [
             record.request_digest,
@@ -254,7 +266,9 @@ class CustomerStore:
             month_key(purchased_at),
             record.lifetime_value_delta,
             len(returned_after),
+            len(entries),
             *pairs,
+            *entries,
             *record.offers_lost,
         ]
         with self._observe("return"):
@@ -270,9 +284,17 @@ class CustomerStore:
         """Takes her balance if she still has not bought since `last_purchase_at` (before `cutoff`); returns
         the points taken (0: nothing to do, -1: Redis does not hold her)."""
         k, cid = self.keys, record.customer_id
-        args: list[str | int] = [_epoch_ms(cutoff), _epoch_ms(last_purchase_at), dump_record(record), cid]
+        args: list[str | int] = [
+            _epoch_ms(cutoff),
+            _epoch_ms(last_purchase_at),
+            dump_record(record),
+            cid,
+            f"{record.event_id}:expire",  # the same entry id as in the SQL ledger
+            _epoch_ms(datetime.fromisoformat(record.expired_at)),
+        ]
+        keys = [k.profile(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
         with self._observe("expire_points"):
-            taken = await self._expire(keys=[k.profile(cid), k.outbox(k.partition(cid))], args=args)
+            taken = await self._expire(keys=keys, args=args)
         return int(taken)
 
     async def has_pending_changes(self, customer_id: str) -> bool:
@@ -305,6 +327,8 @@ class CustomerStore:
     ) -> CommitResult:
         k, cid = self.keys, record.customer_id
         offer_ids = [a.offer_id for a in record.applied_offers]
+        committed = datetime.fromisoformat(record.committed_at)
+        entries = [ledger_entry(e.entry_id, e.kind, e.points, committed) for e in record.ledger]
         args: list[str | int | bytes] = [
             record.request_digest,
             expected_version,
@@ -321,7 +345,9 @@ class CustomerStore:
             record.lifetime_value_delta,
             record.tier_after,
             len(record.new_categories),
+            len(entries),
             *record.new_categories,
+            *entries,
             *offer_ids,
         ]
         keys = [
@@ -331,6 +357,7 @@ class CustomerStore:
             k.transaction(cid, record.transaction_id),
             k.outbox(k.partition(cid)),
             k.spend(cid),
+            k.ledger(cid),
         ]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
@@ -363,12 +390,14 @@ class CustomerStore:
             fields["hlat"], fields["hlon"] = repr(snapshot.home_latitude), repr(snapshot.home_longitude)
         if snapshot.propensity:
             fields["prop"] = json.dumps(snapshot.propensity, sort_keys=True)
-        keys = [k.profile(cid), k.categories(cid), k.offer_uses(cid), k.outbox(k.partition(cid))]
+        entries = [ledger_entry(e.entry_id, e.kind, e.points, e.created_at) for e in snapshot.ledger]
+        fields["lbase"] = str(snapshot.points_balance - snapshot.points_debt - sum(e.points for e in snapshot.ledger))
+        keys = [k.profile(cid), k.categories(cid), k.offer_uses(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
         args: list[str | int | bytes] = [
             json.dumps(fields),
             json.dumps(sorted(snapshot.categories)),
             json.dumps(snapshot.offer_uses) if snapshot.offer_uses else "{}",
-            self._retention_s,
+            json.dumps(entries),
             cid,
         ]
 
@@ -404,7 +433,7 @@ class CustomerStore:
     async def upsert_customer(self, state: CustomerState, record: CustomerRecord) -> tuple[int, int]:
         """Sets a customer's profile from an import; returns (lifetime value delta, balance delta)."""
         k, cid = self.keys, state.customer_id
-        keys = [k.profile(cid), k.categories(cid), k.outbox(k.partition(cid))]
+        keys = [k.profile(cid), k.categories(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
         args: list[str | int] = [
             json.dumps(display_fields(state)),
             state.lifetime_value_minor,
@@ -412,6 +441,8 @@ class CustomerStore:
             json.dumps(sorted(state.categories)),
             dump_record(record),
             cid,
+            f"{record.event_id}:adjust",  # the same entry id as in the SQL ledger
+            _epoch_ms(datetime.fromisoformat(record.updated_at)),
         ]
         with self._observe("upsert_customer"):
             ltv_delta, balance_delta = await self._upsert(keys=keys, args=args)
@@ -437,9 +468,18 @@ class CustomerStore:
             values = await pipe.execute()
         return {o: int(v or 0) for o, v in zip(offer_ids, values, strict=True)}
 
+    async def ledger(self, customer_id: str) -> tuple[int, list[dict[str, Any]]]:
+        """(sum of the entries no longer kept, the newest entries oldest first): base + sum(entries) = bal - debt."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self.keys.profile(customer_id), "lbase")
+        pipe.lrange(self.keys.ledger(customer_id), 0, -1)
+        base, raw = await pipe.execute()
+        return int(base or 0), [json.loads(item) for item in raw]
+
     async def forget_customer(self, customer_id: str, transaction_ids: Sequence[str] = ()) -> None:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
         k = self.keys
         names = [k.profile(customer_id), k.categories(customer_id), k.offer_uses(customer_id), k.spend(customer_id)]
+        names.append(k.ledger(customer_id))
         names += [k.transaction(customer_id, t) for t in transaction_ids]
         await self._redis.delete(*names)

@@ -15,6 +15,14 @@ class StoredReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerRow:
+    entry_id: str
+    kind: str
+    points: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerSnapshot:
     customer_id: str
     display_name: str
@@ -37,3 +45,5 @@ class CustomerSnapshot:
     return_receipts: list[StoredReceipt] = field(default_factory=list)
     # "YYYYMM" (UTC month of the sale) -> net spend, purchases minus returns, since the asked-for month
     spend_by_month: dict[str, int] = field(default_factory=dict)
+    # the newest ledger entries (oldest first) that Redis keeps beside the balance
+    ledger: list[LedgerRow] = field(default_factory=list)

@@ -32,7 +32,7 @@ from store.records import (
     ReturnLineRecord,
     ReturnRecord,
 )
-from store.snapshot import CustomerSnapshot, StoredReceipt
+from store.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 from store.sql_db import write_engine
 from store.sql_models import (
     AppliedEvent,
@@ -53,6 +53,7 @@ from store.sql_models import (
 log = logging.getLogger(__name__)
 
 Insert = sqlite.Insert | postgresql.Insert
+LEDGER_KEPT_IN_REDIS = 200  # as store/lua/ledger_lib.lua keeps
 OfferTuple = tuple[str, int, bool, datetime]  # (definition_json, version, archived, updated_at)
 
 
@@ -567,8 +568,15 @@ class ProfileRepository:
                 .order_by(col(Return.committed_at), col(Return.return_id))
             ).all()
             spend = self._spend_by_month(session, customer_id, _aware(spend_since)) if spend_since else {}
+            newest = session.exec(
+                select(PointsLedgerEntry)
+                .where(PointsLedgerEntry.customer_id == customer_id)
+                .order_by(col(PointsLedgerEntry.created_at).desc(), col(PointsLedgerEntry.entry_id).desc())
+                .limit(LEDGER_KEPT_IN_REDIS)
+            ).all()
             return CustomerSnapshot(
                 spend_by_month=spend,
+                ledger=[LedgerRow(e.entry_id, e.kind, e.points, e.created_at) for e in reversed(newest)],
                 customer_id=customer.customer_id,
                 display_name=customer.display_name,
                 tier=customer.tier,

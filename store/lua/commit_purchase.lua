@@ -2,6 +2,7 @@
 -- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
 -- KEYS[1] - profile hash        KEYS[2] - categories set     KEYS[3] - offer uses hash
 -- KEYS[4] - transaction hash    KEYS[5] - partition outbox stream   KEYS[6] - monthly spend hash
+-- KEYS[7] - ledger list
 -- ARGV[1] - request digest      ARGV[2] - profile version the purchase was evaluated on
 -- ARGV[3] - receipt (protobuf)  ARGV[4] - outbox record (JSON)
 -- ARGV[5] - balance delta (earned - redeemed - debt repaid)   ARGV[6] - points redeemed
@@ -10,8 +11,8 @@
 -- ARGV[11] - points debt repaid from this purchase's earnings
 -- ARGV[12] - month of the sale ("YYYYMM")       ARGV[13] - net spend to add to it
 -- ARGV[14] - tier reached by this purchase ("" = unchanged)
--- ARGV[15] - number of new categories N        ARGV[16 .. 15+N] - new categories
--- ARGV[16+N ..] - ids of offers applied
+-- ARGV[15] - number of new categories N        ARGV[16] - number of ledger entries M (JSON each)
+-- ARGV[17 .. 16+N] - new categories   ARGV[17+N .. 16+N+M] - ledger entries   ARGV[17+N+M ..] - offers applied
 -- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"} | {"insufficient", balance}
 local txn = redis.call("HMGET", KEYS[4], "digest", "receipt")
 if txn[1] then
@@ -51,11 +52,16 @@ redis.call("EXPIRE", KEYS[6], 34560000)  -- 400 days: a year of months and some
 if ARGV[14] ~= "" then
   redis.call("HSET", KEYS[1], "tier", ARGV[14])
 end
-local n = tonumber(ARGV[15])
-for i = 16, 15 + n do
+local n, m = tonumber(ARGV[15]), tonumber(ARGV[16])
+for i = 17, 16 + n do
   redis.call("SADD", KEYS[2], ARGV[i])
 end
-for i = 16 + n, #ARGV do
+local entries = {}
+for i = 17 + n, 16 + n + m do
+  entries[#entries + 1] = ARGV[i]
+end
+ledger_append(KEYS[1], KEYS[7], entries)
+for i = 17 + n + m, #ARGV do
   redis.call("HINCRBY", KEYS[3], ARGV[i], 1)
 end
 redis.call("HSET", KEYS[4], "digest", ARGV[1], "receipt", ARGV[3])

@@ -1,7 +1,8 @@
 -- Takes the points of a customer who has not bought since before the cutoff: once per period of inactivity.
--- KEYS[1] - profile hash   KEYS[2] - partition outbox stream
+-- KEYS[1] - profile hash   KEYS[2] - partition outbox stream   KEYS[3] - ledger list
 -- ARGV[1] - cutoff, epoch ms   ARGV[2] - the last purchase time the caller saw, epoch ms
 -- ARGV[3] - outbox record (JSON, without the points)   ARGV[4] - customer id (tags the outbox entry)
+-- ARGV[5] - ledger entry id   ARGV[6] - now, epoch ms
 -- Returns the points taken: 0 when she bought since, has nothing left, or Redis does not hold her (-1).
 local p = redis.call("HMGET", KEYS[1], "bal", "last")
 if not p[1] then
@@ -12,6 +13,7 @@ if last == 0 or last >= tonumber(ARGV[1]) or last ~= tonumber(ARGV[2]) or balanc
   return 0
 end
 redis.call("HSET", KEYS[1], "bal", 0)
+ledger_append(KEYS[1], KEYS[3], {cjson.encode({id = ARGV[5], k = "expire", p = -balance, t = tonumber(ARGV[6])})})
 redis.call("HINCRBY", KEYS[1], "ver", 1)
 redis.call("XADD", KEYS[2], "*", "r", ARGV[3], "points", balance, "c", ARGV[4])
 return balance

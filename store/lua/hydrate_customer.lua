@@ -1,9 +1,10 @@
 -- Rebuilds a customer's hot state from the SQL snapshot, unless another call already did, and only when none
 -- of her changes is still waiting in the outbox (SQL would not have them yet: rebuilding then would forget them).
 -- KEYS[1] - profile hash   KEYS[2] - categories set   KEYS[3] - offer uses hash   KEYS[4] - partition outbox
--- KEYS[5..] - hashes to restore with the profile (stored receipts, returned quantities, return receipts)
+-- KEYS[5] - ledger list   KEYS[6..] - hashes to restore with the profile (receipts, returned quantities, spend)
 -- ARGV[1] - profile fields as JSON object (string values)   ARGV[2] - categories JSON array
--- ARGV[3] - offer uses JSON object   ARGV[4] - (unused)   ARGV[5] - customer id
+-- ARGV[3] - offer uses JSON object   ARGV[4] - newest ledger entries, JSON array of JSON strings
+-- ARGV[5] - customer id
 -- ARGV[6..] - per restored hash, in KEYS order: ttl seconds, number of fields F, then F field/value pairs
 -- Returns 1 when it wrote, 0 when the profile was already there, -1 when her changes are still in the outbox,
 -- -2 when the outbox is too long to look through (the writer is far behind).
@@ -32,8 +33,13 @@ end
 for offer, n in pairs(cjson.decode(ARGV[3])) do
   redis.call("HSET", KEYS[3], offer, n)
 end
+redis.call("DEL", KEYS[5])
+local entries = cjson.decode(ARGV[4])
+if #entries > 0 then
+  redis.call("RPUSH", KEYS[5], unpack(entries))
+end
 local at = 6
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   local ttl, count = ARGV[at], tonumber(ARGV[at + 1])
   if redis.call("EXISTS", KEYS[i]) == 0 and count > 0 then
     for f = at + 2, at + 1 + 2 * count, 2 do

@@ -168,7 +168,8 @@ def snapshot(repo: ProfileRepository, customer_id: str, since: datetime = T0) ->
 def comparable(snap: CustomerSnapshot) -> CustomerSnapshot:
     """The snapshot without what names the customer (ids of receipts included), to compare two customers."""
     receipts = [replace(r, transaction_id="", request_digest="", receipt=b"") for r in snap.receipts]
-    return replace(snap, customer_id="", display_name="", receipts=receipts)
+    ledger = [replace(e, entry_id="") for e in snap.ledger]
+    return replace(snap, customer_id="", display_name="", receipts=receipts, ledger=ledger)
 
 
 def count_rows(engine: sa.Engine, table: str) -> int:

@@ -284,6 +284,7 @@ def normalized(snap: CustomerSnapshot) -> CustomerSnapshot:
         receipts=[receipt(r) for r in snap.receipts],
         return_receipts=[receipt(r) for r in snap.return_receipts],
         returned={txn.replace(cid, "*"): lines for txn, lines in snap.returned.items()},
+        ledger=sorted((replace(e, entry_id="") for e in snap.ledger), key=lambda e: (e.created_at, e.kind, e.points)),
     )
 
 
