@@ -81,6 +81,13 @@ def _normalise(offer: pb.Offer) -> pb.Offer:
     return out
 
 
+def _with_status(offer: pb.Offer, status: pb.OfferStatus.ValueType) -> pb.Offer:
+    out = pb.Offer()
+    out.CopyFrom(offer)
+    out.status = status
+    return out
+
+
 class AdminApp:
     def __init__(self, repo: CatalogRepository, customers: CustomerStore, catalog: CatalogCache) -> None:
         self._repo = repo
@@ -93,6 +100,15 @@ class AdminApp:
         await self._catalog.refresh()
 
     async def upsert_offer(self, offer: pb.Offer) -> pb.Offer:
+        validate_id(offer.offer_id, "offer.offer_id")
+        with sql_call("get_offer"):
+            existing = await asyncio.to_thread(self._repo.get_offer, offer.offer_id)
+        if existing is not None:
+            current = offer_pb_from_row(existing)
+            if current.archived:
+                raise FailedPrecondition(f"offer {offer.offer_id!r} is archived; create a new offer", "archived")
+            if offer.status == pb.OFFER_STATUS_UNSPECIFIED:
+                offer = _with_status(offer, current.status)  # an edit keeps a paused offer paused
         stored = _normalise(offer)
         engine_offer = offer_from_pb(stored)
         validate_offer(engine_offer)
@@ -149,6 +165,8 @@ class AdminApp:
         offer = await self.get_offer(offer_id)
         if offer.archived:
             raise FailedPrecondition(f"offer {offer_id!r} is archived", reason="archived")
+        if offer.status == pb.OFFER_STATUS_DRAFT:
+            raise FailedPrecondition(f"offer {offer_id!r} is a draft: publish it with ResumeOffer first", "draft")
         if offer.status == pb.OFFER_STATUS_PAUSED:
             return offer
         offer.status = pb.OFFER_STATUS_PAUSED

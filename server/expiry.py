@@ -79,9 +79,14 @@ class PointsExpiry:
         if last is None or last >= cutoff or state.points_balance <= 0:
             return 0
         record = ExpiryRecord(
-            event_id=f"expire:{customer_id}:{int(last.timestamp() * 1000)}",
+            # Keyed by her state, not only her last purchase: points that come back later in the same idle period
+            # (a CRM adjustment, a refund) expire under a new id instead of being dropped as a duplicate by SQL.
+            event_id=f"expire:{customer_id}:{int(last.timestamp() * 1000)}:{state.version}",
             customer_id=customer_id,
             points=0,  # the script fills it in, atomically with taking them
             expired_at=now.isoformat(),
         )
-        return max(0, await self._customers.expire_points(record, cutoff=cutoff, last_purchase_at=last))
+        taken = await self._customers.expire_points(
+            record, cutoff=cutoff, last_purchase_at=last, expected_version=state.version
+        )
+        return max(0, taken)

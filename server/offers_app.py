@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -53,7 +54,7 @@ from store.records import (
     PurchaseLineRecord,
     PurchaseRecord,
 )
-from store.redis_state import CustomerRead, CustomerStore, last_12_months
+from store.redis_state import CustomerRead, CustomerStore, last_12_months, month_key
 from store.snapshot import CustomerSnapshot
 
 log = logging.getLogger(__name__)
@@ -313,6 +314,9 @@ class OffersApp:
         if state is None:
             return None
         evaluation = self._evaluate(catalog, state, basket, at, read.redemptions_used)
+        if month_key(sold_at) not in last_12_months(self.clock()):
+            # A sale older than the rolling window does not count towards a tier.
+            evaluation = dataclasses.replace(evaluation, tier_after=evaluation.tier_before)
         # Budgets live outside the customer's slot: reserve first, give back if the commit does not happen.
         reserved = await self._reserve_budgets(catalog, evaluation)
         if reserved is None:

@@ -280,7 +280,9 @@ class CustomerStore:
             return CommitResult(status)  # type: ignore[arg-type]
         raise RuntimeError(f"return script returned {status!r}")
 
-    async def expire_points(self, record: ExpiryRecord, *, cutoff: datetime, last_purchase_at: datetime) -> int:
+    async def expire_points(
+        self, record: ExpiryRecord, *, cutoff: datetime, last_purchase_at: datetime, expected_version: int
+    ) -> int:
         """Takes her balance if she still has not bought since `last_purchase_at` (before `cutoff`); returns
         the points taken (0: nothing to do, -1: Redis does not hold her)."""
         k, cid = self.keys, record.customer_id
@@ -291,6 +293,7 @@ class CustomerStore:
             cid,
             f"{record.event_id}:expire",  # the same entry id as in the SQL ledger
             _epoch_ms(datetime.fromisoformat(record.expired_at)),
+            expected_version,
         ]
         keys = [k.profile(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
         with self._observe("expire_points"):

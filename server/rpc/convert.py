@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import TypeVar
@@ -88,11 +89,15 @@ def _status(value: int) -> m.OfferStatus:
         raise InvalidArgument("offer.status", f"unknown value {value}") from None
 
 
-def _dayparts(parts: object) -> tuple[m.Daypart, ...]:
+def _dayparts(parts: Iterable[pb.Daypart]) -> tuple[m.Daypart, ...]:
     # The contract counts weekdays 1 = Monday .. 7 = Sunday (ISO); the engine 0 .. 6 like datetime.weekday().
+    parts = list(parts)
+    for i, part in enumerate(parts):
+        for day in part.weekdays:
+            if not 1 <= day <= 7:
+                raise InvalidArgument(f"offer.dayparts[{i}].weekdays", "days are 1 (Monday) to 7 (Sunday)")
     return tuple(
-        m.Daypart(frozenset(d - 1 for d in part.weekdays), part.start_minute, part.end_minute)
-        for part in parts  # type: ignore[attr-defined]
+        m.Daypart(frozenset(d - 1 for d in part.weekdays), part.start_minute, part.end_minute) for part in parts
     )
 
 

@@ -2,14 +2,14 @@
 -- KEYS[1] - profile hash   KEYS[2] - partition outbox stream   KEYS[3] - ledger list
 -- ARGV[1] - cutoff, epoch ms   ARGV[2] - the last purchase time the caller saw, epoch ms
 -- ARGV[3] - outbox record (JSON, without the points)   ARGV[4] - customer id (tags the outbox entry)
--- ARGV[5] - ledger entry id   ARGV[6] - now, epoch ms
+-- ARGV[5] - ledger entry id   ARGV[6] - now, epoch ms   ARGV[7] - profile version the caller saw
 -- Returns the points taken: 0 when she bought since, has nothing left, or Redis does not hold her (-1).
-local p = redis.call("HMGET", KEYS[1], "bal", "last")
+local p = redis.call("HMGET", KEYS[1], "bal", "last", "ver")
 if not p[1] then
   return -1
 end
 local balance, last = tonumber(p[1]) or 0, tonumber(p[2]) or 0
-if last == 0 or last >= tonumber(ARGV[1]) or last ~= tonumber(ARGV[2]) or balance <= 0 then
+if last == 0 or last >= tonumber(ARGV[1]) or last ~= tonumber(ARGV[2]) or p[3] ~= ARGV[7] or balance <= 0 then
   return 0
 end
 redis.call("HSET", KEYS[1], "bal", 0)

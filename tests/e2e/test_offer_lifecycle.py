@@ -91,3 +91,36 @@ def test_dayparts_follow_the_stores_clock_and_say_why_an_offer_did_not_apply(
     assert "store time" in reasons[f"{tier}-other-day"]
     for name in offers:
         admin_stub.ArchiveOffer(admin_pb.ArchiveOfferRequest(offer_id=f"{tier}-{name}"))
+
+
+def test_lifecycle_rules_hold_for_edits_drafts_and_archives(admin_stub: admin_grpc.OfferAdminStub) -> None:
+    offer = demo_offer(datetime.now(UTC))
+    offer.offer_id = f"rules-{uuid.uuid4().hex[:8]}"
+    offer.eligibility.tiers[:] = ["nobody"]
+    admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
+    admin_stub.PauseOffer(admin_pb.PauseOfferRequest(offer_id=offer.offer_id))
+    offer.title = "Edited while paused"
+    edited = admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))  # no status given
+    assert edited.status == pb.OFFER_STATUS_PAUSED and edited.title == "Edited while paused"
+
+    draft = pb.Offer()
+    draft.CopyFrom(offer)
+    draft.offer_id, draft.status = offer.offer_id + "-draft", pb.OFFER_STATUS_DRAFT
+    admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=draft))
+    with pytest.raises(grpc.RpcError) as err:
+        admin_stub.PauseOffer(admin_pb.PauseOfferRequest(offer_id=draft.offer_id))
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+    admin_stub.ArchiveOffer(admin_pb.ArchiveOfferRequest(offer_id=offer.offer_id))
+    with pytest.raises(grpc.RpcError) as err:
+        admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+    bad_day = pb.Offer()
+    bad_day.CopyFrom(draft)
+    bad_day.offer_id = offer.offer_id + "-bad-day"
+    bad_day.dayparts.append(pb.Daypart(weekdays=[8], start_minute=0, end_minute=60))
+    with pytest.raises(grpc.RpcError) as err:
+        admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=bad_day))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("offer.dayparts[0].weekdays")

@@ -83,3 +83,20 @@ def test_bad_tier_policies_are_refused_naming_the_field(make_server: Callable[..
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert (err.value.details() or "").startswith("policy.tiers[1].name")
         assert list(admin.GetTierPolicy(admin_pb.GetTierPolicyRequest()).tiers) == []
+
+
+def test_a_sale_older_than_the_rolling_window_does_not_upgrade(make_server: Callable[..., ServerThread]) -> None:
+    from datetime import datetime, timedelta
+
+    server = make_server(demo_data=True)
+    with grpc.insecure_channel(server.target) as channel:
+        admin = admin_grpc.OfferAdminStub(channel)
+        till = svc_grpc.OfferServiceStub(channel)
+        admin.SetTierPolicy(admin_pb.SetTierPolicyRequest(policy=POLICY))
+        member = clone_samantha(admin, tier="")
+        big = ("coat-1", "SKU-COAT", "coats", 1, 60_000)  # USD 600.00: gold, were it recent
+        old = commit_request(basket(member, big))
+        old.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(days=420))  # found in an offline till
+        receipt = till.CommitPurchase(old)
+        assert receipt.evaluation.tier_after == receipt.evaluation.tier_before == "silver"
+        assert till.GetProfile(svc.GetProfileRequest(customer_id=member)).spend_12m_minor == 0
