@@ -42,10 +42,11 @@ def month_key(moment: datetime) -> str:
 
 
 def last_12_months(now: datetime) -> list[str]:
-    """This UTC month and the 11 before it."""
+    """This UTC month and the 12 before it: every sale of the last 12 months counts (and up to a month more),
+    where 12 buckets would drop sales only 11 months old at the start of a month."""
     year, month = now.astimezone(UTC).year, now.astimezone(UTC).month
     keys = []
-    for _ in range(12):
+    for _ in range(13):
         keys.append(f"{year:04d}{month:02d}")
         year, month = (year, month - 1) if month > 1 else (year - 1, 12)
     return keys

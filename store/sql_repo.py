@@ -639,16 +639,19 @@ class ProfileRepository:
             return None if row is None else (row.value_json, row.version)
 
     def put_setting(self, key: str, value_json: str) -> int:
-        """Stores a setting's new value as its next version; returns the version."""
+        """Stores a setting's new value as its next version (one statement: concurrent writers never collide on
+        the key nor reuse a version); returns the version."""
+        stmt = self._insert(SettingRow).values(key=key, value_json=value_json, version=1, updated_at=datetime.now(UTC))
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                "value_json": stmt.excluded.value_json,
+                "version": col(SettingRow.version) + 1,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        ).returning(col(SettingRow.version))
         with Session(self._writer) as session, session.begin():
-            row = session.get(SettingRow, key)
-            now = datetime.now(UTC)
-            if row is None:
-                row = SettingRow(key=key, value_json=value_json, version=1, updated_at=now)
-            else:
-                row.value_json, row.version, row.updated_at = value_json, row.version + 1, now
-            session.add(row)
-            return row.version
+            return int(session.connection().execute(upsert).scalar_one())
 
     def customer_exists(self, customer_id: str) -> bool:
         with Session(self._engine) as session:
