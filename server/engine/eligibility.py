@@ -96,7 +96,7 @@ def member_tier(customer: CustomerState, catalog: Catalog) -> str:
     return rule.name if rule else customer.tier
 
 
-def _profile_refusal(offer: Offer, customer: CustomerState, ctx: OfferContext, tier: str) -> tuple[str, str]:
+def _profile_refusal(offer: Offer, customer: CustomerState, ctx: OfferContext, catalog: Catalog) -> tuple[str, str]:
     """(rule, refusal) of the cheap checks that need no geometry: archive, status, dates, channel, value, tier,
     store; both empty when they all pass."""
     rules = offer.eligibility
@@ -112,7 +112,8 @@ def _profile_refusal(offer: Offer, customer: CustomerState, ctx: OfferContext, t
         return CHANNEL, "only on " + ", ".join(sorted(channel.name for channel in rules.channels))
     if customer.lifetime_value_minor < rules.min_lifetime_value_minor:
         return LIFETIME_VALUE, f"lifetime value below {rules.min_lifetime_value_minor}"
-    if rules.tiers and tier not in rules.tiers:
+    # The member's tier is worked out only for offers that ask for one (most don't): not once per offer.
+    if rules.tiers and member_tier(customer, catalog) not in rules.tiers:
         return TIER, "only for " + ", ".join(sorted(rules.tiers)) + " members"
     if rules.store_ids and ctx.store_id and ctx.store_id not in rules.store_ids:
         return STORE, f"not offered at store {ctx.store_id}"
@@ -242,7 +243,7 @@ def check_eligibility(
     purchase history, daypart (in the relevant store's local time, see relevant_store), per-customer limit, total
     limit. Reasons list the history match first, then the distance, then until when the daypart lasts.
     """
-    rule, refusal = _profile_refusal(offer, customer, ctx, member_tier(customer, catalog))
+    rule, refusal = _profile_refusal(offer, customer, ctx, catalog)
     if refusal:
         return Verdict(False, (), refusal, rule)
     near_reason, refusal = _distance_check(offer, customer, ctx, catalog)

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
+from bench.__main__ import free_port
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +53,6 @@ def tool(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed: {INSTALL_HINT}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

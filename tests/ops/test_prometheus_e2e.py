@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bench.__main__ import free_port
 from tests.ops.conftest import (
     ALERTS,
     DASHBOARD,
@@ -25,7 +26,6 @@ from tests.ops.conftest import (
     Child,
     Service,
     drive_traffic,
-    free_port,
     wait_until,
 )
 
