@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,141 +15,51 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from server.engine.model import GeoPoint, Store
-from store.records import (
-    AppliedOfferRecord,
-    CustomerRecord,
-    LedgerEntry,
-    OutboxRecord,
-    PurchaseLineRecord,
-    PurchaseRecord,
-)
+from store.records import OutboxRecord
 from store.snapshot import CustomerSnapshot
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 
+from .records_builders import DAY, T0, customer_record, line, purchase_receipt, purchase_record
 from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
     HEAD_REVISION,
     PROFILE_TABLES,
+    count_rows,
     fixture_profile_repo,
     fixture_sql_backend,
     fixture_sql_engine,
     fixture_sql_target,
     profile_metadata,
+    snapshot,
 )
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-POINTS_PER_UNIT = 100  # minor units per base point (1 point per whole currency unit)
-REDEEM_MINOR_PER_POINT = 1  # 100 points pay one whole unit
-OFFER_BONUS = 50
-
-
-# -- record builders -------------------------------------------------------------------------------------------
-
-
-def line(line_id: str, category: str, quantity: int, unit_price_minor: int, *, offer: str = "") -> PurchaseLineRecord:
-    return PurchaseLineRecord(
-        line_id=line_id,
-        sku=f"sku-{category}-{line_id}",
-        category=category,
-        quantity=quantity,
-        unit_price_minor=unit_price_minor,
-        base_points=quantity * unit_price_minor // POINTS_PER_UNIT,
-        bonus_points=OFFER_BONUS if offer else 0,
-        discount_minor=0,
-        offer_ids=[offer] if offer else [],
-    )
-
-
-def purchase(
-    customer_id: str, txn: str, *, at: datetime, lines: list[PurchaseLineRecord], redeem: int = 0
-) -> PurchaseRecord:
-    """A consistent purchase: ledger, totals and applied offers all derived from the lines."""
-    offers = sorted({offer_id for ln in lines for offer_id in ln.offer_ids})
-    subtotal = sum(ln.quantity * ln.unit_price_minor for ln in lines)
-    base = sum(ln.base_points for ln in lines)
-    bonus = sum(ln.bonus_points for ln in lines)
-    redeemed_value = redeem * REDEEM_MINOR_PER_POINT
-    ledger = [LedgerEntry(entry_id=f"{txn}:earn", kind="earn", points=base)]
-    if bonus:
-        ledger.append(LedgerEntry(entry_id=f"{txn}:bonus", kind="bonus", points=bonus))
-    if redeem:
-        ledger.append(LedgerEntry(entry_id=f"{txn}:redeem", kind="redeem", points=-redeem))
-    return PurchaseRecord(
-        event_id=f"purchase:{txn}",
-        transaction_id=txn,
-        customer_id=customer_id,
-        store_id="store-1",
-        terminal_id="till-1",
-        currency="USD",
-        occurred_at=at.isoformat(),
-        committed_at=(at + timedelta(seconds=1)).isoformat(),
-        subtotal_minor=subtotal,
-        total_discount_minor=0,
-        total_due_minor=subtotal - redeemed_value,
-        points_earned=base + bonus,
-        points_redeemed=redeem,
-        redeemed_value_minor=redeemed_value,
-        lifetime_value_delta=subtotal - redeemed_value,
-        request_digest=hashlib.sha256(txn.encode()).hexdigest(),
-        receipt_b64=base64.b64encode(receipt_bytes(txn)).decode(),
-        lines=lines,
-        applied_offers=[
-            AppliedOfferRecord(offer_id=o, offer_version=1, bonus_points=OFFER_BONUS, discount_minor=0) for o in offers
-        ],
-        new_categories=[],
-        ledger=ledger,
-    )
-
-
-def receipt_bytes(txn: str) -> bytes:
-    return b"\x08\x01receipt:" + txn.encode()
-
-
-def crm(
-    customer_id: str, n: int, *, at: datetime, balance_delta: int, ltv_delta: int, categories: list[str]
-) -> CustomerRecord:
-    return CustomerRecord(
-        event_id=f"customer:{customer_id}:{n}",
-        customer_id=customer_id,
-        display_name=f"Member {customer_id}",
-        tier="gold",
-        currency="USD",
-        categories=categories,
-        home_latitude=51.5,
-        home_longitude=-0.12,
-        propensity={"shoes": 0.7, "books": 0.25},
-        lifetime_value_delta=ltv_delta,
-        balance_delta=balance_delta,
-        updated_at=at.isoformat(),
-    )
+# -- records ---------------------------------------------------------------------------------------------------
 
 
 def scenario(customer_id: str) -> list[OutboxRecord]:
     """A CRM import (500 points, 100.00 LTV, books) then three purchases, one of them new to shoes."""
+    c = customer_id
     return [
-        crm(customer_id, 1, at=T0, balance_delta=500, ltv_delta=10_000, categories=["books"]),
+        customer_record(
+            c,
+            "1",
+            at=T0,
+            balance_delta=500,
+            ltv_delta=10_000,
+            categories=["books"],
+            home=(51.5, -0.12),
+            propensity={"shoes": 0.7, "books": 0.25},
+        ),
         # 90 base + 50 bonus; 90.00
-        purchase(
-            customer_id,
-            f"{customer_id}-t1",
-            at=T0 + timedelta(days=1),
-            lines=[
-                line("1", "shoes", 2, 4500, offer="o-shoes"),
-            ],
-        ),
+        purchase_record(c, f"{c}-t1", at=T0 + DAY, lines=[line("1", "shoes", 2, 4500, offer="o-shoes")]),
         # 20 base - 100 redeemed; 20.00 - 1.00
-        purchase(
-            customer_id, f"{customer_id}-t2", at=T0 + timedelta(days=2), lines=[line("1", "books", 1, 2000)], redeem=100
-        ),
+        purchase_record(c, f"{c}-t2", at=T0 + 2 * DAY, lines=[line("1", "books", 1, 2000)], redeem=100),
         # 35 base + 50 bonus; 35.00
-        purchase(
-            customer_id,
-            f"{customer_id}-t3",
-            at=T0 + timedelta(days=3),
-            lines=[
-                line("1", "shoes", 1, 3000, offer="o-shoes"),
-                line("2", "socks", 1, 500),
-            ],
+        purchase_record(
+            c,
+            f"{c}-t3",
+            at=T0 + 3 * DAY,
+            lines=[line("1", "shoes", 1, 3000, offer="o-shoes"), line("2", "socks", 1, 500)],
         ),
     ]
 
@@ -159,22 +68,11 @@ EXPECTED_BALANCE = 500 + 140 - 80 + 85
 EXPECTED_LTV = 10_000 + 9_000 + 1_900 + 3_500
 
 
-def snapshot(repo: ProfileRepository, customer_id: str, since: datetime = T0) -> CustomerSnapshot:
-    snap = repo.load_customer(customer_id, receipts_since=since)
-    assert snap is not None
-    return snap
-
-
 def comparable(snap: CustomerSnapshot) -> CustomerSnapshot:
     """The snapshot without what names the customer (ids of receipts included), to compare two customers."""
     receipts = [replace(r, transaction_id="", request_digest="", receipt=b"") for r in snap.receipts]
     ledger = [replace(e, entry_id="") for e in snap.ledger]
     return replace(snap, customer_id="", display_name="", receipts=receipts, ledger=ledger)
-
-
-def count_rows(engine: sa.Engine, table: str) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
 def assert_utc(value: datetime | None) -> None:
@@ -271,7 +169,7 @@ def test_out_of_order_records_give_the_same_profile(profile_repo: ProfileReposit
 
 
 def test_purchase_of_an_unknown_customer_creates_the_profile(profile_repo: ProfileRepository) -> None:
-    record = purchase("walk-in", "w-1", at=T0, lines=[line("1", "toys", 3, 1000)])
+    record = purchase_record("walk-in", "w-1", at=T0, lines=[line("1", "toys", 3, 1000)])
     assert not profile_repo.customer_exists("walk-in")
     assert profile_repo.apply_records([record]) == 1
     snap = snapshot(profile_repo, "walk-in")
@@ -282,7 +180,9 @@ def test_purchase_of_an_unknown_customer_creates_the_profile(profile_repo: Profi
 
 def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
     batch = scenario("c-race") + [
-        purchase("c-race", f"c-race-x{i}", at=T0 + timedelta(days=4, minutes=i), lines=[line("1", "food", 1, 100 * i)])
+        purchase_record(
+            "c-race", f"c-race-x{i}", at=T0 + timedelta(days=4, minutes=i), lines=[line("1", "food", 1, 100 * i)]
+        )
         for i in range(1, 21)
     ]
     barrier = threading.Barrier(2)
@@ -312,10 +212,10 @@ def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, 
 def test_conflicting_record_is_skipped_without_failing_the_batch(
     profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = purchase("c1", "t-dup", at=T0, lines=[line("1", "food", 1, 1000)])
+    first = purchase_record("c1", "t-dup", at=T0, lines=[line("1", "food", 1, 1000)])
     # Another event id for a transaction already stored: the unique key refuses it, the batch goes on.
     clash = replace(first, event_id="purchase:t-dup:again")
-    after = purchase("c1", "t-next", at=T0 + timedelta(hours=1), lines=[line("1", "food", 1, 2000)])
+    after = purchase_record("c1", "t-next", at=T0 + timedelta(hours=1), lines=[line("1", "food", 1, 2000)])
     assert profile_repo.apply_records([first, clash, after]) == 2
     assert "purchase:t-dup:again" in caplog.text
     snap = snapshot(profile_repo, "c1")
@@ -330,7 +230,7 @@ def test_load_customer_returns_offer_uses_and_receipts_in_the_window(profile_rep
     snap = snapshot(profile_repo, "c1", since=T0 + timedelta(days=2))
     assert snap.offer_uses == {"o-shoes": 2}
     assert [r.transaction_id for r in snap.receipts] == ["c1-t2", "c1-t3"]
-    assert snap.receipts[0].receipt == receipt_bytes("c1-t2")
+    assert snap.receipts[0].receipt == purchase_receipt("c1-t2")
     assert snap.receipts[0].request_digest == hashlib.sha256(b"c1-t2").hexdigest()
     assert snap.receipts[0].committed_at == T0 + timedelta(days=2, seconds=1)
     assert_utc(snap.receipts[0].committed_at)
@@ -341,7 +241,7 @@ def test_load_customer_returns_offer_uses_and_receipts_in_the_window(profile_rep
     assert profile_repo.load_customer("nobody", receipts_since=T0) is None
     assert profile_repo.customer_exists("c1") and not profile_repo.customer_exists("nobody")
     stored = profile_repo.get_purchase_receipt("c1-t1")
-    assert stored is not None and stored.receipt == receipt_bytes("c1-t1")
+    assert stored is not None and stored.receipt == purchase_receipt("c1-t1")
     assert_utc(stored.committed_at)
     assert profile_repo.get_purchase_receipt("missing") is None
     assert profile_repo.ledger_balance("nobody") == 0 and profile_repo.list_categories("nobody") == []

@@ -3,11 +3,10 @@ debt, lost offer uses, idempotency, a return that arrives before its purchase) a
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,199 +16,27 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from store.keys import Keys
-from store.records import (
-    AppliedOfferRecord,
-    CustomerRecord,
-    LedgerEntry,
-    OutboxRecord,
-    PurchaseLineRecord,
-    PurchaseRecord,
-    ReturnLineRecord,
-    ReturnRecord,
-    dump_record,
-)
+from store.records import LedgerEntry, OutboxRecord, dump_record
 from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_db import alembic_config, make_engine, migrate, write_engine
 from store.sql_repo import ProfileRepository, PurchaseNotApplied
 from store.writer import GROUP, OutboxWriter
 from tests.support.redis_env import delete_prefix, new_prefix
 
+from .records_builders import DAY, T0, Member, committed, line
 from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
     HEAD_REVISION,
     PROFILE_TABLES,
+    count_rows,
     fixture_profile_repo,
     fixture_sql_backend,
     fixture_sql_engine,
     fixture_sql_target,
     profile_metadata,
+    snapshot,
 )
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-DAY = timedelta(days=1)
-POINTS_PER_UNIT = 100  # minor units per base point
-OFFER_BONUS = 50
-
-
 # -- records, as the Redis scripts would write them ------------------------------------------------------------
-
-
-def line(line_id: str, category: str, quantity: int, unit_price_minor: int, *, offer: str = "") -> PurchaseLineRecord:
-    return PurchaseLineRecord(
-        line_id=line_id,
-        sku=f"sku-{category}",
-        category=category,
-        quantity=quantity,
-        unit_price_minor=unit_price_minor,
-        base_points=quantity * unit_price_minor // POINTS_PER_UNIT,
-        bonus_points=OFFER_BONUS if offer else 0,
-        discount_minor=0,
-        offer_ids=[offer] if offer else [],
-    )
-
-
-def committed(at: datetime) -> datetime:
-    return at + timedelta(seconds=1)
-
-
-@dataclass
-class Member:
-    """The customer's hot state as Redis keeps it: each record built here moves it like the scripts do."""
-
-    customer_id: str
-    balance: int = 0
-    debt: int = 0
-    ltv: int = 0
-    purchases: int = 0
-    uses: dict[str, int] = field(default_factory=dict)
-
-    def crm(self, *, at: datetime, balance: int, ltv: int) -> CustomerRecord:
-        self.balance += balance
-        self.ltv += ltv
-        return CustomerRecord(
-            event_id=f"customer:{self.customer_id}:{at.isoformat()}",
-            customer_id=self.customer_id,
-            display_name=f"Member {self.customer_id}",
-            tier="gold",
-            currency="USD",
-            categories=["books"],
-            home_latitude=None,
-            home_longitude=None,
-            propensity={},
-            lifetime_value_delta=ltv,
-            balance_delta=balance,
-            updated_at=at.isoformat(),
-        )
-
-    def purchase(self, txn: str, *, at: datetime, lines: list[PurchaseLineRecord], redeem: int = 0) -> PurchaseRecord:
-        offers = sorted({offer_id for ln in lines for offer_id in ln.offer_ids})
-        subtotal = sum(ln.quantity * ln.unit_price_minor for ln in lines)
-        base = sum(ln.base_points for ln in lines)
-        bonus = sum(ln.bonus_points for ln in lines)
-        ledger = [LedgerEntry(entry_id=f"{txn}:earn", kind="earn", points=base)]
-        if bonus:
-            ledger.append(LedgerEntry(entry_id=f"{txn}:bonus", kind="bonus", points=bonus))
-        if redeem:
-            ledger.append(LedgerEntry(entry_id=f"{txn}:redeem", kind="redeem", points=-redeem))
-        # Earned points repay debt first; what is left reaches the balance.
-        repaid = min(self.debt, base + bonus)
-        self.debt -= repaid
-        self.balance += base + bonus - repaid - redeem
-        assert self.balance >= 0, "the till refuses to redeem more than the balance"
-        self.ltv += subtotal - redeem
-        self.purchases += 1
-        for offer_id in offers:
-            self.uses[offer_id] = self.uses.get(offer_id, 0) + 1
-        return PurchaseRecord(
-            event_id=f"purchase:{self.customer_id}:{txn}",
-            transaction_id=txn,
-            customer_id=self.customer_id,
-            store_id="store-1",
-            terminal_id="till-1",
-            currency="USD",
-            occurred_at=at.isoformat(),
-            committed_at=committed(at).isoformat(),
-            subtotal_minor=subtotal,
-            total_discount_minor=0,
-            total_due_minor=subtotal - redeem,
-            points_earned=base + bonus,
-            points_redeemed=redeem,
-            redeemed_value_minor=redeem,
-            lifetime_value_delta=subtotal - redeem,
-            request_digest=hashlib.sha256(txn.encode()).hexdigest(),
-            receipt_b64=base64.b64encode(b"purchase:" + txn.encode()).decode(),
-            lines=lines,
-            applied_offers=[
-                AppliedOfferRecord(offer_id=o, offer_version=1, bonus_points=OFFER_BONUS, discount_minor=0)
-                for o in offers
-            ],
-            new_categories=[],
-            ledger=ledger,
-            debt_repaid=repaid,
-        )
-
-    def return_(
-        self,
-        return_id: str,
-        bought: PurchaseRecord,
-        *,
-        at: datetime,
-        quantities: dict[str, int],
-        offers_lost: tuple[str, ...] = (),
-        refund: int = 0,
-        voided: bool = False,
-    ) -> ReturnRecord:
-        """Returns `quantities` of `bought`'s lines; a lost offer takes the bonus of its lines back whole."""
-        by_id = {ln.line_id: ln for ln in bought.lines}
-        lines = []
-        for line_id, quantity in quantities.items():
-            bought_line = by_id[line_id]
-            lost_bonus = bought_line.bonus_points if set(bought_line.offer_ids) & set(offers_lost) else 0
-            lines.append(
-                ReturnLineRecord(
-                    line_id=line_id,
-                    quantity=quantity,
-                    points_reversed=bought_line.base_points * quantity // bought_line.quantity + lost_bonus,
-                    value_minor=bought_line.unit_price_minor * quantity,
-                )
-            )
-        reversed_ = sum(ln.points_reversed for ln in lines)
-        value = sum(ln.value_minor for ln in lines)
-        ledger = []
-        if reversed_:
-            ledger.append(LedgerEntry(entry_id=f"{return_id}:reverse", kind="reverse", points=-reversed_))
-        if refund:
-            ledger.append(LedgerEntry(entry_id=f"{return_id}:refund", kind="refund", points=refund))
-        # The balance is floored at zero; the rest of a reversal becomes debt.
-        net = refund - reversed_
-        balance_delta, debt_delta = (net, 0) if self.balance + net >= 0 else (-self.balance, -(self.balance + net))
-        self.balance += balance_delta
-        self.debt += debt_delta
-        ltv_delta = -(value - refund)
-        self.ltv += ltv_delta
-        self.purchases -= 1 if voided else 0
-        for offer_id in offers_lost:
-            self.uses[offer_id] -= 1
-        return ReturnRecord(
-            event_id=f"return:{self.customer_id}:{return_id}",
-            return_id=return_id,
-            transaction_id=bought.transaction_id,
-            customer_id=self.customer_id,
-            occurred_at=at.isoformat(),
-            committed_at=committed(at).isoformat(),
-            voided=voided,
-            lines=lines,
-            points_reversed=reversed_,
-            points_refunded=refund,
-            value_minor=value,
-            lifetime_value_delta=ltv_delta,
-            balance_delta=balance_delta,
-            debt_delta=debt_delta,
-            purchase_count_delta=-1 if voided else 0,
-            offers_lost=list(offers_lost),
-            request_digest=hashlib.sha256(return_id.encode()).hexdigest(),
-            receipt_b64=base64.b64encode(b"return:" + return_id.encode()).decode(),
-            ledger=ledger,
-        )
 
 
 def story(customer_id: str) -> tuple[list[OutboxRecord], list[Member]]:
@@ -250,12 +77,6 @@ def story(customer_id: str) -> tuple[list[OutboxRecord], list[Member]]:
     return records, states
 
 
-def snapshot(repo: ProfileRepository, customer_id: str, since: datetime = T0) -> CustomerSnapshot:
-    snap = repo.load_customer(customer_id, receipts_since=since)
-    assert snap is not None
-    return snap
-
-
 def assert_matches(repo: ProfileRepository, m: Member) -> None:
     snap = snapshot(repo, m.customer_id)
     got = (snap.points_balance, snap.points_debt, snap.lifetime_value_minor, snap.purchase_count)
@@ -263,11 +84,6 @@ def assert_matches(repo: ProfileRepository, m: Member) -> None:
     assert snap.offer_uses == {offer_id: n for offer_id, n in m.uses.items() if n}
     # The ledger explains the balance net of debt.
     assert repo.ledger_balance(m.customer_id) == snap.points_balance - snap.points_debt
-
-
-def count_rows(engine: sa.Engine, table: str) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
 def normalized(snap: CustomerSnapshot) -> CustomerSnapshot:
@@ -526,7 +342,7 @@ def test_load_customer_windows_returns_by_their_own_times(profile_repo: ProfileR
     assert r3 == StoredReceipt(
         transaction_id="c1-r3",
         request_digest=hashlib.sha256(b"c1-r3").hexdigest(),
-        receipt=b"return:c1-r3",
+        receipt=b"\x08\x01return:c1-r3",
         committed_at=committed(T0 + 7 * DAY),
     )
     assert r3.committed_at.utcoffset() == timedelta(0)
@@ -539,7 +355,7 @@ def test_load_customer_windows_returns_by_their_own_times(profile_repo: ProfileR
     assert profile_repo.returned_quantities("c1-t3") == {}
     assert profile_repo.returned_quantities("missing") == {}
     stored = profile_repo.get_purchase_receipt("c1-t1")
-    assert stored is not None and stored.receipt == b"purchase:c1-t1"
+    assert stored is not None and stored.receipt == b"\x08\x01purchase:c1-t1"
 
 
 def test_a_customer_without_returns_has_no_debt_and_nothing_returned(profile_repo: ProfileRepository) -> None:
