@@ -51,6 +51,8 @@ class Settings:
     """Largest quantity on one line."""
     max_unit_price_minor: int = 100_000_000_00
     """Largest unit price in minor units."""
+    points_pending_days: int = 0
+    """Points earned become spendable this many days after the sale (the returns window); 0 = at once."""
     points_expire_after_days: int = 0
     """Points expire after this many days without a purchase (the expiry job takes them); 0 = never."""
     points_expiring_soon_days: int = 30
@@ -135,6 +137,11 @@ class Settings:
             raise ValueError("POS_OFFERS_LOG_CUSTOMER_IDS must be hash or omit")
         if self.earn_points_per_unit < 0 or self.redeem_points_per_unit < 1:
             raise ValueError("points settings must be positive")
+        if self.points_pending_days < 0 or self.points_expire_after_days < 0:
+            raise ValueError("points pending and expiry periods must not be negative")
+        if 0 < self.points_expire_after_days <= self.points_pending_days:
+            # Otherwise an idle member's points would expire before she could ever spend them.
+            raise ValueError("POS_OFFERS_POINTS_EXPIRE_AFTER_DAYS must be longer than POS_OFFERS_POINTS_PENDING_DAYS")
 
     @property
     def sql_url(self) -> str:

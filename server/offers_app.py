@@ -65,7 +65,12 @@ MAX_PAGE_SIZE = 100
 
 class ProfileSource(Protocol):
     def load_customer(
-        self, customer_id: str, *, receipts_since: datetime, spend_since: datetime | None = None
+        self,
+        customer_id: str,
+        *,
+        receipts_since: datetime,
+        spend_since: datetime | None = None,
+        now: datetime | None = None,
     ) -> CustomerSnapshot | None: ...
 
 
@@ -119,6 +124,7 @@ class OffersApp:
                 customer_id,
                 receipts_since=now - self._retention,
                 spend_since=spend_window_start(now),
+                now=now,
             )
         if snapshot is None:
             raise NotFound("customer", customer_id)
@@ -160,7 +166,7 @@ class OffersApp:
         """Points about to expire for lack of purchases, and when (for the profile)."""
         s = self.settings
         return expiring(
-            state.points_balance,
+            state.points_available,  # pending points cannot expire: she has not been able to spend them
             state.last_purchase_at,
             self.clock(),
             after_days=s.points_expire_after_days,
@@ -216,21 +222,39 @@ class OffersApp:
         return occurred_at
 
     def _evaluate(
-        self, catalog: Catalog, state: CustomerState, basket: Basket, at: datetime, used: Mapping[str, int]
+        self,
+        catalog: Catalog,
+        state: CustomerState,
+        basket: Basket,
+        times: tuple[datetime, datetime],
+        used: Mapping[str, int],
     ) -> BasketEvaluation:
+        """Evaluates at `times[0]`; the points earned become spendable a pending period after the sale, `times[1]`."""
+        at, sold_at = times
         ctx = OfferContext(now=at, channel=Channel.POS, store_id=basket.store_id)
         try:
-            return evaluate_basket(catalog, state, basket, ctx, self.policy, redemptions_used=used)
+            evaluation = evaluate_basket(catalog, state, basket, ctx, self.policy, redemptions_used=used)
         except FailedPrecondition as exc:
             metrics.REDEMPTIONS_REFUSED.labels(reason=exc.reason).inc()
             raise
+        available_at = self.points_available_at(sold_at)
+        if evaluation.points_earned and available_at is not None:
+            evaluation = dataclasses.replace(evaluation, points_available_at=available_at)
+        return evaluation
+
+    def points_available_at(self, sold_at: datetime) -> datetime | None:
+        """When points earned by a sale become spendable: None when that is now (no pending period, or past)."""
+        if self.settings.points_pending_days <= 0:
+            return None
+        at = sold_at + timedelta(days=self.settings.points_pending_days)
+        return at if at > self.clock() else None
 
     async def evaluate(self, basket: Basket, occurred_at: datetime | None) -> BasketEvaluation:
         self._validate_basket(basket, "basket")
         at = self._evaluation_time(occurred_at, "occurred_at")
         catalog = self.catalog.current
         state, read = await self._state(basket.customer_id, "basket.customer_id", catalog)
-        evaluation = self._evaluate(catalog, state, basket, at, read.redemptions_used)
+        evaluation = self._evaluate(catalog, state, basket, (at, occurred_at or at), read.redemptions_used)
         for miss in evaluation.near_misses:
             metrics.NEAR_MISSES.labels(offer_id=miss.offer_id).inc()
         return evaluation
@@ -309,11 +333,11 @@ class OffersApp:
         render_receipt: Callable[[Receipt], bytes],
     ) -> CommitOutcome | None:
         """One optimistic attempt; None when another write won a race (re-read and retry)."""
-        at, sold_at = times
+        sold_at = times[1]
         state = read.state
         if state is None:
             return None
-        evaluation = self._evaluate(catalog, state, basket, at, read.redemptions_used)
+        evaluation = self._evaluate(catalog, state, basket, times, read.redemptions_used)
         if month_key(sold_at) not in last_12_months(self.clock()):
             # A sale older than the rolling window does not count towards a tier.
             evaluation = dataclasses.replace(evaluation, tier_after=evaluation.tier_before)
@@ -340,7 +364,7 @@ class OffersApp:
         # Once the script is sent it may have run, even if this call is cancelled: a reservation is then kept
         # (an offer may undersell by one, never oversell).
         result = await self.customers.commit(
-            record, expected_version=state.version, receipt=receipt_bytes, occurred_at=sold_at
+            record, expected_version=state.version, receipt=receipt_bytes, occurred_at=sold_at, now=self.clock()
         )
         if result.status == "ok":
             record_purchase_metrics(evaluation)
@@ -353,7 +377,7 @@ class OffersApp:
         if result.status == "insufficient":
             metrics.REDEMPTIONS_REFUSED.labels(reason="insufficient_points").inc()
             raise FailedPrecondition(
-                f"insufficient points: balance {result.balance}, asked to redeem {basket.points_to_redeem}",
+                f"insufficient points: {result.available} available, asked to redeem {basket.points_to_redeem}",
                 reason="insufficient_points",
             )
         return None  # stale or missing: re-read
@@ -394,9 +418,10 @@ def purchase_record(
     base = sum(r.base_points for r in ev.lines)
     bonus = sum(r.bonus_points for r in ev.lines)
     txn = receipt.transaction_id
+    spendable_from = _iso(ev.points_available_at) if ev.points_available_at else ""  # the returns window
     ledger = [
-        LedgerEntry(f"{txn}:earn", "earn", base),
-        LedgerEntry(f"{txn}:bonus", "bonus", bonus),
+        LedgerEntry(f"{txn}:earn", "earn", base, spendable_from),
+        LedgerEntry(f"{txn}:bonus", "bonus", bonus, spendable_from),
         LedgerEntry(f"{txn}:redeem", "redeem", -ev.points_redeemed),
     ]
     return PurchaseRecord(

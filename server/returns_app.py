@@ -145,7 +145,7 @@ class ReturnsApp:
         validate_id(transaction_id, "transaction_id")
         validate_id(customer_id, "customer_id")
         for _ in range(self._settings.commit_max_attempts):
-            read = await self._customers.read_for_return(customer_id, transaction_id, return_id)
+            read = await self._customers.read_for_return(customer_id, transaction_id, return_id, now=self._clock())
             if read.return_owner is not None and read.return_owner != customer_id:
                 raise AlreadyExists(f"return_id {return_id!r} was used for another customer")
             if read.stored is not None:
@@ -188,6 +188,7 @@ class ReturnsApp:
             receipt=receipt,
             returned_after=outcome.returned_after,
             purchased_at=facts.occurred_at,
+            now=now,
         )
         if result.status == "ok":
             metrics.POINTS_REVERSED.inc(outcome.points_reversed)
@@ -217,8 +218,11 @@ def return_record(
     voided: bool,
     at: datetime,
 ) -> ReturnRecord:
+    # Points taken back leave the purchase's pending points while they are pending, so the reversal is stamped
+    # with when those points become spendable; refunded redeemed points were spendable and are so at once.
+    spendable_from = _iso(facts.points_available_at) if facts.points_available_at else ""
     ledger = [
-        LedgerEntry(f"{return_id}:reverse", "reverse", -outcome.points_reversed),
+        LedgerEntry(f"{return_id}:reverse", "reverse", -outcome.points_reversed, spendable_from),
         LedgerEntry(f"{return_id}:refund", "refund", outcome.points_refunded),
     ]
     return ReturnRecord(

@@ -44,6 +44,11 @@ class Keys:
         """List of the newest points entries (JSON {id, k, p, t}); the profile's "lbase" sums the older ones."""
         return self._customer(customer_id) + ":ledger"
 
+    def pending(self, customer_id: str) -> str:
+        """Hash epoch ms -> points of ledger entries not spendable before then (the returns window); fields in the
+        past are dropped by the next script that touches it, and the hash expires with its newest field."""
+        return self._customer(customer_id) + ":pend"
+
     def spend(self, customer_id: str) -> str:
         """Hash "YYYYMM" -> net spend of that UTC month: the rolling 12-month spend tiers are reached by."""
         return self._customer(customer_id) + ":spend"

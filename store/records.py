@@ -16,6 +16,7 @@ class LedgerEntry:
     entry_id: str  # unique, e.g. "<txn>:earn"
     kind: Literal["earn", "bonus", "redeem", "reverse", "refund", "expire", "adjust"]
     points: int  # signed: redeem is negative
+    available_at: str = ""  # ISO 8601, UTC: the points are not spendable before then (pending); "" = at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from redis.commands.core import AsyncScript
 
 from server.engine.model import CustomerState, GeoPoint
 from store.keys import Keys
-from store.records import CustomerRecord, ExpiryRecord, PurchaseRecord, ReturnRecord, dump_record
+from store.records import CustomerRecord, ExpiryRecord, LedgerEntry, PurchaseRecord, ReturnRecord, dump_record
 from store.snapshot import CustomerSnapshot
 
 _WITH_LEDGER = {"commit_purchase.lua", "return_purchase.lua", "upsert_customer.lua", "expire_points.lua"}
@@ -28,8 +28,17 @@ def _lua(name: str) -> str:
     return source
 
 
-def ledger_entry(entry_id: str, kind: str, points: int, at: datetime) -> str:
-    return json.dumps({"id": entry_id, "k": kind, "p": points, "t": _epoch_ms(at)}, separators=(",", ":"))
+def ledger_entry(entry_id: str, kind: str, points: int, at: datetime, available_at: datetime | None = None) -> str:
+    """One ledger entry as Redis keeps it; "a" (epoch ms) when its points are pending until then."""
+    entry: dict[str, str | int] = {"id": entry_id, "k": kind, "p": points, "t": _epoch_ms(at)}
+    if available_at is not None:
+        entry["a"] = _epoch_ms(available_at)
+    return json.dumps(entry, separators=(",", ":"))
+
+
+def _entry(entry: LedgerEntry, at: datetime) -> str:
+    available_at = datetime.fromisoformat(entry.available_at) if entry.available_at else None
+    return ledger_entry(entry.entry_id, entry.kind, entry.points, at, available_at)
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -86,7 +95,7 @@ CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "i
 class CommitResult:
     status: CommitStatus
     receipt: bytes = b""  # the stored receipt, on replay
-    balance: int = 0  # the balance that refused a redemption, on insufficient
+    available: int = 0  # the spendable points that refused a redemption, on insufficient
 
 
 def _text(raw: bytes | None) -> str:
@@ -99,9 +108,14 @@ def parse_profile(
     categories: set[bytes],
     uses: Mapping[bytes, bytes],
     spend: Sequence[bytes | None] = (),
+    pending: Mapping[bytes, bytes] | None = None,
+    now: datetime | None = None,
 ) -> CustomerState | None:
     if not fields:
         return None
+    now_ms = _epoch_ms(now or datetime.now(UTC))
+    # The hash keeps fields that became spendable until a script next touches it: only later ones are pending.
+    not_yet = sorted((int(at), int(points)) for at, points in (pending or {}).items() if int(at) > now_ms)
     lat, lon = fields.get(b"hlat"), fields.get(b"hlon")
     last = fields.get(b"last")
     return CustomerState(
@@ -120,6 +134,7 @@ def parse_profile(
         points_debt=int(fields.get(b"debt", b"0")),
         spend_12m_minor=sum(int(v) for v in spend if v is not None),
         version=int(fields.get(b"ver", b"0")),
+        pending_points=tuple((datetime.fromtimestamp(at / 1000, UTC), points) for at, points in not_yet if points),
     )
 
 
@@ -180,7 +195,9 @@ class CustomerStore:
         pipe.hgetall(k.profile(customer_id))
         pipe.smembers(k.categories(customer_id))
         pipe.hgetall(k.offer_uses(customer_id))
-        pipe.hmget(k.spend(customer_id), last_12_months(now or datetime.now(UTC)))
+        now = now or datetime.now(UTC)
+        pipe.hmget(k.spend(customer_id), last_12_months(now))
+        pipe.hgetall(k.pending(customer_id))
         if transaction_id:
             claim = k.transaction_claim(transaction_id)
             pipe.set(claim, customer_id, nx=True, ex=self._retention_s)
@@ -190,25 +207,29 @@ class CustomerStore:
             pipe.get(k.offer_redemptions(offer_id))
         with self._observe("read"):
             results: list[Any] = await pipe.execute()
-        state = parse_profile(customer_id, results[0], results[1], results[2], results[3])
+        state = parse_profile(customer_id, results[0], results[1], results[2], results[3], results[4], now)
         used = {
             o: int(n or 0)
             for o, n in zip(budget_offer_ids, results[len(results) - len(budget_offer_ids) :], strict=True)
         }
         if not transaction_id:
             return CustomerRead(state, redemptions_used=used)
-        owner, (digest, receipt) = results[5], results[6]
+        owner, (digest, receipt) = results[6], results[7]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
         return CustomerRead(state, stored, owner.decode() if owner is not None else None, used)
 
-    async def read_for_return(self, customer_id: str, transaction_id: str, return_id: str) -> ReturnRead:
+    async def read_for_return(
+        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime | None = None
+    ) -> ReturnRead:
         """One round trip: the customer, the purchase's receipt and returned quantities, and this return's receipt."""
         k = self.keys
+        now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(k.profile(customer_id))
         pipe.smembers(k.categories(customer_id))
         pipe.hgetall(k.offer_uses(customer_id))
-        pipe.hmget(k.spend(customer_id), last_12_months(datetime.now(UTC)))
+        pipe.hmget(k.spend(customer_id), last_12_months(now))
+        pipe.hgetall(k.pending(customer_id))
         pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
         pipe.hgetall(k.returned(customer_id, transaction_id))
         pipe.hmget(k.return_record(customer_id, return_id), "digest", "receipt")
@@ -216,14 +237,15 @@ class CustomerStore:
         pipe.set(k.return_claim(return_id), customer_id, nx=True, ex=self._retention_s)
         pipe.get(k.return_claim(return_id))
         with self._observe("read_for_return"):
-            profile, cats, uses, spend, purchase, returned, stored, owner, _, return_owner = await pipe.execute()
+            results = await pipe.execute()
+        profile, cats, uses, spend, pending, purchase, returned, stored, owner, _, return_owner = results
 
         def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
             digest, receipt = pair
             return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
 
         return ReturnRead(
-            state=parse_profile(customer_id, profile, cats, uses, spend),
+            state=parse_profile(customer_id, profile, cats, uses, spend, pending, now),
             purchase=stored_of(purchase),
             returned={line.decode(): int(qty) for line, qty in returned.items()},
             stored=stored_of(stored),
@@ -239,6 +261,7 @@ class CustomerStore:
         receipt: bytes,
         returned_after: Mapping[str, int],
         purchased_at: datetime,
+        now: datetime,
     ) -> CommitResult:
         k, cid = self.keys, record.customer_id
         keys = [
@@ -249,9 +272,10 @@ class CustomerStore:
             k.outbox(k.partition(cid)),
             k.spend(cid),
             k.ledger(cid),
+            k.pending(cid),
         ]
         committed = datetime.fromisoformat(record.committed_at)
-        entries = [ledger_entry(e.entry_id, e.kind, e.points, committed) for e in record.ledger]
+        entries = [_entry(e, committed) for e in record.ledger]
         pairs = [str(v) for line, qty in sorted(returned_after.items()) for v in (line, qty)]
         args: list[str | int | bytes] = [
             record.request_digest,
@@ -268,6 +292,7 @@ class CustomerStore:
             record.lifetime_value_delta,
             len(returned_after),
             len(entries),
+            _epoch_ms(now),
             *pairs,
             *entries,
             *record.offers_lost,
@@ -296,7 +321,7 @@ class CustomerStore:
             _epoch_ms(datetime.fromisoformat(record.expired_at)),
             expected_version,
         ]
-        keys = [k.profile(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
+        keys = [k.profile(cid), k.outbox(k.partition(cid)), k.ledger(cid), k.pending(cid)]
         with self._observe("expire_points"):
             taken = await self._expire(keys=keys, args=args)
         return int(taken)
@@ -328,11 +353,13 @@ class CustomerStore:
         expected_version: int,
         receipt: bytes,
         occurred_at: datetime,
+        now: datetime | None = None,
     ) -> CommitResult:
         k, cid = self.keys, record.customer_id
+        now = now or datetime.now(UTC)
         offer_ids = [a.offer_id for a in record.applied_offers]
         committed = datetime.fromisoformat(record.committed_at)
-        entries = [ledger_entry(e.entry_id, e.kind, e.points, committed) for e in record.ledger]
+        entries = [_entry(e, committed) for e in record.ledger]
         args: list[str | int | bytes] = [
             record.request_digest,
             expected_version,
@@ -350,6 +377,7 @@ class CustomerStore:
             record.tier_after,
             len(record.new_categories),
             len(entries),
+            _epoch_ms(now),
             *record.new_categories,
             *entries,
             *offer_ids,
@@ -362,6 +390,7 @@ class CustomerStore:
             k.outbox(k.partition(cid)),
             k.spend(cid),
             k.ledger(cid),
+            k.pending(cid),
         ]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
@@ -369,7 +398,7 @@ class CustomerStore:
         if status == "replay":
             return CommitResult("replay", receipt=reply[1])
         if status == "insufficient":
-            return CommitResult("insufficient", balance=int(reply[1]))
+            return CommitResult("insufficient", available=int(reply[1]))
         if status in ("ok", "digest_mismatch", "missing", "stale"):
             return CommitResult(status)  # type: ignore[arg-type]
         raise RuntimeError(f"commit script returned {status!r}")
@@ -394,7 +423,7 @@ class CustomerStore:
             fields["hlat"], fields["hlon"] = repr(snapshot.home_latitude), repr(snapshot.home_longitude)
         if snapshot.propensity:
             fields["prop"] = json.dumps(snapshot.propensity, sort_keys=True)
-        entries = [ledger_entry(e.entry_id, e.kind, e.points, e.created_at) for e in snapshot.ledger]
+        entries = [ledger_entry(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in snapshot.ledger]
         fields["lbase"] = str(snapshot.points_balance - snapshot.points_debt - sum(e.points for e in snapshot.ledger))
         keys = [k.profile(cid), k.categories(cid), k.offer_uses(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
         args: list[str | int | bytes] = [
@@ -423,6 +452,10 @@ class CustomerStore:
         for transaction_id, lines in snapshot.returned.items():
             restore(k.returned(cid, transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
         restore(k.spend(cid), 34_560_000, sorted((month, str(v)) for month, v in snapshot.spend_by_month.items()))
+        pending = [(_epoch_ms(at), points) for at, points in snapshot.pending_points if at > now and points]
+        if pending:
+            lifetime = max(at for at, _ in pending) - _epoch_ms(now)
+            restore(k.pending(cid), lifetime // 1000 + 1, [(str(at), points) for at, points in pending])
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
@@ -484,6 +517,6 @@ class CustomerStore:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
         k = self.keys
         names = [k.profile(customer_id), k.categories(customer_id), k.offer_uses(customer_id), k.spend(customer_id)]
-        names.append(k.ledger(customer_id))
+        names += [k.ledger(customer_id), k.pending(customer_id)]
         names += [k.transaction(customer_id, t) for t in transaction_ids]
         await self._redis.delete(*names)

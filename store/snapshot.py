@@ -20,6 +20,7 @@ class LedgerRow:
     kind: str
     points: int
     created_at: datetime
+    available_at: datetime | None = None  # pending until then (the returns window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +48,5 @@ class CustomerSnapshot:
     spend_by_month: dict[str, int] = field(default_factory=dict)
     # the newest ledger entries (oldest first) that Redis keeps beside the balance
     ledger: list[LedgerRow] = field(default_factory=list)
+    # ledger points not yet spendable, summed by when they become spendable (only later than the snapshot)
+    pending_points: list[tuple[datetime, int]] = field(default_factory=list)

@@ -178,6 +178,8 @@ class PointsLedgerEntry(SQLModel, table=True):
     kind: str = Field(sa_type=sa.String(16))
     points: int = Field(sa_type=sa.BigInteger)
     created_at: datetime = Field(sa_type=UTCDateTime)
+    # Not spendable before then (earned points wait out the returns window); NULL: spendable at once.
+    available_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class AppliedEvent(SQLModel, table=True):

@@ -187,6 +187,7 @@ def _ledger_row(
     transaction_id: str | None,
     kind: str,
     points: int,
+    available_at: str = "",
 ) -> dict[str, Any]:
     if isinstance(r, CustomerRecord):
         at = r.updated_at
@@ -201,6 +202,7 @@ def _ledger_row(
         "kind": kind,
         "points": points,
         "created_at": parse_timestamp(at),
+        "available_at": parse_timestamp(available_at) if available_at else None,
     }
 
 
@@ -327,12 +329,20 @@ class ProfileRepository:
             self._insert_returns(conn, returns)
         # Plain INSERT: a duplicate entry_id under a new event is a conflict to surface, not to hide, since
         # points_balance has already been moved by these entries.
-        ledger = [_ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points) for r in purchases for e in r.ledger]
+        ledger = [
+            _ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points, e.available_at)
+            for r in purchases
+            for e in r.ledger
+        ]
         ledger += [
             _ledger_row(r, f"{r.event_id}:adjust", None, "adjust", r.balance_delta) for r in crm if r.balance_delta
         ]
         # A return's entries belong to the purchase it corrects.
-        ledger += [_ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points) for r in returns for e in r.ledger]
+        ledger += [
+            _ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points, e.available_at)
+            for r in returns
+            for e in r.ledger
+        ]
         ledger += [_ledger_row(r, f"{r.event_id}:expire", None, "expire", -r.points) for r in expiries]
         if ledger:
             conn.execute(sa.insert(PointsLedgerEntry), ledger)
@@ -521,7 +531,12 @@ class ProfileRepository:
     # -- reads for rebuilding Redis ----------------------------------------------------------------------------
 
     def load_customer(
-        self, customer_id: str, *, receipts_since: datetime, spend_since: datetime | None = None
+        self,
+        customer_id: str,
+        *,
+        receipts_since: datetime,
+        spend_since: datetime | None = None,
+        now: datetime | None = None,
     ) -> CustomerSnapshot | None:
         """Everything Redis holds for a customer, read in one consistent snapshot; None if unknown."""
         since = _aware(receipts_since)
@@ -576,7 +591,10 @@ class ProfileRepository:
             ).all()
             return CustomerSnapshot(
                 spend_by_month=spend,
-                ledger=[LedgerRow(e.entry_id, e.kind, e.points, e.created_at) for e in reversed(newest)],
+                ledger=[
+                    LedgerRow(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in reversed(newest)
+                ],
+                pending_points=self._pending_points(session, customer_id, _aware(now or datetime.now(UTC))),
                 customer_id=customer.customer_id,
                 display_name=customer.display_name,
                 tier=customer.tier,
@@ -616,6 +634,20 @@ class ProfileRepository:
             month = occurred_at.strftime("%Y%m")
             spend[month] = spend.get(month, 0) - value
         return spend
+
+    def _pending_points(self, session: Session, customer_id: str, now: datetime) -> list[tuple[datetime, int]]:
+        rows = session.exec(
+            select(PointsLedgerEntry.available_at, func.sum(PointsLedgerEntry.points))
+            .where(PointsLedgerEntry.customer_id == customer_id, col(PointsLedgerEntry.available_at) > now)
+            .group_by(col(PointsLedgerEntry.available_at))
+            .order_by(col(PointsLedgerEntry.available_at))
+        ).all()
+        return [(_aware(at), int(points)) for at, points in rows if at is not None and points]
+
+    def pending_points(self, customer_id: str, now: datetime) -> list[tuple[datetime, int]]:
+        """Ledger points not spendable at `now`, summed by when they become spendable (as Redis keeps them)."""
+        with Session(self._engine) as session:
+            return self._pending_points(session, customer_id, _aware(now))
 
     def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
         """Customers with points whose last purchase was before `cutoff`, by id (keyset pages): expiry candidates."""

@@ -185,9 +185,12 @@ def _check_balance(customer: CustomerState, basket: Basket, mpu: int, policy: Po
         # Otherwise part of the points would buy less than one minor unit and vanish.
         step = policy.redeem_points_per_unit // math.gcd(policy.redeem_points_per_unit, mpu)
         raise InvalidArgument("basket.points_to_redeem", f"must be a multiple of {step} in {basket.currency}")
-    if basket.points_to_redeem > customer.points_balance:
+    available = customer.points_available
+    if basket.points_to_redeem > available:
+        pending = customer.points_balance - available
+        held = f" ({pending} more pending until the returns window ends)" if pending else ""
         raise FailedPrecondition(
-            f"insufficient points: balance {customer.points_balance}, asked to redeem {basket.points_to_redeem}",
+            f"insufficient points: {available} available{held}, asked to redeem {basket.points_to_redeem}",
             reason="insufficient_points",
         )
 
@@ -498,4 +501,5 @@ def evaluate_basket(
         not_applied=why_not,
         tier_before=tier_before,
         tier_after=tier_after,
+        points_available_before=customer.points_available,
     )

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
+from server.engine.pending import spendable_points
+
 
 class Channel(IntEnum):
     UNSPECIFIED = 0
@@ -160,6 +162,13 @@ class CustomerState:
     spend_12m_minor: int = 0
     # Bumped by every write; a commit is applied only if the state it was evaluated on is still current.
     version: int = 0
+    # Ledger points not yet spendable when she was read (the returns window), by when they become spendable.
+    pending_points: tuple[tuple[datetime, int], ...] = ()
+
+    @property
+    def points_available(self) -> int:
+        """What she can spend now: the balance minus its pending part."""
+        return spendable_points(self.points_balance, self.pending_points)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +271,8 @@ class BasketEvaluation:
     not_applied: tuple[NotApplied, ...] = ()
     tier_before: str = ""
     tier_after: str = ""  # differs from tier_before when this purchase reaches a higher tier
+    points_available_before: int = 0  # the part of balance_before she could spend (the rest is pending)
+    points_available_at: datetime | None = None  # when the points earned become spendable; None: at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +316,7 @@ class PurchaseFacts:
     points_redeemed: int
     redeemed_value_minor: int
     occurred_at: datetime
+    points_available_at: datetime | None = None  # its points were pending until then (None: spendable at once)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from posoffers.v1 import types_pb2 as pb
 
 from server.engine import model as m
 from server.engine.errors import InvalidArgument
+from server.engine.pending import release_schedule
 
 E = TypeVar("E", bound=IntEnum)
 
@@ -254,7 +255,11 @@ def customer_to_pb(state: m.CustomerState) -> pb.CustomerProfile:
         propensity=dict(state.propensity),
         points_debt=state.points_debt,
         spend_12m_minor=state.spend_12m_minor,
+        points_available=state.points_available,
+        points_pending=state.points_balance - state.points_available,
     )
+    for release in release_schedule(state.points_balance, state.pending_points):
+        set_timestamp(out.pending_points.add(points=release.points).available_at, release.available_at)
     set_timestamp(out.last_purchase_at, state.last_purchase_at)
     if state.home is not None:
         out.home_location.CopyFrom(pb.GeoPoint(latitude=state.home.latitude, longitude=state.home.longitude))
@@ -300,8 +305,10 @@ def evaluation_to_pb(ev: m.BasketEvaluation) -> pb.BasketEvaluation:
         points_debt_repaid=ev.points_debt_repaid,
         tier_before=ev.tier_before,
         tier_after=ev.tier_after,
+        points_available_before=ev.points_available_before,
     )
     set_timestamp(out.evaluated_at, ev.evaluated_at)
+    set_timestamp(out.points_available_at, ev.points_available_at)
     return out
 
 
@@ -352,6 +359,9 @@ def facts_from_receipt(receipt: svc.PurchaseReceipt) -> m.PurchaseFacts:
         occurred_at=receipt.occurred_at.ToDatetime(tzinfo=UTC)
         if receipt.HasField("occurred_at")
         else receipt.committed_at.ToDatetime(tzinfo=UTC),
+        points_available_at=ev.points_available_at.ToDatetime(tzinfo=UTC)
+        if ev.HasField("points_available_at")
+        else None,
     )
 
 

@@ -2,7 +2,7 @@
 -- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
 -- KEYS[1] - profile hash        KEYS[2] - categories set     KEYS[3] - offer uses hash
 -- KEYS[4] - transaction hash    KEYS[5] - partition outbox stream   KEYS[6] - monthly spend hash
--- KEYS[7] - ledger list
+-- KEYS[7] - ledger list       KEYS[8] - pending points hash
 -- ARGV[1] - request digest      ARGV[2] - profile version the purchase was evaluated on
 -- ARGV[3] - receipt (protobuf)  ARGV[4] - outbox record (JSON)
 -- ARGV[5] - balance delta (earned - redeemed - debt repaid)   ARGV[6] - points redeemed
@@ -12,8 +12,10 @@
 -- ARGV[12] - month of the sale ("YYYYMM")       ARGV[13] - net spend to add to it
 -- ARGV[14] - tier reached by this purchase ("" = unchanged)
 -- ARGV[15] - number of new categories N        ARGV[16] - number of ledger entries M (JSON each)
--- ARGV[17 .. 16+N] - new categories   ARGV[17+N .. 16+N+M] - ledger entries   ARGV[17+N+M ..] - offers applied
--- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"} | {"insufficient", balance}
+-- ARGV[17] - now, epoch ms (what is spendable is judged by the server's clock, not the sale's time)
+-- ARGV[18 .. 17+N] - new categories   ARGV[18+N .. 17+N+M] - ledger entries   ARGV[18+N+M ..] - offers applied
+-- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
+--   | {"insufficient", spendable points}
 local txn = redis.call("HMGET", KEYS[4], "digest", "receipt")
 if txn[1] then
   if txn[1] == ARGV[1] then
@@ -30,8 +32,10 @@ if profile[1] ~= ARGV[2] then
 end
 local balance = tonumber(profile[2]) or 0
 local delta = tonumber(ARGV[5])
-if balance < tonumber(ARGV[6]) or balance + delta < 0 then
-  return {"insufficient", tostring(balance)}
+local now = tonumber(ARGV[17])
+local spendable = spendable_points(balance, KEYS[8], now)
+if spendable < tonumber(ARGV[6]) or balance + delta < 0 then
+  return {"insufficient", tostring(spendable)}
 end
 if (tonumber(profile[4]) or 0) < tonumber(ARGV[11]) then
   return {"stale"}
@@ -53,15 +57,15 @@ if ARGV[14] ~= "" then
   redis.call("HSET", KEYS[1], "tier", ARGV[14])
 end
 local n, m = tonumber(ARGV[15]), tonumber(ARGV[16])
-for i = 17, 16 + n do
+for i = 18, 17 + n do
   redis.call("SADD", KEYS[2], ARGV[i])
 end
 local entries = {}
-for i = 17 + n, 16 + n + m do
+for i = 18 + n, 17 + n + m do
   entries[#entries + 1] = ARGV[i]
 end
-ledger_append(KEYS[1], KEYS[7], entries)
-for i = 17 + n + m, #ARGV do
+ledger_append(KEYS[1], KEYS[7], entries, KEYS[8], now)
+for i = 18 + n + m, #ARGV do
   redis.call("HINCRBY", KEYS[3], ARGV[i], 1)
 end
 redis.call("HSET", KEYS[4], "digest", ARGV[1], "receipt", ARGV[3])

@@ -1,7 +1,8 @@
 """SQL fixtures: a migrated, empty profile database on SQLite (tmp_path) or PostgreSQL (a fresh schema per test).
 
 Import the fixture_* functions into a test module (pytest registers them under their `name`). PostgreSQL is at
-POS_OFFERS_TEST_POSTGRES_URL; its tests are skipped, never failed, when it is unreachable.
+POS_OFFERS_TEST_POSTGRES_URL; its tests are skipped, never failed, when it is unreachable. `snapshot` and `count_rows`
+read back what the repository wrote.
 """
 
 from __future__ import annotations
@@ -9,19 +10,23 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from store.snapshot import CustomerSnapshot
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
+
+from .records_builders import T0
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 # The newest migration and every table it creates (besides alembic_version): what a migrated database holds.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 PROFILE_TABLES = (
     "customers",
     "customer_categories",
@@ -101,3 +106,15 @@ def fixture_sql_engine(sql_target: tuple[str, str | None]) -> Iterator[sa.Engine
 @pytest.fixture(name="profile_repo")
 def fixture_profile_repo(sql_engine: sa.Engine) -> ProfileRepository:
     return ProfileRepository(sql_engine)
+
+
+def snapshot(repo: ProfileRepository, customer_id: str, since: datetime = T0) -> CustomerSnapshot:
+    """The customer's profile, with the receipts committed since `since`; the customer must exist."""
+    snap = repo.load_customer(customer_id, receipts_since=since)
+    assert snap is not None
+    return snap
+
+
+def count_rows(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())

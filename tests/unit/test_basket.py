@@ -253,7 +253,7 @@ def test_redeeming_more_points_than_the_balance_is_refused() -> None:
     with pytest.raises(FailedPrecondition) as caught:
         evaluate(catalog(), basket(DRESS, points_to_redeem=500), samantha(points_balance=120))
     assert caught.value.reason == "insufficient_points"
-    assert caught.value.message == "insufficient points: balance 120, asked to redeem 500"
+    assert caught.value.message == "insufficient points: 120 available, asked to redeem 500"
 
 
 def test_redeeming_more_than_the_bill_is_refused() -> None:
