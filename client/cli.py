@@ -146,6 +146,8 @@ def format_evaluation(evaluation: types_pb2.BasketEvaluation, basket: types_pb2.
         redeemed = format_money(evaluation.redeemed_value_minor, currency)
         points += f", redeemed {evaluation.points_redeemed} ({redeemed})"
     out.append(f"{points}, balance {evaluation.balance_before} -> {evaluation.balance_after}")
+    if evaluation.points_earned and evaluation.HasField("points_available_at"):
+        out.append(f"the points earned are spendable from {format_time(evaluation.points_available_at)}")
     out.append(
         f"subtotal {format_money(evaluation.subtotal_minor, currency)}, "
         f"discount {format_money(evaluation.total_discount_minor, currency)}, "
@@ -171,10 +173,17 @@ def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
         f"{profile.customer_id}{name}",
         f"tier: {profile.tier or '-'}",
         f"lifetime value: {format_money(profile.lifetime_value_minor, profile.currency or 'USD')}",
-        f"points balance: {profile.points_balance}" + (f" (debt {profile.points_debt})" if profile.points_debt else ""),
+        f"points balance: {profile.points_balance}"
+        + (
+            f" ({profile.points_available} available, {profile.points_pending} pending)"
+            if profile.points_pending
+            else ""
+        )
+        + (f" (debt {profile.points_debt})" if profile.points_debt else ""),
         f"categories: {', '.join(profile.categories_purchased) or '-'}",
         f"purchases: {profile.purchase_count}, last {format_time(profile.last_purchase_at, unset='never')}",
     ]
+    out += [f"pending: {p.points} points spendable from {format_time(p.available_at)}" for p in profile.pending_points]
     if profile.points_expiring:
         out.append(f"expiring: {profile.points_expiring} points on {format_time(profile.points_expire_at)}")
     if profile.HasField("home_location"):

@@ -12,6 +12,7 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from tests.e2e.conftest import clone_samantha
+from tests.e2e.test_pending_points import assert_pending_points_survive_a_rebuild
 from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
@@ -49,3 +50,8 @@ def test_story_on_postgres_including_redis_loss(make_server: Callable[..., Serve
         assert again.replayed
         profile = till.GetProfile(svc.GetProfileRequest(customer_id=member))
         assert profile.points_balance == 500 + 329 and "shoes" in profile.categories_purchased
+
+
+def test_pending_points_on_postgres_survive_a_rebuild(make_server: Callable[..., ServerThread], pg_schema: str) -> None:
+    server = make_server(demo_data=True, database_url=postgres_url(), database_schema=pg_schema, points_pending_days=14)
+    assert_pending_points_survive_a_rebuild(server)

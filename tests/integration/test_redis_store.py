@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import tempfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,7 +61,9 @@ def crm_record(customer_id: str) -> CustomerRecord:
     )
 
 
-def purchase(customer_id: str, txn: str, *, earned: int = 100, redeemed: int = 0) -> PurchaseRecord:
+def purchase(
+    customer_id: str, txn: str, *, earned: int = 100, redeemed: int = 0, pending_until: datetime | None = None
+) -> PurchaseRecord:
     return PurchaseRecord(
         event_id=f"purchase:{txn}",
         transaction_id=txn,
@@ -83,15 +85,22 @@ def purchase(customer_id: str, txn: str, *, earned: int = 100, redeemed: int = 0
         lines=[],
         applied_offers=[AppliedOfferRecord("o1", 1, 0, 0)],
         new_categories=["shoes"],
-        ledger=[LedgerEntry(f"{txn}:earn", "earn", earned)],
+        ledger=[
+            LedgerEntry(f"{txn}:earn", "earn", earned, pending_until.isoformat() if pending_until else ""),
+            *([LedgerEntry(f"{txn}:redeem", "redeem", -redeemed)] if redeemed else []),
+        ],
     )
 
 
-async def commit(store: CustomerStore, record: PurchaseRecord) -> str:
+async def commit(store: CustomerStore, record: PurchaseRecord, *, now: datetime = NOW) -> str:
     state = (await store.read(record.customer_id)).state
     assert state is not None
     result = await store.commit(
-        record, expected_version=state.version, receipt=b"receipt-" + record.transaction_id.encode(), occurred_at=NOW
+        record,
+        expected_version=state.version,
+        receipt=b"receipt-" + record.transaction_id.encode(),
+        occurred_at=NOW,
+        now=now,
     )
     return result.status
 
@@ -116,6 +125,29 @@ async def test_a_refused_commit_writes_nothing(store: CustomerStore) -> None:
     after = await store.read("m1", transaction_id="t1")
     assert after.state == before and after.stored is None
     assert await store.redis.xlen(outbox) == before_len
+
+
+async def test_the_commit_script_never_spends_pending_points(store: CustomerStore) -> None:
+    """The script checks what is spendable itself (by the server's clock), not only the caller's evaluation."""
+    await store.upsert_customer(member(balance=500), crm_record("m1"))
+    window_ends = NOW + timedelta(days=14)
+    assert await commit(store, purchase("m1", "t1", earned=100, pending_until=window_ends)) == "ok"
+    read = await store.read("m1", now=NOW)
+    assert read.state is not None
+    assert (read.state.points_balance, read.state.points_available) == (600, 500)
+
+    refused = await store.commit(
+        purchase("m1", "t2", earned=0, redeemed=550),
+        expected_version=read.state.version,
+        receipt=b"r",
+        occurred_at=NOW,
+        now=NOW,
+    )
+    assert (refused.status, refused.available) == ("insufficient", 500)
+    later = window_ends + timedelta(seconds=1)
+    assert await commit(store, purchase("m1", "t3", earned=0, redeemed=550), now=later) == "ok"
+    after = (await store.read("m1", now=later)).state
+    assert after is not None and (after.points_balance, after.points_available, after.pending_points) == (50, 50, ())
 
 
 async def test_a_commit_on_a_stale_version_is_refused(store: CustomerStore) -> None:

@@ -1,0 +1,190 @@
+"""Pending points: what a purchase earns counts in the balance at once but is spendable only after the returns
+window, so a return within the window takes back points that were never spent."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+from posoffers.v1 import types_pb2 as pb
+
+from tests.e2e.conftest import clone_samantha
+from tests.support.builders import DRESS, SHOES, basket, commit_request
+from tests.support.server_thread import ServerThread
+
+GIFT_CARD = ("gift-1", "SKU-GIFT", "gifts", 1, 500)  # USD 5.00: 500 points pay for it whole
+
+
+def profile(till: svc_grpc.OfferServiceStub, member: str) -> pb.CustomerProfile:
+    return till.GetProfile(svc.GetProfileRequest(customer_id=member))
+
+
+def near(moment: datetime, expected: datetime) -> bool:
+    return abs(moment - expected) < timedelta(minutes=1)
+
+
+def test_points_earned_wait_out_the_returns_window_before_they_can_be_spent(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server(demo_data=True, points_pending_days=14)
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+
+        receipt = till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
+        earned = receipt.evaluation.points_earned
+        assert earned == 120 + 120 + 89  # the dress, its double-points bonus with the shoes, the shoes
+        available_at = receipt.evaluation.points_available_at.ToDatetime(tzinfo=UTC)
+        assert near(available_at, datetime.now(UTC) + timedelta(days=14))
+
+        after = profile(till, member)
+        assert after.points_balance == 500 + earned
+        assert (after.points_available, after.points_pending) == (500, earned)
+        assert [
+            (p.points, near(p.available_at.ToDatetime(tzinfo=UTC), available_at)) for p in after.pending_points
+        ] == [(earned, True)]
+
+        # The till may only take what is available; the refusal says why.
+        with pytest.raises(grpc.RpcError) as refused:
+            till.EvaluateBasket(svc.EvaluateBasketRequest(basket=basket(member, GIFT_CARD, points_to_redeem=600)))
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "500 available" in (refused.value.details() or "")
+        assert f"{earned} more pending" in (refused.value.details() or "")
+
+        paid = till.CommitPurchase(commit_request(basket(member, GIFT_CARD, points_to_redeem=500)))
+        assert paid.evaluation.points_available_before == 500
+        assert paid.evaluation.balance_before == 500 + earned
+        spent = profile(till, member)
+        assert (spent.points_balance, spent.points_available, spent.points_pending) == (earned, 0, earned)
+
+
+def test_a_return_within_the_window_takes_back_pending_points_and_leaves_no_debt(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """Without a pending period, spending the points and then returning the purchase leaves a points debt;
+    with one, the points could not be spent, so the return simply takes them back."""
+    outcomes = {}
+    for days in (0, 14):
+        server = make_server(demo_data=True, points_pending_days=days)
+        with grpc.insecure_channel(server.target) as channel:
+            till = svc_grpc.OfferServiceStub(channel)
+            member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+            sale = commit_request(basket(member, DRESS, SHOES))
+            till.CommitPurchase(sale)
+            available = profile(till, member).points_available
+            gift = ("gift-1", "SKU-GIFT", "gifts", 1, available)
+            till.CommitPurchase(commit_request(basket(member, gift, points_to_redeem=available)))
+            back = till.ReturnPurchase(
+                svc.ReturnPurchaseRequest(
+                    return_id=f"r-{uuid.uuid4().hex[:8]}",
+                    transaction_id=sale.transaction_id,
+                    customer_id=member,
+                    lines=[
+                        svc.ReturnLine(line_id="dress-1", quantity=1),
+                        svc.ReturnLine(line_id="shoes-1", quantity=1),
+                    ],
+                )
+            )
+            after = profile(till, member)
+            outcomes[days] = (back.points_debt_after, after.points_balance, after.points_pending)
+            server.drain()
+            repo = server.service.repo
+            assert repo.ledger_balance(member) == after.points_balance - after.points_debt
+            assert repo.pending_points(member, datetime.now(UTC)) == []
+    assert outcomes[0] == (329, 0, 0)  # she spent points she then had to give back
+    assert outcomes[14] == (0, 0, 0)  # she could only spend her 500: the 329 went back untouched
+
+
+def test_a_partial_return_within_the_window_lowers_the_pending_points(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server(demo_data=True, points_pending_days=14)
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        sale = commit_request(basket(member, DRESS, SHOES))
+        till.CommitPurchase(sale)
+        back = till.ReturnPurchase(
+            svc.ReturnPurchaseRequest(
+                return_id=f"r-{uuid.uuid4().hex[:8]}",
+                transaction_id=sale.transaction_id,
+                customer_id=member,
+                lines=[svc.ReturnLine(line_id="shoes-1", quantity=1)],
+            )
+        )
+        after = profile(till, member)
+        kept = 329 - back.points_reversed  # the dress alone: its base points, no double points without shoes
+        assert kept == 120
+        assert (after.points_balance, after.points_available, after.points_pending) == (500 + kept, 500, kept)
+
+
+def test_pending_points_survive_a_rebuild_from_sql(make_server: Callable[..., ServerThread]) -> None:
+    assert_pending_points_survive_a_rebuild(make_server(demo_data=True, points_pending_days=14))
+
+
+def assert_pending_points_survive_a_rebuild(server: ServerThread) -> None:
+    """Redis loses her: the pending points come back from the SQL ledger, as pending as they were."""
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        sale = commit_request(basket(member, DRESS, SHOES))
+        till.CommitPurchase(sale)
+        before = profile(till, member)
+        server.drain()
+        assert sum(p for _, p in server.service.repo.pending_points(member, datetime.now(UTC))) == 329
+
+        server.run(server.service.customers.forget_customer(member, [sale.transaction_id]))
+        rebuilt = profile(till, member)
+        assert (rebuilt.points_balance, rebuilt.points_available, rebuilt.points_pending) == (
+            before.points_balance,
+            before.points_available,
+            before.points_pending,
+        )
+        assert list(rebuilt.pending_points) == list(before.pending_points)
+        with pytest.raises(grpc.RpcError) as refused:  # still not spendable after the rebuild
+            till.CommitPurchase(commit_request(basket(member, GIFT_CARD, points_to_redeem=600)))
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_sale_older_than_the_pending_period_is_spendable_at_once(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server(demo_data=True, points_pending_days=1)
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        offline = commit_request(basket(member, DRESS))
+        offline.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(days=2))  # an offline till, 2 days ago
+        receipt = till.CommitPurchase(offline)
+        assert not receipt.evaluation.HasField("points_available_at")
+        after = profile(till, member)
+        assert (after.points_available, after.points_pending) == (620, 0)
+
+
+def test_a_pending_period_as_long_as_the_expiry_period_is_refused_at_start() -> None:
+    from server.config import Settings
+
+    with pytest.raises(ValueError, match="PENDING_DAYS"):
+        Settings.from_env({"POS_OFFERS_POINTS_PENDING_DAYS": "30", "POS_OFFERS_POINTS_EXPIRE_AFTER_DAYS": "30"})
+
+
+def test_the_cli_shows_when_pending_points_become_spendable(
+    make_server: Callable[..., ServerThread], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from client.cli import main
+
+    server = make_server(demo_data=True, points_pending_days=14)
+    with grpc.insecure_channel(server.target) as channel:
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+    target = ["--target", server.target]
+    assert main([*target, "commit", member, "--store", "soho", "--line", "dress-1:dresses:1:120.00"]) == 0
+    when = (datetime.now(UTC) + timedelta(days=14)).strftime("%Y-%m-%d")
+    assert f"the points earned are spendable from {when}" in capsys.readouterr().out
+    assert main([*target, "profile", member]) == 0
+    out = capsys.readouterr().out
+    assert "points balance: 620 (500 available, 120 pending)" in out
+    assert f"pending: 120 points spendable from {when}" in out

@@ -1,0 +1,45 @@
+"""Pending points (pure): what is spendable, and when the rest becomes so."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.engine.pending import PointsRelease, release_schedule, spendable_points
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+pending_entries = st.lists(
+    st.tuples(st.integers(1, 60).map(lambda d: T0 + timedelta(days=d)), st.integers(0, 5_000)), max_size=8
+)
+
+
+def test_points_within_the_window_are_not_spendable() -> None:
+    assert spendable_points(800, [(T0, 300)]) == 500
+    assert spendable_points(800, []) == 800
+
+
+def test_pending_larger_than_the_balance_leaves_nothing_spendable() -> None:
+    # Earnings that repaid a debt still wait out their window: never spendable early.
+    assert spendable_points(30, [(T0, 60)]) == 0
+    assert release_schedule(30, [(T0, 60)]) == (PointsRelease(T0, 30),)
+
+
+def test_releases_are_soonest_first_and_merge_equal_times() -> None:
+    later, sooner = T0 + timedelta(days=9), T0 + timedelta(days=2)
+    schedule = release_schedule(1_000, [(later, 200), (sooner, 100), (later, 50)])
+    assert schedule == (PointsRelease(sooner, 100), PointsRelease(later, 250))
+
+
+@given(balance=st.integers(0, 20_000), pending=pending_entries)
+def test_spendable_plus_releases_is_the_balance(balance: int, pending: list[tuple[datetime, int]]) -> None:
+    spendable = spendable_points(balance, pending)
+    schedule = release_schedule(balance, pending)
+    assert 0 <= spendable <= balance
+    assert spendable + sum(r.points for r in schedule) == balance
+    assert all(r.points > 0 for r in schedule)
+    assert [r.available_at for r in schedule] == sorted({r.available_at for r in schedule})
+    # Once every window has passed, everything is spendable.
+    assert spendable_points(balance, []) == balance
