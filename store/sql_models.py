@@ -65,6 +65,9 @@ class Customer(SQLModel, table=True):
     propensity_json: str = Field(default="{}", sa_type=sa.Text)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+    # When the display fields or the tier were last set (a CRM record, a tier upgrade at the till): the newest
+    # change wins, so a record a dead writer left behind and another claimed late never undoes a newer one.
+    profile_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class CustomerCategory(SQLModel, table=True):
@@ -180,6 +183,21 @@ class PointsLedgerEntry(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     # Not spendable before then (earned points wait out the returns window); NULL: spendable at once.
     available_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RefusedRecord(SQLModel, table=True):
+    """An outbox record SQL refused for good (it conflicts with stored data): kept for an operator to act on,
+    and so that a later return of a refused purchase is refused too instead of waiting for it forever."""
+
+    __tablename__ = "refused_records"
+
+    event_id: str = Field(primary_key=True, sa_type=sa.String(200))
+    kind: str = Field(sa_type=sa.String(16))
+    customer_id: str = Field(sa_type=ID)
+    transaction_id: str | None = Field(default=None, index=True, sa_type=ID)
+    reason: str = Field(sa_type=sa.Text)
+    refused_at: datetime = Field(sa_type=UTCDateTime)
+    record_json: str = Field(sa_type=sa.Text)  # the record as the outbox held it, to replay by hand
 
 
 class AppliedEvent(SQLModel, table=True):

@@ -31,6 +31,7 @@ from store.records import (
     PurchaseRecord,
     ReturnLineRecord,
     ReturnRecord,
+    dump_record,
 )
 from store.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 from store.sql_db import write_engine
@@ -43,6 +44,7 @@ from store.sql_models import (
     Purchase,
     PurchaseLine,
     PurchaseOffer,
+    RefusedRecord,
     Return,
     ReturnLine,
     ReturnOffer,
@@ -206,6 +208,13 @@ def _ledger_row(
     }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _upgrade(r: PurchaseRecord) -> tuple[datetime, str]:
+    return parse_timestamp(r.committed_at), r.tier_after
+
+
 def _latest(current: Any, new: Any) -> ColumnElement[Any]:
     # Portable GREATEST that ignores NULL: SQLite's max() returns NULL if any argument is NULL.
     return sa.case((sa.or_(current.is_(None), current < new), new), else_=current)
@@ -282,16 +291,38 @@ class ProfileRepository:
                     self._apply_all(conn, [record])
                 applied += 1
                 continue
-            except (IntegrityError, DataError, _RecordRefused):
+            except (IntegrityError, DataError, _RecordRefused) as exc:
                 log.exception("outbox record %s conflicts with stored data; skipped", record.event_id)
+                reason = str(exc.orig if isinstance(exc, IntegrityError | DataError) else exc)
             except PurchaseNotApplied:
                 if not (isinstance(record, ReturnRecord) and record.transaction_id in refused_purchases):
                     raise
                 log.error("outbox record %s returns a purchase SQL refused; skipped", record.event_id)
+                reason = f"its purchase {record.transaction_id} was refused"
             if isinstance(record, PurchaseRecord):
                 refused_purchases.add(record.transaction_id)
             conn.execute(sa.delete(AppliedEvent).where(col(AppliedEvent.event_id) == record.event_id))
+            self._keep_refused(conn, record, reason)
         return applied
+
+    def _keep_refused(self, conn: Connection, record: OutboxRecord, reason: str) -> None:
+        transaction_id = record.transaction_id if isinstance(record, PurchaseRecord | ReturnRecord) else None
+        row = {
+            "event_id": record.event_id,
+            "kind": record.kind,
+            "customer_id": record.customer_id,
+            "transaction_id": transaction_id,
+            "reason": reason[:2000],
+            "refused_at": datetime.now(UTC),
+            "record_json": dump_record(record),
+        }
+        conn.execute(self._insert(RefusedRecord).on_conflict_do_nothing(index_elements=["event_id"]), [row])
+
+    def refused_records(self, limit: int = 100) -> list[RefusedRecord]:
+        """Outbox records SQL refused for good, newest first (for operators)."""
+        with Session(self._engine) as session:
+            rows = session.exec(select(RefusedRecord).order_by(col(RefusedRecord.refused_at).desc()).limit(limit))
+            return list(rows.all())
 
     def _insert(self, model: type[Any]) -> Insert:
         return postgresql.insert(model) if self._postgres else sqlite.insert(model)
@@ -311,11 +342,22 @@ class ProfileRepository:
                 .values(points_balance=col(Customer.points_balance) - sa.bindparam("points")),
                 [{"cid": r.customer_id, "points": r.points} for r in expiries],
             )
-        upgrades = {r.customer_id: r.tier_after for r in purchases if r.tier_after}
-        if upgrades:  # a purchase that reached a higher tier (after any CRM record of the same batch)
+        upgrades: dict[str, tuple[datetime, str]] = {}
+        for r in purchases:
+            if r.tier_after:
+                upgrades[r.customer_id] = max(upgrades.get(r.customer_id, (_EPOCH, "")), _upgrade(r))
+        if upgrades:  # a purchase that reached a higher tier, unless a newer change (CRM, upgrade) is stored
             conn.execute(
-                sa.update(Customer).where(col(Customer.customer_id) == sa.bindparam("cid")),
-                [{"cid": cid, "tier": tier} for cid, tier in sorted(upgrades.items())],
+                sa.update(Customer)
+                .where(
+                    col(Customer.customer_id) == sa.bindparam("cid"),
+                    sa.or_(
+                        col(Customer.profile_changed_at).is_(None),
+                        col(Customer.profile_changed_at) <= sa.bindparam("at"),
+                    ),
+                )
+                .values(tier=sa.bindparam("new_tier"), profile_changed_at=sa.bindparam("at")),
+                [{"cid": cid, "new_tier": tier, "at": at} for cid, (at, tier) in sorted(upgrades.items())],
             )
         if purchases:
             conn.execute(sa.insert(Purchase), [_purchase_row(r) for r in purchases])
@@ -363,6 +405,15 @@ class ProfileRepository:
             owners.update({str(txn): str(customer) for txn, customer in stored})
         missing = {r.event_id: (r.return_id, r.transaction_id) for r in returns if r.transaction_id not in owners}
         if missing:
+            refused = conn.execute(
+                sa.select(col(RefusedRecord.transaction_id)).where(
+                    col(RefusedRecord.kind) == "purchase",
+                    col(RefusedRecord.transaction_id).in_(sorted({txn for _, txn in missing.values()})),
+                )
+            ).scalars()
+            gone = {str(txn) for txn in refused}
+            if gone:  # SQL refused the purchase for good: waiting for it would block the partition forever
+                raise _RecordRefused(f"purchase {', '.join(sorted(gone))} was refused: its returns are refused too")
             raise PurchaseNotApplied(missing)
         for r in returns:
             if owners[r.transaction_id] != r.customer_id:
@@ -422,6 +473,7 @@ class ProfileRepository:
                     "last_purchase_at": None,
                     "created_at": at,
                     "updated_at": at,
+                    "profile_changed_at": None,
                     "has_display": False,
                 },
             )
@@ -429,7 +481,11 @@ class ProfileRepository:
         for r in crm:
             at = parse_timestamp(r.updated_at)
             row = row_of(r.customer_id, r.currency, at)
+            _add_deltas(row, ltv=r.lifetime_value_delta, points=r.balance_delta, purchases=0, purchased_at=None, at=at)
+            if row["profile_changed_at"] is not None and row["profile_changed_at"] > at:
+                continue  # an older CRM record claimed late: its display fields are out of date
             row.update(
+                profile_changed_at=at,
                 display_name=r.display_name,
                 tier=r.tier,
                 currency=r.currency,
@@ -438,7 +494,6 @@ class ProfileRepository:
                 propensity_json=json.dumps(r.propensity, sort_keys=True, separators=(",", ":")),
                 has_display=True,
             )
-            _add_deltas(row, ltv=r.lifetime_value_delta, points=r.balance_delta, purchases=0, purchased_at=None, at=at)
         for p in purchases:
             committed_at = parse_timestamp(p.committed_at)
             row = row_of(p.customer_id, p.currency, committed_at)
@@ -488,9 +543,14 @@ class ProfileRepository:
                 "updated_at": _latest(col(Customer.updated_at), excluded.updated_at),
             }
             if with_display:
-                # Display fields are absolute: the last CRM record applied wins.
+                # Display fields are absolute: the newest CRM record wins, whatever order records arrive in.
+                newer = sa.or_(
+                    col(Customer.profile_changed_at).is_(None),
+                    col(Customer.profile_changed_at) <= excluded.profile_changed_at,
+                )
                 for name in ("display_name", "tier", "currency", "home_latitude", "home_longitude", "propensity_json"):
-                    changes[name] = getattr(excluded, name)
+                    changes[name] = sa.case((newer, getattr(excluded, name)), else_=getattr(Customer, name))
+                changes["profile_changed_at"] = _latest(col(Customer.profile_changed_at), excluded.profile_changed_at)
             conn.execute(stmt.on_conflict_do_update(index_elements=["customer_id"], set_=changes), batch)
 
     def _add_categories(self, conn: Connection, purchases: list[PurchaseRecord], crm: list[CustomerRecord]) -> None:

@@ -26,7 +26,7 @@ from .records_builders import T0
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 # The newest migration and every table it creates (besides alembic_version): what a migrated database holds.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 PROFILE_TABLES = (
     "customers",
     "customer_categories",
@@ -41,6 +41,7 @@ PROFILE_TABLES = (
     "return_lines",
     "return_offers",
     "settings",
+    "refused_records",
 )
 
 

@@ -299,3 +299,32 @@ def test_stores_round_trip(profile_repo: ProfileRepository) -> None:
     profile_repo.upsert_store(moved)
     assert profile_repo.get_store("s-2") == moved
     assert profile_repo.get_store("nope") is None
+
+
+def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(profile_repo: ProfileRepository) -> None:
+    """A dead writer's records are claimed by another after newer ones were written: the newest change wins."""
+    crm = customer_record("c1", "first", at=T0, balance_delta=0, ltv_delta=0, categories=[])
+    to_gold = replace(purchase_record("c1", "t1", at=T0 + DAY, lines=[line("1", "food", 1, 1000)]), tier_after="gold")
+    to_platinum = replace(
+        purchase_record("c1", "t2", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 1000)]), tier_after="platinum"
+    )
+    assert profile_repo.apply_records([crm, to_platinum]) == 2
+    assert profile_repo.apply_records([to_gold]) == 1  # the older upgrade, claimed late
+    assert snapshot(profile_repo, "c1").tier == "platinum"
+
+    # The CRM lowers her tier afterwards; an even older upgrade arriving now does not raise it back.
+    lowered = replace(
+        customer_record("c1", "review", at=T0 + 3 * DAY, balance_delta=0, ltv_delta=0, categories=[]), tier="silver"
+    )
+    stale_crm = replace(
+        customer_record("c1", "stale", at=T0 + DAY, balance_delta=0, ltv_delta=0, categories=[]),
+        display_name="Old Name",
+        tier="bronze",
+    )
+    assert profile_repo.apply_records([lowered]) == 1
+    to_gold_again = replace(to_gold, event_id="purchase:c1:t0", transaction_id="t0", ledger=[])
+    assert profile_repo.apply_records([to_gold_again, stale_crm]) == 2
+    snap = snapshot(profile_repo, "c1")
+    assert (snap.tier, snap.display_name) == ("silver", "Member c1")
+    # Deltas still count whatever the order: the two purchases and the late one add up.
+    assert snap.purchase_count == 3

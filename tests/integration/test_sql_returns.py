@@ -280,9 +280,35 @@ def test_a_return_of_a_purchase_refused_in_the_same_batch_is_skipped_with_it(
     assert (snap.points_balance, snap.points_debt, snap.purchase_count) == (10, 0, 1)
     assert profile_repo.get_return_receipt("r-clash") is None
     assert snapshot(profile_repo, "c2").purchase_count == 1
-    # Later, on its own, SQL cannot tell a refused purchase from one not written yet: the return waits for it.
-    with pytest.raises(PurchaseNotApplied):
-        profile_repo.apply_records([undo])
+    # Both are kept for an operator, with why.
+    refused = {r.event_id: r for r in profile_repo.refused_records()}
+    assert set(refused) == {"purchase:c1:t-clash", "return:c1:r-clash"}
+    assert "entry_id" in refused["purchase:c1:t-clash"].reason
+    assert refused["return:c1:r-clash"].transaction_id == "t-clash"
+    # Replayed later on its own (claimed from a dead writer), the return is refused again rather than waiting
+    # forever for a purchase that will never come, which would block its partition's writer.
+    assert profile_repo.apply_records([undo]) == 0
+    assert profile_repo.get_return_receipt("r-clash") is None
+    assert snapshot(profile_repo, "c1").points_balance == 10
+
+
+def test_a_return_arriving_after_its_purchase_was_refused_does_not_block_the_writer(
+    profile_repo: ProfileRepository,
+) -> None:
+    m = Member("c1")
+    stored = m.purchase("t-stored", at=T0, lines=[line("1", "food", 1, 1000)])
+    assert profile_repo.apply_records([stored]) == 1
+    clash = replace(
+        m.purchase("t-clash", at=T0 + DAY, lines=[line("1", "food", 1, 2000)]),
+        ledger=[LedgerEntry(entry_id="t-stored:earn", kind="earn", points=20)],
+    )
+    assert profile_repo.apply_records([clash]) == 0  # refused for good, in a batch of its own
+    undo = m.return_("r-clash", clash, at=T0 + 2 * DAY, quantities={"1": 1})
+    later = Member("c2").purchase("t-later", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 500)])
+    # The next batch holds the return and other work: the return is refused, the rest is written.
+    assert profile_repo.apply_records([undo, later]) == 1
+    assert snapshot(profile_repo, "c2").purchase_count == 1
+    assert "return:c1:r-clash" in {r.event_id for r in profile_repo.refused_records()}
 
 
 def test_a_return_naming_another_customers_purchase_is_refused(
