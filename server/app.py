@@ -31,7 +31,7 @@ from server.expiry import PointsExpiry
 from server.observe import redis_call, sql_call
 from server.offers_app import OffersApp
 from server.returns_app import ReturnsApp
-from server.rpc.interceptors import RequestFacts, ServerInterceptor
+from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
 from server.rpc.servicers import AdminServicer, OfferServicer, ProtobufReceipts
 from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
@@ -43,10 +43,11 @@ from store.writer import OutboxWriter, WriterStats
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    offer_service_pb2.DESCRIPTOR.services_by_name["OfferService"].full_name,
-    admin_service_pb2.DESCRIPTOR.services_by_name["OfferAdmin"].full_name,
+SERVICES = (
+    offer_service_pb2.DESCRIPTOR.services_by_name["OfferService"],
+    admin_service_pb2.DESCRIPTOR.services_by_name["OfferAdmin"],
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 def _record_catalog(catalog: Catalog) -> None:
@@ -180,6 +181,7 @@ class Service:
         offer_service_pb2_grpc.add_OfferServiceServicer_to_server(OfferServicer(offers, returns), server)
         expiry = PointsExpiry(offers, customers, repo, expire_after_days=settings.points_expire_after_days)
         admin_service_pb2_grpc.add_OfferAdminServicer_to_server(AdminServicer(admin, offers, expiry), server)
+        initialize_rpc_metrics(SERVICES)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if settings.reflection:

@@ -13,10 +13,11 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
@@ -90,6 +91,16 @@ class RequestFacts:
         if customer and self._hash_customers:
             facts["customer_hash"] = hashlib.sha256(self._salt + customer.encode()).hexdigest()[:16]
         return {k: v for k, v in facts.items() if v}
+
+
+def initialize_rpc_metrics(services: Sequence[ServiceDescriptor]) -> None:
+    """Creates every method's RPC series at zero before the first call, as go-grpc-prometheus does: a series that
+    appears already at 1 hides its first call from increase() and rate(), and so from alerts."""
+    for service in services:
+        for method in service.methods:
+            metrics.RPC_STARTED.labels("unary", service.full_name, method.name)
+            for code in grpc.StatusCode:
+                metrics.RPC_HANDLED.labels("unary", service.full_name, method.name, code.name)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in the stubs

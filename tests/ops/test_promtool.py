@@ -170,3 +170,14 @@ def test_one_scrape_shows_the_writer_child_beside_the_server(service: Service) -
     # Gauges the child declares but never sets must not hide the server's values.
     assert _sample(text, r"^pos_offers_catalog_version (\S+)$") >= 1
     assert _sample(text, r"^pos_offers_catalog_loaded_timestamp_seconds (\S+)$") > time.time() - 3600
+
+
+def test_every_method_is_exported_at_zero_before_its_first_call(service: Service) -> None:
+    """A series born at 1 hides its first call from increase(): alerts (CatalogStale) rely on zeros being there."""
+    text = service.scrape()
+    archived = re.search(
+        r'^grpc_server_handled_total{(?=[^}]*grpc_code="OK")(?=[^}]*grpc_method="ArchiveOffer")[^}]*} (\S+)$',
+        text,
+        flags=re.MULTILINE,
+    )
+    assert archived is not None and float(archived.group(1)) == 0.0  # nothing archives offers in these tests
