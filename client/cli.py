@@ -27,16 +27,10 @@ from posoffers.v1 import admin_service_pb2, offer_service_pb2, types_pb2
 
 from client.client import DEFAULT_TARGET, PosOffersClient, make_basket, new_transaction_id
 from client.errors import PosOffersError
+from server.engine.money import CURRENCY_EXPONENTS  # the pure engine, no I/O: one table of minor units
 
 TARGET_ENV = "POS_OFFERS_TARGET"
 
-# ISO 4217 exponents, as the server's server/engine/money.py; copied so the client does not import the server.
-CURRENCY_EXPONENTS: dict[str, int] = {
-    "USD": 2, "EUR": 2, "GBP": 2, "CAD": 2, "AUD": 2, "NZD": 2, "CHF": 2, "SEK": 2, "NOK": 2, "DKK": 2,
-    "PLN": 2, "CZK": 2, "MXN": 2, "BRL": 2, "INR": 2, "CNY": 2, "HKD": 2, "SGD": 2, "ZAR": 2,
-    "JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0,
-    "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3,
-}  # fmt: skip
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?\d+\.\d+")
