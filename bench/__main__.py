@@ -15,17 +15,15 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import uvloop
@@ -34,6 +32,7 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, types_pb2
 
 from bench import driver, report
 from bench.echo_server import FULL_METHOD as ECHO_METHOD
+from bench.processes import Child, free_port, wait_until
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
@@ -55,59 +54,8 @@ class BenchError(Exception):
     """A step failed; the message says which and why."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Child:
-    """A subprocess in a session of its own: Ctrl-C reaches only us, and we stop it in order."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @classmethod
-    def start(cls, name: str, args: Sequence[str], env: dict[str, str], log: Path) -> Child:
-        with log.open("wb") as out:
-            process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        return cls(name, process, log)
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            raise BenchError(f"{self.name} exited with code {code}\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return f"({self.name} log unreadable)"
-        return "\n".join(f"  {self.name}| {line}" for line in text)
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            note(
-                f"{self.name} still up {STOP_GRACE_S:g} s after SIGTERM; killing its process group\n{self.log_tail(5)}"
-            )
-            self.kill()
-        except KeyboardInterrupt:  # a second Ctrl-C while stopping: do not wait, but leave nothing behind
-            self.kill()
-            raise
-
-    def kill(self) -> None:
-        # The group is the one start_new_session made for it: the service and, say, its embedded Redis.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+def bench_fail(message: str) -> NoReturn:
+    raise BenchError(message)
 
 
 def group_cpu_seconds(pgid: int) -> float | None:
@@ -159,22 +107,6 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def wait_until(child: Child, probe: Any, what: str, timeout: float = READY_TIMEOUT_S) -> None:
-    """Calls probe() until it returns True; fails early if the child dies."""
-    deadline = time.monotonic() + timeout
-    last_error = "no answer"
-    while time.monotonic() < deadline:
-        child.check_alive()
-        try:
-            if probe():
-                return
-            last_error = "not serving yet"
-        except grpc.RpcError as exc:
-            last_error = f"{exc.code().name}"
-        time.sleep(0.2)
-    raise BenchError(f"{what} not ready after {timeout:g} s ({last_error})\n{child.log_tail()}")
-
-
 def wait_for_write_behind(service: Child, metrics_listen: str, timeout: float = 120.0) -> None:
     """Seeding leaves a write-behind backlog (and a Redis and SQLite busy with it): measure from steady state."""
     deadline = time.monotonic() + timeout
@@ -194,7 +126,7 @@ def wait_for_write_behind(service: Child, metrics_listen: str, timeout: float = 
 def wait_echo(child: Child, target: str) -> None:
     with grpc.insecure_channel(target) as channel:
         echo = channel.unary_unary(ECHO_METHOD, None, None)
-        wait_until(child, lambda: echo(b"", timeout=1.0) == b"", "echo server")
+        wait_until(child, lambda: echo(b"", timeout=1.0) == b"", "echo server", READY_TIMEOUT_S)
 
 
 def wait_service(child: Child, target: str) -> None:
@@ -205,7 +137,7 @@ def wait_service(child: Child, target: str) -> None:
         def probe() -> bool:
             return bool(health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status == serving)
 
-        wait_until(child, probe, "service")
+        wait_until(child, probe, "service", READY_TIMEOUT_S)
 
 
 def bench_customer(i: int) -> types_pb2.CustomerProfile:
@@ -378,10 +310,11 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
     echo = Child.start(
         "echo",
         [sys.executable, "-m", "bench.echo_server", f"--listen={echo_target}"],
-        base_env(),
         tmp / "echo.log",
+        env=base_env(),
+        fail=bench_fail,
     )
-    stack.callback(echo.stop)
+    stack.callback(echo.stop, STOP_GRACE_S, on_slow=note)
 
     service: Child | None = None
     service_target = metrics_listen = ""
@@ -407,11 +340,12 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
         for setting in args.service_setting:
             name, _, value = setting.partition("=")
             env[f"POS_OFFERS_{name.upper().removeprefix('POS_OFFERS_')}"] = value
-        service = Child.start("service", [sys.executable, "-m", "server"], env, tmp / "service.log")
+        command = [sys.executable, "-m", "server"]
+        service = Child.start("service", command, tmp / "service.log", env=env, fail=bench_fail)
         if redis_prefix:
             # Registered before stop so it runs after it (ExitStack is last in, first out).
             stack.callback(cleanup_redis, args.redis_url, redis_prefix)
-        stack.callback(service.stop)
+        stack.callback(service.stop, STOP_GRACE_S, on_slow=note)
 
     wait_echo(echo, echo_target)
     note("echo server ready")

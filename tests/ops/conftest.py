@@ -7,17 +7,14 @@ that stopping it also stops what it started. Tests reach it only through gRPC an
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
-from bench.__main__ import free_port
+from bench.processes import Child, free_port, wait_until
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,62 +50,6 @@ def tool(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed: {INSTALL_HINT}")
     return path
-
-
-@dataclass
-class Child:
-    """A subprocess in its own session, logging to a file; stop() ends it and everything it started."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @classmethod
-    def start(cls, name: str, args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Child:
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        return cls(name, process, log)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return f"({self.name} log unreadable)"
-        return "\n".join(f"  {self.name}| {line}" for line in text)
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            pytest.fail(f"{self.name} exited with code {code}\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(STOP_GRACE_S)
-        # Whatever is left of its session (the leader if it ignored SIGTERM, an embedded Redis, a writer child).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-
-
-def wait_until(child: Child, probe: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT_S) -> None:
-    """Calls probe() until it returns True; fails at once, with the child's log, if the child dies."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        child.check_alive()
-        try:
-            if probe():
-                return
-            last = "not ready yet"
-        except (grpc.RpcError, OSError) as exc:
-            last = repr(exc)
-        time.sleep(0.2)
-    pytest.fail(f"{what} not ready after {timeout:g} s ({last})\n{child.log_tail()}")
 
 
 @dataclass
@@ -155,9 +96,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     data_dir.mkdir()
     listen = f"127.0.0.1:{free_port()}"
     metrics_listen = f"127.0.0.1:{free_port()}"
-    child = Child.start(
-        "service", [sys.executable, "-m", "server"], base / "service.log", service_env(data_dir, listen, metrics_listen)
-    )
+    env = service_env(data_dir, listen, metrics_listen)
+    command = [sys.executable, "-m", "server"]
+    child = Child.start("service", command, base / "service.log", env=env, cwd=ROOT, fail=pytest.fail)
     try:
         with grpc.insecure_channel(listen) as channel:
             health = health_pb2_grpc.HealthStub(channel)

@@ -18,15 +18,14 @@ from typing import Any
 
 import pytest
 
-from bench.__main__ import free_port
+from bench.processes import Child, free_port, wait_until
 from tests.ops.conftest import (
     ALERTS,
     DASHBOARD,
     PROMETHEUS_TEMPLATE,
-    Child,
+    ROOT,
     Service,
     drive_traffic,
-    wait_until,
 )
 
 TRAFFIC_S = 10.0
@@ -99,7 +98,7 @@ def prometheus(prometheus_bin: str, service: Service, tmp_path_factory: pytest.T
         f"--web.listen-address={address}",
         "--log.level=warn",
     ]
-    child = Child.start("prometheus", args, base / "prometheus.log")
+    child = Child.start("prometheus", args, base / "prometheus.log", cwd=ROOT, fail=pytest.fail)
     try:
         server = Prometheus(f"http://{address}", child)
 
