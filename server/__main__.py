@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -54,6 +55,9 @@ def main() -> int:
     if not settings.metrics_dir:
         settings = settings.with_(metrics_dir=str((settings.data_dir / "prometheus").resolve()))
     metrics_setup.prepare(Path(settings.metrics_dir))
+    # The only fork is the writer child's fork+exec, which never uses gRPC: without this gRPC's fork handlers
+    # log "skipping fork() handlers" when it starts. Read by gRPC at import, hence before serve() imports it.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     uvloop.run(serve(settings))
     return 0
 
