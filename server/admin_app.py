@@ -119,6 +119,12 @@ class AdminApp:
         definition = json_format.MessageToJson(stored, preserving_proto_field_name=True, indent=None)
         with sql_call("upsert_offer"):
             await asyncio.to_thread(self._repo.upsert_offer, stored.offer_id, stored.title, definition, stored.archived)
+        if existing is None and engine_offer.total_redemption_limit > 0:
+            # A new offer's budget counter starts at zero here, before any server sees the offer, so a missing
+            # counter always means a lost one (rebuilt from SQL). An edit never touches it: after a loss, setting
+            # it here would restart the budget from zero; an edit that adds a budget leaves it to the first
+            # redemption, which counts from SQL what the offer was earned before.
+            await self._customers.seed_budget(stored.offer_id, 0)
         await self._published()
         return await self.get_offer(stored.offer_id)
 

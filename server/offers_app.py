@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -42,6 +42,7 @@ from server.engine.model import (
     PointsPolicy,
     Receipt,
 )
+from server.engine.pending import pending_until
 from server.engine.ranking import list_active_offers
 from server.engine.tiers import is_tier_offer_id
 from server.engine.validation import validate_basket, validate_customer, validate_id, validate_location
@@ -61,6 +62,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# A lost budget counter is rebuilt this long after a server finds it missing: a commit that reserved before the
+# loss has by then reached the outbox (so the rebuild counts it) or given its reservation back (on the missing
+# counter: nothing to undo); its reserve-to-commit gap is milliseconds. No new reservation happens meanwhile.
+BUDGET_SETTLE_S = 0.5
+# A return's record this young may be ahead of its release (returns_app releases right after the return script):
+# not counted by the rebuild, so that release, landing on the rebuilt counter, does not give the redemption back
+# twice. A return that young whose release already found the counter missing is then counted once too few (the
+# offer undersells by one, never oversells).
+RETURN_RELEASE_GRACE_S = 0.2
+BUDGET_REBUILD_ATTEMPTS = 3
 
 
 class ProfileSource(Protocol):
@@ -72,6 +83,10 @@ class ProfileSource(Protocol):
         spend_since: datetime | None = None,
         now: datetime | None = None,
     ) -> CustomerSnapshot | None: ...
+
+    def offer_redemptions(
+        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+    ) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +123,9 @@ class OffersApp:
         self.policy = PointsPolicy(settings.earn_points_per_unit, settings.redeem_points_per_unit)
         self._retention = timedelta(days=settings.idempotency_retention_days)
         self._budgeted_cache: tuple[int, tuple[str, ...]] = (-2, ())
+        # Rebuilds of lost budget counters under way on this server, one per offer (calls wanting it share it).
+        self._budget_rebuilds: dict[str, asyncio.Future[None]] = {}
+        self.budget_settle_s = BUDGET_SETTLE_S
 
     # -- reading a customer -------------------------------------------------------------------------------------
 
@@ -153,6 +171,10 @@ class OffersApp:
             read = await self.customers.read(
                 customer_id, transaction_id=transaction_id, budget_offer_ids=budgeted, now=now
             )
+        for offer_id in read.lost_budgets:
+            # Listing and evaluating do not wait for it (a commit does): rebuilt in the background, the counter
+            # soon shows a sold-out offer as sold out again.
+            self._budget_rebuild(offer_id)
         return read
 
     async def _state(self, customer_id: str, field: str, catalog: Catalog) -> tuple[CustomerState, CustomerRead]:
@@ -166,11 +188,12 @@ class OffersApp:
         """Points about to expire for lack of purchases, and when (for the profile)."""
         s = self.settings
         return expiring(
-            state.points_available,  # pending points cannot expire: she has not been able to spend them
+            state.points_balance,
             state.last_purchase_at,
             self.clock(),
             after_days=s.points_expire_after_days,
             warn_days=s.points_expiring_soon_days,
+            pending=state.pending_points,
         )
 
     async def customer(self, customer_id: str) -> CustomerState:
@@ -246,7 +269,7 @@ class OffersApp:
         """When points earned by a sale become spendable: None when that is now (no pending period, or past)."""
         if self.settings.points_pending_days <= 0:
             return None
-        at = sold_at + timedelta(days=self.settings.points_pending_days)
+        at = pending_until(sold_at, self.settings.points_pending_days)
         return at if at > self.clock() else None
 
     async def evaluate(self, basket: Basket, occurred_at: datetime | None) -> BasketEvaluation:
@@ -308,19 +331,88 @@ class OffersApp:
     async def _reserve_budgets(self, catalog: Catalog, evaluation: BasketEvaluation) -> list[str] | None:
         """Takes one redemption of each applied offer's total budget; None (nothing held) if one ran out."""
         reserved: list[str] = []
-        for applied in evaluation.applied_offers:
-            offer = catalog.offer(applied.offer_id)
-            if offer is None or offer.total_redemption_limit <= 0:
-                continue
-            if not await self.customers.reserve_budget(offer.offer_id, offer.total_redemption_limit):
-                await self._release_budgets(reserved)
-                return None
-            reserved.append(offer.offer_id)
-        return reserved
+        try:
+            for applied in evaluation.applied_offers:
+                offer = catalog.offer(applied.offer_id)
+                if offer is None or offer.total_redemption_limit <= 0:
+                    continue
+                if not await self._reserve_budget(offer.offer_id, offer.total_redemption_limit):
+                    break
+                reserved.append(offer.offer_id)
+            else:
+                return reserved
+        except BaseException:  # e.g. a lost counter that cannot be rebuilt yet (UNAVAILABLE): hold nothing
+            await self._release_budgets(reserved)
+            raise
+        await self._release_budgets(reserved)
+        return None
 
     async def _release_budgets(self, offer_ids: list[str]) -> None:
+        # A counter lost since the reservation stays missing: its rebuild counts only committed redemptions.
         for offer_id in offer_ids:
             await self.customers.release_budget(offer_id)
+
+    async def _reserve_budget(self, offer_id: str, limit: int) -> bool:
+        """One redemption of the offer's budget; False when it is used up. A counter Redis lost is rebuilt from
+        SQL first, never restarted from zero (the one time this path reads SQL)."""
+        for _ in range(BUDGET_REBUILD_ATTEMPTS):
+            result = await self.customers.reserve_budget(offer_id, limit)
+            if result != "lost":
+                return result == "reserved"
+            await self._rebuild_budget(offer_id)
+        raise Unavailable(f"the budget of offer {offer_id!r} is being rebuilt; retry shortly")
+
+    async def _rebuild_budget(self, offer_id: str) -> None:
+        """Waits for this server's rebuild of the offer's budget counter, starting it unless one is under way."""
+        await asyncio.shield(self._budget_rebuild(offer_id))  # a caller giving up does not stop it for the others
+
+    def _budget_rebuild(self, offer_id: str) -> asyncio.Future[None]:
+        """This server's rebuild of the offer's budget counter, started unless one is under way."""
+        rebuild = self._budget_rebuilds.get(offer_id)
+        if rebuild is None:
+            rebuild = asyncio.ensure_future(self._recount_budget(offer_id))
+            self._budget_rebuilds[offer_id] = rebuild
+
+            def done(future: asyncio.Future[None]) -> None:
+                if self._budget_rebuilds.get(offer_id) is future:
+                    del self._budget_rebuilds[offer_id]
+                if not future.cancelled():
+                    future.exception()  # its callers were told; a rebuild nobody waits for any more is not news
+
+            rebuild.add_done_callback(done)
+        return rebuild
+
+    async def _recount_budget(self, offer_id: str) -> None:
+        """Rebuilds a lost budget counter: the offer's redemptions committed and not taken back, from SQL plus the
+        records still in the outbox (read first: records only ever move from there to SQL). Set only if no other
+        server set it first (SET NX), so servers rebuilding at once all count from one value."""
+        # Reservations made before the loss are on their way to the outbox; no new ones happen meanwhile.
+        await asyncio.sleep(self.budget_settle_s)
+        if await self.customers.budget_counters([offer_id]):
+            return  # another server rebuilt it
+        pending = await self.customers.offer_in_outbox(offer_id)
+        if pending is None:
+            raise Unavailable(f"the budget of offer {offer_id!r} is being rebuilt; retry shortly")
+        # A return this young may not have released its redemption yet: it will, on the rebuilt counter.
+        grace_ms = RETURN_RELEASE_GRACE_S * 1000
+        returns = [txn for txn, age_ms in pending.returns if age_ms >= grace_ms]
+        with sql_call("offer_redemptions"):
+            used = await asyncio.to_thread(
+                self.profiles.offer_redemptions,
+                offer_id,
+                pending_purchases=pending.purchases,
+                pending_returns=returns,
+            )
+        if await self.customers.seed_budget(offer_id, used):
+            log.warning(
+                "offer budget counter was lost; rebuilt from SQL and the outbox",
+                extra={
+                    "offer_id": offer_id,
+                    "used": used,
+                    "outbox_purchases": len(pending.purchases),
+                    "outbox_returns": len(returns),
+                },
+            )
 
     async def _try_commit(
         self,

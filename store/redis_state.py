@@ -15,7 +15,15 @@ from redis.commands.core import AsyncScript
 
 from server.engine.model import CustomerState, GeoPoint
 from store.keys import Keys
-from store.records import CustomerRecord, ExpiryRecord, LedgerEntry, PurchaseRecord, ReturnRecord, dump_record
+from store.records import (
+    CustomerRecord,
+    ExpiryRecord,
+    LedgerEntry,
+    PurchaseRecord,
+    ReturnRecord,
+    dump_record,
+    load_record,
+)
 from store.snapshot import CustomerSnapshot
 
 _WITH_LEDGER = {"commit_purchase.lua", "return_purchase.lua", "upsert_customer.lua", "expire_points.lua"}
@@ -73,6 +81,7 @@ class CustomerRead:
     stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
     claim_owner: str | None = None  # customer who holds the asked-for transaction id
     redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
+    lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
 
 
 HydrateResult = Literal["rebuilt", "present", "pending", "backlog"]
@@ -86,6 +95,18 @@ class ReturnRead:
     stored: StoredTransaction | None  # this return's receipt, if it was already applied
     owner: str | None = None  # customer who committed the transaction id (while its claim lives)
     return_owner: str | None = None  # customer who claimed the return id (this one, unless another took it)
+
+
+BudgetReservation = Literal["reserved", "sold_out", "lost"]
+OUTBOX_SCAN_LIMIT = 10_000  # entries per partition looked through for an offer; more: the writer is far behind
+
+
+@dataclass(frozen=True, slots=True)
+class OfferOutbox:
+    """Records of an offer still in the outbox streams, found when its budget counter has to be rebuilt."""
+
+    purchases: tuple[str, ...]  # transaction ids of purchases that applied the offer
+    returns: tuple[tuple[str, int], ...]  # (purchase's transaction id, age of the record in ms): took it back whole
 
 
 CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
@@ -173,6 +194,7 @@ class CustomerStore:
         self._expire: AsyncScript = client.register_script(_lua("expire_points.lua"))
         self._reserve_budget: AsyncScript = client.register_script(_lua("reserve_budget.lua"))
         self._release_budget: AsyncScript = client.register_script(_lua("release_budget.lua"))
+        self._offer_outbox: AsyncScript = client.register_script(_lua("offer_outbox.lua"))
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -208,15 +230,17 @@ class CustomerStore:
         with self._observe("read"):
             results: list[Any] = await pipe.execute()
         state = parse_profile(customer_id, results[0], results[1], results[2], results[3], results[4], now)
-        used = {
-            o: int(n or 0)
-            for o, n in zip(budget_offer_ids, results[len(results) - len(budget_offer_ids) :], strict=True)
-        }
+        counters = zip(budget_offer_ids, results[len(results) - len(budget_offer_ids) :], strict=True)
+        used, lost = {}, []
+        for offer_id, count in counters:
+            if count is None:
+                lost.append(offer_id)  # shown as nothing used until rebuilt (see OffersApp._read)
+            used[offer_id] = int(count or 0)
         if not transaction_id:
-            return CustomerRead(state, redemptions_used=used)
+            return CustomerRead(state, redemptions_used=used, lost_budgets=tuple(lost))
         owner, (digest, receipt) = results[6], results[7]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
-        return CustomerRead(state, stored, owner.decode() if owner is not None else None, used)
+        return CustomerRead(state, stored, owner.decode() if owner is not None else None, used, tuple(lost))
 
     async def read_for_return(
         self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime | None = None
@@ -332,15 +356,52 @@ class CustomerStore:
         with self._observe("pending_changes"):
             return int(await self._pending(keys=[outbox], args=[customer_id])) != 0
 
-    async def reserve_budget(self, offer_id: str, limit: int) -> bool:
-        """Takes one redemption of the offer's total budget; False when it is used up."""
+    async def reserve_budget(self, offer_id: str, limit: int) -> BudgetReservation:
+        """Takes one redemption of the offer's total budget: "sold_out" when it is used up, "lost" when Redis no
+        longer holds the counter (nothing taken: rebuild it with `offer_in_outbox`, SQL and `seed_budget`)."""
         with self._observe("reserve_budget"):
-            used = await self._reserve_budget(keys=[self.keys.offer_redemptions(offer_id)], args=[limit])
-        return int(used) >= 0
+            used = int(await self._reserve_budget(keys=[self.keys.offer_redemptions(offer_id)], args=[limit]))
+        return "reserved" if used >= 0 else "sold_out" if used == -1 else "lost"
 
-    async def release_budget(self, offer_id: str) -> None:
+    async def release_budget(self, offer_id: str) -> bool:
+        """Gives one redemption back; False when the counter is lost (left missing: its rebuild from SQL counts
+        only redemptions committed and not taken back) or already at zero."""
         with self._observe("release_budget"):
-            await self._release_budget(keys=[self.keys.offer_redemptions(offer_id)])
+            used = int(await self._release_budget(keys=[self.keys.offer_redemptions(offer_id)]))
+        return used >= 0
+
+    async def seed_budget(self, offer_id: str, used: int) -> bool:
+        """Creates the offer's budget counter at `used` unless it exists (SET NX): of servers rebuilding it at once,
+        the first wins and the others' reservations count from its value. True when this call created it."""
+        with self._observe("seed_budget"):
+            return bool(await self._redis.set(self.keys.offer_redemptions(offer_id), used, nx=True))
+
+    async def offer_in_outbox(self, offer_id: str) -> OfferOutbox | None:
+        """The write-behind records still in the outbox that apply the offer or take it back (SQL may not have
+        them yet); None when an outbox is too long to look through (the writer is far behind)."""
+        needle = json.dumps(offer_id)  # as dump_record spells it inside a record
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in self.keys.outboxes():
+            await self._offer_outbox(keys=[stream], args=[needle, OUTBOX_SCAN_LIMIT], client=pipe)
+        with self._observe("offer_in_outbox"):
+            replies: list[list[Any]] = await pipe.execute()
+        purchases: list[str] = []
+        returns: list[tuple[str, int]] = []
+        for reply in replies:
+            if int(reply[0]) < 0:
+                return None
+            now_ms = int(reply[0])
+            for entry_id, raw in zip(reply[1::2], reply[2::2], strict=True):
+                try:
+                    record = load_record(raw)
+                except (KeyError, ValueError, TypeError):
+                    continue  # the writer parks it with the dead letters: it never reaches SQL either
+                if isinstance(record, PurchaseRecord) and any(a.offer_id == offer_id for a in record.applied_offers):
+                    purchases.append(record.transaction_id)
+                elif isinstance(record, ReturnRecord) and offer_id in record.offers_lost:
+                    age_ms = now_ms - int(entry_id.split(b"-")[0])
+                    returns.append((record.transaction_id, age_ms))
+        return OfferOutbox(tuple(purchases), tuple(returns))
 
     async def release_claim(self, transaction_id: str, customer_id: str) -> None:
         with self._observe("release_claim"):
@@ -452,10 +513,14 @@ class CustomerStore:
         for transaction_id, lines in snapshot.returned.items():
             restore(k.returned(cid, transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
         restore(k.spend(cid), 34_560_000, sorted((month, str(v)) for month, v in snapshot.spend_by_month.items()))
-        pending = [(_epoch_ms(at), points) for at, points in snapshot.pending_points if at > now and points]
-        if pending:
-            lifetime = max(at for at, _ in pending) - _epoch_ms(now)
-            restore(k.pending(cid), lifetime // 1000 + 1, [(str(at), points) for at, points in pending])
+        pending: dict[int, int] = {}
+        for at, points in snapshot.pending_points:
+            if at > now:  # summed per millisecond, as the scripts' HINCRBY does: SQL keeps microseconds
+                pending[_epoch_ms(at)] = pending.get(_epoch_ms(at), 0) + points
+        if any(pending.values()):
+            lifetime = max(pending) - _epoch_ms(now)
+            sums: list[tuple[str, str | bytes | int]] = [(str(at), p) for at, p in sorted(pending.items()) if p]
+            restore(k.pending(cid), lifetime // 1000 + 1, sums)
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
@@ -495,7 +560,8 @@ class CustomerStore:
             return int(await self._redis.incr(self.keys.catalog_version()))
 
     async def budget_counters(self, offer_ids: Sequence[str]) -> dict[str, int]:
-        """Redemptions taken from each offer's total budget (for the budget gauges; off the request path)."""
+        """Redemptions taken from each offer's total budget, for the offers whose counter Redis holds (for the budget
+        gauges and the rebuild; off the request path)."""
         if not offer_ids:
             return {}
         pipe = self._redis.pipeline(transaction=False)
@@ -503,7 +569,8 @@ class CustomerStore:
             pipe.get(self.keys.offer_redemptions(offer_id))
         with self._observe("budget_counters"):
             values = await pipe.execute()
-        return {o: int(v or 0) for o, v in zip(offer_ids, values, strict=True)}
+        # A lost counter (not rebuilt yet) is left out rather than shown as nothing used.
+        return {o: int(v) for o, v in zip(offer_ids, values, strict=True) if v is not None}
 
     async def ledger(self, customer_id: str) -> tuple[int, list[dict[str, Any]]]:
         """(sum of the entries no longer kept, the newest entries oldest first): base + sum(entries) = bal - debt."""

@@ -868,6 +868,53 @@ class ProfileRepository:
         with self._engine.connect() as conn:
             conn.execute(sa.text("SELECT 1")).one()
 
+    def offer_redemptions(
+        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+    ) -> int:
+        """Times an offer was earned across all customers and not taken back whole by a return: what its total
+        budget has used, for rebuilding the counter Redis lost. Read in one snapshot.
+
+        `pending_purchases` are transaction ids of outbox records that applied the offer, `pending_returns` of
+        purchases an outbox return record took it back from; each counts once whether SQL already has it (the
+        writer removes a record from the outbox only after its SQL commit) or not. A pending return counts only
+        when its purchase counts, and only once per purchase (return_offers is keyed like purchase_offers).
+        Counting scans purchase_offers by offer_id (no index on it alone): fine for a rare rebuild.
+        """
+
+        def present(session: Session, model: Any, txns: set[str]) -> set[str]:
+            found: set[str] = set()
+            ordered = sorted(txns)
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                found.update(
+                    session.exec(
+                        select(model.transaction_id).where(
+                            col(model.offer_id) == offer_id, col(model.transaction_id).in_(chunk)
+                        )
+                    ).all()
+                )
+            return found
+
+        purchases, returns = set(pending_purchases), set(pending_returns)
+        with Session(self._snapshot_reader) as session, session.begin():
+            kept = session.exec(
+                select(func.count())
+                .select_from(PurchaseOffer)
+                .outerjoin(
+                    ReturnOffer,
+                    sa.and_(
+                        col(ReturnOffer.transaction_id) == col(PurchaseOffer.transaction_id),
+                        col(ReturnOffer.offer_id) == col(PurchaseOffer.offer_id),
+                    ),
+                )
+                .where(col(PurchaseOffer.offer_id) == offer_id, col(ReturnOffer.offer_id).is_(None))
+            ).one()
+            purchased_in_sql = present(session, PurchaseOffer, purchases | returns)
+            returned_in_sql = present(session, ReturnOffer, returns)
+        only_in_outbox = purchases - purchased_in_sql
+        taken_back = {t for t in returns - returned_in_sql if t in purchased_in_sql or t in only_in_outbox}
+        return max(0, int(kept) + len(only_in_outbox) - len(taken_back))
+
 
 def _receipt(purchase: Purchase) -> StoredReceipt:
     return StoredReceipt(

@@ -1,0 +1,141 @@
+"""Offer budget counters on a real Redis and their rebuild from SQL (SQLite and PostgreSQL): a lost counter is
+never taken for "nothing used", and what SQL and the outbox hold of an offer is counted once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import redis.asyncio as aioredis
+
+from store import redis_state
+from store.keys import Keys
+from store.records import OutboxRecord, dump_record
+from store.redis_state import CustomerStore
+from store.sql_repo import ProfileRepository
+from tests.support.redis_env import delete_prefix, new_prefix
+
+from .records_builders import DAY, T0, Member, line
+from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
+    fixture_profile_repo,
+    fixture_sql_backend,
+    fixture_sql_engine,
+    fixture_sql_target,
+)
+
+OFFER = "scarf-500"
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[CustomerStore]:
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = new_prefix()
+    yield CustomerStore(client, Keys(prefix, 4), receipt_retention_s=3600)
+    await client.aclose()
+    delete_prefix(redis_url, prefix)
+
+
+async def counter(store: CustomerStore, offer_id: str = OFFER) -> bytes | None:
+    raw = await store.redis.get(store.keys.offer_redemptions(offer_id))
+    assert raw is None or isinstance(raw, bytes)
+    return raw
+
+
+# -- the counter in Redis ----------------------------------------------------------------------------------------
+
+
+async def test_a_missing_counter_is_lost_not_zero_and_nothing_creates_it_by_accident(store: CustomerStore) -> None:
+    assert await store.reserve_budget(OFFER, 3) == "lost"
+    assert await store.release_budget(OFFER) is False  # a return after the loss: left for the rebuild to count
+    assert await counter(store) is None
+    assert await store.budget_counters([OFFER]) == {}  # the gauge keeps its last value, not 0 used
+
+    assert await store.seed_budget(OFFER, 2) is True
+    assert await store.seed_budget(OFFER, 0) is False  # a second server rebuilding at once keeps the first count
+    assert await counter(store) == b"2"
+    assert await store.reserve_budget(OFFER, 3) == "reserved"
+    assert await store.reserve_budget(OFFER, 3) == "sold_out"
+    assert await store.budget_counters([OFFER, "other"]) == {OFFER: 3}
+    for _ in range(4):
+        await store.release_budget(OFFER)
+    assert await counter(store) == b"0"  # never below zero
+    assert await store.release_budget(OFFER) is False
+
+
+def _records() -> tuple[list[OutboxRecord], dict[str, list[str]]]:
+    """Outbox records that mention OFFER or look alike, and which transactions should be found."""
+    m = Member("m1")
+    crm = m.crm(at=T0, balance=0, ltv=0)
+    p1 = m.purchase("t1", at=T0 + DAY, lines=[line("1", "scarves", 1, 4000, offer=OFFER)])
+    p2 = m.purchase("t2", at=T0 + DAY, lines=[line("1", "scarves", 1, 4000, offer=f"{OFFER}-vip")])
+    p3 = m.purchase("t3", at=T0 + DAY, lines=[line("1", "scarves", 1, 4000, offer='odd"id-é')])
+    p4 = m.purchase("t4", at=T0 + DAY, lines=[line("1", "socks", 1, 500)])
+    r1 = m.return_("r1", p1, at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,))
+    r2 = m.return_("r2", p2, at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(f"{OFFER}-vip",))
+    # An id that only appears elsewhere in the record (a customer id) is not the offer.
+    p5 = replace(m.purchase("t5", at=T0 + DAY, lines=[line("1", "hats", 1, 500)]), customer_id=OFFER)
+    return [crm, p1, p2, p3, p4, r1, r2, p5], {
+        OFFER: ["t1"],
+        f"{OFFER}-vip": ["t2"],
+        'odd"id-é': ["t3"],
+    }
+
+
+async def test_the_outbox_scan_finds_exactly_the_records_of_the_offer(store: CustomerStore) -> None:
+    records, purchases = _records()
+    for i, record in enumerate(records):
+        await store.redis.xadd(store.keys.outbox(i % 4), {"r": dump_record(record), "c": record.customer_id})
+    found = await store.offer_in_outbox(OFFER)
+    assert found is not None
+    assert list(found.purchases) == purchases[OFFER]
+    assert [txn for txn, _ in found.returns] == ["t1"]
+    assert all(0 <= age_ms < 60_000 for _, age_ms in found.returns)
+    for offer_id in (f"{OFFER}-vip", 'odd"id-é'):
+        other = await store.offer_in_outbox(offer_id)
+        assert other is not None and list(other.purchases) == purchases[offer_id]
+    nothing = await store.offer_in_outbox("never-sold")
+    assert nothing is not None and nothing.purchases == () and nothing.returns == ()
+
+
+async def test_an_outbox_too_long_to_look_through_is_refused(
+    store: CustomerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_state, "OUTBOX_SCAN_LIMIT", 3)
+    records, _ = _records()
+    for record in records[:4]:
+        await store.redis.xadd(store.keys.outbox(1), {"r": dump_record(record), "c": record.customer_id})
+    assert await store.offer_in_outbox(OFFER) is None
+
+
+# -- the count in SQL --------------------------------------------------------------------------------------------
+
+
+def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(profile_repo: ProfileRepository) -> None:
+    a, b = Member("a"), Member("b")
+    records: list[OutboxRecord] = [a.crm(at=T0, balance=0, ltv=0), b.crm(at=T0, balance=0, ltv=0)]
+    scarf = [line("1", "scarves", 1, 4000, offer=OFFER), line("2", "socks", 1, 500)]
+    bought = [a.purchase(f"a{i}", at=T0 + DAY, lines=scarf) for i in range(3)]
+    bought += [b.purchase(f"b{i}", at=T0 + DAY, lines=scarf) for i in range(2)]
+    other = b.purchase("b-other", at=T0 + DAY, lines=[line("1", "scarves", 1, 4000, offer=f"{OFFER}-vip")])
+    records += [*bought, other]
+    # a0 taken back whole; a1 only partly (the socks): still a redemption
+    records.append(a.return_("ra0", bought[0], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)))
+    records.append(a.return_("ra1", bought[1], at=T0 + 2 * DAY, quantities={"2": 1}))
+    assert profile_repo.apply_records(records) == len(records)
+    assert profile_repo.offer_redemptions(OFFER) == 4
+    assert profile_repo.offer_redemptions(f"{OFFER}-vip") == 1
+    assert profile_repo.offer_redemptions("never-sold") == 0
+
+    # The outbox: b1 already in SQL (written, not yet removed from the stream), c0 and c1 only in the outbox; returns
+    # of a0 (already counted), of a2 (in SQL), of c0 (outbox only) and of a purchase nobody knows.
+    assert profile_repo.offer_redemptions(OFFER, pending_purchases=["b1", "c0", "c1"]) == 6
+    assert (
+        profile_repo.offer_redemptions(
+            OFFER, pending_purchases=["b1", "c0", "c1"], pending_returns=["a0", "a2", "c0", "unknown"]
+        )
+        == 4
+    )
+    # Duplicates (a record claimed twice) count once; never below zero.
+    assert profile_repo.offer_redemptions(OFFER, pending_purchases=["c0", "c0"], pending_returns=["a2", "a2"]) == 4
+    assert profile_repo.offer_redemptions(f"{OFFER}-vip", pending_returns=["b-other"]) == 0
