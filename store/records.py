@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,17 @@ OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord
 
 def _plain(obj: Any) -> dict[str, Any]:
     # Shallow: json calls this again for nested records. dataclasses.asdict deep-copies, a tenth of a commit.
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+    plain = {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+    if isinstance(obj, LedgerEntry) and not obj.available_at:
+        # Left out when empty: writers older than pending points read such records (a rollback, a rolling deploy).
+        del plain["available_at"]
+    return plain
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    """A record from its JSON, ignoring fields this version does not know: a newer server's records still load."""
+    known = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def dump_record(record: OutboxRecord) -> str:
@@ -148,16 +160,16 @@ def load_record(raw: str | bytes) -> OutboxRecord:
     data: dict[str, Any] = json.loads(raw)
     kind = data.get("kind")
     if kind == "purchase":
-        data["lines"] = [PurchaseLineRecord(**line) for line in data["lines"]]
-        data["applied_offers"] = [AppliedOfferRecord(**a) for a in data["applied_offers"]]
-        data["ledger"] = [LedgerEntry(**e) for e in data["ledger"]]
-        return PurchaseRecord(**data)
+        data["lines"] = [_build(PurchaseLineRecord, line) for line in data["lines"]]
+        data["applied_offers"] = [_build(AppliedOfferRecord, a) for a in data["applied_offers"]]
+        data["ledger"] = [_build(LedgerEntry, e) for e in data["ledger"]]
+        return _build(PurchaseRecord, data)
     if kind == "customer":
-        return CustomerRecord(**data)
+        return _build(CustomerRecord, data)
     if kind == "expiry":
-        return ExpiryRecord(**data)
+        return _build(ExpiryRecord, data)
     if kind == "return":
-        data["lines"] = [ReturnLineRecord(**line) for line in data["lines"]]
-        data["ledger"] = [LedgerEntry(**e) for e in data["ledger"]]
-        return ReturnRecord(**data)
+        data["lines"] = [_build(ReturnLineRecord, line) for line in data["lines"]]
+        data["ledger"] = [_build(LedgerEntry, e) for e in data["ledger"]]
+        return _build(ReturnRecord, data)
     raise ValueError(f"unknown outbox record kind {kind!r}")

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
 class PointsRelease:
     available_at: datetime
     points: int
+
+
+def pending_until(sold_at: datetime, days: int) -> datetime:
+    """When points earned by a sale become spendable: `days` after it, rounded up to the whole hour, so a member
+    holds at most one pending amount per hour of the window however often she buys (and receipts read cleanly)."""
+    at = sold_at + timedelta(days=days)
+    whole_hour = at.replace(minute=0, second=0, microsecond=0)
+    return whole_hour if whole_hour == at else whole_hour + timedelta(hours=1)
 
 
 def spendable_points(balance: int, pending: Iterable[tuple[datetime, int]]) -> int:

@@ -33,9 +33,14 @@ end
 local balance = tonumber(profile[2]) or 0
 local delta = tonumber(ARGV[5])
 local now = tonumber(ARGV[17])
-local spendable = spendable_points(balance, KEYS[8], now)
-if spendable < tonumber(ARGV[6]) or balance + delta < 0 then
-  return {"insufficient", tostring(spendable)}
+if tonumber(ARGV[6]) > 0 then
+  local spendable = spendable_points(balance, KEYS[8], now)
+  if spendable < tonumber(ARGV[6]) then
+    return {"insufficient", tostring(spendable)}
+  end
+end
+if balance + delta < 0 then
+  return {"insufficient", tostring(balance)}
 end
 if (tonumber(profile[4]) or 0) < tonumber(ARGV[11]) then
   return {"stale"}

@@ -29,6 +29,12 @@ def near(moment: datetime, expected: datetime) -> bool:
     return abs(moment - expected) < timedelta(minutes=1)
 
 
+def is_window_end(moment: datetime, days: int, sold_after: datetime) -> bool:
+    """Points of a sale made since `sold_after` become spendable `days` on, rounded up to the whole hour."""
+    earliest = sold_after + timedelta(days=days)
+    return moment.minute == 0 and earliest <= moment <= datetime.now(UTC) + timedelta(days=days, hours=1)
+
+
 def test_points_earned_wait_out_the_returns_window_before_they_can_be_spent(
     make_server: Callable[..., ServerThread],
 ) -> None:
@@ -37,11 +43,12 @@ def test_points_earned_wait_out_the_returns_window_before_they_can_be_spent(
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
 
+        sold_after = datetime.now(UTC)
         receipt = till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
         earned = receipt.evaluation.points_earned
         assert earned == 120 + 120 + 89  # the dress, its double-points bonus with the shoes, the shoes
         available_at = receipt.evaluation.points_available_at.ToDatetime(tzinfo=UTC)
-        assert near(available_at, datetime.now(UTC) + timedelta(days=14))
+        assert is_window_end(available_at, 14, sold_after)
 
         after = profile(till, member)
         assert after.points_balance == 500 + earned
@@ -135,9 +142,11 @@ def assert_pending_points_survive_a_rebuild(server: ServerThread) -> None:
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         sale = commit_request(basket(member, DRESS, SHOES))
         till.CommitPurchase(sale)
+        till.CommitPurchase(commit_request(basket(member, DRESS)))  # the same hour: one pending amount of both
         before = profile(till, member)
+        assert before.points_pending == 329 + 120
         server.drain()
-        assert sum(p for _, p in server.service.repo.pending_points(member, datetime.now(UTC))) == 329
+        assert sum(p for _, p in server.service.repo.pending_points(member, datetime.now(UTC))) == 329 + 120
 
         server.run(server.service.customers.forget_customer(member, [sale.transaction_id]))
         rebuilt = profile(till, member)
@@ -181,9 +190,12 @@ def test_the_cli_shows_when_pending_points_become_spendable(
     with grpc.insecure_channel(server.target) as channel:
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
     target = ["--target", server.target]
+    sold_after = datetime.now(UTC)
     assert main([*target, "commit", member, "--store", "soho", "--line", "dress-1:dresses:1:120.00"]) == 0
-    when = (datetime.now(UTC) + timedelta(days=14)).strftime("%Y-%m-%d")
-    assert f"the points earned are spendable from {when}" in capsys.readouterr().out
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("the points earned are spendable")]
+    when = line.removeprefix("the points earned are spendable from ")
+    shown = datetime.strptime(when, "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+    assert is_window_end(shown, 14, sold_after - timedelta(minutes=1))  # the CLI shows whole minutes
     assert main([*target, "profile", member]) == 0
     out = capsys.readouterr().out
     assert "points balance: 620 (500 available, 120 pending)" in out

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.engine.pending import PointsRelease, release_schedule, spendable_points
+from server.engine.expiry import expiring
+from server.engine.pending import PointsRelease, pending_until, release_schedule, spendable_points
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -43,3 +44,19 @@ def test_spendable_plus_releases_is_the_balance(balance: int, pending: list[tupl
     assert [r.available_at for r in schedule] == sorted({r.available_at for r in schedule})
     # Once every window has passed, everything is spendable.
     assert spendable_points(balance, []) == balance
+
+
+def test_points_wait_whole_hours_so_a_busy_member_holds_one_amount_per_hour() -> None:
+    assert pending_until(datetime(2026, 12, 1, 13, 5, 7, tzinfo=UTC), 14) == datetime(2026, 12, 15, 14, tzinfo=UTC)
+    assert pending_until(datetime(2026, 12, 1, 13, 0, tzinfo=UTC), 14) == datetime(2026, 12, 15, 13, tzinfo=UTC)
+
+
+def test_the_expiry_warning_counts_points_that_will_be_spendable_when_they_expire() -> None:
+    last_sale = T0
+    matured_by_then = [(T0 + timedelta(days=45), 329)]  # pending now, spendable long before the expiry on day 60
+    still_pending = [(T0 + timedelta(days=90), 329)]
+    on_day_35 = T0 + timedelta(days=35)
+    warn = {"after_days": 60, "warn_days": 30}
+    assert expiring(829, last_sale, on_day_35, pending=matured_by_then, **warn) == (829, T0 + timedelta(days=60))
+    assert expiring(829, last_sale, on_day_35, pending=still_pending, **warn) == (500, T0 + timedelta(days=60))
+    assert expiring(829, last_sale, T0 + timedelta(days=10), pending=matured_by_then, **warn) == (0, None)
