@@ -19,6 +19,9 @@ from server.offers_app import OffersApp
 from store.records import ExpiryRecord
 from store.redis_state import CustomerStore
 
+# How long a member rebuilt in Redis only for this job stays there: the job and her record's way to SQL.
+JOB_KEEP_S = 3600
+
 
 class ExpiryCandidates(Protocol):
     def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]: ...
@@ -72,9 +75,16 @@ class PointsExpiry:
 
     async def _expire_one(self, customer_id: str, cutoff: datetime, now: datetime) -> int:
         try:
-            state = await self._offers.customer(customer_id)  # rebuilds her in Redis if needed
+            state = (await self._customers.read(customer_id, now=now)).state
+            if state is None:
+                # Lapsed members are mostly not in Redis: rebuilt for the job only, they leave again afterwards
+                # (unless they buy meanwhile), so an expiry run does not load every lapsed member for good.
+                await self._offers.rehydrate(customer_id, keep_s=JOB_KEEP_S)
+                state = (await self._customers.read(customer_id, now=now)).state
         except (NotFound, Unavailable):
             return 0  # gone, or her last changes are still on their way to SQL: the next run sees her
+        if state is None:
+            return 0
         last = state.last_purchase_at
         if last is None or last >= cutoff or state.points_balance <= 0:
             return 0

@@ -129,8 +129,9 @@ class OffersApp:
 
     # -- reading a customer -------------------------------------------------------------------------------------
 
-    async def rehydrate(self, customer_id: str) -> None:
-        """Rebuilds a customer Redis does not hold from the SQL profile; NOT_FOUND if SQL has none either."""
+    async def rehydrate(self, customer_id: str, *, keep_s: int = 0) -> None:
+        """Rebuilds a customer Redis does not hold from the SQL profile; NOT_FOUND if SQL has none either.
+        `keep_s` > 0 lets her leave Redis again after that long unless she buys (batch jobs)."""
         # Checked before reading SQL too: a change written (and dropped from the outbox) between the read and
         # the rebuild would otherwise be missing from the snapshot and invisible to the script's own check.
         if await self.customers.has_pending_changes(customer_id):
@@ -146,7 +147,7 @@ class OffersApp:
             )
         if snapshot is None:
             raise NotFound("customer", customer_id)
-        result = await self.customers.hydrate(snapshot, now=now)
+        result = await self.customers.hydrate(snapshot, now=now, keep_s=keep_s)
         if result == "rebuilt":
             metrics.REHYDRATIONS.inc()
             log.info("customer rebuilt from SQL", extra={"receipts": len(snapshot.receipts)})

@@ -464,9 +464,10 @@ class CustomerStore:
             return CommitResult(status)  # type: ignore[arg-type]
         raise RuntimeError(f"commit script returned {status!r}")
 
-    async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime) -> HydrateResult:
+    async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime, keep_s: int = 0) -> HydrateResult:
         """Rebuilds the customer from SQL unless Redis already has her; also restores the receipts, returned
-        quantities and return receipts of the retention window."""
+        quantities and return receipts of the retention window. `keep_s` > 0: her profile leaves Redis again after
+        that long unless she buys meanwhile (a member rebuilt only for a batch job)."""
         k, cid = self.keys, snapshot.customer_id
         fields: dict[str, str] = {
             "name": snapshot.display_name,
@@ -493,6 +494,7 @@ class CustomerStore:
             json.dumps(snapshot.offer_uses) if snapshot.offer_uses else "{}",
             json.dumps(entries),
             cid,
+            keep_s,
         ]
 
         def restore(key: str, ttl: int, pairs: list[tuple[str, str | bytes | int]]) -> None:

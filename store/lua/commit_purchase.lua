@@ -46,6 +46,11 @@ if (tonumber(profile[4]) or 0) < tonumber(ARGV[11]) then
   return {"stale"}
 end
 
+-- A purchase makes her a member Redis keeps for good (a batch job may have rebuilt her for a while only).
+redis.call("PERSIST", KEYS[1])
+redis.call("PERSIST", KEYS[2])
+redis.call("PERSIST", KEYS[3])
+redis.call("PERSIST", KEYS[7])
 redis.call("HINCRBY", KEYS[1], "bal", delta)
 redis.call("HINCRBY", KEYS[1], "ltv", ARGV[7])
 redis.call("HINCRBY", KEYS[1], "cnt", 1)

@@ -4,8 +4,9 @@
 -- KEYS[5] - ledger list   KEYS[6..] - hashes to restore with the profile (receipts, returned quantities, spend)
 -- ARGV[1] - profile fields as JSON object (string values)   ARGV[2] - categories JSON array
 -- ARGV[3] - offer uses JSON object   ARGV[4] - newest ledger entries, JSON array of JSON strings
--- ARGV[5] - customer id
--- ARGV[6..] - per restored hash, in KEYS order: ttl seconds, number of fields F, then F field/value pairs
+-- ARGV[5] - customer id   ARGV[6] - seconds to keep her if nothing else touches her (0 = for good): a member
+--   rebuilt only for a batch job (expiry) leaves again, a purchase keeps her (commit_purchase PERSISTs)
+-- ARGV[7..] - per restored hash, in KEYS order: ttl seconds, number of fields F, then F field/value pairs
 -- Returns 1 when it wrote, 0 when the profile was already there, -1 when her changes are still in the outbox,
 -- -2 when the outbox is too long to look through (the writer is far behind).
 if redis.call("EXISTS", KEYS[1]) == 1 then
@@ -38,7 +39,12 @@ local entries = cjson.decode(ARGV[4])
 if #entries > 0 then
   redis.call("RPUSH", KEYS[5], unpack(entries))
 end
-local at = 6
+if tonumber(ARGV[6]) > 0 then
+  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[5]}) do
+    redis.call("EXPIRE", key, ARGV[6])
+  end
+end
+local at = 7
 for i = 6, #KEYS do
   local ttl, count = ARGV[at], tonumber(ARGV[at + 1])
   if redis.call("EXISTS", KEYS[i]) == 0 and count > 0 then

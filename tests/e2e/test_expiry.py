@@ -78,3 +78,35 @@ def test_points_that_come_back_after_an_expiry_expire_again_in_redis_and_sql(
         assert admin.ExpirePoints(admin_pb.ExpirePointsRequest()).points_expired == 300
         server.drain()
         assert server.service.repo.ledger_balance(idle) == 0  # SQL took both, not only the first
+
+
+def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_buy(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server(demo_data=True, points_expire_after_days=1)
+    customers = server.service.customers
+    with grpc.insecure_channel(server.target) as channel:
+        admin = admin_grpc.OfferAdminStub(channel)
+        till = svc_grpc.OfferServiceStub(channel)
+        lapsed, returning = clone_samantha(admin), clone_samantha(admin)
+        for member in (lapsed, returning):
+            old_sale = commit_request(basket(member, DRESS))
+            old_sale.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(days=2))
+            till.CommitPurchase(old_sale)
+        server.drain()
+        for member in (lapsed, returning):  # as after a Redis restart, or long ago: only SQL holds them
+            server.run(customers.forget_customer(member))
+
+        assert admin.ExpirePoints(admin_pb.ExpirePointsRequest()).points_expired == 2 * 620
+
+        def ttl(member: str) -> int:
+            async def read() -> int:
+                return int(await customers.redis.ttl(customers.keys.profile(member)))
+
+            return server.run(read())
+
+        assert 0 < ttl(lapsed) <= 3600 and 0 < ttl(returning) <= 3600  # rebuilt for the job only
+        till.CommitPurchase(commit_request(basket(returning, DRESS)))
+        assert ttl(returning) == -1  # she bought: Redis keeps her
+        assert ttl(lapsed) > 0
+        assert till.GetProfile(svc.GetProfileRequest(customer_id=lapsed)).points_balance == 0
