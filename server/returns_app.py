@@ -189,6 +189,9 @@ class ReturnsApp:
             returned_after=outcome.returned_after,
             purchased_at=facts.occurred_at,
             now=now,
+            # A void undoes the sale whole: the categories it introduced no longer count as bought.
+            void_categories=[line.category for line in facts.basket.lines] if voided else (),
+            added_categories=facts.new_categories if voided else (),
         )
         if result.status == "ok":
             metrics.POINTS_REVERSED.inc(outcome.points_reversed)

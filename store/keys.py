@@ -32,6 +32,11 @@ class Keys:
         """Set of categories the customer has bought."""
         return self._customer(customer_id) + ":cats"
 
+    def category_purchases(self, customer_id: str) -> str:
+        """Hash category -> purchases of the last two days that included it, so a void (same business day only)
+        takes a category back off the profile only when no other purchase bought it since. Expires with them."""
+        return self._customer(customer_id) + ":catn"
+
     def offer_uses(self, customer_id: str) -> str:
         """Hash offer_id -> times this customer earned it."""
         return self._customer(customer_id) + ":uses"

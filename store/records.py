@@ -120,6 +120,8 @@ class ReturnRecord:
     request_digest: str
     receipt_b64: str  # the ReturnReceipt protobuf, base64
     ledger: list[LedgerEntry]  # "<return_id>:reverse" (negative) and "<return_id>:refund" (positive)
+    # A void: categories it took back off her profile (decided by the script: none bought them again since).
+    categories_removed: list[str] = field(default_factory=list)
     kind: Literal["return"] = "return"
 
 
@@ -140,9 +142,12 @@ OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord
 def _plain(obj: Any) -> dict[str, Any]:
     # Shallow: json calls this again for nested records. dataclasses.asdict deep-copies, a tenth of a commit.
     plain = {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+    # Fields added later are left out when empty: older writers still read such records (a rollback, a rolling
+    # deploy), and load_record fills in their defaults.
     if isinstance(obj, LedgerEntry) and not obj.available_at:
-        # Left out when empty: writers older than pending points read such records (a rollback, a rolling deploy).
         del plain["available_at"]
+    if isinstance(obj, ReturnRecord) and not obj.categories_removed:
+        del plain["categories_removed"]
     return plain
 
 

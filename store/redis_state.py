@@ -286,7 +286,11 @@ class CustomerStore:
         returned_after: Mapping[str, int],
         purchased_at: datetime,
         now: datetime,
+        void_categories: Sequence[str] = (),
+        added_categories: Sequence[str] = (),
     ) -> CommitResult:
+        """Applies a return; a void also names the purchase's categories and those it added to her profile, which
+        it takes back unless another recent purchase bought them too."""
         k, cid = self.keys, record.customer_id
         keys = [
             k.profile(cid),
@@ -297,6 +301,8 @@ class CustomerStore:
             k.spend(cid),
             k.ledger(cid),
             k.pending(cid),
+            k.categories(cid),
+            k.category_purchases(cid),
         ]
         committed = datetime.fromisoformat(record.committed_at)
         entries = [_entry(e, committed) for e in record.ledger]
@@ -317,6 +323,8 @@ class CustomerStore:
             len(returned_after),
             len(entries),
             _epoch_ms(now),
+            json.dumps(sorted(set(void_categories))),
+            json.dumps(sorted(set(added_categories))),
             *pairs,
             *entries,
             *record.offers_lost,
@@ -439,6 +447,7 @@ class CustomerStore:
             len(record.new_categories),
             len(entries),
             _epoch_ms(now),
+            json.dumps(sorted({line.category for line in record.lines})),
             *record.new_categories,
             *entries,
             *offer_ids,
@@ -452,6 +461,7 @@ class CustomerStore:
             k.spend(cid),
             k.ledger(cid),
             k.pending(cid),
+            k.category_purchases(cid),
         ]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
@@ -523,6 +533,7 @@ class CustomerStore:
             lifetime = max(pending) - _epoch_ms(now)
             sums: list[tuple[str, str | bytes | int]] = [(str(at), p) for at, p in sorted(pending.items()) if p]
             restore(k.pending(cid), lifetime // 1000 + 1, sums)
+        restore(k.category_purchases(cid), 172_800, sorted(snapshot.recent_category_purchases.items()))
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
@@ -586,6 +597,6 @@ class CustomerStore:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
         k = self.keys
         names = [k.profile(customer_id), k.categories(customer_id), k.offer_uses(customer_id), k.spend(customer_id)]
-        names += [k.ledger(customer_id), k.pending(customer_id)]
+        names += [k.ledger(customer_id), k.pending(customer_id), k.category_purchases(customer_id)]
         names += [k.transaction(customer_id, t) for t in transaction_ids]
         await self._redis.delete(*names)

@@ -50,3 +50,5 @@ class CustomerSnapshot:
     ledger: list[LedgerRow] = field(default_factory=list)
     # ledger points not yet spendable, summed by when they become spendable (only later than the snapshot)
     pending_points: list[tuple[datetime, int]] = field(default_factory=list)
+    # category -> purchases of hers committed in the last two days that included it and were not voided
+    recent_category_purchases: dict[str, int] = field(default_factory=dict)

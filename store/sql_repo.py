@@ -11,7 +11,7 @@ import base64
 import json
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 Insert = sqlite.Insert | postgresql.Insert
 LEDGER_KEPT_IN_REDIS = 200  # as store/lua/ledger_lib.lua keeps
+RECENT_CATEGORY_WINDOW = timedelta(days=2)  # as store/lua/commit_purchase.lua keeps per-category purchase counts
 OfferTuple = tuple[str, int, bool, datetime]  # (definition_json, version, archived, updated_at)
 
 
@@ -389,6 +390,31 @@ class ProfileRepository:
         if ledger:
             conn.execute(sa.insert(PointsLedgerEntry), ledger)
         self._add_categories(conn, purchases, crm)
+        voided = [(r, c) for r in returns for c in r.categories_removed]
+        if voided:
+            # After the batch's purchases (a void of one in the same batch takes its categories back too), and
+            # never when a later purchase of hers bought the category again, whatever order records arrive in.
+            bought_since = (
+                sa.select(col(PurchaseLine.transaction_id))
+                .join(Purchase, col(Purchase.transaction_id) == col(PurchaseLine.transaction_id))
+                .where(
+                    col(Purchase.customer_id) == sa.bindparam("cid"),
+                    col(PurchaseLine.category) == sa.bindparam("cat"),
+                    col(Purchase.committed_at) > sa.bindparam("voided_at"),
+                )
+            )
+            conn.execute(
+                sa.delete(CustomerCategory).where(
+                    col(CustomerCategory.customer_id) == sa.bindparam("cid"),
+                    col(CustomerCategory.category) == sa.bindparam("cat"),
+                    col(CustomerCategory.source) == "purchase",
+                    ~bought_since.exists(),
+                ),
+                [
+                    {"cid": r.customer_id, "cat": category, "voided_at": parse_timestamp(r.committed_at)}
+                    for r, category in voided
+                ],
+            )
 
     def _check_returned_purchases(
         self, conn: Connection, returns: list[ReturnRecord], purchases: list[PurchaseRecord]
@@ -655,6 +681,9 @@ class ProfileRepository:
                     LedgerRow(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in reversed(newest)
                 ],
                 pending_points=self._pending_points(session, customer_id, _aware(now or datetime.now(UTC))),
+                recent_category_purchases=self._recent_category_purchases(
+                    session, customer_id, _aware(now or datetime.now(UTC)) - RECENT_CATEGORY_WINDOW
+                ),
                 customer_id=customer.customer_id,
                 display_name=customer.display_name,
                 tier=customer.tier,
@@ -703,6 +732,20 @@ class ProfileRepository:
             .order_by(col(PointsLedgerEntry.available_at))
         ).all()
         return [(_aware(at), int(points)) for at, points in rows if at is not None and points]
+
+    def _recent_category_purchases(self, session: Session, customer_id: str, since: datetime) -> dict[str, int]:
+        voided = sa.select(col(Return.transaction_id)).where(col(Return.voided).is_(True))
+        rows = session.exec(
+            select(PurchaseLine.category, func.count(sa.distinct(col(Purchase.transaction_id))))
+            .join(Purchase, col(Purchase.transaction_id) == col(PurchaseLine.transaction_id))
+            .where(
+                Purchase.customer_id == customer_id,
+                col(Purchase.committed_at) >= since,
+                col(Purchase.transaction_id).not_in(voided),
+            )
+            .group_by(col(PurchaseLine.category))
+        ).all()
+        return {str(category): int(count) for category, count in rows}
 
     def pending_points(self, customer_id: str, now: datetime) -> list[tuple[datetime, int]]:
         """Ledger points not spendable at `now`, summed by when they become spendable (as Redis keeps them)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from store.keys import Keys
-from store.records import CustomerRecord, ExpiryRecord, OutboxRecord, load_record
+from store.records import CustomerRecord, ExpiryRecord, OutboxRecord, ReturnRecord, load_record
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def parse_entry(fields: dict[bytes, bytes]) -> OutboxRecord:
     record = load_record(fields[b"r"])
     if isinstance(record, ExpiryRecord):  # the script decided how many points, atomically with taking them
         return dataclasses.replace(record, points=int(fields[b"points"]))
+    if isinstance(record, ReturnRecord) and b"cats_removed" in fields:  # the void script decided which
+        return dataclasses.replace(record, categories_removed=json.loads(fields[b"cats_removed"]))
     if isinstance(record, CustomerRecord):
         # The upsert script computes the deltas atomically with the change and adds them beside the record.
         record = dataclasses.replace(

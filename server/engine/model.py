@@ -317,6 +317,7 @@ class PurchaseFacts:
     redeemed_value_minor: int
     occurred_at: datetime
     points_available_at: datetime | None = None  # its points were pending until then (None: spendable at once)
+    new_categories: tuple[str, ...] = ()  # categories it added to her profile (a void takes them back)
 
 
 @dataclass(frozen=True, slots=True)

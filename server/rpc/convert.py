@@ -362,6 +362,7 @@ def facts_from_receipt(receipt: svc.PurchaseReceipt) -> m.PurchaseFacts:
         points_available_at=ev.points_available_at.ToDatetime(tzinfo=UTC)
         if ev.HasField("points_available_at")
         else None,
+        new_categories=tuple(receipt.new_categories),
     )
 
 

@@ -2,7 +2,7 @@
 -- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
 -- KEYS[1] - profile hash        KEYS[2] - categories set     KEYS[3] - offer uses hash
 -- KEYS[4] - transaction hash    KEYS[5] - partition outbox stream   KEYS[6] - monthly spend hash
--- KEYS[7] - ledger list       KEYS[8] - pending points hash
+-- KEYS[7] - ledger list       KEYS[8] - pending points hash   KEYS[9] - recent purchases per category hash
 -- ARGV[1] - request digest      ARGV[2] - profile version the purchase was evaluated on
 -- ARGV[3] - receipt (protobuf)  ARGV[4] - outbox record (JSON)
 -- ARGV[5] - balance delta (earned - redeemed - debt repaid)   ARGV[6] - points redeemed
@@ -13,7 +13,8 @@
 -- ARGV[14] - tier reached by this purchase ("" = unchanged)
 -- ARGV[15] - number of new categories N        ARGV[16] - number of ledger entries M (JSON each)
 -- ARGV[17] - now, epoch ms (what is spendable is judged by the server's clock, not the sale's time)
--- ARGV[18 .. 17+N] - new categories   ARGV[18+N .. 17+N+M] - ledger entries   ARGV[18+N+M ..] - offers applied
+-- ARGV[18] - the basket's categories (JSON array, each once): counted for a void of this purchase
+-- ARGV[19 .. 18+N] - new categories   ARGV[19+N .. 18+N+M] - ledger entries   ARGV[19+N+M ..] - offers applied
 -- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
 --   | {"insufficient", spendable points}
 local txn = redis.call("HMGET", KEYS[4], "digest", "receipt")
@@ -67,15 +68,19 @@ if ARGV[14] ~= "" then
   redis.call("HSET", KEYS[1], "tier", ARGV[14])
 end
 local n, m = tonumber(ARGV[15]), tonumber(ARGV[16])
-for i = 18, 17 + n do
+for i = 19, 18 + n do
   redis.call("SADD", KEYS[2], ARGV[i])
 end
+for _, category in ipairs(cjson.decode(ARGV[18])) do
+  redis.call("HINCRBY", KEYS[9], category, 1)
+end
+redis.call("EXPIRE", KEYS[9], 172800)  -- two days: a void is possible on the sale's business day only
 local entries = {}
-for i = 18 + n, 17 + n + m do
+for i = 19 + n, 18 + n + m do
   entries[#entries + 1] = ARGV[i]
 end
 ledger_append(KEYS[1], KEYS[7], entries, KEYS[8], now)
-for i = 18 + n + m, #ARGV do
+for i = 19 + n + m, #ARGV do
   redis.call("HINCRBY", KEYS[3], ARGV[i], 1)
 end
 redis.call("HSET", KEYS[4], "digest", ARGV[1], "receipt", ARGV[3])

@@ -504,6 +504,10 @@ class LoyaltyMachine(RuleBasedStateMachine):
             self._check_return(bought, receipt, returning)
             self.account.purchase_count -= 1
             bought.voided = True
+            # The sale never happened: a category it added no longer counts as bought, unless another purchase
+            # (not voided) bought it too.
+            still_bought = {x.category for p in self.purchases if not p.voided for x in p.lines}
+            self.account.categories -= set(bought.receipt.new_categories) - still_bought
 
     @precondition(lambda self: bool(self.purchases))
     @rule(data=st.data())

@@ -191,6 +191,46 @@ def test_void_undoes_the_purchase_whole_on_its_business_day_only(
     assert "business day" in (err.value.details() or "")
 
 
+def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_again(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server(demo_data=True)
+    with grpc.insecure_channel(server.target) as channel:
+        till = svc_grpc.OfferServiceStub(channel)
+        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        sale = commit_request(basket(member, DRESS, SHOES))
+        assert [a.offer_id for a in till.CommitPurchase(sale).evaluation.applied_offers] == [OFFER_ID]
+        assert "shoes" in profile(till, member).categories_purchased
+
+        till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=sale.transaction_id, customer_id=member))
+        # The sale never happened: she has still never bought shoes, and the offer for new shoppers is hers again.
+        assert list(profile(till, member).categories_purchased) == ["dresses"]
+        listed = till.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=member))
+        assert OFFER_ID in {o.offer_id for o in listed.offers}
+        again = till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
+        assert [a.offer_id for a in again.evaluation.applied_offers] == [OFFER_ID]
+        server.drain()
+        assert server.service.repo.list_categories(member) == ["dresses", "shoes"]  # the second sale's
+
+        other = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        first = commit_request(basket(other, SHOES))
+        till.CommitPurchase(first)
+        till.CommitPurchase(commit_request(basket(other, SHOES)))  # she bought shoes again since
+        till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=first.transaction_id, customer_id=other))
+        assert "shoes" in profile(till, other).categories_purchased
+        server.drain()
+        assert "shoes" in server.service.repo.list_categories(other)
+
+        voided_alone = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        only = commit_request(basket(voided_alone, SHOES))
+        till.CommitPurchase(only)
+        server.drain()  # SQL has her shoes before the void arrives
+        assert "shoes" in server.service.repo.list_categories(voided_alone)
+        till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=only.transaction_id, customer_id=voided_alone))
+        server.drain()
+        assert server.service.repo.list_categories(voided_alone) == ["dresses"]
+
+
 def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., ServerThread]) -> None:
     server = make_server(demo_data=True)
     with grpc.insecure_channel(server.target) as channel:

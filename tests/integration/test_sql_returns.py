@@ -434,3 +434,27 @@ async def test_writer_retries_a_return_until_the_purchase_a_dead_writer_held_is_
     assert survivor.stats.applied == 3
     assert profile_repo.get_return_receipt("r1") is not None
     assert_matches(profile_repo, m)
+
+
+def test_a_void_takes_back_the_categories_redis_took_back_unless_bought_again_later(
+    profile_repo: ProfileRepository,
+) -> None:
+    m = Member("c1")
+    first = m.purchase("t1", at=T0, lines=[line("1", "shoes", 1, 8900)])
+    later = m.purchase("t2", at=T0 + DAY, lines=[line("1", "shoes", 1, 8900)])
+    void = replace(
+        m.return_("void:t1", first, at=T0 + DAY / 2, quantities={"1": 1}, voided=True), categories_removed=["shoes"]
+    )
+    # The later purchase arrives first (claimed from a dead writer late, in the other order): shoes stay.
+    assert profile_repo.apply_records([first, later]) == 2
+    assert profile_repo.apply_records([void]) == 1
+    assert profile_repo.list_categories("c1") == ["shoes"]
+
+    n = Member("c2")
+    only = n.purchase("t3", at=T0, lines=[line("1", "shoes", 1, 8900), line("2", "dresses", 1, 12000)])
+    void_only = replace(
+        n.return_("void:t3", only, at=T0 + DAY / 2, quantities={"1": 1, "2": 1}, voided=True),
+        categories_removed=["shoes"],  # dresses she had bought before (Redis kept it): not taken back
+    )
+    assert profile_repo.apply_records([only, void_only]) == 2  # one batch: the void still wins
+    assert profile_repo.list_categories("c2") == ["dresses"]
