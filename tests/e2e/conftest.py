@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+from posoffers.v1 import types_pb2 as pb
 
 from server.demo import demo_customer
 from server.rpc.convert import customer_to_pb
@@ -57,3 +62,26 @@ def clone_samantha(admin: admin_grpc.OfferAdminStub, **changes: object) -> str:
 @pytest.fixture
 def fresh_customer_id(admin_stub: admin_grpc.OfferAdminStub) -> str:
     return clone_samantha(admin_stub)
+
+
+@dataclass
+class Visit:
+    """A server, its two stubs on one channel, and a fresh demo member: what most end-to-end tests start from."""
+
+    server: ServerThread
+    till: svc_grpc.OfferServiceStub
+    admin: admin_grpc.OfferAdminStub
+    member: str
+
+    def profile(self, customer_id: str = "") -> pb.CustomerProfile:
+        return self.till.GetProfile(svc.GetProfileRequest(customer_id=customer_id or self.member))
+
+    def another_member(self, **changes: object) -> str:
+        return clone_samantha(self.admin, **changes)
+
+
+@contextmanager
+def visit(server: ServerThread) -> Iterator[Visit]:
+    with grpc.insecure_channel(server.target) as channel:
+        admin = admin_grpc.OfferAdminStub(channel)
+        yield Visit(server, svc_grpc.OfferServiceStub(channel), admin, clone_samantha(admin))

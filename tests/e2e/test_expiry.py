@@ -12,7 +12,7 @@ from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
-from tests.e2e.conftest import clone_samantha
+from tests.e2e.conftest import clone_samantha, visit
 from tests.support.builders import DRESS, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -85,10 +85,9 @@ def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_b
 ) -> None:
     server = make_server(demo_data=True, points_expire_after_days=1)
     customers = server.service.customers
-    with grpc.insecure_channel(server.target) as channel:
-        admin = admin_grpc.OfferAdminStub(channel)
-        till = svc_grpc.OfferServiceStub(channel)
-        lapsed, returning = clone_samantha(admin), clone_samantha(admin)
+    with visit(server) as v:
+        admin, till = v.admin, v.till
+        lapsed, returning = v.member, v.another_member()
         for member in (lapsed, returning):
             old_sale = commit_request(basket(member, DRESS))
             old_sale.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(days=2))

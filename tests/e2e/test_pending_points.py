@@ -11,18 +11,12 @@ import grpc
 import pytest
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
-from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
-from posoffers.v1 import types_pb2 as pb
 
-from tests.e2e.conftest import clone_samantha
+from tests.e2e.conftest import clone_samantha, visit
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
 GIFT_CARD = ("gift-1", "SKU-GIFT", "gifts", 1, 500)  # USD 5.00: 500 points pay for it whole
-
-
-def profile(till: svc_grpc.OfferServiceStub, member: str) -> pb.CustomerProfile:
-    return till.GetProfile(svc.GetProfileRequest(customer_id=member))
 
 
 def near(moment: datetime, expected: datetime) -> bool:
@@ -39,9 +33,8 @@ def test_points_earned_wait_out_the_returns_window_before_they_can_be_spent(
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True, points_pending_days=14)
-    with grpc.insecure_channel(server.target) as channel:
-        till = svc_grpc.OfferServiceStub(channel)
-        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+    with visit(server) as v:
+        till, member = v.till, v.member
 
         sold_after = datetime.now(UTC)
         receipt = till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
@@ -50,7 +43,7 @@ def test_points_earned_wait_out_the_returns_window_before_they_can_be_spent(
         available_at = receipt.evaluation.points_available_at.ToDatetime(tzinfo=UTC)
         assert is_window_end(available_at, 14, sold_after)
 
-        after = profile(till, member)
+        after = v.profile()
         assert after.points_balance == 500 + earned
         assert (after.points_available, after.points_pending) == (500, earned)
         assert [
@@ -67,7 +60,7 @@ def test_points_earned_wait_out_the_returns_window_before_they_can_be_spent(
         paid = till.CommitPurchase(commit_request(basket(member, GIFT_CARD, points_to_redeem=500)))
         assert paid.evaluation.points_available_before == 500
         assert paid.evaluation.balance_before == 500 + earned
-        spent = profile(till, member)
+        spent = v.profile()
         assert (spent.points_balance, spent.points_available, spent.points_pending) == (earned, 0, earned)
 
 
@@ -79,12 +72,11 @@ def test_a_return_within_the_window_takes_back_pending_points_and_leaves_no_debt
     outcomes = {}
     for days in (0, 14):
         server = make_server(demo_data=True, points_pending_days=days)
-        with grpc.insecure_channel(server.target) as channel:
-            till = svc_grpc.OfferServiceStub(channel)
-            member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        with visit(server) as v:
+            till, member = v.till, v.member
             sale = commit_request(basket(member, DRESS, SHOES))
             till.CommitPurchase(sale)
-            available = profile(till, member).points_available
+            available = v.profile().points_available
             gift = ("gift-1", "SKU-GIFT", "gifts", 1, available)
             till.CommitPurchase(commit_request(basket(member, gift, points_to_redeem=available)))
             back = till.ReturnPurchase(
@@ -98,7 +90,7 @@ def test_a_return_within_the_window_takes_back_pending_points_and_leaves_no_debt
                     ],
                 )
             )
-            after = profile(till, member)
+            after = v.profile()
             outcomes[days] = (back.points_debt_after, after.points_balance, after.points_pending)
             server.drain()
             repo = server.service.repo
@@ -112,9 +104,8 @@ def test_a_partial_return_within_the_window_lowers_the_pending_points(
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True, points_pending_days=14)
-    with grpc.insecure_channel(server.target) as channel:
-        till = svc_grpc.OfferServiceStub(channel)
-        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+    with visit(server) as v:
+        till, member = v.till, v.member
         sale = commit_request(basket(member, DRESS, SHOES))
         till.CommitPurchase(sale)
         back = till.ReturnPurchase(
@@ -125,7 +116,7 @@ def test_a_partial_return_within_the_window_lowers_the_pending_points(
                 lines=[svc.ReturnLine(line_id="shoes-1", quantity=1)],
             )
         )
-        after = profile(till, member)
+        after = v.profile()
         kept = 329 - back.points_reversed  # the dress alone: its base points, no double points without shoes
         assert kept == 120
         assert (after.points_balance, after.points_available, after.points_pending) == (500 + kept, 500, kept)
@@ -137,19 +128,18 @@ def test_pending_points_survive_a_rebuild_from_sql(make_server: Callable[..., Se
 
 def assert_pending_points_survive_a_rebuild(server: ServerThread) -> None:
     """Redis loses her: the pending points come back from the SQL ledger, as pending as they were."""
-    with grpc.insecure_channel(server.target) as channel:
-        till = svc_grpc.OfferServiceStub(channel)
-        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+    with visit(server) as v:
+        till, member = v.till, v.member
         sale = commit_request(basket(member, DRESS, SHOES))
         till.CommitPurchase(sale)
         till.CommitPurchase(commit_request(basket(member, DRESS)))  # the same hour: one pending amount of both
-        before = profile(till, member)
+        before = v.profile()
         assert before.points_pending == 329 + 120
         server.drain()
         assert sum(p for _, p in server.service.repo.pending_points(member, datetime.now(UTC))) == 329 + 120
 
         server.run(server.service.customers.forget_customer(member, [sale.transaction_id]))
-        rebuilt = profile(till, member)
+        rebuilt = v.profile()
         assert (rebuilt.points_balance, rebuilt.points_available, rebuilt.points_pending) == (
             before.points_balance,
             before.points_available,
@@ -163,14 +153,13 @@ def assert_pending_points_survive_a_rebuild(server: ServerThread) -> None:
 
 def test_a_sale_older_than_the_pending_period_is_spendable_at_once(make_server: Callable[..., ServerThread]) -> None:
     server = make_server(demo_data=True, points_pending_days=1)
-    with grpc.insecure_channel(server.target) as channel:
-        till = svc_grpc.OfferServiceStub(channel)
-        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+    with visit(server) as v:
+        till, member = v.till, v.member
         offline = commit_request(basket(member, DRESS))
         offline.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(days=2))  # an offline till, 2 days ago
         receipt = till.CommitPurchase(offline)
         assert not receipt.evaluation.HasField("points_available_at")
-        after = profile(till, member)
+        after = v.profile()
         assert (after.points_available, after.points_pending) == (620, 0)
 
 

@@ -14,7 +14,7 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from server.demo import OFFER_ID
-from tests.e2e.conftest import clone_samantha
+from tests.e2e.conftest import clone_samantha, visit
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -195,16 +195,15 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
-        till = svc_grpc.OfferServiceStub(channel)
-        member = clone_samantha(admin_grpc.OfferAdminStub(channel))
+    with visit(server) as v:
+        till, member = v.till, v.member
         sale = commit_request(basket(member, DRESS, SHOES))
         assert [a.offer_id for a in till.CommitPurchase(sale).evaluation.applied_offers] == [OFFER_ID]
-        assert "shoes" in profile(till, member).categories_purchased
+        assert "shoes" in v.profile().categories_purchased
 
         till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=sale.transaction_id, customer_id=member))
         # The sale never happened: she has still never bought shoes, and the offer for new shoppers is hers again.
-        assert list(profile(till, member).categories_purchased) == ["dresses"]
+        assert list(v.profile().categories_purchased) == ["dresses"]
         listed = till.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=member))
         assert OFFER_ID in {o.offer_id for o in listed.offers}
         again = till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
@@ -212,16 +211,16 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
         server.drain()
         assert server.service.repo.list_categories(member) == ["dresses", "shoes"]  # the second sale's
 
-        other = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        other = v.another_member()
         first = commit_request(basket(other, SHOES))
         till.CommitPurchase(first)
         till.CommitPurchase(commit_request(basket(other, SHOES)))  # she bought shoes again since
         till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=first.transaction_id, customer_id=other))
-        assert "shoes" in profile(till, other).categories_purchased
+        assert "shoes" in v.profile(other).categories_purchased
         server.drain()
         assert "shoes" in server.service.repo.list_categories(other)
 
-        voided_alone = clone_samantha(admin_grpc.OfferAdminStub(channel))
+        voided_alone = v.another_member()
         only = commit_request(basket(voided_alone, SHOES))
         till.CommitPurchase(only)
         server.drain()  # SQL has her shoes before the void arrives

@@ -3,20 +3,17 @@ never taken for "nothing used", and what SQL and the outbox hold of an offer is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-import redis.asyncio as aioredis
 
 from store import redis_state
-from store.keys import Keys
 from store.records import OutboxRecord, dump_record
 from store.redis_state import CustomerStore
 from store.sql_repo import ProfileRepository
-from tests.support.redis_env import delete_prefix, new_prefix
 
 from .records_builders import DAY, T0, Member, line
+from .redis_fixtures import fixture_store  # noqa: F401  (a fixture)
 from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
     fixture_profile_repo,
     fixture_sql_backend,
@@ -25,15 +22,6 @@ from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this 
 )
 
 OFFER = "scarf-500"
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[CustomerStore]:
-    client = aioredis.Redis.from_url(redis_url)
-    prefix = new_prefix()
-    yield CustomerStore(client, Keys(prefix, 4), receipt_retention_s=3600)
-    await client.aclose()
-    delete_prefix(redis_url, prefix)
 
 
 async def counter(store: CustomerStore, offer_id: str = OFFER) -> bytes | None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import tempfile
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 
 from server.engine.model import CustomerState, GeoPoint
@@ -18,18 +16,10 @@ from store.records import AppliedOfferRecord, CustomerRecord, LedgerEntry, Outbo
 from store.redis_state import CustomerStore
 from store.snapshot import CustomerSnapshot
 from store.writer import GROUP, OutboxWriter
-from tests.support.redis_env import delete_prefix, new_prefix
+
+from .redis_fixtures import fixture_store  # noqa: F401  (a fixture)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[CustomerStore]:
-    client = aioredis.Redis.from_url(redis_url)
-    prefix = new_prefix()
-    yield CustomerStore(client, Keys(prefix, 4), receipt_retention_s=3600)
-    await client.aclose()
-    delete_prefix(redis_url, prefix)
 
 
 def member(customer_id: str = "m1", balance: int = 500) -> CustomerState:

@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from store.keys import Keys
-from store.records import LedgerEntry, OutboxRecord, dump_record
+from store.records import LedgerEntry, OutboxRecord, PurchaseRecord, dump_record
 from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_db import alembic_config, make_engine, migrate, write_engine
 from store.sql_repo import ProfileRepository, PurchaseNotApplied
@@ -261,17 +261,22 @@ def test_a_return_whose_purchase_is_not_in_sql_fails_the_batch_and_applies_on_re
     assert_matches(profile_repo, states[3])
 
 
+def stored_and_clashing(profile_repo: ProfileRepository, m: Member) -> PurchaseRecord:
+    """Stores a purchase of hers and returns another whose ledger entry id is already taken: SQL refuses it for
+    good (and so its returns)."""
+    stored = m.purchase("t-stored", at=T0, lines=[line("1", "food", 1, 1000)])
+    assert profile_repo.apply_records([stored]) == 1
+    return replace(
+        m.purchase("t-clash", at=T0 + DAY, lines=[line("1", "food", 1, 2000)]),
+        ledger=[LedgerEntry(entry_id="t-stored:earn", kind="earn", points=20)],
+    )
+
+
 def test_a_return_of_a_purchase_refused_in_the_same_batch_is_skipped_with_it(
     profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
 ) -> None:
     m = Member("c1")
-    stored = m.purchase("t-stored", at=T0, lines=[line("1", "food", 1, 1000)])
-    assert profile_repo.apply_records([stored]) == 1
-    # A purchase whose ledger entry id is already taken: SQL refuses it for good, and so its return.
-    clash = replace(
-        m.purchase("t-clash", at=T0 + DAY, lines=[line("1", "food", 1, 2000)]),
-        ledger=[LedgerEntry(entry_id="t-stored:earn", kind="earn", points=20)],
-    )
+    clash = stored_and_clashing(profile_repo, m)
     undo = m.return_("r-clash", clash, at=T0 + 2 * DAY, quantities={"1": 1})
     fine = Member("c2").purchase("t-fine", at=T0, lines=[line("1", "food", 1, 500)])
     assert profile_repo.apply_records([undo, clash, fine]) == 1
@@ -296,12 +301,7 @@ def test_a_return_arriving_after_its_purchase_was_refused_does_not_block_the_wri
     profile_repo: ProfileRepository,
 ) -> None:
     m = Member("c1")
-    stored = m.purchase("t-stored", at=T0, lines=[line("1", "food", 1, 1000)])
-    assert profile_repo.apply_records([stored]) == 1
-    clash = replace(
-        m.purchase("t-clash", at=T0 + DAY, lines=[line("1", "food", 1, 2000)]),
-        ledger=[LedgerEntry(entry_id="t-stored:earn", kind="earn", points=20)],
-    )
+    clash = stored_and_clashing(profile_repo, m)
     assert profile_repo.apply_records([clash]) == 0  # refused for good, in a batch of its own
     undo = m.return_("r-clash", clash, at=T0 + 2 * DAY, quantities={"1": 1})
     later = Member("c2").purchase("t-later", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 500)])

@@ -5,36 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from store.records import LedgerEntry, PurchaseRecord, dump_record, load_record
+from store.records import LedgerEntry, dump_record, load_record
+from tests.integration.records_builders import T0, line, purchase_record
 
-PURCHASE = PurchaseRecord(
-    event_id="purchase:c1:t1",
-    transaction_id="t1",
-    customer_id="c1",
-    store_id="soho",
-    terminal_id="till-1",
-    currency="USD",
-    occurred_at="2026-12-01T12:00:00+00:00",
-    committed_at="2026-12-01T12:00:00+00:00",
-    subtotal_minor=12_000,
-    total_discount_minor=0,
-    total_due_minor=12_000,
-    points_earned=120,
-    points_redeemed=0,
-    redeemed_value_minor=0,
-    lifetime_value_delta=12_000,
-    request_digest="d",
-    receipt_b64="",
-    lines=[],
-    applied_offers=[],
-    new_categories=[],
-    ledger=[LedgerEntry("t1:earn", "earn", 120)],
-)
+PURCHASE = purchase_record("c1", "t1", at=T0, lines=[line("1", "dresses", 1, 12_000)])
 
 
 def test_entries_without_a_pending_period_are_written_as_before_pending_points_existed() -> None:
     entry = json.loads(dump_record(PURCHASE))["ledger"][0]
-    assert entry == {"entry_id": "t1:earn", "kind": "earn", "points": 120}
+    assert entry == {"entry_id": "t1:earn", "kind": "earn", "points": PURCHASE.ledger[0].points}
     pending = replace(PURCHASE, ledger=[LedgerEntry("t1:earn", "earn", 120, "2026-12-15T12:00:00+00:00")])
     assert json.loads(dump_record(pending))["ledger"][0]["available_at"] == "2026-12-15T12:00:00+00:00"
     assert load_record(dump_record(pending)) == pending
