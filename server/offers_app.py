@@ -66,11 +66,6 @@ MAX_PAGE_SIZE = 100
 # loss has by then reached the outbox (so the rebuild counts it) or given its reservation back (on the missing
 # counter: nothing to undo); its reserve-to-commit gap is milliseconds. No new reservation happens meanwhile.
 BUDGET_SETTLE_S = 0.5
-# A return's record this young may be ahead of its release (returns_app releases right after the return script):
-# not counted by the rebuild, so that release, landing on the rebuilt counter, does not give the redemption back
-# twice. A return that young whose release already found the counter missing is then counted once too few (the
-# offer undersells by one, never oversells).
-RETURN_RELEASE_GRACE_S = 0.2
 BUDGET_REBUILD_ATTEMPTS = 3
 
 
@@ -329,39 +324,50 @@ class OffersApp:
         metrics.PURCHASES_REPLAYED.inc()
         return CommitOutcome(receipt, replayed=True)
 
-    async def _reserve_budgets(self, catalog: Catalog, evaluation: BasketEvaluation) -> list[str] | None:
-        """Takes one redemption of each applied offer's total budget; None (nothing held) if one ran out."""
-        reserved: list[str] = []
-        try:
-            for applied in evaluation.applied_offers:
-                offer = catalog.offer(applied.offer_id)
-                if offer is None or offer.total_redemption_limit <= 0:
-                    continue
-                if not await self._reserve_budget(offer.offer_id, offer.total_redemption_limit):
-                    break
-                reserved.append(offer.offer_id)
-            else:
-                return reserved
-        except BaseException:  # e.g. a lost counter that cannot be rebuilt yet (UNAVAILABLE): hold nothing
-            await self._release_budgets(reserved)
-            raise
-        await self._release_budgets(reserved)
-        return None
-
-    async def _release_budgets(self, offer_ids: list[str]) -> None:
-        # A counter lost since the reservation stays missing: its rebuild counts only committed redemptions.
-        for offer_id in offer_ids:
-            await self.customers.release_budget(offer_id)
-
-    async def _reserve_budget(self, offer_id: str, limit: int) -> bool:
-        """One redemption of the offer's budget; False when it is used up. A counter Redis lost is rebuilt from
-        SQL first, never restarted from zero (the one time this path reads SQL)."""
+    async def _reserve_budgets(self, catalog: Catalog, evaluation: BasketEvaluation) -> list[tuple[str, str]] | None:
+        """Takes one redemption of each applied offer's total budget, as (offer id, counter epoch); None (nothing
+        held) if one ran out. A counter Redis lost is rebuilt from SQL first, never restarted from zero (the one
+        time this path reads SQL); nothing is held meanwhile, since a rebuild cannot see reservations in flight."""
+        budgeted = [
+            (offer.offer_id, offer.total_redemption_limit)
+            for applied in evaluation.applied_offers
+            if (offer := catalog.offer(applied.offer_id)) is not None and offer.total_redemption_limit > 0
+        ]
         for _ in range(BUDGET_REBUILD_ATTEMPTS):
-            result = await self.customers.reserve_budget(offer_id, limit)
-            if result != "lost":
-                return result == "reserved"
-            await self._rebuild_budget(offer_id)
-        raise Unavailable(f"the budget of offer {offer_id!r} is being rebuilt; retry shortly")
+            reserved: list[tuple[str, str]] = []
+            lost = ""
+            try:
+                for offer_id, limit in budgeted:
+                    status, epoch = await self.customers.reserve_budget(offer_id, limit)
+                    if status == "reserved":
+                        reserved.append((offer_id, epoch))
+                        continue
+                    lost = offer_id if status == "lost" else ""
+                    break
+                else:
+                    return reserved
+            except BaseException:
+                await self._release_budgets(reserved)
+                raise
+            await self._release_budgets(reserved)
+            if not lost:
+                return None  # sold out
+            await self._rebuild_budget(lost)  # then start over, holding nothing
+        raise Unavailable("an offer's budget is being rebuilt; retry shortly")
+
+    async def _release_budgets(self, reserved: list[tuple[str, str]]) -> None:
+        # Given back only to the counter they were taken from: one lost or rebuilt since never counted them.
+        for offer_id, epoch in reserved:
+            await self.customers.release_budget(offer_id, epoch=epoch)
+
+    async def _confirm_budgets(self, reserved: list[tuple[str, str]]) -> None:
+        # A counter rebuilt while this commit was under way may have missed it (it read the outbox before the
+        # commit landed): counted again (at worst twice: the offer undersells by one, never oversells).
+        for offer_id, epoch in reserved:
+            if await self.customers.confirm_budget(offer_id, epoch):
+                log.warning(
+                    "budget counter rebuilt during a commit; redemption counted again", extra={"offer_id": offer_id}
+                )
 
     async def _rebuild_budget(self, offer_id: str) -> None:
         """Waits for this server's rebuild of the offer's budget counter, starting it unless one is under way."""
@@ -394,9 +400,9 @@ class OffersApp:
         pending = await self.customers.offer_in_outbox(offer_id)
         if pending is None:
             raise Unavailable(f"the budget of offer {offer_id!r} is being rebuilt; retry shortly")
-        # A return this young may not have released its redemption yet: it will, on the rebuilt counter.
-        grace_ms = RETURN_RELEASE_GRACE_S * 1000
-        returns = [txn for txn, age_ms in pending.returns if age_ms >= grace_ms]
+        # Every return seen is left out: its own release, landing on the rebuilt counter, is then refused (the
+        # counter's epoch is later than the return's record).
+        returns = [txn for txn, _ in pending.returns]
         with sql_call("offer_redemptions"):
             used = await asyncio.to_thread(
                 self.profiles.offer_redemptions,
@@ -460,6 +466,7 @@ class OffersApp:
             record, expected_version=state.version, receipt=receipt_bytes, occurred_at=sold_at, now=self.clock()
         )
         if result.status == "ok":
+            await self._confirm_budgets(reserved)
             record_purchase_metrics(evaluation)
             return CommitOutcome(receipt_bytes, replayed=False)
         await self._release_budgets(reserved)

@@ -195,7 +195,7 @@ class ReturnsApp:
         )
         if result.status == "ok":
             metrics.POINTS_REVERSED.inc(outcome.points_reversed)
-            await self._release_budgets(outcome.offers_lost, facts)
+            await self._release_budgets(outcome.offers_lost, facts, result.written_at_ms)
             return ReturnResult(receipt, replayed=False)
         if result.status == "replay":  # the same request raced itself: the script compared the digests
             return ReturnResult(result.receipt, replayed=True)
@@ -203,12 +203,13 @@ class ReturnsApp:
             raise AlreadyExists(f"return_id {return_id!r} was used for a different return")
         return None  # stale or missing: re-read
 
-    async def _release_budgets(self, offers_lost: Sequence[str], facts: PurchaseFacts) -> None:
-        """An offer taken back whole gives its redemption back to the offer's total budget."""
+    async def _release_budgets(self, offers_lost: Sequence[str], facts: PurchaseFacts, written_at_ms: int) -> None:
+        """An offer taken back whole gives its redemption back to the offer's total budget (unless the counter was
+        rebuilt since the return was written: the rebuild already left it out)."""
         for offer_id in offers_lost:
             offer = facts.offers.get(offer_id)
             if offer is not None and offer.total_redemption_limit > 0:
-                await self._customers.release_budget(offer_id)
+                await self._customers.release_budget(offer_id, returned_at_ms=written_at_ms)
 
 
 def return_record(

@@ -85,5 +85,9 @@ class Keys:
         """Counter of an offer's redemptions across all customers (its total budget)."""
         return f"{self.prefix}:{{o:{offer_id}}}:redemptions"
 
+    def offer_budget_epoch(self, offer_id: str) -> str:
+        """String: Redis time (µs) the offer's redemption counter was created at, beside it in its slot."""
+        return f"{self.prefix}:{{o:{offer_id}}}:epoch"
+
     def catalog_version(self) -> str:
         return f"{self.prefix}:catalog:version"

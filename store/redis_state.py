@@ -117,6 +117,7 @@ class CommitResult:
     status: CommitStatus
     receipt: bytes = b""  # the stored receipt, on replay
     available: int = 0  # the spendable points that refused a redemption, on insufficient
+    written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
 
 
 def _text(raw: bytes | None) -> str:
@@ -195,6 +196,8 @@ class CustomerStore:
         self._reserve_budget: AsyncScript = client.register_script(_lua("reserve_budget.lua"))
         self._release_budget: AsyncScript = client.register_script(_lua("release_budget.lua"))
         self._offer_outbox: AsyncScript = client.register_script(_lua("offer_outbox.lua"))
+        self._seed_budget: AsyncScript = client.register_script(_lua("seed_budget.lua"))
+        self._confirm_budget: AsyncScript = client.register_script(_lua("confirm_budget.lua"))
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -334,7 +337,9 @@ class CustomerStore:
         status = reply[0].decode()
         if status == "replay":
             return CommitResult("replay", receipt=reply[1])
-        if status in ("ok", "digest_mismatch", "missing", "stale"):
+        if status == "ok":
+            return CommitResult("ok", written_at_ms=int(reply[1].split(b"-")[0]))
+        if status in ("digest_mismatch", "missing", "stale"):
             return CommitResult(status)  # type: ignore[arg-type]
         raise RuntimeError(f"return script returned {status!r}")
 
@@ -364,25 +369,38 @@ class CustomerStore:
         with self._observe("pending_changes"):
             return int(await self._pending(keys=[outbox], args=[customer_id])) != 0
 
-    async def reserve_budget(self, offer_id: str, limit: int) -> BudgetReservation:
-        """Takes one redemption of the offer's total budget: "sold_out" when it is used up, "lost" when Redis no
-        longer holds the counter (nothing taken: rebuild it with `offer_in_outbox`, SQL and `seed_budget`)."""
-        with self._observe("reserve_budget"):
-            used = int(await self._reserve_budget(keys=[self.keys.offer_redemptions(offer_id)], args=[limit]))
-        return "reserved" if used >= 0 else "sold_out" if used == -1 else "lost"
+    def _budget_keys(self, offer_id: str) -> list[str]:
+        return [self.keys.offer_redemptions(offer_id), self.keys.offer_budget_epoch(offer_id)]
 
-    async def release_budget(self, offer_id: str) -> bool:
-        """Gives one redemption back; False when the counter is lost (left missing: its rebuild from SQL counts
-        only redemptions committed and not taken back) or already at zero."""
+    async def reserve_budget(self, offer_id: str, limit: int) -> tuple[BudgetReservation, str]:
+        """Takes one redemption of the offer's total budget: "sold_out" when it is used up, "lost" when Redis no
+        longer holds the counter (nothing taken: rebuild it with `offer_in_outbox`, SQL and `seed_budget`). Also
+        returns the counter's epoch, for `release_budget` or `confirm_budget` later."""
+        with self._observe("reserve_budget"):
+            used, epoch = await self._reserve_budget(keys=self._budget_keys(offer_id), args=[limit])
+        status: BudgetReservation = "reserved" if int(used) >= 0 else "sold_out" if int(used) == -1 else "lost"
+        return status, _text(epoch)
+
+    async def release_budget(self, offer_id: str, *, epoch: str = "", returned_at_ms: int = 0) -> bool:
+        """Gives one redemption back: a reservation made under `epoch`, or an offer a return written at
+        `returned_at_ms` (its outbox entry's time) took back. False when there is nothing to give back: the counter
+        is lost (its rebuild counts only redemptions committed and not taken back), was rebuilt since (that rebuild
+        never counted the reservation, or already left the return's redemption out), or is at zero."""
         with self._observe("release_budget"):
-            used = int(await self._release_budget(keys=[self.keys.offer_redemptions(offer_id)]))
-        return used >= 0
+            used = await self._release_budget(keys=self._budget_keys(offer_id), args=[epoch, returned_at_ms])
+        return int(used) >= 0
+
+    async def confirm_budget(self, offer_id: str, epoch: str) -> bool:
+        """After a commit that reserved under `epoch` succeeded: counts it again if the counter was rebuilt since
+        (the rebuild may have missed it). True when it did."""
+        with self._observe("confirm_budget"):
+            return int(await self._confirm_budget(keys=self._budget_keys(offer_id), args=[epoch])) == 1
 
     async def seed_budget(self, offer_id: str, used: int) -> bool:
-        """Creates the offer's budget counter at `used` unless it exists (SET NX): of servers rebuilding it at once,
-        the first wins and the others' reservations count from its value. True when this call created it."""
+        """Creates the offer's budget counter at `used` (and its epoch) unless it exists: of servers rebuilding it
+        at once, the first wins and the others' reservations count from its value. True when this call created it."""
         with self._observe("seed_budget"):
-            return bool(await self._redis.set(self.keys.offer_redemptions(offer_id), used, nx=True))
+            return int(await self._seed_budget(keys=self._budget_keys(offer_id), args=[used])) == 1
 
     async def offer_in_outbox(self, offer_id: str) -> OfferOutbox | None:
         """The write-behind records still in the outbox that apply the offer or take it back (SQL may not have

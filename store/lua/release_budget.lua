@@ -1,11 +1,21 @@
 -- Gives back a redemption: a reservation whose commit did not happen, or an offer a return took back whole.
--- KEYS[1] - the offer's redemption counter
--- Returns the new count, -1 when it is at zero already (it never goes below), or -2 when the counter does not
--- exist: it is left missing, since its rebuild from SQL counts only redemptions that were committed and not taken
--- back (creating it here would restart the budget from zero).
+-- KEYS[1] - the offer's redemption counter   KEYS[2] - the counter's epoch (Redis time, µs, it was created at)
+-- ARGV[1] - a reservation's epoch ("" for a return): a counter rebuilt since never counted that reservation
+-- ARGV[2] - a return: when its record was written (outbox entry time, ms; 0 otherwise): a counter rebuilt since
+--           then already left that redemption out
+-- Returns the new count; -1 when it is at zero already (it never goes below); -2 when the counter does not exist
+-- (left missing: its rebuild counts only redemptions committed and not taken back); -3 when it was rebuilt after
+-- the reservation or the return, so there is nothing to give back.
 local raw = redis.call("GET", KEYS[1])
 if not raw then
   return -2
+end
+local epoch = redis.call("GET", KEYS[2]) or "0"
+if ARGV[1] ~= "" and ARGV[1] ~= epoch then
+  return -3
+end
+if tonumber(ARGV[2]) > 0 and tonumber(epoch) >= tonumber(ARGV[2]) * 1000 then
+  return -3
 end
 if tonumber(raw) <= 0 then
   return -1

@@ -15,7 +15,7 @@
 --            recent purchase bought it too; those taken back go to the outbox entry's "cats_removed"
 -- ARGV[18 .. 17+2N] - line id, cumulative returned quantity (pairs)   ARGV[18+2N .. 17+2N+M] - ledger entries
 -- ARGV[18+2N+M ..] - offers lost (their per-customer use is given back)
--- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
+-- Returns {"ok", outbox entry id} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
 local done = redis.call("HMGET", KEYS[4], "digest", "receipt")
 if done[1] then
   if done[1] == ARGV[1] then
@@ -69,9 +69,10 @@ for i = 18 + 2 * n + m, #ARGV do
 end
 redis.call("HSET", KEYS[4], "digest", ARGV[1], "receipt", ARGV[3])
 redis.call("EXPIRE", KEYS[4], ARGV[9])
+local written
 if #removed > 0 then
-  redis.call("XADD", KEYS[5], "*", "r", ARGV[4], "c", ARGV[10], "cats_removed", cjson.encode(removed))
+  written = redis.call("XADD", KEYS[5], "*", "r", ARGV[4], "c", ARGV[10], "cats_removed", cjson.encode(removed))
 else
-  redis.call("XADD", KEYS[5], "*", "r", ARGV[4], "c", ARGV[10])
+  written = redis.call("XADD", KEYS[5], "*", "r", ARGV[4], "c", ARGV[10])
 end
-return {"ok"}
+return {"ok", written}

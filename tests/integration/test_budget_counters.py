@@ -34,7 +34,7 @@ async def counter(store: CustomerStore, offer_id: str = OFFER) -> bytes | None:
 
 
 async def test_a_missing_counter_is_lost_not_zero_and_nothing_creates_it_by_accident(store: CustomerStore) -> None:
-    assert await store.reserve_budget(OFFER, 3) == "lost"
+    assert (await store.reserve_budget(OFFER, 3))[0] == "lost"
     assert await store.release_budget(OFFER) is False  # a return after the loss: left for the rebuild to count
     assert await counter(store) is None
     assert await store.budget_counters([OFFER]) == {}  # the gauge keeps its last value, not 0 used
@@ -42,13 +42,35 @@ async def test_a_missing_counter_is_lost_not_zero_and_nothing_creates_it_by_acci
     assert await store.seed_budget(OFFER, 2) is True
     assert await store.seed_budget(OFFER, 0) is False  # a second server rebuilding at once keeps the first count
     assert await counter(store) == b"2"
-    assert await store.reserve_budget(OFFER, 3) == "reserved"
-    assert await store.reserve_budget(OFFER, 3) == "sold_out"
+    status, epoch = await store.reserve_budget(OFFER, 3)
+    assert status == "reserved" and epoch
+    assert (await store.reserve_budget(OFFER, 3))[0] == "sold_out"
     assert await store.budget_counters([OFFER, "other"]) == {OFFER: 3}
     for _ in range(4):
-        await store.release_budget(OFFER)
+        await store.release_budget(OFFER, epoch=epoch)
     assert await counter(store) == b"0"  # never below zero
-    assert await store.release_budget(OFFER) is False
+    assert await store.release_budget(OFFER, epoch=epoch) is False
+
+
+async def test_a_counter_rebuilt_meanwhile_never_takes_back_what_it_did_not_count(store: CustomerStore) -> None:
+    """Reservations and returns from before a rebuild: the rebuild's count already decided about them."""
+    assert await store.seed_budget(OFFER, 0)
+    _, before = await store.reserve_budget(OFFER, 10)  # a commit under way...
+    await store.redis.delete(store.keys.offer_redemptions(OFFER))  # ...when Redis loses the counter
+    written_before_rebuild = int((await store.redis.time())[0]) * 1000 - 1  # a return's record, just before
+    assert await store.seed_budget(OFFER, 5)  # the rebuild: 5 committed, not counting that commit
+    assert await store.release_budget(OFFER, epoch=before) is False  # the commit failed: nothing to give back
+    assert await store.release_budget(OFFER, returned_at_ms=written_before_rebuild) is False  # already left out
+    assert await counter(store) == b"5"
+    assert await store.confirm_budget(OFFER, before) is True  # the commit succeeded after all: counted now
+    assert await counter(store) == b"6"
+
+    _, current = await store.reserve_budget(OFFER, 10)
+    assert await store.confirm_budget(OFFER, current) is False  # same counter: already counted
+    assert await store.release_budget(OFFER, epoch=current) is True
+    later = int((await store.redis.time())[0]) * 1000 + 1000
+    assert await store.release_budget(OFFER, returned_at_ms=later) is True  # a return after the rebuild
+    assert await counter(store) == b"5"
 
 
 def _records() -> tuple[list[OutboxRecord], dict[str, list[str]]]:
