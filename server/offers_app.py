@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import logging
 import uuid
@@ -487,12 +486,22 @@ class OffersApp:
     async def upsert_customer(self, state: CustomerState) -> CustomerState:
         validate_customer(state)
         cid = state.customer_id
-        read = await self.customers.read(cid)
-        if read.state is None:
-            # She may exist only in SQL (Redis lost her): rebuild first so the balance change is a true delta.
-            with contextlib.suppress(NotFound):  # a new customer: nothing to rebuild
-                await self.rehydrate(cid)
-        record = CustomerRecord(
+        for _ in range(self.settings.commit_max_attempts):
+            exists = (await self.customers.read(cid)).state is not None
+            if not exists:
+                # She may exist only in SQL (Redis lost her): rebuild first so the balance change is a true delta.
+                try:
+                    await self.rehydrate(cid)
+                    exists = True
+                except NotFound:  # a new customer: nothing to rebuild
+                    pass
+            if await self.customers.upsert_customer(state, self._crm_record(state), exists=exists) is not None:
+                return await self.customer(cid)
+        raise Conflict("the customer kept leaving Redis under this import; retry")
+
+    def _crm_record(self, state: CustomerState) -> CustomerRecord:
+        cid = state.customer_id
+        return CustomerRecord(
             event_id=f"customer:{uuid.uuid4().hex}",
             customer_id=cid,
             display_name=state.display_name,
@@ -506,8 +515,6 @@ class OffersApp:
             balance_delta=0,
             updated_at=_iso(self.clock()),
         )
-        await self.customers.upsert_customer(state, record)
-        return await self.customer(cid)
 
 
 def purchase_record(

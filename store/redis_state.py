@@ -563,8 +563,11 @@ class CustomerStore:
             code = int(await self._hydrate(keys=keys, args=args))
         return {1: "rebuilt", 0: "present", -1: "pending", -2: "backlog"}[code]  # type: ignore[return-value]
 
-    async def upsert_customer(self, state: CustomerState, record: CustomerRecord) -> tuple[int, int]:
-        """Sets a customer's profile from an import; returns (lifetime value delta, balance delta)."""
+    async def upsert_customer(
+        self, state: CustomerState, record: CustomerRecord, *, exists: bool = False
+    ) -> tuple[int, int] | None:
+        """Sets a customer's profile from an import; returns (lifetime value delta, balance delta), or None when
+        `exists` and Redis no longer holds her (rebuild her, then retry)."""
         k, cid = self.keys, state.customer_id
         keys = [k.profile(cid), k.categories(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
         args: list[str | int] = [
@@ -576,10 +579,13 @@ class CustomerStore:
             cid,
             f"{record.event_id}:adjust",  # the same entry id as in the SQL ledger
             _epoch_ms(datetime.fromisoformat(record.updated_at)),
+            "1" if exists else "0",
         ]
         with self._observe("upsert_customer"):
-            ltv_delta, balance_delta = await self._upsert(keys=keys, args=args)
-        return int(ltv_delta), int(balance_delta)
+            reply = await self._upsert(keys=keys, args=args)
+        if reply[0] == b"missing":
+            return None
+        return int(reply[0]), int(reply[1])
 
     async def catalog_version(self) -> int:
         with self._observe("catalog_version"):

@@ -5,7 +5,13 @@
 -- ARGV[2] - lifetime value   ARGV[3] - points balance   ARGV[4] - categories JSON array (added to the set)
 -- ARGV[5] - outbox record (JSON) without deltas   ARGV[6] - customer id (tags the outbox entry)
 -- ARGV[7] - ledger entry id of a balance adjustment   ARGV[8] - now, epoch ms
--- Returns {ltv_delta, balance_delta}
+-- ARGV[9] - "1" when she exists (the caller read or rebuilt her): a missing profile is then one Redis dropped
+--           meanwhile (a lifetime ended, a restart), which must be rebuilt first, not created from scratch
+--           (its values would reach SQL as deltas on top of what SQL already holds)
+-- Returns {ltv_delta, balance_delta} | {"missing"}
+if ARGV[9] == "1" and redis.call("EXISTS", KEYS[1]) == 0 then
+  return {"missing"}
+end
 local old = redis.call("HMGET", KEYS[1], "ltv", "bal")
 local ltv_delta = tonumber(ARGV[2]) - (tonumber(old[1]) or 0)
 local bal_delta = tonumber(ARGV[3]) - (tonumber(old[2]) or 0)

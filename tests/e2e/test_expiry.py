@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -12,6 +15,8 @@ from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
+from server.demo import demo_customer
+from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha, visit
 from tests.support.builders import DRESS, basket, commit_request
 from tests.support.server_thread import ServerThread
@@ -109,3 +114,50 @@ def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_b
         assert ttl(returning) == -1  # she bought: Redis keeps her
         assert ttl(lapsed) > 0
         assert till.GetProfile(svc.GetProfileRequest(customer_id=lapsed)).points_balance == 0
+
+
+def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubling_sql(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """A member rebuilt for the expiry job leaves Redis after an hour; an import landing just then must not create
+    her from scratch (SQL would get her whole balance and lifetime value again as deltas)."""
+    server = make_server(demo_data=True, points_expire_after_days=30)
+    customers = server.service.customers
+    k = customers.keys
+    cid = f"cust-ttl-{uuid.uuid4().hex[:8]}"
+    with grpc.insecure_channel(server.target) as channel:
+        admin, till = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
+        profile = customer_to_pb(demo_customer(cid))
+        admin.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))
+        sale = commit_request(basket(cid, DRESS))
+        till.CommitPurchase(sale)
+        server.drain()
+        server.run(customers.forget_customer(cid))
+        server.run(server.service.offers.rehydrate(cid, keep_s=3600))  # as the expiry job does
+        before = till.GetProfile(svc.GetProfileRequest(customer_id=cid))
+
+        upsert = customers.upsert_customer
+
+        fired: list[int] = []
+
+        async def lifetime_ends_now(state: Any, record: Any, **kw: Any) -> Any:
+            # The hour is up between OffersApp.upsert_customer's read and the script.
+            if fired:
+                return await upsert(state, record, **kw)
+            fired.append(1)
+            for key in (k.profile(cid), k.categories(cid), k.offer_uses(cid), k.ledger(cid)):
+                await customers.redis.pexpire(key, 1)
+            await asyncio.sleep(0.01)
+            return await upsert(state, record, **kw)
+
+        customers.upsert_customer = lifetime_ends_now  # type: ignore[method-assign]
+        changed = admin_pb.UpsertCustomerRequest(customer=before)
+        changed.customer.display_name = "Renamed"
+        admin.UpsertCustomer(changed)
+        customers.upsert_customer = upsert  # type: ignore[method-assign]
+        in_redis = till.GetProfile(svc.GetProfileRequest(customer_id=cid))
+        assert in_redis.display_name == "Renamed" and in_redis.points_balance == before.points_balance
+        server.drain()
+        snap = server.service.repo.load_customer(cid, receipts_since=datetime.now(UTC) - timedelta(days=1))
+        assert snap is not None
+        assert snap.points_balance == before.points_balance, (before.points_balance, snap.points_balance)

@@ -219,3 +219,14 @@ async def test_unreadable_outbox_entries_are_parked_not_retried_forever(store: C
     await writer.drain(timeout_s=5)
     assert await store.redis.xlen(stream + ":dead") == 1
     assert writer.stats.dead_letters == 1
+
+
+async def test_an_import_for_a_member_redis_dropped_meanwhile_is_refused_not_created_from_scratch(
+    store: CustomerStore,
+) -> None:
+    """Her values would otherwise reach SQL as deltas on top of what SQL already holds (doubling them there)."""
+    outbox = store.keys.outbox(store.keys.partition("m1"))
+    before = await store.redis.xlen(outbox)
+    assert await store.upsert_customer(member(), crm_record("m1"), exists=True) is None
+    assert (await store.read("m1")).state is None and await store.redis.xlen(outbox) == before
+    assert await store.upsert_customer(member(), crm_record("m1")) == (1000, 500)  # a new member: created
