@@ -67,6 +67,7 @@ class PurchaseRecord:
     ledger: list[LedgerEntry]
     debt_repaid: int = 0  # earned points that paid back points debt instead of reaching the balance
     tier_after: str = ""  # set when this purchase reached a higher tier
+    outbox_at: str = ""  # set by the writer: the outbox entry's time, the order Redis applied changes in
     kind: Literal["purchase"] = "purchase"
 
 
@@ -86,6 +87,7 @@ class CustomerRecord:
     lifetime_value_delta: int
     balance_delta: int  # becomes one "adjust" ledger entry when non-zero
     updated_at: str  # ISO 8601, UTC
+    outbox_at: str = ""  # set by the writer: the outbox entry's time, the order Redis applied changes in
     kind: Literal["customer"] = "customer"
 
 
@@ -148,6 +150,8 @@ def _plain(obj: Any) -> dict[str, Any]:
         del plain["available_at"]
     if isinstance(obj, ReturnRecord) and not obj.categories_removed:
         del plain["categories_removed"]
+    if isinstance(obj, PurchaseRecord | CustomerRecord) and not obj.outbox_at:
+        del plain["outbox_at"]
     return plain
 
 

@@ -65,9 +65,11 @@ class Customer(SQLModel, table=True):
     propensity_json: str = Field(default="{}", sa_type=sa.Text)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
-    # When the display fields or the tier were last set (a CRM record, a tier upgrade at the till): the newest
-    # change wins, so a record a dead writer left behind and another claimed late never undoes a newer one.
+    # When the display fields, and the tier, were last set (a CRM record; a CRM record or a tier upgrade at the
+    # till), by the outbox's order (Redis time): the newest change wins, so a record a dead writer left behind and
+    # another claimed late never undoes a newer one.
     profile_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    tier_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class CustomerCategory(SQLModel, table=True):
@@ -118,6 +120,8 @@ class PurchaseLine(SQLModel, table=True):
 
 class PurchaseOffer(SQLModel, table=True):
     __tablename__ = "purchase_offers"
+    # By offer: rebuilding a lost budget counter counts an offer's redemptions.
+    __table_args__ = (sa.Index("ix_purchase_offers_offer_id", "offer_id"),)
 
     transaction_id: str = Field(primary_key=True, foreign_key="purchases.transaction_id", sa_type=ID)
     offer_id: str = Field(primary_key=True, sa_type=ID)

@@ -212,8 +212,15 @@ def _ledger_row(
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _applied_at(r: PurchaseRecord | CustomerRecord) -> datetime:
+    """When Redis applied the change: its outbox entry's time (the writer sets it); else the server's stamp."""
+    if r.outbox_at:
+        return parse_timestamp(r.outbox_at)
+    return parse_timestamp(r.committed_at if isinstance(r, PurchaseRecord) else r.updated_at)
+
+
 def _upgrade(r: PurchaseRecord) -> tuple[datetime, str]:
-    return parse_timestamp(r.committed_at), r.tier_after
+    return _applied_at(r), r.tier_after
 
 
 def _latest(current: Any, new: Any) -> ColumnElement[Any]:
@@ -353,11 +360,11 @@ class ProfileRepository:
                 .where(
                     col(Customer.customer_id) == sa.bindparam("cid"),
                     sa.or_(
-                        col(Customer.profile_changed_at).is_(None),
-                        col(Customer.profile_changed_at) <= sa.bindparam("at"),
+                        col(Customer.tier_changed_at).is_(None),
+                        col(Customer.tier_changed_at) <= sa.bindparam("at"),
                     ),
                 )
-                .values(tier=sa.bindparam("new_tier"), profile_changed_at=sa.bindparam("at")),
+                .values(tier=sa.bindparam("new_tier"), tier_changed_at=sa.bindparam("at")),
                 [{"cid": cid, "new_tier": tier, "at": at} for cid, (at, tier) in sorted(upgrades.items())],
             )
         if purchases:
@@ -500,6 +507,7 @@ class ProfileRepository:
                     "created_at": at,
                     "updated_at": at,
                     "profile_changed_at": None,
+                    "tier_changed_at": None,
                     "has_display": False,
                 },
             )
@@ -508,10 +516,12 @@ class ProfileRepository:
             at = parse_timestamp(r.updated_at)
             row = row_of(r.customer_id, r.currency, at)
             _add_deltas(row, ltv=r.lifetime_value_delta, points=r.balance_delta, purchases=0, purchased_at=None, at=at)
-            if row["profile_changed_at"] is not None and row["profile_changed_at"] > at:
+            applied_at = _applied_at(r)
+            if row["profile_changed_at"] is not None and row["profile_changed_at"] > applied_at:
                 continue  # an older CRM record claimed late: its display fields are out of date
             row.update(
-                profile_changed_at=at,
+                profile_changed_at=applied_at,
+                tier_changed_at=applied_at,
                 display_name=r.display_name,
                 tier=r.tier,
                 currency=r.currency,
@@ -574,9 +584,16 @@ class ProfileRepository:
                     col(Customer.profile_changed_at).is_(None),
                     col(Customer.profile_changed_at) <= excluded.profile_changed_at,
                 )
-                for name in ("display_name", "tier", "currency", "home_latitude", "home_longitude", "propensity_json"):
+                for name in ("display_name", "currency", "home_latitude", "home_longitude", "propensity_json"):
                     changes[name] = sa.case((newer, getattr(excluded, name)), else_=getattr(Customer, name))
+                # The tier has its own stamp: a tier upgrade at the till also sets it.
+                tier_newer = sa.or_(
+                    col(Customer.tier_changed_at).is_(None),
+                    col(Customer.tier_changed_at) <= excluded.tier_changed_at,
+                )
+                changes["tier"] = sa.case((tier_newer, excluded.tier), else_=col(Customer.tier))
                 changes["profile_changed_at"] = _latest(col(Customer.profile_changed_at), excluded.profile_changed_at)
+                changes["tier_changed_at"] = _latest(col(Customer.tier_changed_at), excluded.tier_changed_at)
             conn.execute(stmt.on_conflict_do_update(index_elements=["customer_id"], set_=changes), batch)
 
     def _add_categories(self, conn: Connection, purchases: list[PurchaseRecord], crm: list[CustomerRecord]) -> None:
@@ -734,14 +751,16 @@ class ProfileRepository:
         return [(_aware(at), int(points)) for at, points in rows if at is not None and points]
 
     def _recent_category_purchases(self, session: Session, customer_id: str, since: datetime) -> dict[str, int]:
-        voided = sa.select(col(Return.transaction_id)).where(col(Return.voided).is_(True))
+        voided = sa.select(col(Return.return_id)).where(
+            col(Return.transaction_id) == col(Purchase.transaction_id), col(Return.voided).is_(True)
+        )
         rows = session.exec(
             select(PurchaseLine.category, func.count(sa.distinct(col(Purchase.transaction_id))))
             .join(Purchase, col(Purchase.transaction_id) == col(PurchaseLine.transaction_id))
             .where(
                 Purchase.customer_id == customer_id,
                 col(Purchase.committed_at) >= since,
-                col(Purchase.transaction_id).not_in(voided),
+                ~voided.exists(),  # correlated: uses the index on returns.transaction_id
             )
             .group_by(col(PurchaseLine.category))
         ).all()

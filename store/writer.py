@@ -15,13 +15,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from store.keys import Keys
-from store.records import CustomerRecord, ExpiryRecord, OutboxRecord, ReturnRecord, load_record
+from store.records import CustomerRecord, ExpiryRecord, OutboxRecord, PurchaseRecord, ReturnRecord, load_record
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,18 @@ class WriterStats:
     dead_letters: int = 0
 
 
-def parse_entry(fields: dict[bytes, bytes]) -> OutboxRecord:
+def stream_time(entry_id: bytes) -> str:
+    """An outbox entry id ("<ms>-<seq>", Redis time) as an ISO time that sorts like the ids (seq as microseconds)."""
+    ms, _, seq = entry_id.decode().partition("-")
+    moment = datetime.fromtimestamp(int(ms) / 1000, UTC) + timedelta(microseconds=min(int(seq or 0), 999))
+    return moment.isoformat()
+
+
+def parse_entry(fields: dict[bytes, bytes], entry_id: bytes | None = None) -> OutboxRecord:
     record = load_record(fields[b"r"])
+    if entry_id is not None and isinstance(record, PurchaseRecord | CustomerRecord):
+        # Absolute fields (display, tier) go by the order Redis applied the changes in, not the servers' clocks.
+        record = dataclasses.replace(record, outbox_at=stream_time(entry_id))
     if isinstance(record, ExpiryRecord):  # the script decided how many points, atomically with taking them
         return dataclasses.replace(record, points=int(fields[b"points"]))
     if isinstance(record, ReturnRecord) and b"cats_removed" in fields:  # the void script decided which
@@ -123,7 +134,7 @@ class OutboxWriter:
         records: list[OutboxRecord] = []
         for entry_id, fields in entries:
             try:
-                records.append(parse_entry(fields))
+                records.append(parse_entry(fields, entry_id))
                 ids.append(entry_id)
             except (KeyError, ValueError, TypeError):
                 # An entry no writer can parse would block nothing but would be retried forever: park it.

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from server.engine.model import GeoPoint, Store
-from store.records import OutboxRecord
+from store.records import CustomerRecord, OutboxRecord
 from store.snapshot import CustomerSnapshot
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
@@ -328,3 +328,42 @@ def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(profile_repo
     assert (snap.tier, snap.display_name) == ("silver", "Member c1")
     # Deltas still count whatever the order: the two purchases and the late one add up.
     assert snap.purchase_count == 3
+
+
+def _crm(event: str, at: datetime, name: str, tier: str) -> CustomerRecord:
+    return replace(
+        customer_record("c1", event, at=at, balance_delta=0, ltv_delta=0, categories=[]), display_name=name, tier=tier
+    )
+
+
+def test_an_older_crm_rename_claimed_late_still_applies_behind_a_newer_tier_upgrade(
+    profile_repo: ProfileRepository,
+) -> None:
+    # Redis order: CRM "A" (T0), CRM rename to "B" (T0+1d), purchase upgrading to platinum (T0+2d).
+    # Redis ends with name "B", tier "platinum". The rename is left pending by a dead writer and claimed late.
+    first = _crm("first", T0, "A", "gold")
+    rename = _crm("rename", T0 + DAY, "B", "gold")
+    upgrade = replace(
+        purchase_record("c1", "t1", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 1000)]), tier_after="platinum"
+    )
+    assert profile_repo.apply_records([first]) == 1
+    assert profile_repo.apply_records([upgrade]) == 1
+    assert profile_repo.apply_records([rename]) == 1  # claimed late
+    snap = snapshot(profile_repo, "c1")
+    assert (snap.display_name, snap.tier) == ("B", "platinum"), (snap.display_name, snap.tier)
+
+
+def test_crm_changes_apply_in_the_order_redis_ran_them_not_by_the_servers_clocks(
+    profile_repo: ProfileRepository,
+) -> None:
+    # Two CRM updates of one member: stamped t1 < t2 by their servers before their scripts ran, but the scripts ran
+    # t2's first (Redis keeps "one", the last to run). The records reach SQL in stream (= script) order.
+    stamped_first_ran_last = _crm("one", T0 + DAY, "one", "gold")
+    stamped_last_ran_first = _crm("two", T0 + DAY + DAY / 86_400_000, "two", "gold")  # 1 ms later
+    # The writer stamps each record with its outbox entry's time, the order the scripts ran in.
+    ran_first = replace(stamped_last_ran_first, outbox_at=(T0 + DAY + DAY).isoformat())
+    ran_last = replace(stamped_first_ran_last, outbox_at=(T0 + DAY + DAY + DAY / 86_400_000).isoformat())
+    assert profile_repo.apply_records([_crm("base", T0, "base", "gold")]) == 1
+    assert profile_repo.apply_records([ran_first]) == 1
+    assert profile_repo.apply_records([ran_last]) == 1
+    assert snapshot(profile_repo, "c1").display_name == "one"  # what Redis holds
