@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -26,7 +25,7 @@ from store.records import PurchaseRecord
 from store.redis_state import CommitResult
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
-from tests.support.builders import basket, commit_request
+from tests.support.builders import basket, bonus_offer, commit_request
 from tests.support.server_thread import ServerThread
 
 SCARF = ("scarf-1", "SKU-SCARF", "scarves", 1, 4_000)  # 40 base points
@@ -63,17 +62,7 @@ def start_server(
 
 
 def scarf_offer(tier: str, limit: int) -> pb.Offer:
-    offer = pb.Offer(
-        offer_id=f"{tier}-scarf-bonus",
-        title="500 bonus points on scarves",
-        description="While the budget lasts.",
-        eligibility=pb.Eligibility(tiers=[tier]),
-        condition=pb.Condition(required_category="scarves", min_quantity=1),
-        reward=pb.Reward(type=pb.BONUS_POINTS, target_category="scarves", bonus_points=BONUS),
-        total_redemption_limit=limit,
-    )
-    offer.starts_at.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
-    return offer
+    return bonus_offer(tier, "scarves", BONUS, limit=limit)
 
 
 class Shop:
@@ -336,17 +325,7 @@ HAT = ("hat-1", "SKU-HAT", "hats", 1, 3_000)
 
 
 def hat_offer(tier: str, limit: int) -> pb.Offer:
-    offer = pb.Offer(
-        offer_id=f"{tier}-hat-bonus",
-        title="200 bonus points on hats",
-        description="While the budget lasts.",
-        eligibility=pb.Eligibility(tiers=[tier]),
-        condition=pb.Condition(required_category="hats", min_quantity=1),
-        reward=pb.Reward(type=pb.BONUS_POINTS, target_category="hats", bonus_points=200),
-        total_redemption_limit=limit,
-    )
-    offer.starts_at.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
-    return offer
+    return bonus_offer(tier, "hats", 200, limit=limit)
 
 
 def test_a_commit_holds_no_reservation_while_another_offers_counter_is_rebuilt(

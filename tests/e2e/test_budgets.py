@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 
 import grpc
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
-from posoffers.v1 import types_pb2 as pb
 
 from tests.e2e.conftest import clone_samantha
-from tests.support.builders import basket, commit_request
+from tests.support.builders import basket, bonus_offer, commit_request
 from tests.support.server_thread import ServerThread
 
 SCARF = ("scarf-1", "SKU-SCARF", "scarves", 1, 4_000)
@@ -30,16 +28,7 @@ def test_total_budget_is_never_exceeded_and_a_sold_out_offer_disappears(
     server_target: str, admin_stub: admin_grpc.OfferAdminStub, demo_server: ServerThread
 ) -> None:
     tier = f"budget-{uuid.uuid4().hex[:8]}"
-    offer = pb.Offer(
-        offer_id=f"{tier}-scarf-bonus",
-        title="500 bonus points on scarves",
-        description="For the first three members only.",
-        eligibility=pb.Eligibility(tiers=[tier]),
-        condition=pb.Condition(required_category="scarves", min_quantity=1),
-        reward=pb.Reward(type=pb.BONUS_POINTS, target_category="scarves", bonus_points=500),
-        total_redemption_limit=3,
-    )
-    offer.starts_at.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
+    offer = bonus_offer(tier, "scarves", 500, limit=3)  # for the first three members only
     admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
     members = [clone_samantha(admin_stub, tier=tier) for _ in range(8)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import types_pb2 as pb
@@ -33,3 +34,18 @@ def basket(
 
 def commit_request(b: pb.Basket, transaction_id: str | None = None) -> svc.CommitPurchaseRequest:
     return svc.CommitPurchaseRequest(transaction_id=transaction_id or f"txn-{uuid.uuid4().hex}", basket=b)
+
+
+def bonus_offer(tier: str, category: str, bonus_points: int, *, limit: int) -> pb.Offer:
+    """Bonus points on a category for members of one tier (each test its own), with a total budget."""
+    offer = pb.Offer(
+        offer_id=f"{tier}-{category}-bonus",
+        title=f"{bonus_points} bonus points on {category}",
+        description="While the budget lasts.",
+        eligibility=pb.Eligibility(tiers=[tier]),
+        condition=pb.Condition(required_category=category, min_quantity=1),
+        reward=pb.Reward(type=pb.BONUS_POINTS, target_category=category, bonus_points=bonus_points),
+        total_redemption_limit=limit,
+    )
+    offer.starts_at.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
+    return offer
