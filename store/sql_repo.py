@@ -32,6 +32,7 @@ from store.records import (
     ReturnLineRecord,
     ReturnRecord,
     dump_record,
+    load_record,
 )
 from store.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 from store.sql_db import write_engine
@@ -973,9 +974,29 @@ class ProfileRepository:
             ).one()
             purchased_in_sql = present(session, PurchaseOffer, purchases | returns)
             returned_in_sql = present(session, ReturnOffer, returns)
+            refused = self._refused_redemptions(session, offer_id)
         only_in_outbox = purchases - purchased_in_sql
         taken_back = {t for t in returns - returned_in_sql if t in purchased_in_sql or t in only_in_outbox}
-        return max(0, int(kept) + len(only_in_outbox) - len(taken_back))
+        return max(0, int(kept) + len(only_in_outbox) - len(taken_back) + refused)
+
+    def _refused_redemptions(self, session: Session, offer_id: str) -> int:
+        """Redemptions of the offer in purchases SQL refused (Redis applied them: the member got the offer), net of
+        refused returns that took it back: a rebuilt budget counts them as Redis did."""
+        rows = session.exec(
+            select(RefusedRecord.record_json).where(
+                col(RefusedRecord.kind).in_(["purchase", "return"]),
+                col(RefusedRecord.record_json).contains(json.dumps(offer_id), autoescape=True),
+            )
+        ).all()
+        bought: set[str] = set()
+        taken_back: set[str] = set()
+        for raw in rows:
+            record = load_record(raw)
+            if isinstance(record, PurchaseRecord) and any(a.offer_id == offer_id for a in record.applied_offers):
+                bought.add(record.transaction_id)
+            elif isinstance(record, ReturnRecord) and offer_id in record.offers_lost:
+                taken_back.add(record.transaction_id)
+        return len(bought) - len(bought & taken_back)
 
 
 def _receipt(purchase: Purchase) -> StoredReceipt:

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from store import redis_state
-from store.records import OutboxRecord, dump_record
+from store.records import LedgerEntry, OutboxRecord, dump_record
 from store.redis_state import CustomerStore
 from store.sql_repo import ProfileRepository
 
@@ -149,3 +149,25 @@ def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(profile_r
     # Duplicates (a record claimed twice) count once; never below zero.
     assert profile_repo.offer_redemptions(OFFER, pending_purchases=["c0", "c0"], pending_returns=["a2", "a2"]) == 4
     assert profile_repo.offer_redemptions(f"{OFFER}-vip", pending_returns=["b-other"]) == 0
+
+
+def test_purchases_sql_refused_still_count_against_the_budget(profile_repo: ProfileRepository) -> None:
+    """Redis applied them (the member got the offer); SQL refused them for good: a rebuild counts them as Redis did."""
+    m = Member("m-refused")
+    stored = m.purchase("r-1", at=T0, lines=[line("1", "scarves", 1, 4000, offer=OFFER)])
+    assert profile_repo.apply_records([stored]) == 1
+    clashing = [
+        replace(
+            m.purchase(txn, at=T0 + DAY, lines=[line("1", "scarves", 1, 4000, offer=OFFER)]),
+            ledger=[LedgerEntry("r-1:earn", "earn", 1)],  # an entry id already stored: refused for good
+        )
+        for txn in ("r-2", "r-3")
+    ]
+    assert profile_repo.apply_records(clashing) == 0
+    assert profile_repo.offer_redemptions(OFFER) == 3
+    taken_back = replace(
+        m.return_("back-3", clashing[1], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)),
+        ledger=[LedgerEntry("r-1:earn", "reverse", -1)],  # refused with it
+    )
+    assert profile_repo.apply_records([taken_back]) == 0
+    assert profile_repo.offer_redemptions(OFFER) == 2
