@@ -401,7 +401,7 @@ class OffersApp:
             raise Unavailable(f"the budget of offer {offer_id!r} is being rebuilt; retry shortly")
         # Every return seen is left out: its own release, landing on the rebuilt counter, is then refused (the
         # counter's epoch is later than the return's record).
-        returns = [txn for txn, _ in pending.returns]
+        returns = pending.returns
         with sql_call("offer_redemptions"):
             used = await asyncio.to_thread(
                 self.profiles.offer_redemptions,

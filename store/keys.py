@@ -9,6 +9,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+# How long a customer's per-category purchase counts live (store/lua/commit_purchase.lua spells it too): a void
+# is possible on the sale's business day only.
+RECENT_CATEGORY_WINDOW_S = 172_800
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from server.engine.model import CustomerState, GeoPoint
-from store.keys import Keys
+from store.keys import RECENT_CATEGORY_WINDOW_S, Keys
 from store.records import (
     CustomerRecord,
     ExpiryRecord,
@@ -106,7 +106,7 @@ class OfferOutbox:
     """Records of an offer still in the outbox streams, found when its budget counter has to be rebuilt."""
 
     purchases: tuple[str, ...]  # transaction ids of purchases that applied the offer
-    returns: tuple[tuple[str, int], ...]  # (purchase's transaction id, age of the record in ms): took it back whole
+    returns: tuple[str, ...]  # transaction ids of purchases a return took it back from whole
 
 
 CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
@@ -412,12 +412,11 @@ class CustomerStore:
         with self._observe("offer_in_outbox"):
             replies: list[list[Any]] = await pipe.execute()
         purchases: list[str] = []
-        returns: list[tuple[str, int]] = []
+        returns: list[str] = []
         for reply in replies:
             if int(reply[0]) < 0:
                 return None
-            now_ms = int(reply[0])
-            for entry_id, raw in zip(reply[1::2], reply[2::2], strict=True):
+            for raw in reply[1:]:
                 try:
                     record = load_record(raw)
                 except (KeyError, ValueError, TypeError):
@@ -425,8 +424,7 @@ class CustomerStore:
                 if isinstance(record, PurchaseRecord) and any(a.offer_id == offer_id for a in record.applied_offers):
                     purchases.append(record.transaction_id)
                 elif isinstance(record, ReturnRecord) and offer_id in record.offers_lost:
-                    age_ms = now_ms - int(entry_id.split(b"-")[0])
-                    returns.append((record.transaction_id, age_ms))
+                    returns.append(record.transaction_id)
         return OfferOutbox(tuple(purchases), tuple(returns))
 
     async def release_claim(self, transaction_id: str, customer_id: str) -> None:
@@ -551,7 +549,7 @@ class CustomerStore:
             lifetime = max(pending) - _epoch_ms(now)
             sums: list[tuple[str, str | bytes | int]] = [(str(at), p) for at, p in sorted(pending.items()) if p]
             restore(k.pending(cid), lifetime // 1000 + 1, sums)
-        restore(k.category_purchases(cid), 172_800, sorted(snapshot.recent_category_purchases.items()))
+        restore(k.category_purchases(cid), RECENT_CATEGORY_WINDOW_S, sorted(snapshot.recent_category_purchases.items()))
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(

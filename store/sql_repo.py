@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
 from server.engine.model import GeoPoint, Store
+from store.keys import RECENT_CATEGORY_WINDOW_S
 from store.records import (
     AppliedOfferRecord,
     CustomerRecord,
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 Insert = sqlite.Insert | postgresql.Insert
 LEDGER_KEPT_IN_REDIS = 200  # as store/lua/ledger_lib.lua keeps
-RECENT_CATEGORY_WINDOW = timedelta(days=2)  # as store/lua/commit_purchase.lua keeps per-category purchase counts
+RECENT_CATEGORY_WINDOW = timedelta(seconds=RECENT_CATEGORY_WINDOW_S)
 OfferTuple = tuple[str, int, bool, datetime]  # (definition_json, version, archived, updated_at)
 
 
@@ -224,6 +225,11 @@ def _upgrade(r: PurchaseRecord) -> tuple[datetime, str]:
     return _applied_at(r), r.tier_after
 
 
+def _not_after(changed_at: Any, at: Any) -> ColumnElement[bool]:
+    """The stored change (stamped `changed_at`, NULL = never) is not newer than a record applied at `at`."""
+    return sa.or_(changed_at.is_(None), changed_at <= at)
+
+
 def _latest(current: Any, new: Any) -> ColumnElement[Any]:
     # Portable GREATEST that ignores NULL: SQLite's max() returns NULL if any argument is NULL.
     return sa.case((sa.or_(current.is_(None), current < new), new), else_=current)
@@ -360,10 +366,7 @@ class ProfileRepository:
                 sa.update(Customer)
                 .where(
                     col(Customer.customer_id) == sa.bindparam("cid"),
-                    sa.or_(
-                        col(Customer.tier_changed_at).is_(None),
-                        col(Customer.tier_changed_at) <= sa.bindparam("at"),
-                    ),
+                    _not_after(col(Customer.tier_changed_at), sa.bindparam("at")),
                 )
                 .values(tier=sa.bindparam("new_tier"), tier_changed_at=sa.bindparam("at")),
                 [{"cid": cid, "new_tier": tier, "at": at} for cid, (at, tier) in sorted(upgrades.items())],
@@ -380,19 +383,15 @@ class ProfileRepository:
             self._insert_returns(conn, returns)
         # Plain INSERT: a duplicate entry_id under a new event is a conflict to surface, not to hide, since
         # points_balance has already been moved by these entries.
+        # A return's entries belong to the purchase it corrects.
+        corrected: list[PurchaseRecord | ReturnRecord] = [*purchases, *returns]
         ledger = [
             _ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points, e.available_at)
-            for r in purchases
+            for r in corrected
             for e in r.ledger
         ]
         ledger += [
             _ledger_row(r, f"{r.event_id}:adjust", None, "adjust", r.balance_delta) for r in crm if r.balance_delta
-        ]
-        # A return's entries belong to the purchase it corrects.
-        ledger += [
-            _ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points, e.available_at)
-            for r in returns
-            for e in r.ledger
         ]
         ledger += [_ledger_row(r, f"{r.event_id}:expire", None, "expire", -r.points) for r in expiries]
         if ledger:
@@ -581,17 +580,11 @@ class ProfileRepository:
             }
             if with_display:
                 # Display fields are absolute: the newest CRM record wins, whatever order records arrive in.
-                newer = sa.or_(
-                    col(Customer.profile_changed_at).is_(None),
-                    col(Customer.profile_changed_at) <= excluded.profile_changed_at,
-                )
+                newer = _not_after(col(Customer.profile_changed_at), excluded.profile_changed_at)
                 for name in ("display_name", "currency", "home_latitude", "home_longitude", "propensity_json"):
                     changes[name] = sa.case((newer, getattr(excluded, name)), else_=getattr(Customer, name))
                 # The tier has its own stamp: a tier upgrade at the till also sets it.
-                tier_newer = sa.or_(
-                    col(Customer.tier_changed_at).is_(None),
-                    col(Customer.tier_changed_at) <= excluded.tier_changed_at,
-                )
+                tier_newer = _not_after(col(Customer.tier_changed_at), excluded.tier_changed_at)
                 changes["tier"] = sa.case((tier_newer, excluded.tier), else_=col(Customer.tier))
                 changes["profile_changed_at"] = _latest(col(Customer.profile_changed_at), excluded.profile_changed_at)
                 changes["tier_changed_at"] = _latest(col(Customer.tier_changed_at), excluded.tier_changed_at)

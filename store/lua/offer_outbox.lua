@@ -4,20 +4,18 @@
 -- ARGV[1] - the offer id as the records' JSON spells it (quoted and escaped): a plain substring test, the caller
 --           parses what matches
 -- ARGV[2] - the most entries to look through
--- Returns {server time in ms, entry id, record, entry id, record, ...}, or {-1} when the stream holds more than
--- ARGV[2] entries (the writer is far behind).
+-- Returns {0, record, record, ...}, or {-1} when the stream holds more than ARGV[2] entries (the writer is far
+-- behind).
 local limit = tonumber(ARGV[2])
 local entries = redis.call("XRANGE", KEYS[1], "-", "+", "COUNT", limit + 1)
 if #entries > limit then
   return {-1}
 end
-local now = redis.call("TIME")
-local found = {tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}
+local found = {0}
 for _, entry in ipairs(entries) do
   local fields = entry[2]
   for i = 1, #fields, 2 do
     if fields[i] == "r" and string.find(fields[i + 1], ARGV[1], 1, true) then
-      found[#found + 1] = entry[1]
       found[#found + 1] = fields[i + 1]
     end
   end

@@ -99,8 +99,7 @@ async def test_the_outbox_scan_finds_exactly_the_records_of_the_offer(store: Cus
     found = await store.offer_in_outbox(OFFER)
     assert found is not None
     assert list(found.purchases) == purchases[OFFER]
-    assert [txn for txn, _ in found.returns] == ["t1"]
-    assert all(0 <= age_ms < 60_000 for _, age_ms in found.returns)
+    assert list(found.returns) == ["t1"]
     for offer_id in (f"{OFFER}-vip", 'odd"id-é'):
         other = await store.offer_in_outbox(offer_id)
         assert other is not None and list(other.purchases) == purchases[offer_id]
