@@ -27,7 +27,7 @@ from posoffers.v1 import admin_service_pb2, offer_service_pb2, types_pb2
 
 from client.client import DEFAULT_TARGET, PosOffersClient, make_basket, new_transaction_id
 from client.errors import PosOffersError
-from server.engine.money import CURRENCY_EXPONENTS  # the pure engine, no I/O: one table of minor units
+from domain.money import CURRENCY_EXPONENTS  # the pure engine, no I/O: one table of minor units
 
 TARGET_ENV = "POS_OFFERS_TARGET"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import uvloop
 
-from server import metrics_setup
 from server.config import Settings
-from server.logs import configure_logging
+from telemetry import metrics_setup
+from telemetry.logs import configure_logging
 
 log = logging.getLogger("pos_offers")
 

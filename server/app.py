@@ -21,16 +21,9 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from server import metrics, metrics_setup, tracing
-from server.admin_app import AdminApp, offer_from_row, tier_policy_from_json, tier_rules
-from server.catalog import CatalogCache
+from domain.model import Catalog
 from server.config import Settings
 from server.demo import load_demo
-from server.engine.model import Catalog
-from server.expiry import PointsExpiry
-from server.observe import redis_call, sql_call
-from server.offers_app import OffersApp
-from server.returns_app import ReturnsApp
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
 from server.rpc.servicers import AdminServicer, OfferServicer, ProtobufReceipts
 from store.embedded_redis import EmbeddedRedis
@@ -40,6 +33,13 @@ from store.redis_state import CustomerStore
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 from store.writer import OutboxWriter, WriterStats
+from telemetry import metrics, metrics_setup, tracing
+from telemetry.observe import redis_call, sql_call
+from usecases.admin import AdminApp, offer_from_row, tier_policy_from_json, tier_rules
+from usecases.catalog import CatalogCache
+from usecases.expiry import PointsExpiry
+from usecases.offers import OffersApp
+from usecases.returns import ReturnsApp
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 from posoffers.v1 import types_pb2 as pb
 
-from server.admin_app import AdminApp
-from server.engine.errors import NotFound
-from server.engine.model import CustomerState, GeoPoint
-from server.offers_app import OffersApp
+from domain.errors import NotFound
+from domain.model import CustomerState, GeoPoint
+from usecases.admin import AdminApp
+from usecases.offers import OffersApp
 
 STORE_ID = "soho"
 CUSTOMER_ID = "samantha"

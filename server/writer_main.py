@@ -18,13 +18,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import uvloop
 
-from server import metrics_setup, tracing
 from server.config import Settings
-from server.logs import configure_logging
 from store.keys import Keys
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 from store.writer import OutboxWriter
+from telemetry import metrics_setup, tracing
+from telemetry.logs import configure_logging
 
 log = logging.getLogger("pos_offers.writer")
 

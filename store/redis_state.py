@@ -13,7 +13,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from server.engine.model import CustomerState, GeoPoint
+from domain.model import CustomerState, GeoPoint
 from store.keys import RECENT_CATEGORY_WINDOW_S, Keys
 from store.records import (
     CustomerRecord,

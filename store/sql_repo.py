@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
-from server.engine.model import GeoPoint, Store
+from domain.model import GeoPoint, Store
 from store.keys import RECENT_CATEGORY_WINDOW_S
 from store.records import (
     AppliedOfferRecord,

@@ -11,9 +11,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import types_pb2 as pb
 
-from server.engine import model as m
-from server.engine.errors import InvalidArgument
-from server.engine.pending import release_schedule
+from domain import model as m
+from domain.errors import InvalidArgument
+from domain.pending import release_schedule
 
 E = TypeVar("E", bound=IntEnum)
 

@@ -22,8 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
-from server import metrics, tracing
-from server.engine.errors import (
+from domain.errors import (
     AlreadyExists,
     Conflict,
     DomainError,
@@ -33,6 +32,7 @@ from server.engine.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from telemetry import metrics, tracing
 
 log = logging.getLogger("pos_offers.access")
 

@@ -13,13 +13,13 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
-from server.admin_app import AdminApp
-from server.engine.errors import InvalidArgument
-from server.engine.model import Channel, PurchaseFacts, Receipt, ReturnOutcome, ReturnRequestLine
-from server.expiry import PointsExpiry
-from server.offers_app import OffersApp
-from server.returns_app import ReturnResult, ReturnsApp
+from domain.errors import InvalidArgument
+from domain.model import Channel, PurchaseFacts, Receipt, ReturnOutcome, ReturnRequestLine
 from server.rpc import convert
+from usecases.admin import AdminApp
+from usecases.expiry import PointsExpiry
+from usecases.offers import OffersApp
+from usecases.returns import ReturnResult, ReturnsApp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -20,7 +20,7 @@ local function pending_points(pend_key, now)
 end
 
 -- Points she can spend now: the balance minus what the not-yet-spendable entries add up to, never below 0.
--- Mirrors server/engine/pending.py.
+-- Mirrors domain/pending.py.
 local function spendable_points(balance, pend_key, now)
   local pending = pending_points(pend_key, now)
   if pending < 0 then

@@ -14,7 +14,7 @@ points") predicts every receipt and the profile after each step; invariants that
 - replayed commits, returns and voids pay once; a transaction or return id reused for something else is refused;
 - returning, line by line, everything that is left of every purchase restores balance, debt, lifetime value and
   12-month spend exactly: the ledger's sum is balance - debt, and a purchase's returns reverse in total exactly
-  what it earned and refund exactly what it redeemed (the cumulative arithmetic of server/engine/returns.py).
+  what it earned and refund exactly what it redeemed (the cumulative arithmetic of domain/returns.py).
 """
 
 from __future__ import annotations

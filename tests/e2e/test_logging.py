@@ -12,7 +12,7 @@ import pytest
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
-from server.logs import JsonFormatter
+from telemetry.logs import JsonFormatter
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from server.engine.model import CustomerState, GeoPoint
+from domain.model import CustomerState, GeoPoint
 from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
 from store.records import AppliedOfferRecord, CustomerRecord, LedgerEntry, OutboxRecord, PurchaseRecord

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from server.engine.model import GeoPoint, Store
+from domain.model import GeoPoint, Store
 from store.records import CustomerRecord, OutboxRecord
 from store.snapshot import CustomerSnapshot
 from store.sql_db import make_engine, migrate

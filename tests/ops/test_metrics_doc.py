@@ -1,4 +1,4 @@
-"""docs/metrics.md is generated from server/metrics.py and up to date; the dashboard and the alerts use only
+"""docs/metrics.md is generated from telemetry/metrics.py and up to date; the dashboard and the alerts use only
 declared metrics, and the dashboard shows every one of them."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-import server.metrics as server_metrics
+import telemetry.metrics as server_metrics
 from scripts.metrics_doc import COMMAND, DEFAULT_OUTPUT, MetricDoc, collect, render
 from tests.ops.conftest import ALERTS, DASHBOARD, ROOT
 
@@ -122,8 +122,8 @@ def test_alerts_and_dashboard_use_only_declared_metrics() -> None:
     alerts = referenced_metrics([ALERTS.read_text()])
     dashboard = referenced_metrics(dashboard_exprs())
     assert alerts, "no metric found in the alert rules"
-    assert alerts - declared == set(), "alert rules use metrics server/metrics.py does not declare"
-    assert dashboard - declared == set(), "the dashboard uses metrics server/metrics.py does not declare"
+    assert alerts - declared == set(), "alert rules use metrics telemetry/metrics.py does not declare"
+    assert dashboard - declared == set(), "the dashboard uses metrics telemetry/metrics.py does not declare"
 
 
 def test_dashboard_shows_every_declared_metric() -> None:

@@ -123,7 +123,7 @@ def test_live_scrape_passes_promtool_check_metrics(promtool: str, service: Servi
     families = scraped_families(text)
     declared = {doc.name: doc.type for doc in collect()}
     ours = {name: kind for name, kind in families.items() if name.startswith(("grpc_server_", "pos_offers_"))}
-    assert set(ours) - set(declared) == set(), "exported but not declared in server/metrics.py (nor documented)"
+    assert set(ours) - set(declared) == set(), "exported but not declared in telemetry/metrics.py (nor documented)"
     assert {name: declared[name] for name in ours} == ours, "exported with another type than declared"
     for family in (
         "grpc_server_started_total",

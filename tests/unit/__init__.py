@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from server.engine.model import (
+from domain.model import (
     Basket,
     BasketEvaluation,
     Catalog,

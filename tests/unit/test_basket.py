@@ -4,10 +4,10 @@ from dataclasses import replace
 
 import pytest
 
-from server.engine.basket import evaluate_basket, new_categories, redeemed_shares
-from server.engine.describe import debt_repaid_phrase, describe_reward
-from server.engine.errors import FailedPrecondition, InvalidArgument
-from server.engine.model import (
+from domain.basket import evaluate_basket, new_categories, redeemed_shares
+from domain.describe import debt_repaid_phrase, describe_reward
+from domain.errors import FailedPrecondition, InvalidArgument
+from domain.model import (
     Basket,
     BasketEvaluation,
     Catalog,
@@ -18,7 +18,7 @@ from server.engine.model import (
     Reward,
     RewardType,
 )
-from server.engine.rewards import prorate
+from domain.rewards import prorate
 from tests.unit import NOW, POLICY, basket, catalog, dress_shoes_offer, line, pos_ctx, samantha, simple_offer
 
 DRESS = line("dress-1", "dresses", 120_00)

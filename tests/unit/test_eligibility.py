@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from server.engine.eligibility import Verdict, check_eligibility
-from server.engine.geo import distance_km
-from server.engine.model import Channel, CustomerState, Eligibility, GeoPoint, Offer, OfferContext
+from domain.eligibility import Verdict, check_eligibility
+from domain.geo import distance_km
+from domain.model import Channel, CustomerState, Eligibility, GeoPoint, Offer, OfferContext
 from tests.unit import (
     BOSTON,
     MIDTOWN,

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.engine.expiry import expiring
-from server.engine.pending import PointsRelease, pending_until, release_schedule, spendable_points
+from domain.expiry import expiring
+from domain.pending import PointsRelease, pending_until, release_schedule, spendable_points
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 

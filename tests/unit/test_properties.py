@@ -10,8 +10,8 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.engine.basket import evaluate_basket, redeemed_shares
-from server.engine.model import (
+from domain.basket import evaluate_basket, redeemed_shares
+from domain.model import (
     Basket,
     BasketEvaluation,
     Catalog,
@@ -28,10 +28,10 @@ from server.engine.model import (
     RewardType,
     TierRule,
 )
-from server.engine.money import minor_per_unit
-from server.engine.returns import evaluate_return, remaining_lines
-from server.engine.rewards import base_points
-from server.engine.tiers import tier_for, validate_tiers
+from domain.money import minor_per_unit
+from domain.returns import evaluate_return, remaining_lines
+from domain.rewards import base_points
+from domain.tiers import tier_for, validate_tiers
 from tests.unit import catalog, pos_ctx, purchase_facts, samantha
 
 CATEGORIES = ["dresses", "shoes", "bags"]

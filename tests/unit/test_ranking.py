@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from server.engine.model import ActiveOffer, Catalog, Condition, CustomerState, Reward, RewardType
-from server.engine.ranking import list_active_offers
+from domain.model import ActiveOffer, Catalog, Condition, CustomerState, Reward, RewardType
+from domain.ranking import list_active_offers
 from tests.unit import BOSTON, app_ctx, catalog, dress_shoes_offer, samantha, simple_offer
 
 BONUS_500 = Reward(RewardType.BONUS_POINTS, bonus_points=500)  # worth 5.00

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from server.engine.basket import evaluate_basket
-from server.engine.describe import not_kept_phrase
-from server.engine.errors import FailedPrecondition, InvalidArgument
-from server.engine.model import (
+from domain.basket import evaluate_basket
+from domain.describe import not_kept_phrase
+from domain.errors import FailedPrecondition, InvalidArgument
+from domain.model import (
     Basket,
     BasketEvaluation,
     Catalog,
@@ -24,7 +24,7 @@ from server.engine.model import (
     Reward,
     RewardType,
 )
-from server.engine.returns import evaluate_return, remaining_lines
+from domain.returns import evaluate_return, remaining_lines
 from tests.unit import POLICY, basket, catalog, dress_shoes_offer, line, pos_ctx, purchase_facts, samantha, simple_offer
 
 DRESS = line("dress-1", "dresses", 120_00)

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
-from server.engine.basket import evaluate_basket
-from server.engine.model import (
+from domain.basket import evaluate_basket
+from domain.model import (
     Basket,
     BasketEvaluation,
     Catalog,

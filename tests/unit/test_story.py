@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from server.engine.basket import evaluate_basket
-from server.engine.model import CustomerState, Offer, OfferContext
-from server.engine.ranking import list_active_offers
+from domain.basket import evaluate_basket
+from domain.model import CustomerState, Offer, OfferContext
+from domain.ranking import list_active_offers
 from tests.unit import (
     BOSTON,
     NEAR_SOHO,

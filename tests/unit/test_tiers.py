@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from server.engine.basket import evaluate_basket
-from server.engine.describe import multiplier_phrase, tier_bonus_phrase, tier_bonus_title, tier_upgrade_phrase
-from server.engine.errors import InvalidArgument
-from server.engine.model import (
+from domain.basket import evaluate_basket
+from domain.describe import multiplier_phrase, tier_bonus_phrase, tier_bonus_title, tier_upgrade_phrase
+from domain.errors import InvalidArgument
+from domain.model import (
     AppliedOffer,
     Basket,
     BasketEvaluation,
@@ -24,8 +24,8 @@ from server.engine.model import (
     RewardType,
     TierRule,
 )
-from server.engine.returns import evaluate_return, remaining_lines
-from server.engine.tiers import (
+from domain.returns import evaluate_return, remaining_lines
+from domain.tiers import (
     current_tier,
     is_tier_offer_id,
     tier_bonus,
@@ -34,7 +34,7 @@ from server.engine.tiers import (
     tier_reached,
     validate_tiers,
 )
-from server.engine.validation import validate_customer, validate_offer
+from domain.validation import validate_customer, validate_offer
 from tests.unit import (
     GOLD,
     PLATINUM,
@@ -377,8 +377,8 @@ def test_a_catalog_with_tiers_is_still_a_catalog() -> None:
 
 
 def test_offers_for_a_tier_see_the_tier_her_spend_reached_not_only_the_crm_one() -> None:
-    from server.engine.eligibility import check_eligibility
-    from server.engine.model import Eligibility
+    from domain.eligibility import check_eligibility
+    from domain.model import Eligibility
 
     policy = (
         TierRule("silver", 0, 100),

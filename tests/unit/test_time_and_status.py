@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from server.engine.basket import evaluate_basket
-from server.engine.describe import daypart_phrase, dayparts_refusal, weekdays_phrase
-from server.engine.eligibility import DAYPART, STATUS, Verdict, check_eligibility, local_time, relevant_store
-from server.engine.errors import InvalidArgument
-from server.engine.model import (
+from domain.basket import evaluate_basket
+from domain.describe import daypart_phrase, dayparts_refusal, weekdays_phrase
+from domain.eligibility import DAYPART, STATUS, Verdict, check_eligibility, local_time, relevant_store
+from domain.errors import InvalidArgument
+from domain.model import (
     Catalog,
     Channel,
     CustomerState,
@@ -25,8 +25,8 @@ from server.engine.model import (
     RewardType,
     Store,
 )
-from server.engine.ranking import list_active_offers
-from server.engine.validation import validate_offer
+from domain.ranking import list_active_offers
+from domain.validation import validate_offer
 from tests.unit import (
     COVENT_GARDEN,
     EVERY_EVENING,

@@ -1,4 +1,4 @@
-"""server.tracing: off by default and free when off; nested spans across await; errors; trace id for the log."""
+"""telemetry.tracing: off by default and free when off; nested spans across await; errors; trace id for the log."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from server import tracing
-from server.tracing import (
+from telemetry import tracing
+from telemetry.tracing import (
     configure_tracing,
     current_trace_id,
     redis_span,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from server.engine.errors import InvalidArgument
-from server.engine.model import (
+from domain.errors import InvalidArgument
+from domain.model import (
     Basket,
     Condition,
     CustomerState,
@@ -20,7 +20,7 @@ from server.engine.model import (
     RewardType,
     Store,
 )
-from server.engine.validation import (
+from domain.validation import (
     validate_basket,
     validate_customer,
     validate_id,

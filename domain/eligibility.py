@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from server.engine.describe import MINUTES_PER_DAY, dayparts_refusal, format_km, until_phrase
-from server.engine.geo import distance_km
-from server.engine.model import Catalog, CustomerState, Daypart, GeoPoint, Offer, OfferContext, OfferStatus, Store
+from domain.describe import MINUTES_PER_DAY, dayparts_refusal, format_km, until_phrase
+from domain.geo import distance_km
+from domain.model import Catalog, CustomerState, Daypart, GeoPoint, Offer, OfferContext, OfferStatus, Store
 
 # The rule a refusal comes from (Verdict.rule), in the order check_eligibility applies them.
 ARCHIVED = "archived"
@@ -90,7 +90,7 @@ def member_tier(customer: CustomerState, catalog: Catalog) -> str:
     not yet named on her profile); without one, the CRM's."""
     if not catalog.tiers:
         return customer.tier
-    from server.engine.tiers import current_tier  # tiers -> validation -> eligibility: import at call time
+    from domain.tiers import current_tier  # tiers -> validation -> eligibility: import at call time
 
     rule = current_tier(customer, catalog.tiers)
     return rule.name if rule else customer.tier

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from server.engine.model import Catalog, Offer, Store, TierRule
-from server.observe import sql_call
+from domain.model import Catalog, Offer, Store, TierRule
+from telemetry.observe import sql_call
 
 log = logging.getLogger(__name__)
 

@@ -15,18 +15,18 @@ from datetime import UTC, datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from server import metrics
-from server.catalog import CatalogCache
+from domain.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from domain.model import CustomerState, PurchaseFacts, ReturnOutcome, ReturnRequestLine
+from domain.returns import evaluate_return, remaining_lines
+from domain.validation import validate_id
 from server.config import Settings
-from server.engine.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from server.engine.model import CustomerState, PurchaseFacts, ReturnOutcome, ReturnRequestLine
-from server.engine.returns import evaluate_return, remaining_lines
-from server.engine.validation import validate_id
-from server.observe import sql_call
 from store.ids import return_event_id, void_return_id
 from store.records import LedgerEntry, ReturnLineRecord, ReturnRecord
 from store.redis_state import CustomerStore, ReturnRead
 from store.snapshot import StoredReceipt
+from telemetry import metrics
+from telemetry.observe import sql_call
+from usecases.catalog import CatalogCache
 
 
 class PurchaseHistory(Protocol):

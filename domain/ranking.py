@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from server.engine import money
-from server.engine.eligibility import check_eligibility, nearest_eligible_store, reference_point
-from server.engine.model import (
+from domain import money
+from domain.eligibility import check_eligibility, nearest_eligible_store, reference_point
+from domain.model import (
     ActiveOffer,
     Catalog,
     CustomerState,
@@ -16,7 +16,7 @@ from server.engine.model import (
     PointsPolicy,
     RewardType,
 )
-from server.engine.rewards import base_points, multiplier_bonus
+from domain.rewards import base_points, multiplier_bonus
 
 DEFAULT_LIKELIHOOD = 0.3
 AFFINITY_LIFT = 0.25  # share of the remaining doubt removed when she already buys the target category

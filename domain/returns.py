@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from server.engine.describe import not_kept_phrase, points_phrase
-from server.engine.errors import FailedPrecondition, InvalidArgument
-from server.engine.model import (
+from domain.describe import not_kept_phrase, points_phrase
+from domain.errors import FailedPrecondition, InvalidArgument
+from domain.model import (
     CustomerState,
     LineItem,
     Offer,

@@ -13,7 +13,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         from server.rpc.interceptors import REQUEST_ID  # late: logging is set up before the RPC layer loads
-        from server.tracing import current_trace_id
+        from telemetry.tracing import current_trace_id
 
         entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from server.engine.errors import FailedPrecondition, NotFound, Unavailable
-from server.observe import sql_call
-from server.offers_app import OffersApp
+from domain.errors import FailedPrecondition, NotFound, Unavailable
 from store.records import ExpiryRecord
 from store.redis_state import CustomerStore
+from telemetry.observe import sql_call
+from usecases.offers import OffersApp
 
 # How long a member rebuilt in Redis only for this job stays there: the job and her record's way to SQL.
 JOB_KEEP_S = 3600

@@ -1,11 +1,11 @@
-"""When points expire for lack of activity (pure: the job that takes them lives in server/expiry.py)."""
+"""When points expire for lack of activity (pure: the job that takes them lives in usecases/expiry.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from server.engine.pending import spendable_points
+from domain.pending import spendable_points
 
 
 def expiring(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
-from server.engine.pending import spendable_points
+from domain.pending import spendable_points
 
 
 class Channel(IntEnum):

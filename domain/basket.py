@@ -10,8 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from server.engine import money
-from server.engine.describe import (
+from domain import money
+from domain.describe import (
     add_items_phrase,
     capitalize,
     describe_basket_against,
@@ -21,9 +21,9 @@ from server.engine.describe import (
     tier_bonus_title,
     worth_phrase,
 )
-from server.engine.eligibility import WOULD_QUALIFY_BUT, check_eligibility
-from server.engine.errors import FailedPrecondition, InvalidArgument
-from server.engine.model import (
+from domain.eligibility import WOULD_QUALIFY_BUT, check_eligibility
+from domain.errors import FailedPrecondition, InvalidArgument
+from domain.model import (
     AppliedOffer,
     Basket,
     BasketEvaluation,
@@ -40,8 +40,8 @@ from server.engine.model import (
     RewardType,
     TierRule,
 )
-from server.engine.rewards import base_points, multiplier_bonus, prorate, value_scaled
-from server.engine.tiers import current_tier, tier_bonus, tier_offer_id, tier_reached
+from domain.rewards import base_points, multiplier_bonus, prorate, value_scaled
+from domain.tiers import current_tier, tier_bonus, tier_offer_id, tier_reached
 
 # Explanations name at most this many lines, then "and N more lines".
 _EXPLAIN_LINES = 5

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from server.engine import money
-from server.engine.eligibility import as_aware
-from server.engine.errors import InvalidArgument
-from server.engine.model import Basket, CustomerState, GeoPoint, LineItem, Offer, OfferStatus, RewardType, Store
+from domain import money
+from domain.eligibility import as_aware
+from domain.errors import InvalidArgument
+from domain.model import Basket, CustomerState, GeoPoint, LineItem, Offer, OfferStatus, RewardType, Store
 
 MAX_CATEGORY_LEN = 64
 MAX_MULTIPLIER_PERCENT = 10_000
@@ -17,7 +17,7 @@ MAX_MULTIPLIER_PERCENT = 10_000
 MAX_AMOUNT = 10**15
 MAX_BONUS_POINTS = 10**9
 MINUTES_PER_DAY = 24 * 60
-# Ids the engine gives to bonuses that are not offers (tier bonuses: "tier:gold", see server.engine.tiers), recorded
+# Ids the engine gives to bonuses that are not offers (tier bonuses: "tier:gold", see domain.tiers), recorded
 # beside offers' bonuses on receipts; an admin offer may not take one.
 RESERVED_OFFER_ID_PREFIX = "tier:"
 _KNOWN_STATUSES = frozenset(int(status) for status in OfferStatus)

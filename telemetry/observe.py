@@ -8,7 +8,7 @@ from types import TracebackType
 
 from prometheus_client import Counter, Histogram
 
-from server import metrics, tracing
+from telemetry import metrics, tracing
 
 
 class _Observed:

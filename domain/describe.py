@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.engine.model import Condition, Daypart, Reward, RewardType
-from server.engine.money import format_minor
+from domain.model import Condition, Daypart, Reward, RewardType
+from domain.money import format_minor
 
 _NAMED_MULTIPLIERS = {200: "double", 300: "triple", 400: "quadruple"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from server.engine.model import GeoPoint
+from domain.model import GeoPoint
 
 # IUGG mean earth radius; a sphere is accurate to ~0.5% which is plenty for "within 5 km of a store".
 EARTH_RADIUS_KM = 6371.0088

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from server import metrics
-from server.catalog import CatalogCache
-from server.config import Settings
-from server.engine.basket import evaluate_basket, new_categories
-from server.engine.errors import (
+from domain.basket import evaluate_basket, new_categories
+from domain.errors import (
     AlreadyExists,
     Conflict,
     FailedPrecondition,
@@ -28,8 +25,8 @@ from server.engine.errors import (
     NotFound,
     Unavailable,
 )
-from server.engine.expiry import expiring
-from server.engine.model import (
+from domain.expiry import expiring
+from domain.model import (
     ActiveOffer,
     Basket,
     BasketEvaluation,
@@ -41,11 +38,11 @@ from server.engine.model import (
     PointsPolicy,
     Receipt,
 )
-from server.engine.pending import pending_until
-from server.engine.ranking import list_active_offers
-from server.engine.tiers import is_tier_offer_id
-from server.engine.validation import validate_basket, validate_customer, validate_id, validate_location
-from server.observe import sql_call
+from domain.pending import pending_until
+from domain.ranking import list_active_offers
+from domain.tiers import is_tier_offer_id
+from domain.validation import validate_basket, validate_customer, validate_id, validate_location
+from server.config import Settings
 from store.ids import purchase_event_id
 from store.records import (
     AppliedOfferRecord,
@@ -56,6 +53,9 @@ from store.records import (
 )
 from store.redis_state import CustomerRead, CustomerStore, last_12_months, month_key
 from store.snapshot import CustomerSnapshot
+from telemetry import metrics
+from telemetry.observe import sql_call
+from usecases.catalog import CatalogCache
 
 log = logging.getLogger(__name__)
 

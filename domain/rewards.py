@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.engine.model import PointsPolicy
+from domain.model import PointsPolicy
 
 
 def base_points(net_minor: int, minor_per_unit: int, policy: PointsPolicy) -> int:

@@ -2,7 +2,7 @@
 its samples under one directory, and any server's /metrics shows the whole host.
 
 prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is first imported, so `prepare` runs before anything
-imports server.metrics.
+imports telemetry.metrics.
 """
 
 from __future__ import annotations

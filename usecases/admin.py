@@ -11,14 +11,14 @@ from typing import Protocol
 from google.protobuf import json_format
 from posoffers.v1 import types_pb2 as pb
 
-from server.catalog import CatalogCache, OfferRow
-from server.engine.errors import FailedPrecondition, InvalidArgument, NotFound
-from server.engine.model import Offer, Store, TierRule
-from server.engine.tiers import validate_tiers
-from server.engine.validation import validate_id, validate_offer, validate_store
-from server.observe import sql_call
+from domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from domain.model import Offer, Store, TierRule
+from domain.tiers import validate_tiers
+from domain.validation import validate_id, validate_offer, validate_store
 from server.rpc.convert import offer_from_pb, set_timestamp, store_from_pb
 from store.redis_state import CustomerStore
+from telemetry.observe import sql_call
+from usecases.catalog import CatalogCache, OfferRow
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

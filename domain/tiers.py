@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.engine.errors import InvalidArgument
-from server.engine.model import CustomerState, TierRule
-from server.engine.rewards import multiplier_bonus
-from server.engine.validation import MAX_AMOUNT, RESERVED_OFFER_ID_PREFIX, validate_id
+from domain.errors import InvalidArgument
+from domain.model import CustomerState, TierRule
+from domain.rewards import multiplier_bonus
+from domain.validation import MAX_AMOUNT, RESERVED_OFFER_ID_PREFIX, validate_id
 
 # Tier bonuses are recorded like an offer's bonus under this id prefix; admin offer ids may not use it.
 TIER_OFFER_PREFIX = RESERVED_OFFER_ID_PREFIX
