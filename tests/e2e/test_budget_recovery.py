@@ -23,8 +23,8 @@ from posoffers.v1 import types_pb2 as pb
 
 from store.records import PurchaseRecord
 from store.redis_state import CommitResult
+from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
-from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
 from tests.support.builders import basket, bonus_offer, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -40,8 +40,8 @@ def start_server(
     if request.param == "sqlite":
         yield lambda **overrides: make_server(**{"demo_data": True, **overrides})
         return
-    admin = _postgres_admin_engine()  # skips with the reason when PostgreSQL is not there
-    schema = "e2e_" + uuid.uuid4().hex[:16]
+    # Set up while this fixture is, so dropped after it stopped its servers (skips when PostgreSQL is not there).
+    schema = str(request.getfixturevalue("postgres_schema"))
     started: list[ServerThread] = []
 
     def start(**overrides: object) -> ServerThread:
@@ -56,9 +56,6 @@ def start_server(
     finally:
         for server in started:
             server.stop()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
 
 
 def scarf_offer(tier: str, limit: int) -> pb.Offer:

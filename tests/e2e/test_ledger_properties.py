@@ -19,10 +19,9 @@ points") predicts every receipt and the profile after each step; invariants that
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
@@ -40,8 +39,8 @@ from posoffers.v1 import types_pb2 as pb
 
 from server.demo import OFFER_ID
 from store.ids import void_return_id
+from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
-from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
 from tests.support.server_thread import ServerThread
 
 CATEGORIES = ("dresses", "shoes", "bags", "others")
@@ -625,20 +624,12 @@ class LoyaltyMachine(RuleBasedStateMachine):
         )
 
 
-@contextlib.contextmanager
-def profile_database(backend: str) -> Iterator[dict[str, str]]:
-    """SQLite (make_server's default) or a fresh PostgreSQL schema, dropped afterwards."""
+def profile_database(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
+    """make_server's settings for SQLite (its default) or for a fresh PostgreSQL schema, dropped after the test;
+    skips, saying why, when PostgreSQL is not there."""
     if backend == "sqlite":
-        yield {}
-        return
-    admin = _postgres_admin_engine()  # skips, saying why, when PostgreSQL is not there
-    schema = "props_" + uuid.uuid4().hex[:16]
-    try:
-        yield {"database_url": postgres_url(), "database_schema": schema}
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
+        return {}
+    return {"database_url": postgres_url(), "database_schema": str(request.getfixturevalue("postgres_schema"))}
 
 
 @pytest.mark.timeout(600)  # passing takes seconds; a failure shrinks (Hypothesis stops after 5 min) to a short story
@@ -651,18 +642,17 @@ def profile_database(backend: str) -> Iterator[dict[str, str]]:
     ],
 )
 def test_random_purchases_returns_and_voids_keep_the_books(
-    make_server: Callable[..., ServerThread], backend: str, pending_days: int
+    request: pytest.FixtureRequest, make_server: Callable[..., ServerThread], backend: str, pending_days: int
 ) -> None:
-    with profile_database(backend) as database:
-        server = make_server(demo_data=True, points_pending_days=pending_days, **database)
-        with grpc.insecure_channel(server.target) as channel:
+    server = make_server(demo_data=True, points_pending_days=pending_days, **profile_database(request, backend))
+    with grpc.insecure_channel(server.target) as channel:
 
-            class Machine(LoyaltyMachine):
-                pass
+        class Machine(LoyaltyMachine):
+            pass
 
-            Machine.server = server
-            Machine.till = svc_grpc.OfferServiceStub(channel)
-            Machine.admin = admin_grpc.OfferAdminStub(channel)
-            Machine.pending_days = pending_days
-            run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
-            server.stop()  # before its schema goes
+        Machine.server = server
+        Machine.till = svc_grpc.OfferServiceStub(channel)
+        Machine.admin = admin_grpc.OfferAdminStub(channel)
+        Machine.pending_days = pending_days
+        run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
+        server.stop()  # before its schema goes

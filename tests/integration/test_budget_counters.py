@@ -13,13 +13,6 @@ from store.redis_state import CustomerStore
 from store.sql_repo import ProfileRepository
 
 from .records_builders import DAY, T0, Member, line
-from .redis_fixtures import fixture_store  # noqa: F401  (a fixture)
-from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
-    fixture_profile_repo,
-    fixture_sql_backend,
-    fixture_sql_engine,
-    fixture_sql_target,
-)
 
 OFFER = "scarf-500"
 

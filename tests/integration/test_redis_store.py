@@ -17,8 +17,6 @@ from store.redis_state import CustomerStore
 from store.snapshot import CustomerSnapshot
 from store.writer import GROUP, OutboxWriter
 
-from .redis_fixtures import fixture_store  # noqa: F401  (a fixture)
-
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 

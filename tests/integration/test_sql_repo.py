@@ -21,17 +21,8 @@ from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 
 from .records_builders import DAY, T0, customer_record, line, purchase_receipt, purchase_record
-from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
-    HEAD_REVISION,
-    PROFILE_TABLES,
-    count_rows,
-    fixture_profile_repo,
-    fixture_sql_backend,
-    fixture_sql_engine,
-    fixture_sql_target,
-    profile_metadata,
-    snapshot,
-)
+from .sql_queries import count_rows, snapshot
+from .sql_schema import HEAD_REVISION, PROFILE_TABLES, profile_metadata
 
 # -- records ---------------------------------------------------------------------------------------------------
 

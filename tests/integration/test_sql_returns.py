@@ -24,17 +24,8 @@ from store.writer import GROUP, OutboxWriter
 from tests.support.redis_env import delete_prefix, new_prefix
 
 from .records_builders import DAY, T0, Member, committed, line
-from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
-    HEAD_REVISION,
-    PROFILE_TABLES,
-    count_rows,
-    fixture_profile_repo,
-    fixture_sql_backend,
-    fixture_sql_engine,
-    fixture_sql_target,
-    profile_metadata,
-    snapshot,
-)
+from .sql_queries import count_rows, snapshot
+from .sql_schema import HEAD_REVISION, PROFILE_TABLES, profile_metadata
 
 # -- records, as the Redis scripts would write them ------------------------------------------------------------
 
