@@ -333,12 +333,6 @@ class ProfileRepository:
         }
         conn.execute(self._insert(RefusedRecord).on_conflict_do_nothing(index_elements=["event_id"]), [row])
 
-    def refused_records(self, limit: int = 100) -> list[RefusedRecord]:
-        """Outbox records SQL refused for good, newest first (for operators)."""
-        with Session(self._engine) as session:
-            rows = session.exec(select(RefusedRecord).order_by(col(RefusedRecord.refused_at).desc()).limit(limit))
-            return list(rows.all())
-
     def _insert(self, model: type[Any]) -> Insert:
         return postgresql.insert(model) if self._postgres else sqlite.insert(model)
 
@@ -691,7 +685,7 @@ class ProfileRepository:
                 ledger=[
                     LedgerRow(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in reversed(newest)
                 ],
-                pending_points=self._pending_points(session, customer_id, _aware(now or datetime.now(UTC))),
+                pending_points=pending_points(session, customer_id, _aware(now or datetime.now(UTC))),
                 recent_category_purchases=self._recent_category_purchases(
                     session, customer_id, _aware(now or datetime.now(UTC)) - RECENT_CATEGORY_WINDOW
                 ),
@@ -709,9 +703,9 @@ class ProfileRepository:
                 categories=list(categories),
                 propensity={str(k): float(v) for k, v in json.loads(customer.propensity_json).items()},
                 offer_uses={offer_id: int(count) for offer_id, count in uses},
-                receipts=[_receipt(p) for p in purchases],
+                receipts=[stored_purchase_receipt(p) for p in purchases],
                 returned=returned,
-                return_receipts=[_return_receipt(r) for r in returns],
+                return_receipts=[stored_return_receipt(r) for r in returns],
             )
 
     def _spend_by_month(self, session: Session, customer_id: str, since: datetime) -> dict[str, int]:
@@ -735,15 +729,6 @@ class ProfileRepository:
             spend[month] = spend.get(month, 0) - value
         return spend
 
-    def _pending_points(self, session: Session, customer_id: str, now: datetime) -> list[tuple[datetime, int]]:
-        rows = session.exec(
-            select(PointsLedgerEntry.available_at, func.sum(PointsLedgerEntry.points))
-            .where(PointsLedgerEntry.customer_id == customer_id, col(PointsLedgerEntry.available_at) > now)
-            .group_by(col(PointsLedgerEntry.available_at))
-            .order_by(col(PointsLedgerEntry.available_at))
-        ).all()
-        return [(_aware(at), int(points)) for at, points in rows if at is not None and points]
-
     def _recent_category_purchases(self, session: Session, customer_id: str, since: datetime) -> dict[str, int]:
         voided = sa.select(col(Return.return_id)).where(
             col(Return.transaction_id) == col(Purchase.transaction_id), col(Return.voided).is_(True)
@@ -759,11 +744,6 @@ class ProfileRepository:
             .group_by(col(PurchaseLine.category))
         ).all()
         return {str(category): int(count) for category, count in rows}
-
-    def pending_points(self, customer_id: str, now: datetime) -> list[tuple[datetime, int]]:
-        """Ledger points not spendable at `now`, summed by when they become spendable (as Redis keeps them)."""
-        with Session(self._engine) as session:
-            return self._pending_points(session, customer_id, _aware(now))
 
     def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
         """Customers with points whose last purchase was before `cutoff`, by id (keyset pages): expiry candidates."""
@@ -801,15 +781,10 @@ class ProfileRepository:
         with Session(self._writer) as session, session.begin():
             return int(session.connection().execute(upsert).scalar_one())
 
-    def customer_exists(self, customer_id: str) -> bool:
-        with Session(self._engine) as session:
-            found = session.exec(select(Customer.customer_id).where(Customer.customer_id == customer_id)).first()
-            return found is not None
-
     def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None:
         with Session(self._engine) as session:
             purchase = session.get(Purchase, transaction_id)
-            return None if purchase is None else _receipt(purchase)
+            return None if purchase is None else stored_purchase_receipt(purchase)
 
     def returned_quantities(self, transaction_id: str) -> dict[str, int]:
         """line_id -> quantity returned so far, over every return of the purchase (empty when none)."""
@@ -821,30 +796,6 @@ class ProfileRepository:
                 .group_by(col(ReturnLine.line_id))
             ).all()
             return {line_id: int(quantity or 0) for line_id, quantity in rows}
-
-    def get_return_receipt(self, return_id: str) -> StoredReceipt | None:
-        """The stored ReturnReceipt (its transaction_id holds the return id), or None."""
-        with Session(self._engine) as session:
-            row = session.get(Return, return_id)
-            return None if row is None else _return_receipt(row)
-
-    def ledger_balance(self, customer_id: str) -> int:
-        with Session(self._engine) as session:
-            total = session.exec(
-                select(func.coalesce(func.sum(PointsLedgerEntry.points), 0)).where(
-                    PointsLedgerEntry.customer_id == customer_id
-                )
-            ).one()
-            return int(total)
-
-    def list_categories(self, customer_id: str) -> list[str]:
-        with Session(self._engine) as session:
-            rows = session.exec(
-                select(CustomerCategory.category)
-                .where(CustomerCategory.customer_id == customer_id)
-                .order_by(col(CustomerCategory.category))
-            ).all()
-            return list(rows)
 
     # -- catalog of record -------------------------------------------------------------------------------------
 
@@ -913,12 +864,9 @@ class ProfileRepository:
 
     def list_stores(self) -> list[Store]:
         with Session(self._engine) as session:
-            return [_store(row) for row in session.exec(select(StoreRow).order_by(col(StoreRow.store_id))).all()]
-
-    def get_store(self, store_id: str) -> Store | None:
-        with Session(self._engine) as session:
-            row = session.get(StoreRow, store_id)
-            return None if row is None else _store(row)
+            return [
+                store_from_row(row) for row in session.exec(select(StoreRow).order_by(col(StoreRow.store_id))).all()
+            ]
 
     def ping(self) -> None:
         with self._engine.connect() as conn:
@@ -992,7 +940,19 @@ class ProfileRepository:
         return len(bought) - len(bought & taken_back)
 
 
-def _receipt(purchase: Purchase) -> StoredReceipt:
+def pending_points(session: Session, customer_id: str, now: datetime) -> list[tuple[datetime, int]]:
+    """Ledger points not spendable at `now`, summed by when they become spendable (as Redis keeps them)."""
+    rows = session.exec(
+        select(PointsLedgerEntry.available_at, func.sum(PointsLedgerEntry.points))
+        .where(PointsLedgerEntry.customer_id == customer_id, col(PointsLedgerEntry.available_at) > now)
+        .group_by(col(PointsLedgerEntry.available_at))
+        .order_by(col(PointsLedgerEntry.available_at))
+    ).all()
+    return [(_aware(at), int(points)) for at, points in rows if at is not None and points]
+
+
+def stored_purchase_receipt(purchase: Purchase) -> StoredReceipt:
+    """The PurchaseReceipt stored with a purchase row, as a rebuild hands it to Redis."""
     return StoredReceipt(
         transaction_id=purchase.transaction_id,
         request_digest=purchase.request_digest,
@@ -1001,7 +961,8 @@ def _receipt(purchase: Purchase) -> StoredReceipt:
     )
 
 
-def _return_receipt(row: Return) -> StoredReceipt:
+def stored_return_receipt(row: Return) -> StoredReceipt:
+    """The ReturnReceipt stored with a return row (its transaction_id holds the return id)."""
     return StoredReceipt(
         transaction_id=row.return_id,
         request_digest=row.request_digest,
@@ -1010,7 +971,8 @@ def _return_receipt(row: Return) -> StoredReceipt:
     )
 
 
-def _store(row: StoreRow) -> Store:
+def store_from_row(row: StoreRow) -> Store:
+    """The domain Store of a stores row (a location only when both coordinates are there)."""
     location = None
     if row.latitude is not None and row.longitude is not None:
         location = GeoPoint(latitude=row.latitude, longitude=row.longitude)

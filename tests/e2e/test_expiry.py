@@ -18,6 +18,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from server.demo import demo_customer
 from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha, visit
+from tests.integration.sql_queries import ledger_balance
 from tests.support.builders import DRESS, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -47,8 +48,8 @@ def test_inactive_members_points_expire_once_and_active_members_keep_theirs(
         server.drain()
         again = admin.ExpirePoints(admin_pb.ExpirePointsRequest())  # safe to run twice
         assert again.points_expired == 0
-        repo = server.service.repo
-        assert repo.ledger_balance(idle) == 0 and repo.ledger_balance(active) == 620
+        engine = server.service.sql_engine
+        assert ledger_balance(engine, idle) == 0 and ledger_balance(engine, active) == 620
 
 
 def test_expiry_is_off_by_default(make_server: Callable[..., ServerThread]) -> None:
@@ -82,7 +83,7 @@ def test_points_that_come_back_after_an_expiry_expire_again_in_redis_and_sql(
         server.drain()
         assert admin.ExpirePoints(admin_pb.ExpirePointsRequest()).points_expired == 300
         server.drain()
-        assert server.service.repo.ledger_balance(idle) == 0  # SQL took both, not only the first
+        assert ledger_balance(server.service.sql_engine, idle) == 0  # SQL took both, not only the first
 
 
 def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_buy(

@@ -41,6 +41,7 @@ from server.demo import OFFER_ID
 from store.ids import void_return_id
 from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
+from tests.integration.sql_queries import ledger_balance, pending_points
 from tests.support.server_thread import ServerThread
 
 CATEGORIES = ("dresses", "shoes", "bags", "others")
@@ -583,9 +584,9 @@ class LoyaltyMachine(RuleBasedStateMachine):
         assert set(profile.categories_purchased) == a.categories
         if sql:
             self.server.drain()
-            repo = self.server.service.repo
-            assert repo.ledger_balance(self.member) == profile.points_balance - profile.points_debt
-            pending_sql = sum(points for _, points in repo.pending_points(self.member, datetime.now(UTC)))
+            engine = self.server.service.sql_engine
+            assert ledger_balance(engine, self.member) == profile.points_balance - profile.points_debt
+            pending_sql = sum(points for _, points in pending_points(engine, self.member, datetime.now(UTC)))
             assert pending_sql == a.pending_entries
             assert pending_sql >= profile.points_pending
 
@@ -614,7 +615,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         )
         assert (end.lifetime_value_minor, end.spend_12m_minor) == (start.lifetime_value_minor, start.spend_12m_minor)
         assert end.purchase_count == start.purchase_count + sum(not p.voided for p in self.purchases)
-        assert self.server.service.repo.pending_points(self.member, datetime.now(UTC)) == []
+        assert pending_points(self.server.service.sql_engine, self.member, datetime.now(UTC)) == []
         snapshot = self.server.service.repo.load_customer(self.member, receipts_since=datetime.now(UTC) - timedelta(1))
         assert snapshot is not None
         assert (snapshot.points_balance, snapshot.points_debt, snapshot.lifetime_value_minor) == (

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
+from tests.integration.sql_queries import ledger_balance
 from tests.support.server_thread import ServerThread
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -95,7 +96,7 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
 
     def wait_for_sql(member: str, points: int) -> None:
         deadline = time.monotonic() + 30
-        while server.service.repo.ledger_balance(member) != points:
+        while ledger_balance(server.service.sql_engine, member) != points:
             assert time.monotonic() < deadline, "purchase never reached SQL"
             time.sleep(0.1)
 

@@ -13,6 +13,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
 from tests.e2e.test_pending_points import assert_pending_points_survive_a_rebuild
+from tests.integration.sql_queries import ledger_balance, list_categories
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -28,9 +29,9 @@ def test_story_on_postgres_including_redis_loss(postgres_schema: str, make_serve
         receipt = till.CommitPurchase(request)
         assert [a.offer_id for a in receipt.evaluation.applied_offers] == ["dress-shoes-2x"]
         server.drain()
-        repo = server.service.repo
-        assert repo.ledger_balance(member) == 500 + 329
-        assert "shoes" in repo.list_categories(member)
+        engine = server.service.sql_engine
+        assert ledger_balance(engine, member) == 500 + 329
+        assert "shoes" in list_categories(engine, member)
 
         server.run(server.service.customers.forget_customer(member, [request.transaction_id]))
         again = till.CommitPurchase(request)

@@ -15,6 +15,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from server.demo import OFFER_ID
 from tests.e2e.conftest import clone_samantha, visit
+from tests.integration.sql_queries import ledger_balance, list_categories
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -81,7 +82,7 @@ def test_returning_the_shoes_takes_back_their_points_and_the_dress_bonus(
     snapshot = repo.load_customer(member, receipts_since=datetime.now(UTC) - timedelta(days=1))
     assert snapshot is not None
     assert snapshot.points_balance == after.points_balance and snapshot.points_debt == 0
-    assert repo.ledger_balance(member) == after.points_balance
+    assert ledger_balance(demo_server.service.sql_engine, member) == after.points_balance
     assert snapshot.lifetime_value_minor == before.lifetime_value_minor
 
 
@@ -115,8 +116,8 @@ def test_a_return_never_drives_the_balance_below_zero_and_the_debt_is_repaid_fir
     assert now.points_balance == later.evaluation.points_earned - repaid
 
     demo_server.drain()
-    repo = demo_server.service.repo
-    assert repo.ledger_balance(member) == now.points_balance - now.points_debt
+    engine = demo_server.service.sql_engine
+    assert ledger_balance(engine, member) == now.points_balance - now.points_debt
 
 
 def test_bad_returns_are_refused_naming_the_field(stub: svc_grpc.OfferServiceStub, fresh_customer_id: str) -> None:
@@ -209,7 +210,7 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
         again = till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
         assert [a.offer_id for a in again.evaluation.applied_offers] == [OFFER_ID]
         server.drain()
-        assert server.service.repo.list_categories(member) == ["dresses", "shoes"]  # the second sale's
+        assert list_categories(server.service.sql_engine, member) == ["dresses", "shoes"]  # the second sale's
 
         other = v.another_member()
         first = commit_request(basket(other, SHOES))
@@ -218,16 +219,16 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
         till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=first.transaction_id, customer_id=other))
         assert "shoes" in v.profile(other).categories_purchased
         server.drain()
-        assert "shoes" in server.service.repo.list_categories(other)
+        assert "shoes" in list_categories(server.service.sql_engine, other)
 
         voided_alone = v.another_member()
         only = commit_request(basket(voided_alone, SHOES))
         till.CommitPurchase(only)
         server.drain()  # SQL has her shoes before the void arrives
-        assert "shoes" in server.service.repo.list_categories(voided_alone)
+        assert "shoes" in list_categories(server.service.sql_engine, voided_alone)
         till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=only.transaction_id, customer_id=voided_alone))
         server.drain()
-        assert server.service.repo.list_categories(voided_alone) == ["dresses"]
+        assert list_categories(server.service.sql_engine, voided_alone) == ["dresses"]
 
 
 def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., ServerThread]) -> None:

@@ -15,6 +15,7 @@ from posoffers.v1 import types_pb2 as pb
 
 from server.demo import OFFER_ID, demo_offer
 from tests.e2e.conftest import clone_samantha
+from tests.integration.sql_queries import ledger_balance
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -86,7 +87,7 @@ def test_the_whole_story(
     assert snapshot.points_balance == after.points_balance
     assert snapshot.lifetime_value_minor == after.lifetime_value_minor
     assert "shoes" in snapshot.categories and snapshot.purchase_count == 1
-    assert repo.ledger_balance(member) == after.points_balance
+    assert ledger_balance(demo_server.service.sql_engine, member) == after.points_balance
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 
 from .records_builders import DAY, T0, customer_record, line, purchase_receipt, purchase_record
-from .sql_queries import count_rows, snapshot
+from .sql_queries import count_rows, customer_exists, get_store, ledger_balance, list_categories, snapshot
 from .sql_schema import HEAD_REVISION, PROFILE_TABLES, profile_metadata
 
 # -- records ---------------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def test_migrate_twice_is_a_no_op_and_matches_models(sql_engine: sa.Engine, sql_
     repo.upsert_store(Store(store_id="s", name="kept"))
     migrate(sql_engine, schema=schema)
     migrate(sql_engine, schema=schema)
-    assert repo.get_store("s") == Store(store_id="s", name="kept")
+    assert get_store(sql_engine, "s") == Store(store_id="s", name="kept")
     with sql_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD_REVISION]
         # The hand-written migration and the models describe the same tables, columns, types and indexes.
@@ -109,12 +109,12 @@ def test_sqlite_engine_creates_directory_and_sets_pragmas(tmp_path: Path) -> Non
 def test_customer_then_purchases_build_the_profile(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
     records = scenario("c1")
     assert profile_repo.apply_records(records[:1]) == 1
-    assert profile_repo.list_categories("c1") == ["books"]
+    assert list_categories(sql_engine, "c1") == ["books"]
     assert profile_repo.apply_records(records[1:2]) == 1
-    assert profile_repo.list_categories("c1") == ["books", "shoes"]  # shoes is new with the first purchase
+    assert list_categories(sql_engine, "c1") == ["books", "shoes"]  # shoes is new with the first purchase
     assert profile_repo.apply_records(records[2:]) == 2
 
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert (snap.display_name, snap.tier, snap.currency) == ("Member c1", "gold", "USD")
     assert snap.points_balance == EXPECTED_BALANCE
     assert snap.lifetime_value_minor == EXPECTED_LTV
@@ -124,7 +124,7 @@ def test_customer_then_purchases_build_the_profile(profile_repo: ProfileReposito
     assert snap.categories == ["books", "shoes", "socks"]
     assert (snap.home_latitude, snap.home_longitude) == (51.5, -0.12)
     assert snap.propensity == {"shoes": 0.7, "books": 0.25}
-    assert profile_repo.ledger_balance("c1") == snap.points_balance
+    assert ledger_balance(sql_engine, "c1") == snap.points_balance
     with sql_engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT category, source FROM customer_categories")).all()
     sources = {category: source for category, source in rows}
@@ -136,34 +136,36 @@ def test_customer_then_purchases_build_the_profile(profile_repo: ProfileReposito
 def test_reapplying_records_changes_nothing(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
     records = scenario("c1")
     assert profile_repo.apply_records(records) == len(records)
-    before = snapshot(profile_repo, "c1")
+    before = snapshot(sql_engine, "c1")
     rows = {
         t: count_rows(sql_engine, t) for t in ("purchases", "points_ledger", "customer_categories", "applied_events")
     }
 
     assert profile_repo.apply_records(records) == 0
     assert profile_repo.apply_records(records + records) == 0
-    assert snapshot(profile_repo, "c1") == before
+    assert snapshot(sql_engine, "c1") == before
     assert {t: count_rows(sql_engine, t) for t in rows} == rows
 
 
-def test_out_of_order_records_give_the_same_profile(profile_repo: ProfileRepository) -> None:
+def test_out_of_order_records_give_the_same_profile(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
     in_order = scenario("c-in")
     out_of_order = scenario("c-out")
     out_of_order = [out_of_order[3], out_of_order[1], out_of_order[0], out_of_order[2]]
     assert profile_repo.apply_records(in_order) == 4
     for record in out_of_order:  # one record per batch, as claimed entries from a dead writer arrive
         assert profile_repo.apply_records([record]) == 1
-    a, b = snapshot(profile_repo, "c-in"), snapshot(profile_repo, "c-out")
+    a, b = snapshot(sql_engine, "c-in"), snapshot(sql_engine, "c-out")
     assert comparable(a) == comparable(b)
-    assert b.points_balance == EXPECTED_BALANCE == profile_repo.ledger_balance("c-out")
+    assert b.points_balance == EXPECTED_BALANCE == ledger_balance(sql_engine, "c-out")
 
 
-def test_purchase_of_an_unknown_customer_creates_the_profile(profile_repo: ProfileRepository) -> None:
+def test_purchase_of_an_unknown_customer_creates_the_profile(
+    profile_repo: ProfileRepository, sql_engine: sa.Engine
+) -> None:
     record = purchase_record("walk-in", "w-1", at=T0, lines=[line("1", "toys", 3, 1000)])
-    assert not profile_repo.customer_exists("walk-in")
+    assert not customer_exists(sql_engine, "walk-in")
     assert profile_repo.apply_records([record]) == 1
-    snap = snapshot(profile_repo, "walk-in")
+    snap = snapshot(sql_engine, "walk-in")
     assert (snap.display_name, snap.tier, snap.currency) == ("", "", "USD")
     assert (snap.points_balance, snap.lifetime_value_minor, snap.purchase_count) == (30, 3000, 1)
     assert snap.categories == ["toys"] and snap.propensity == {} and snap.home_latitude is None
@@ -194,14 +196,14 @@ def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, 
         t.join(timeout=30)
     assert not errors
     assert sum(results) == len(batch)
-    snap = snapshot(profile_repo, "c-race")
+    snap = snapshot(sql_engine, "c-race")
     assert snap.purchase_count == 3 + 20
-    assert snap.points_balance == EXPECTED_BALANCE + sum(range(1, 21)) == profile_repo.ledger_balance("c-race")
+    assert snap.points_balance == EXPECTED_BALANCE + sum(range(1, 21)) == ledger_balance(sql_engine, "c-race")
     assert count_rows(sql_engine, "applied_events") == len(batch)
 
 
 def test_conflicting_record_is_skipped_without_failing_the_batch(
-    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
+    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture, sql_engine: sa.Engine
 ) -> None:
     first = purchase_record("c1", "t-dup", at=T0, lines=[line("1", "food", 1, 1000)])
     # Another event id for a transaction already stored: the unique key refuses it, the batch goes on.
@@ -209,16 +211,18 @@ def test_conflicting_record_is_skipped_without_failing_the_batch(
     after = purchase_record("c1", "t-next", at=T0 + timedelta(hours=1), lines=[line("1", "food", 1, 2000)])
     assert profile_repo.apply_records([first, clash, after]) == 2
     assert "purchase:t-dup:again" in caplog.text
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert (snap.purchase_count, snap.points_balance) == (2, 30)
 
 
 # -- reads -----------------------------------------------------------------------------------------------------
 
 
-def test_load_customer_returns_offer_uses_and_receipts_in_the_window(profile_repo: ProfileRepository) -> None:
+def test_load_customer_returns_offer_uses_and_receipts_in_the_window(
+    profile_repo: ProfileRepository, sql_engine: sa.Engine
+) -> None:
     profile_repo.apply_records(scenario("c1"))
-    snap = snapshot(profile_repo, "c1", since=T0 + timedelta(days=2))
+    snap = snapshot(sql_engine, "c1", since=T0 + timedelta(days=2))
     assert snap.offer_uses == {"o-shoes": 2}
     assert [r.transaction_id for r in snap.receipts] == ["c1-t2", "c1-t3"]
     assert snap.receipts[0].receipt == purchase_receipt("c1-t2")
@@ -227,15 +231,15 @@ def test_load_customer_returns_offer_uses_and_receipts_in_the_window(profile_rep
     assert_utc(snap.receipts[0].committed_at)
     # The window bound is inclusive and any time zone works.
     at_t3 = (T0 + timedelta(days=3, seconds=1)).astimezone(datetime.now().astimezone().tzinfo)
-    assert [r.transaction_id for r in snapshot(profile_repo, "c1", since=at_t3).receipts] == ["c1-t3"]
+    assert [r.transaction_id for r in snapshot(sql_engine, "c1", since=at_t3).receipts] == ["c1-t3"]
 
     assert profile_repo.load_customer("nobody", receipts_since=T0) is None
-    assert profile_repo.customer_exists("c1") and not profile_repo.customer_exists("nobody")
+    assert customer_exists(sql_engine, "c1") and not customer_exists(sql_engine, "nobody")
     stored = profile_repo.get_purchase_receipt("c1-t1")
     assert stored is not None and stored.receipt == purchase_receipt("c1-t1")
     assert_utc(stored.committed_at)
     assert profile_repo.get_purchase_receipt("missing") is None
-    assert profile_repo.ledger_balance("nobody") == 0 and profile_repo.list_categories("nobody") == []
+    assert ledger_balance(sql_engine, "nobody") == 0 and list_categories(sql_engine, "nobody") == []
     with pytest.raises(ValueError, match="naive"):
         profile_repo.load_customer("c1", receipts_since=datetime(2025, 1, 1))
 
@@ -280,7 +284,7 @@ def test_list_offers_paginates_and_filters_archived(profile_repo: ProfileReposit
     assert ids(profile_repo.list_offers(include_archived=True, after_offer_id="o-2", limit=1)) == ["o-3"]
 
 
-def test_stores_round_trip(profile_repo: ProfileRepository) -> None:
+def test_stores_round_trip(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
     downtown = Store(store_id="s-2", name="Downtown", location=GeoPoint(40.7128, -74.006), timezone="America/New_York")
     airport = Store(store_id="s-1", name="Airport")
     profile_repo.upsert_store(downtown)
@@ -288,11 +292,13 @@ def test_stores_round_trip(profile_repo: ProfileRepository) -> None:
     assert profile_repo.list_stores() == [airport, downtown]
     moved = replace(downtown, name="Downtown (new)", location=None)
     profile_repo.upsert_store(moved)
-    assert profile_repo.get_store("s-2") == moved
-    assert profile_repo.get_store("nope") is None
+    assert get_store(sql_engine, "s-2") == moved
+    assert get_store(sql_engine, "nope") is None
 
 
-def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(profile_repo: ProfileRepository) -> None:
+def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(
+    profile_repo: ProfileRepository, sql_engine: sa.Engine
+) -> None:
     """A dead writer's records are claimed by another after newer ones were written: the newest change wins."""
     crm = customer_record("c1", "first", at=T0, balance_delta=0, ltv_delta=0, categories=[])
     to_gold = replace(purchase_record("c1", "t1", at=T0 + DAY, lines=[line("1", "food", 1, 1000)]), tier_after="gold")
@@ -301,7 +307,7 @@ def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(profile_repo
     )
     assert profile_repo.apply_records([crm, to_platinum]) == 2
     assert profile_repo.apply_records([to_gold]) == 1  # the older upgrade, claimed late
-    assert snapshot(profile_repo, "c1").tier == "platinum"
+    assert snapshot(sql_engine, "c1").tier == "platinum"
 
     # The CRM lowers her tier afterwards; an even older upgrade arriving now does not raise it back.
     lowered = replace(
@@ -315,7 +321,7 @@ def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(profile_repo
     assert profile_repo.apply_records([lowered]) == 1
     to_gold_again = replace(to_gold, event_id="purchase:c1:t0", transaction_id="t0", ledger=[])
     assert profile_repo.apply_records([to_gold_again, stale_crm]) == 2
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert (snap.tier, snap.display_name) == ("silver", "Member c1")
     # Deltas still count whatever the order: the two purchases and the late one add up.
     assert snap.purchase_count == 3
@@ -329,6 +335,7 @@ def _crm(event: str, at: datetime, name: str, tier: str) -> CustomerRecord:
 
 def test_an_older_crm_rename_claimed_late_still_applies_behind_a_newer_tier_upgrade(
     profile_repo: ProfileRepository,
+    sql_engine: sa.Engine,
 ) -> None:
     # Redis order: CRM "A" (T0), CRM rename to "B" (T0+1d), purchase upgrading to platinum (T0+2d).
     # Redis ends with name "B", tier "platinum". The rename is left pending by a dead writer and claimed late.
@@ -340,12 +347,13 @@ def test_an_older_crm_rename_claimed_late_still_applies_behind_a_newer_tier_upgr
     assert profile_repo.apply_records([first]) == 1
     assert profile_repo.apply_records([upgrade]) == 1
     assert profile_repo.apply_records([rename]) == 1  # claimed late
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert (snap.display_name, snap.tier) == ("B", "platinum"), (snap.display_name, snap.tier)
 
 
 def test_crm_changes_apply_in_the_order_redis_ran_them_not_by_the_servers_clocks(
     profile_repo: ProfileRepository,
+    sql_engine: sa.Engine,
 ) -> None:
     # Two CRM updates of one member: stamped t1 < t2 by their servers before their scripts ran, but the scripts ran
     # t2's first (Redis keeps "one", the last to run). The records reach SQL in stream (= script) order.
@@ -357,4 +365,4 @@ def test_crm_changes_apply_in_the_order_redis_ran_them_not_by_the_servers_clocks
     assert profile_repo.apply_records([_crm("base", T0, "base", "gold")]) == 1
     assert profile_repo.apply_records([ran_first]) == 1
     assert profile_repo.apply_records([ran_last]) == 1
-    assert snapshot(profile_repo, "c1").display_name == "one"  # what Redis holds
+    assert snapshot(sql_engine, "c1").display_name == "one"  # what Redis holds

@@ -24,7 +24,7 @@ from store.writer import GROUP, OutboxWriter
 from tests.support.redis_env import delete_prefix, new_prefix
 
 from .records_builders import DAY, T0, Member, committed, line
-from .sql_queries import count_rows, snapshot
+from .sql_queries import count_rows, get_return_receipt, ledger_balance, list_categories, refused_records, snapshot
 from .sql_schema import HEAD_REVISION, PROFILE_TABLES, profile_metadata
 
 # -- records, as the Redis scripts would write them ------------------------------------------------------------
@@ -68,13 +68,13 @@ def story(customer_id: str) -> tuple[list[OutboxRecord], list[Member]]:
     return records, states
 
 
-def assert_matches(repo: ProfileRepository, m: Member) -> None:
-    snap = snapshot(repo, m.customer_id)
+def assert_matches(sql_engine: sa.Engine, m: Member) -> None:
+    snap = snapshot(sql_engine, m.customer_id)
     got = (snap.points_balance, snap.points_debt, snap.lifetime_value_minor, snap.purchase_count)
     assert got == (m.balance, m.debt, m.ltv, m.purchases)
     assert snap.offer_uses == {offer_id: n for offer_id, n in m.uses.items() if n}
     # The ledger explains the balance net of debt.
-    assert repo.ledger_balance(m.customer_id) == snap.points_balance - snap.points_debt
+    assert ledger_balance(sql_engine, m.customer_id) == snap.points_balance - snap.points_debt
 
 
 def normalized(snap: CustomerSnapshot) -> CustomerSnapshot:
@@ -139,7 +139,7 @@ def test_0002_upgrades_a_populated_0001_database_and_downgrades_back(
         )
     migrate(engine, schema=schema)
     repo = ProfileRepository(engine)
-    snap = snapshot(repo, "old")
+    snap = snapshot(engine, "old")
     assert (snap.points_balance, snap.points_debt, snap.returned, snap.return_receipts) == (7, 0, {}, [])
     m = Member("new")
     bought = m.purchase("t1", at=T0, lines=[line("1", "food", 2, 1000, offer="o")])
@@ -155,8 +155,8 @@ def test_0002_upgrades_a_populated_0001_database_and_downgrades_back(
         balances = conn.execute(sa.text("SELECT customer_id, points_balance FROM customers")).all()
         assert sorted(balances) == [("new", 60), ("old", 7)]
     migrate(engine, schema=schema)
-    assert snapshot(repo, "old").points_balance == 7
-    assert snapshot(repo, "new").offer_uses == {"o": 1}  # the return went with the downgrade
+    assert snapshot(engine, "old").points_balance == 7
+    assert snapshot(engine, "new").offer_uses == {"o": 1}  # the return went with the downgrade
 
 
 # -- write-behind ----------------------------------------------------------------------------------------------
@@ -166,14 +166,14 @@ def test_purchase_partial_returns_then_the_rest(profile_repo: ProfileRepository,
     records, states = story("c1")
     for record, state in zip(records, states, strict=True):
         assert profile_repo.apply_records([record]) == 1
-        assert_matches(profile_repo, state)
+        assert_matches(sql_engine, state)
 
     final = states[-1]
     # Ledger: 50 + 155 + (20 - 200) - 95 + 80 - 60 + 250 - 250 + (200 - 20) = 130 = 180 balance - 50 debt
     # (a refund reaches the balance, it does not repay debt).
     assert (final.balance, final.debt, final.purchases) == (180, 50, 3)
     assert final.uses == {"o-shoes": 0, "o-food": 1, "o-hats": 0}
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert snap.offer_uses == {"o-food": 1}
     assert snap.returned == {"c1-t1": {"1": 2, "2": 3}, "c1-t2": {"1": 1}, "c1-t4": {"1": 1}}
     assert [r.transaction_id for r in snap.return_receipts] == ["c1-r1", "c1-r2", "c1-r3", "c1-r4"]
@@ -200,8 +200,8 @@ def test_purchase_partial_returns_then_the_rest(profile_repo: ProfileRepository,
 def test_reapplying_returns_changes_nothing(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
     records, states = story("c1")
     assert profile_repo.apply_records(records) == len(records)
-    assert_matches(profile_repo, states[-1])
-    before = snapshot(profile_repo, "c1")
+    assert_matches(sql_engine, states[-1])
+    before = snapshot(sql_engine, "c1")
     tables = ("customers", "returns", "return_lines", "return_offers", "points_ledger", "applied_events")
     rows = {t: count_rows(sql_engine, t) for t in tables}
 
@@ -209,12 +209,13 @@ def test_reapplying_returns_changes_nothing(profile_repo: ProfileRepository, sql
     assert profile_repo.apply_records(records[::-1] + records) == 0
     for record in records:
         assert profile_repo.apply_records([record]) == 0
-    assert snapshot(profile_repo, "c1") == before
+    assert snapshot(sql_engine, "c1") == before
     assert {t: count_rows(sql_engine, t) for t in tables} == rows
 
 
 def test_any_order_that_keeps_returns_after_their_purchases_gives_the_same_profile(
     profile_repo: ProfileRepository,
+    sql_engine: sa.Engine,
 ) -> None:
     in_order, states = story("a")
     crm, t1, t2, r1, t3, r2, t4, r3, r4 = story("b")[0]
@@ -226,11 +227,11 @@ def test_any_order_that_keeps_returns_after_their_purchases_gives_the_same_profi
     assert profile_repo.apply_records(shuffled) == len(shuffled)
     assert profile_repo.apply_records(in_order) == len(in_order)
 
-    expected = normalized(snapshot(profile_repo, "a"))
-    assert normalized(snapshot(profile_repo, "b")) == expected
-    assert normalized(snapshot(profile_repo, "c")) == expected
+    expected = normalized(snapshot(sql_engine, "a"))
+    assert normalized(snapshot(sql_engine, "b")) == expected
+    assert normalized(snapshot(sql_engine, "c")) == expected
     for customer_id in ("a", "b", "c"):
-        assert_matches(profile_repo, replace(states[-1], customer_id=customer_id))
+        assert_matches(sql_engine, replace(states[-1], customer_id=customer_id))
 
 
 def test_a_return_whose_purchase_is_not_in_sql_fails_the_batch_and_applies_on_retry(
@@ -249,7 +250,7 @@ def test_a_return_whose_purchase_is_not_in_sql_fails_the_batch_and_applies_on_re
 
     assert profile_repo.apply_records([t1]) == 1
     assert profile_repo.apply_records(batch) == 3
-    assert_matches(profile_repo, states[3])
+    assert_matches(sql_engine, states[3])
 
 
 def stored_and_clashing(profile_repo: ProfileRepository, m: Member) -> PurchaseRecord:
@@ -264,7 +265,7 @@ def stored_and_clashing(profile_repo: ProfileRepository, m: Member) -> PurchaseR
 
 
 def test_a_return_of_a_purchase_refused_in_the_same_batch_is_skipped_with_it(
-    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
+    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture, sql_engine: sa.Engine
 ) -> None:
     m = Member("c1")
     clash = stored_and_clashing(profile_repo, m)
@@ -272,24 +273,25 @@ def test_a_return_of_a_purchase_refused_in_the_same_batch_is_skipped_with_it(
     fine = Member("c2").purchase("t-fine", at=T0, lines=[line("1", "food", 1, 500)])
     assert profile_repo.apply_records([undo, clash, fine]) == 1
     assert "purchase:c1:t-clash" in caplog.text and "return:c1:r-clash" in caplog.text
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert (snap.points_balance, snap.points_debt, snap.purchase_count) == (10, 0, 1)
-    assert profile_repo.get_return_receipt("r-clash") is None
-    assert snapshot(profile_repo, "c2").purchase_count == 1
+    assert get_return_receipt(sql_engine, "r-clash") is None
+    assert snapshot(sql_engine, "c2").purchase_count == 1
     # Both are kept for an operator, with why.
-    refused = {r.event_id: r for r in profile_repo.refused_records()}
+    refused = {r.event_id: r for r in refused_records(sql_engine)}
     assert set(refused) == {"purchase:c1:t-clash", "return:c1:r-clash"}
     assert "entry_id" in refused["purchase:c1:t-clash"].reason
     assert refused["return:c1:r-clash"].transaction_id == "t-clash"
     # Replayed later on its own (claimed from a dead writer), the return is refused again rather than waiting
     # forever for a purchase that will never come, which would block its partition's writer.
     assert profile_repo.apply_records([undo]) == 0
-    assert profile_repo.get_return_receipt("r-clash") is None
-    assert snapshot(profile_repo, "c1").points_balance == 10
+    assert get_return_receipt(sql_engine, "r-clash") is None
+    assert snapshot(sql_engine, "c1").points_balance == 10
 
 
 def test_a_return_arriving_after_its_purchase_was_refused_does_not_block_the_writer(
     profile_repo: ProfileRepository,
+    sql_engine: sa.Engine,
 ) -> None:
     m = Member("c1")
     clash = stored_and_clashing(profile_repo, m)
@@ -298,12 +300,12 @@ def test_a_return_arriving_after_its_purchase_was_refused_does_not_block_the_wri
     later = Member("c2").purchase("t-later", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 500)])
     # The next batch holds the return and other work: the return is refused, the rest is written.
     assert profile_repo.apply_records([undo, later]) == 1
-    assert snapshot(profile_repo, "c2").purchase_count == 1
-    assert "return:c1:r-clash" in {r.event_id for r in profile_repo.refused_records()}
+    assert snapshot(sql_engine, "c2").purchase_count == 1
+    assert "return:c1:r-clash" in {r.event_id for r in refused_records(sql_engine)}
 
 
 def test_a_return_naming_another_customers_purchase_is_refused(
-    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
+    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture, sql_engine: sa.Engine
 ) -> None:
     owner = Member("owner")
     bought = owner.purchase("t1", at=T0, lines=[line("1", "food", 2, 1000)])
@@ -314,10 +316,10 @@ def test_a_return_naming_another_customers_purchase_is_refused(
     assert profile_repo.apply_records([wrong, right]) == 1
     assert "return:stranger:r-wrong" in caplog.text
     assert profile_repo.returned_quantities("t1") == {"1": 1}
-    assert_matches(profile_repo, owner)
+    assert_matches(sql_engine, owner)
 
 
-def test_an_offer_lost_twice_is_given_back_once(profile_repo: ProfileRepository) -> None:
+def test_an_offer_lost_twice_is_given_back_once(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
     m = Member("c1", balance=1000)
     t1 = m.purchase("t1", at=T0, lines=[line("1", "shoes", 2, 4500, offer="o-shoes")])
     t2 = m.purchase("t2", at=T0 + DAY, lines=[line("1", "shoes", 1, 4500, offer="o-shoes")])
@@ -325,11 +327,13 @@ def test_an_offer_lost_twice_is_given_back_once(profile_repo: ProfileRepository)
     # A second return of t1 naming the same offer again (the bonus is already gone) gives no second use back.
     r2 = replace(m.return_("r2", t1, at=T0 + 3 * DAY, quantities={"1": 1}), offers_lost=["o-shoes"])
     assert profile_repo.apply_records([t1, t2, r1, r2]) == 4
-    assert snapshot(profile_repo, "c1").offer_uses == {"o-shoes": 1}
+    assert snapshot(sql_engine, "c1").offer_uses == {"o-shoes": 1}
     assert profile_repo.returned_quantities("t1") == {"1": 2}
 
 
-def test_debt_repaid_by_a_purchase_moves_debt_not_balance(profile_repo: ProfileRepository) -> None:
+def test_debt_repaid_by_a_purchase_moves_debt_not_balance(
+    profile_repo: ProfileRepository, sql_engine: sa.Engine
+) -> None:
     m = Member("c1")
     t1 = m.purchase("t1", at=T0, lines=[line("1", "tv", 1, 50_000)])  # 500 points
     t2 = m.purchase("t2", at=T0 + DAY, lines=[line("1", "food", 1, 1000)], redeem=450)  # 510 - 450 = 60
@@ -339,19 +343,21 @@ def test_debt_repaid_by_a_purchase_moves_debt_not_balance(profile_repo: ProfileR
     assert (t3.debt_repaid, t4.debt_repaid) == (300, 140)
     for record, expected in ((t1, 500), (t2, 60), (r1, 0), (t3, 0), (t4, 60)):
         profile_repo.apply_records([record])
-        assert snapshot(profile_repo, "c1").points_balance == expected
+        assert snapshot(sql_engine, "c1").points_balance == expected
     assert (m.balance, m.debt) == (60, 0)
-    assert_matches(profile_repo, m)
+    assert_matches(sql_engine, m)
 
 
 # -- reads -----------------------------------------------------------------------------------------------------
 
 
-def test_load_customer_windows_returns_by_their_own_times(profile_repo: ProfileRepository) -> None:
+def test_load_customer_windows_returns_by_their_own_times(
+    profile_repo: ProfileRepository, sql_engine: sa.Engine
+) -> None:
     records, states = story("c1")
     profile_repo.apply_records(records)
     # t4 (day 6) is the only purchase in the window; r3 and r4 (days 7, 8) the only returns.
-    snap = snapshot(profile_repo, "c1", since=T0 + 6 * DAY)
+    snap = snapshot(sql_engine, "c1", since=T0 + 6 * DAY)
     assert [r.transaction_id for r in snap.receipts] == ["c1-t4"]
     assert snap.returned == {"c1-t4": {"1": 1}}
     assert [r.transaction_id for r in snap.return_receipts] == ["c1-r3", "c1-r4"]
@@ -366,8 +372,8 @@ def test_load_customer_windows_returns_by_their_own_times(profile_repo: ProfileR
     # The profile itself does not depend on the window.
     assert (snap.points_debt, snap.offer_uses) == (states[-1].debt, {"o-food": 1})
 
-    assert profile_repo.get_return_receipt("c1-r3") == r3
-    assert profile_repo.get_return_receipt("c1-t1") is None
+    assert get_return_receipt(sql_engine, "c1-r3") == r3
+    assert get_return_receipt(sql_engine, "c1-t1") is None
     assert profile_repo.returned_quantities("c1-t1") == {"1": 2, "2": 3}
     assert profile_repo.returned_quantities("c1-t3") == {}
     assert profile_repo.returned_quantities("missing") == {}
@@ -375,10 +381,12 @@ def test_load_customer_windows_returns_by_their_own_times(profile_repo: ProfileR
     assert stored is not None and stored.receipt == b"\x08\x01purchase:c1-t1"
 
 
-def test_a_customer_without_returns_has_no_debt_and_nothing_returned(profile_repo: ProfileRepository) -> None:
+def test_a_customer_without_returns_has_no_debt_and_nothing_returned(
+    profile_repo: ProfileRepository, sql_engine: sa.Engine
+) -> None:
     m = Member("c1")
     profile_repo.apply_records([m.purchase("t1", at=T0, lines=[line("1", "food", 1, 1000, offer="o")])])
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert (snap.points_debt, snap.returned, snap.return_receipts, snap.offer_uses) == (0, {}, [], {"o": 1})
 
 
@@ -395,7 +403,7 @@ async def fixture_outbox(redis_url: str) -> AsyncIterator[tuple[aioredis.Redis, 
 
 
 async def test_writer_retries_a_return_until_the_purchase_a_dead_writer_held_is_written(
-    outbox: tuple[aioredis.Redis, Keys], profile_repo: ProfileRepository
+    outbox: tuple[aioredis.Redis, Keys], profile_repo: ProfileRepository, sql_engine: sa.Engine
 ) -> None:
     client, keys = outbox
     m = Member("c1")
@@ -416,19 +424,20 @@ async def test_writer_retries_a_return_until_the_purchase_a_dead_writer_held_is_
     assert await survivor.run_once() == 0  # only the return is free: refused for now, left pending
     assert survivor.stats.failures == 1
     assert await survivor.backlog() == 3
-    assert profile_repo.get_return_receipt("r1") is None
+    assert get_return_receipt(sql_engine, "r1") is None
 
     # Once the dead writer's entries are idle long enough, the survivor claims them beside its pending return.
     survivor = OutboxWriter(client, keys, profile_repo, consumer="survivor", claim_idle_ms=0)
     await survivor.drain(timeout_s=5)
     assert await survivor.backlog() == 0
     assert survivor.stats.applied == 3
-    assert profile_repo.get_return_receipt("r1") is not None
-    assert_matches(profile_repo, m)
+    assert get_return_receipt(sql_engine, "r1") is not None
+    assert_matches(sql_engine, m)
 
 
 def test_a_void_takes_back_the_categories_redis_took_back_unless_bought_again_later(
     profile_repo: ProfileRepository,
+    sql_engine: sa.Engine,
 ) -> None:
     m = Member("c1")
     first = m.purchase("t1", at=T0, lines=[line("1", "shoes", 1, 8900)])
@@ -439,7 +448,7 @@ def test_a_void_takes_back_the_categories_redis_took_back_unless_bought_again_la
     # The later purchase arrives first (claimed from a dead writer late, in the other order): shoes stay.
     assert profile_repo.apply_records([first, later]) == 2
     assert profile_repo.apply_records([void]) == 1
-    assert profile_repo.list_categories("c1") == ["shoes"]
+    assert list_categories(sql_engine, "c1") == ["shoes"]
 
     n = Member("c2")
     only = n.purchase("t3", at=T0, lines=[line("1", "shoes", 1, 8900), line("2", "dresses", 1, 12000)])
@@ -448,4 +457,4 @@ def test_a_void_takes_back_the_categories_redis_took_back_unless_bought_again_la
         categories_removed=["shoes"],  # dresses she had bought before (Redis kept it): not taken back
     )
     assert profile_repo.apply_records([only, void_only]) == 2  # one batch: the void still wins
-    assert profile_repo.list_categories("c2") == ["dresses"]
+    assert list_categories(sql_engine, "c2") == ["dresses"]
