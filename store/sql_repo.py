@@ -41,7 +41,7 @@ from store.sql_models import (
     AppliedEvent,
     Customer,
     CustomerCategory,
-    OfferRow,
+    OfferDefinition,
     PointsLedgerEntry,
     Purchase,
     PurchaseLine,
@@ -802,7 +802,7 @@ class ProfileRepository:
     def upsert_offer(self, offer_id: str, title: str, definition_json: str, archived: bool) -> tuple[int, datetime]:
         """Create or replace an offer; returns its new version (1, then +1 per upsert) and updated_at."""
         now = datetime.now(UTC)
-        stmt = self._insert(OfferRow).values(
+        stmt = self._insert(OfferDefinition).values(
             offer_id=offer_id,
             version=1,
             archived=archived,
@@ -815,28 +815,28 @@ class ProfileRepository:
         upsert = stmt.on_conflict_do_update(
             index_elements=["offer_id"],
             set_={
-                "version": col(OfferRow.version) + 1,
+                "version": col(OfferDefinition.version) + 1,
                 "archived": excluded.archived,
                 "title": excluded.title,
                 "definition_json": excluded.definition_json,
                 "updated_at": excluded.updated_at,
             },
-        ).returning(col(OfferRow.version), col(OfferRow.updated_at))
+        ).returning(col(OfferDefinition.version), col(OfferDefinition.updated_at))
         with Session(self._writer) as session, session.begin():
             version, updated_at = session.exec(upsert).one()
         return int(version), updated_at
 
     def get_offer(self, offer_id: str) -> OfferTuple | None:
         with Session(self._engine) as session:
-            row = session.get(OfferRow, offer_id)
+            row = session.get(OfferDefinition, offer_id)
             return None if row is None else (row.definition_json, row.version, row.archived, row.updated_at)
 
     def list_offers(self, *, include_archived: bool, after_offer_id: str, limit: int) -> list[OfferTuple]:
         """Offers ordered by offer_id, starting after `after_offer_id` ("" = from the start)."""
-        query = select(OfferRow).where(col(OfferRow.offer_id) > after_offer_id)
+        query = select(OfferDefinition).where(col(OfferDefinition.offer_id) > after_offer_id)
         if not include_archived:
-            query = query.where(col(OfferRow.archived).is_(False))
-        query = query.order_by(col(OfferRow.offer_id)).limit(max(limit, 0))
+            query = query.where(col(OfferDefinition.archived).is_(False))
+        query = query.order_by(col(OfferDefinition.offer_id)).limit(max(limit, 0))
         with Session(self._engine) as session:
             return [(r.definition_json, r.version, r.archived, r.updated_at) for r in session.exec(query).all()]
 
