@@ -30,6 +30,7 @@ from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
 from store.records import OutboxRecord
 from store.redis_state import CustomerStore
+from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 from store.writer import OutboxWriter, WriterStats
@@ -142,17 +143,18 @@ class Service:
         engine = make_engine(settings.sql_url, schema=schema)
         await asyncio.to_thread(lambda: migrate(engine, schema=schema))
         repo = ProfileRepository(engine)
+        sql_catalog = SqlCatalog(engine)
         keys = Keys(settings.redis_prefix, settings.partitions)
         customers = CustomerStore(
             client, keys, receipt_retention_s=settings.idempotency_retention_days * 86_400, observe=redis_call
         )
         catalog = CatalogCache(
-            repo, customers, offer_from_row, lambda value: tier_rules(tier_policy_from_json(value, 0))
+            sql_catalog, customers, offer_from_row, lambda value: tier_rules(tier_policy_from_json(value, 0))
         )
         catalog.on_swap = _record_catalog
         await catalog.refresh(force=True)
         offers = OffersApp(settings, customers, repo, catalog)
-        admin = AdminApp(repo, customers, catalog)
+        admin = AdminApp(sql_catalog, customers, catalog)
         if settings.demo_data:
             await load_demo(admin, offers)
         writer = OutboxWriter(

@@ -21,7 +21,6 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
-from domain.model import GeoPoint, Store
 from store.keys import RECENT_CATEGORY_WINDOW_S
 from store.records import (
     AppliedOfferRecord,
@@ -36,12 +35,12 @@ from store.records import (
     load_record,
 )
 from store.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
+from store.sql_common import Insert, aware, parse_timestamp
 from store.sql_db import write_engine
 from store.sql_models import (
     AppliedEvent,
     Customer,
     CustomerCategory,
-    OfferDefinition,
     PointsLedgerEntry,
     Purchase,
     PurchaseLine,
@@ -50,16 +49,12 @@ from store.sql_models import (
     Return,
     ReturnLine,
     ReturnOffer,
-    SettingRow,
-    StoreRow,
 )
 
 log = logging.getLogger(__name__)
 
-Insert = sqlite.Insert | postgresql.Insert
 LEDGER_KEPT_IN_REDIS = 200  # as store/lua/ledger_lib.lua keeps
 RECENT_CATEGORY_WINDOW = timedelta(seconds=RECENT_CATEGORY_WINDOW_S)
-OfferTuple = tuple[str, int, bool, datetime]  # (definition_json, version, archived, updated_at)
 
 
 class PurchaseNotApplied(RuntimeError):
@@ -79,18 +74,6 @@ class PurchaseNotApplied(RuntimeError):
 
 class _RecordRefused(Exception):
     """A record SQL must refuse for good (like an IntegrityError): logged and skipped in the one-by-one pass."""
-
-
-def parse_timestamp(raw: str) -> datetime:
-    """An ISO 8601 record timestamp as aware UTC (a naive one is taken as UTC, as records are written in UTC)."""
-    value = datetime.fromisoformat(raw)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: pass an aware datetime")
-    return value.astimezone(UTC)
 
 
 def _add_deltas(
@@ -630,7 +613,7 @@ class ProfileRepository:
         now: datetime | None = None,
     ) -> CustomerSnapshot | None:
         """Everything Redis holds for a customer, read in one consistent snapshot; None if unknown."""
-        since = _aware(receipts_since)
+        since = aware(receipts_since)
         with Session(self._snapshot_reader) as session, session.begin():
             customer = session.get(Customer, customer_id)
             if customer is None:
@@ -673,7 +656,7 @@ class ProfileRepository:
                 .where(Return.customer_id == customer_id, col(Return.committed_at) >= since)
                 .order_by(col(Return.committed_at), col(Return.return_id))
             ).all()
-            spend = self._spend_by_month(session, customer_id, _aware(spend_since)) if spend_since else {}
+            spend = self._spend_by_month(session, customer_id, aware(spend_since)) if spend_since else {}
             newest = session.exec(
                 select(PointsLedgerEntry)
                 .where(PointsLedgerEntry.customer_id == customer_id)
@@ -685,9 +668,9 @@ class ProfileRepository:
                 ledger=[
                     LedgerRow(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in reversed(newest)
                 ],
-                pending_points=pending_points(session, customer_id, _aware(now or datetime.now(UTC))),
+                pending_points=pending_points(session, customer_id, aware(now or datetime.now(UTC))),
                 recent_category_purchases=self._recent_category_purchases(
-                    session, customer_id, _aware(now or datetime.now(UTC)) - RECENT_CATEGORY_WINDOW
+                    session, customer_id, aware(now or datetime.now(UTC)) - RECENT_CATEGORY_WINDOW
                 ),
                 customer_id=customer.customer_id,
                 display_name=customer.display_name,
@@ -752,34 +735,13 @@ class ProfileRepository:
                 select(Customer.customer_id)
                 .where(
                     col(Customer.points_balance) > 0,
-                    col(Customer.last_purchase_at) < _aware(cutoff),
+                    col(Customer.last_purchase_at) < aware(cutoff),
                     col(Customer.customer_id) > after_customer_id,
                 )
                 .order_by(col(Customer.customer_id))
                 .limit(limit)
             ).all()
             return list(rows)
-
-    def get_setting(self, key: str) -> tuple[str, int] | None:
-        """(JSON value, version) of a setting of record, or None."""
-        with Session(self._engine) as session:
-            row = session.get(SettingRow, key)
-            return None if row is None else (row.value_json, row.version)
-
-    def put_setting(self, key: str, value_json: str) -> int:
-        """Stores a setting's new value as its next version (one statement: concurrent writers never collide on
-        the key nor reuse a version); returns the version."""
-        stmt = self._insert(SettingRow).values(key=key, value_json=value_json, version=1, updated_at=datetime.now(UTC))
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                "value_json": stmt.excluded.value_json,
-                "version": col(SettingRow.version) + 1,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        ).returning(col(SettingRow.version))
-        with Session(self._writer) as session, session.begin():
-            return int(session.connection().execute(upsert).scalar_one())
 
     def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None:
         with Session(self._engine) as session:
@@ -796,77 +758,6 @@ class ProfileRepository:
                 .group_by(col(ReturnLine.line_id))
             ).all()
             return {line_id: int(quantity or 0) for line_id, quantity in rows}
-
-    # -- catalog of record -------------------------------------------------------------------------------------
-
-    def upsert_offer(self, offer_id: str, title: str, definition_json: str, archived: bool) -> tuple[int, datetime]:
-        """Create or replace an offer; returns its new version (1, then +1 per upsert) and updated_at."""
-        now = datetime.now(UTC)
-        stmt = self._insert(OfferDefinition).values(
-            offer_id=offer_id,
-            version=1,
-            archived=archived,
-            title=title,
-            definition_json=definition_json,
-            updated_at=now,
-        )
-        excluded = stmt.excluded
-        # One statement, so concurrent upserts of the same offer each get their own version.
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["offer_id"],
-            set_={
-                "version": col(OfferDefinition.version) + 1,
-                "archived": excluded.archived,
-                "title": excluded.title,
-                "definition_json": excluded.definition_json,
-                "updated_at": excluded.updated_at,
-            },
-        ).returning(col(OfferDefinition.version), col(OfferDefinition.updated_at))
-        with Session(self._writer) as session, session.begin():
-            version, updated_at = session.exec(upsert).one()
-        return int(version), updated_at
-
-    def get_offer(self, offer_id: str) -> OfferTuple | None:
-        with Session(self._engine) as session:
-            row = session.get(OfferDefinition, offer_id)
-            return None if row is None else (row.definition_json, row.version, row.archived, row.updated_at)
-
-    def list_offers(self, *, include_archived: bool, after_offer_id: str, limit: int) -> list[OfferTuple]:
-        """Offers ordered by offer_id, starting after `after_offer_id` ("" = from the start)."""
-        query = select(OfferDefinition).where(col(OfferDefinition.offer_id) > after_offer_id)
-        if not include_archived:
-            query = query.where(col(OfferDefinition.archived).is_(False))
-        query = query.order_by(col(OfferDefinition.offer_id)).limit(max(limit, 0))
-        with Session(self._engine) as session:
-            return [(r.definition_json, r.version, r.archived, r.updated_at) for r in session.exec(query).all()]
-
-    def upsert_store(self, store: Store) -> None:
-        location = store.location
-        stmt = self._insert(StoreRow).values(
-            store_id=store.store_id,
-            name=store.name,
-            latitude=None if location is None else location.latitude,
-            longitude=None if location is None else location.longitude,
-            timezone=store.timezone,
-        )
-        excluded = stmt.excluded
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["store_id"],
-            set_={
-                "name": excluded.name,
-                "latitude": excluded.latitude,
-                "longitude": excluded.longitude,
-                "timezone": excluded.timezone,
-            },
-        )
-        with Session(self._writer) as session, session.begin():
-            session.exec(upsert)
-
-    def list_stores(self) -> list[Store]:
-        with Session(self._engine) as session:
-            return [
-                store_from_row(row) for row in session.exec(select(StoreRow).order_by(col(StoreRow.store_id))).all()
-            ]
 
     def ping(self) -> None:
         with self._engine.connect() as conn:
@@ -948,7 +839,7 @@ def pending_points(session: Session, customer_id: str, now: datetime) -> list[tu
         .group_by(col(PointsLedgerEntry.available_at))
         .order_by(col(PointsLedgerEntry.available_at))
     ).all()
-    return [(_aware(at), int(points)) for at, points in rows if at is not None and points]
+    return [(aware(at), int(points)) for at, points in rows if at is not None and points]
 
 
 def stored_purchase_receipt(purchase: Purchase) -> StoredReceipt:
@@ -969,11 +860,3 @@ def stored_return_receipt(row: Return) -> StoredReceipt:
         receipt=bytes(row.receipt),
         committed_at=row.committed_at,
     )
-
-
-def store_from_row(row: StoreRow) -> Store:
-    """The domain Store of a stores row (a location only when both coordinates are there)."""
-    location = None
-    if row.latitude is not None and row.longitude is not None:
-        location = GeoPoint(latitude=row.latitude, longitude=row.longitude)
-    return Store(store_id=row.store_id, name=row.name, location=location, timezone=row.timezone)

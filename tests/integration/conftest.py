@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from store.keys import Keys
 from store.redis_state import CustomerStore
+from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 from tests.conftest import postgres_url
@@ -48,6 +49,11 @@ def sql_engine(sql_target: tuple[str, str | None]) -> Iterator[sa.Engine]:
 @pytest.fixture
 def profile_repo(sql_engine: sa.Engine) -> ProfileRepository:
     return ProfileRepository(sql_engine)
+
+
+@pytest.fixture
+def sql_catalog(sql_engine: sa.Engine) -> SqlCatalog:
+    return SqlCatalog(sql_engine)
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from sqlmodel import Session, col, func, select
 
 from domain.model import Store
 from store.snapshot import CustomerSnapshot, StoredReceipt
+from store.sql_catalog import store_from_row
 from store.sql_models import Customer, CustomerCategory, PointsLedgerEntry, RefusedRecord, Return, StoreRow
-from store.sql_repo import ProfileRepository, store_from_row, stored_return_receipt
+from store.sql_repo import ProfileRepository, stored_return_receipt
 from store.sql_repo import pending_points as pending_points_in
 
 from .records_builders import T0

@@ -17,6 +17,7 @@ from alembic.migration import MigrationContext
 from domain.model import GeoPoint, Store
 from store.records import CustomerRecord, OutboxRecord
 from store.snapshot import CustomerSnapshot
+from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
 
@@ -75,8 +76,7 @@ def assert_utc(value: datetime | None) -> None:
 
 def test_migrate_twice_is_a_no_op_and_matches_models(sql_engine: sa.Engine, sql_target: tuple[str, str | None]) -> None:
     _, schema = sql_target
-    repo = ProfileRepository(sql_engine)
-    repo.upsert_store(Store(store_id="s", name="kept"))
+    SqlCatalog(sql_engine).upsert_store(Store(store_id="s", name="kept"))
     migrate(sql_engine, schema=schema)
     migrate(sql_engine, schema=schema)
     assert get_store(sql_engine, "s") == Store(store_id="s", name="kept")
@@ -255,43 +255,43 @@ def offer_json(offer_id: str, **extra: object) -> str:
     return json.dumps({"offer_id": offer_id, **extra}, sort_keys=True)
 
 
-def test_offer_upsert_bumps_version(profile_repo: ProfileRepository) -> None:
-    assert profile_repo.get_offer("o-1") is None
-    v1, t1 = profile_repo.upsert_offer("o-1", "Double points", offer_json("o-1", rev=1), False)
-    v2, t2 = profile_repo.upsert_offer("o-1", "Triple points", offer_json("o-1", rev=2), True)
+def test_offer_upsert_bumps_version(sql_catalog: SqlCatalog) -> None:
+    assert sql_catalog.get_offer("o-1") is None
+    v1, t1 = sql_catalog.upsert_offer("o-1", "Double points", offer_json("o-1", rev=1), False)
+    v2, t2 = sql_catalog.upsert_offer("o-1", "Triple points", offer_json("o-1", rev=2), True)
     assert (v1, v2) == (1, 2)
     assert_utc(t1)
     assert t2 >= t1
-    assert profile_repo.get_offer("o-1") == (offer_json("o-1", rev=2), 2, True, t2)
+    assert sql_catalog.get_offer("o-1") == (offer_json("o-1", rev=2), 2, True, t2)
 
 
-def test_list_offers_paginates_and_filters_archived(profile_repo: ProfileRepository) -> None:
+def test_list_offers_paginates_and_filters_archived(sql_catalog: SqlCatalog) -> None:
     for n in range(1, 6):
-        profile_repo.upsert_offer(f"o-{n}", f"Offer {n}", offer_json(f"o-{n}"), n == 3)
+        sql_catalog.upsert_offer(f"o-{n}", f"Offer {n}", offer_json(f"o-{n}"), n == 3)
 
     def ids(page: list[tuple[str, int, bool, datetime]]) -> list[str]:
         return [json.loads(definition)["offer_id"] for definition, _, _, _ in page]
 
     pages: list[list[str]] = []
     after = ""
-    while page := ids(profile_repo.list_offers(include_archived=False, after_offer_id=after, limit=2)):
+    while page := ids(sql_catalog.list_offers(include_archived=False, after_offer_id=after, limit=2)):
         pages.append(page)
         after = page[-1]
     assert pages == [["o-1", "o-2"], ["o-4", "o-5"]]
-    everything = profile_repo.list_offers(include_archived=True, after_offer_id="", limit=100)
+    everything = sql_catalog.list_offers(include_archived=True, after_offer_id="", limit=100)
     assert ids(everything) == ["o-1", "o-2", "o-3", "o-4", "o-5"]
     assert [archived for _, _, archived, _ in everything] == [False, False, True, False, False]
-    assert ids(profile_repo.list_offers(include_archived=True, after_offer_id="o-2", limit=1)) == ["o-3"]
+    assert ids(sql_catalog.list_offers(include_archived=True, after_offer_id="o-2", limit=1)) == ["o-3"]
 
 
-def test_stores_round_trip(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_stores_round_trip(sql_catalog: SqlCatalog, sql_engine: sa.Engine) -> None:
     downtown = Store(store_id="s-2", name="Downtown", location=GeoPoint(40.7128, -74.006), timezone="America/New_York")
     airport = Store(store_id="s-1", name="Airport")
-    profile_repo.upsert_store(downtown)
-    profile_repo.upsert_store(airport)
-    assert profile_repo.list_stores() == [airport, downtown]
+    sql_catalog.upsert_store(downtown)
+    sql_catalog.upsert_store(airport)
+    assert sql_catalog.list_stores() == [airport, downtown]
     moved = replace(downtown, name="Downtown (new)", location=None)
-    profile_repo.upsert_store(moved)
+    sql_catalog.upsert_store(moved)
     assert get_store(sql_engine, "s-2") == moved
     assert get_store(sql_engine, "nope") is None
 
