@@ -30,6 +30,7 @@ from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
 from store.records import OutboxRecord
 from store.redis_state import CustomerStore
+from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
@@ -153,7 +154,7 @@ class Service:
         )
         catalog.on_swap = _record_catalog
         await catalog.refresh(force=True)
-        offers = OffersApp(settings, customers, repo, catalog)
+        offers = OffersApp(settings, customers, repo, SqlBudgets(engine), catalog)
         admin = AdminApp(sql_catalog, customers, catalog)
         if settings.demo_data:
             await load_demo(admin, offers)

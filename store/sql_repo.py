@@ -32,7 +32,6 @@ from store.records import (
     ReturnLineRecord,
     ReturnRecord,
     dump_record,
-    load_record,
 )
 from store.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 from store.sql_common import Insert, aware, parse_timestamp
@@ -762,73 +761,6 @@ class ProfileRepository:
     def ping(self) -> None:
         with self._engine.connect() as conn:
             conn.execute(sa.text("SELECT 1")).one()
-
-    def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
-    ) -> int:
-        """Times an offer was earned across all customers and not taken back whole by a return: what its total
-        budget has used, for rebuilding the counter Redis lost. Read in one snapshot.
-
-        `pending_purchases` are transaction ids of outbox records that applied the offer, `pending_returns` of
-        purchases an outbox return record took it back from; each counts once whether SQL already has it (the
-        writer removes a record from the outbox only after its SQL commit) or not. A pending return counts only
-        when its purchase counts, and only once per purchase (return_offers is keyed like purchase_offers).
-        Counting scans purchase_offers by offer_id (no index on it alone): fine for a rare rebuild.
-        """
-
-        def present(session: Session, model: Any, txns: set[str]) -> set[str]:
-            found: set[str] = set()
-            ordered = sorted(txns)
-            for start in range(0, len(ordered), 500):
-                chunk = ordered[start : start + 500]
-                found.update(
-                    session.exec(
-                        select(model.transaction_id).where(
-                            col(model.offer_id) == offer_id, col(model.transaction_id).in_(chunk)
-                        )
-                    ).all()
-                )
-            return found
-
-        purchases, returns = set(pending_purchases), set(pending_returns)
-        with Session(self._snapshot_reader) as session, session.begin():
-            kept = session.exec(
-                select(func.count())
-                .select_from(PurchaseOffer)
-                .outerjoin(
-                    ReturnOffer,
-                    sa.and_(
-                        col(ReturnOffer.transaction_id) == col(PurchaseOffer.transaction_id),
-                        col(ReturnOffer.offer_id) == col(PurchaseOffer.offer_id),
-                    ),
-                )
-                .where(col(PurchaseOffer.offer_id) == offer_id, col(ReturnOffer.offer_id).is_(None))
-            ).one()
-            purchased_in_sql = present(session, PurchaseOffer, purchases | returns)
-            returned_in_sql = present(session, ReturnOffer, returns)
-            refused = self._refused_redemptions(session, offer_id)
-        only_in_outbox = purchases - purchased_in_sql
-        taken_back = {t for t in returns - returned_in_sql if t in purchased_in_sql or t in only_in_outbox}
-        return max(0, int(kept) + len(only_in_outbox) - len(taken_back) + refused)
-
-    def _refused_redemptions(self, session: Session, offer_id: str) -> int:
-        """Redemptions of the offer in purchases SQL refused (Redis applied them: the member got the offer), net of
-        refused returns that took it back: a rebuilt budget counts them as Redis did."""
-        rows = session.exec(
-            select(RefusedRecord.record_json).where(
-                col(RefusedRecord.kind).in_(["purchase", "return"]),
-                col(RefusedRecord.record_json).contains(json.dumps(offer_id), autoescape=True),
-            )
-        ).all()
-        bought: set[str] = set()
-        taken_back: set[str] = set()
-        for raw in rows:
-            record = load_record(raw)
-            if isinstance(record, PurchaseRecord) and any(a.offer_id == offer_id for a in record.applied_offers):
-                bought.add(record.transaction_id)
-            elif isinstance(record, ReturnRecord) and offer_id in record.offers_lost:
-                taken_back.add(record.transaction_id)
-        return len(bought) - len(bought & taken_back)
 
 
 def pending_points(session: Session, customer_id: str, now: datetime) -> list[tuple[datetime, int]]:

@@ -78,6 +78,8 @@ class ProfileSource(Protocol):
         now: datetime | None = None,
     ) -> CustomerSnapshot | None: ...
 
+
+class BudgetSource(Protocol):
     def offer_redemptions(
         self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
     ) -> int: ...
@@ -105,6 +107,7 @@ class OffersApp:
         settings: Settings,
         customers: CustomerStore,
         profiles: ProfileSource,
+        budgets: BudgetSource,
         catalog: CatalogCache,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -112,6 +115,7 @@ class OffersApp:
         self.settings = settings
         self.customers = customers
         self.profiles = profiles
+        self.budgets = budgets
         self.catalog = catalog
         self.clock = clock
         self.policy = PointsPolicy(settings.earn_points_per_unit, settings.redeem_points_per_unit)
@@ -404,7 +408,7 @@ class OffersApp:
         returns = pending.returns
         with sql_call("offer_redemptions"):
             used = await asyncio.to_thread(
-                self.profiles.offer_redemptions,
+                self.budgets.offer_redemptions,
                 offer_id,
                 pending_purchases=pending.purchases,
                 pending_returns=returns,

@@ -23,6 +23,7 @@ from posoffers.v1 import types_pb2 as pb
 
 from store.records import PurchaseRecord
 from store.redis_state import CommitResult
+from store.sql_budgets import SqlBudgets
 from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
 from tests.support.builders import basket, bonus_offer, commit_request
@@ -252,7 +253,7 @@ def test_redemptions_still_in_the_outbox_count_too(
     assert sum(shop.got_it(r) for r in receipts) == 1
     assert shop.counter() == b"4"
     server.drain()  # and SQL agrees once written
-    assert server.service.repo.offer_redemptions(shop.offer_id) == 4
+    assert SqlBudgets(server.service.sql_engine).offer_redemptions(shop.offer_id) == 4
 
 
 def test_a_return_after_the_loss_gives_its_redemption_back_once(
@@ -367,7 +368,7 @@ def test_a_commit_holds_no_reservation_while_another_offers_counter_is_rebuilt(
         bobs = pool.submit(shop.till.CommitPurchase, commit_request(basket(bob, HAT)))
         alices.result(30), bobs.result(30)
     server.drain()
-    sold = server.service.repo.offer_redemptions(x.offer_id)
+    sold = SqlBudgets(server.service.sql_engine).offer_redemptions(x.offer_id)
     assert sold <= 2, f"offer X has a budget of 2 but was earned {sold} times"
 
 
@@ -415,5 +416,5 @@ def test_a_return_released_after_a_rebuild_that_left_it_out_gives_nothing_back_t
     customers.release_budget = release  # type: ignore[method-assign]
     shop.buy()
     server.drain()
-    kept = server.service.repo.offer_redemptions(shop.offer_id)
+    kept = SqlBudgets(server.service.sql_engine).offer_redemptions(shop.offer_id)
     assert kept <= 2

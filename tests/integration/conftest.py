@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from store.keys import Keys
 from store.redis_state import CustomerStore
+from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
@@ -54,6 +55,11 @@ def profile_repo(sql_engine: sa.Engine) -> ProfileRepository:
 @pytest.fixture
 def sql_catalog(sql_engine: sa.Engine) -> SqlCatalog:
     return SqlCatalog(sql_engine)
+
+
+@pytest.fixture
+def budgets(sql_engine: sa.Engine) -> SqlBudgets:
+    return SqlBudgets(sql_engine)
 
 
 @pytest.fixture

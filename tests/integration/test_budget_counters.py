@@ -10,6 +10,7 @@ import pytest
 from store import redis_state
 from store.records import LedgerEntry, OutboxRecord, dump_record
 from store.redis_state import CustomerStore
+from store.sql_budgets import SqlBudgets
 from store.sql_repo import ProfileRepository
 
 from .records_builders import DAY, T0, Member, line
@@ -113,7 +114,9 @@ async def test_an_outbox_too_long_to_look_through_is_refused(
 # -- the count in SQL --------------------------------------------------------------------------------------------
 
 
-def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(profile_repo: ProfileRepository) -> None:
+def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(
+    profile_repo: ProfileRepository, budgets: SqlBudgets
+) -> None:
     a, b = Member("a"), Member("b")
     records: list[OutboxRecord] = [a.crm(at=T0, balance=0, ltv=0), b.crm(at=T0, balance=0, ltv=0)]
     scarf = [line("1", "scarves", 1, 4000, offer=OFFER), line("2", "socks", 1, 500)]
@@ -125,25 +128,27 @@ def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(profile_r
     records.append(a.return_("ra0", bought[0], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)))
     records.append(a.return_("ra1", bought[1], at=T0 + 2 * DAY, quantities={"2": 1}))
     assert profile_repo.apply_records(records) == len(records)
-    assert profile_repo.offer_redemptions(OFFER) == 4
-    assert profile_repo.offer_redemptions(f"{OFFER}-vip") == 1
-    assert profile_repo.offer_redemptions("never-sold") == 0
+    assert budgets.offer_redemptions(OFFER) == 4
+    assert budgets.offer_redemptions(f"{OFFER}-vip") == 1
+    assert budgets.offer_redemptions("never-sold") == 0
 
     # The outbox: b1 already in SQL (written, not yet removed from the stream), c0 and c1 only in the outbox; returns
     # of a0 (already counted), of a2 (in SQL), of c0 (outbox only) and of a purchase nobody knows.
-    assert profile_repo.offer_redemptions(OFFER, pending_purchases=["b1", "c0", "c1"]) == 6
+    assert budgets.offer_redemptions(OFFER, pending_purchases=["b1", "c0", "c1"]) == 6
     assert (
-        profile_repo.offer_redemptions(
+        budgets.offer_redemptions(
             OFFER, pending_purchases=["b1", "c0", "c1"], pending_returns=["a0", "a2", "c0", "unknown"]
         )
         == 4
     )
     # Duplicates (a record claimed twice) count once; never below zero.
-    assert profile_repo.offer_redemptions(OFFER, pending_purchases=["c0", "c0"], pending_returns=["a2", "a2"]) == 4
-    assert profile_repo.offer_redemptions(f"{OFFER}-vip", pending_returns=["b-other"]) == 0
+    assert budgets.offer_redemptions(OFFER, pending_purchases=["c0", "c0"], pending_returns=["a2", "a2"]) == 4
+    assert budgets.offer_redemptions(f"{OFFER}-vip", pending_returns=["b-other"]) == 0
 
 
-def test_purchases_sql_refused_still_count_against_the_budget(profile_repo: ProfileRepository) -> None:
+def test_purchases_sql_refused_still_count_against_the_budget(
+    profile_repo: ProfileRepository, budgets: SqlBudgets
+) -> None:
     """Redis applied them (the member got the offer); SQL refused them for good: a rebuild counts them as Redis did."""
     m = Member("m-refused")
     stored = m.purchase("r-1", at=T0, lines=[line("1", "scarves", 1, 4000, offer=OFFER)])
@@ -156,10 +161,10 @@ def test_purchases_sql_refused_still_count_against_the_budget(profile_repo: Prof
         for txn in ("r-2", "r-3")
     ]
     assert profile_repo.apply_records(clashing) == 0
-    assert profile_repo.offer_redemptions(OFFER) == 3
+    assert budgets.offer_redemptions(OFFER) == 3
     taken_back = replace(
         m.return_("back-3", clashing[1], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)),
         ledger=[LedgerEntry("r-1:earn", "reverse", -1)],  # refused with it
     )
     assert profile_repo.apply_records([taken_back]) == 0
-    assert profile_repo.offer_redemptions(OFFER) == 2
+    assert budgets.offer_redemptions(OFFER) == 2
