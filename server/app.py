@@ -33,6 +33,7 @@ from store.redis_state import CustomerStore
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
+from store.sql_profile import SqlProfiles
 from store.sql_repo import ProfileRepository
 from store.writer import OutboxWriter, WriterStats
 from telemetry import metrics, metrics_setup, tracing
@@ -98,7 +99,7 @@ class Service:
     port: int
     redis: aioredis.Redis
     customers: CustomerStore
-    repo: ProfileRepository
+    repo: SqlProfiles
     catalog: CatalogCache
     offers: OffersApp
     admin: AdminApp
@@ -143,7 +144,7 @@ class Service:
         schema = settings.database_schema or None
         engine = make_engine(settings.sql_url, schema=schema)
         await asyncio.to_thread(lambda: migrate(engine, schema=schema))
-        repo = ProfileRepository(engine)
+        repo = SqlProfiles(engine)
         sql_catalog = SqlCatalog(engine)
         keys = Keys(settings.redis_prefix, settings.partitions)
         customers = CustomerStore(
@@ -161,7 +162,7 @@ class Service:
         writer = OutboxWriter(
             client,
             keys,
-            ObservedSink(repo),
+            ObservedSink(ProfileRepository(engine)),
             consumer=f"{socket.gethostname()}-{os.getpid()}",
             batch=settings.writer_batch,
             idle_ms=settings.writer_idle_ms,

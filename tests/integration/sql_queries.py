@@ -15,15 +15,15 @@ from domain.model import Store
 from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_catalog import store_from_row
 from store.sql_models import Customer, CustomerCategory, PointsLedgerEntry, RefusedRecord, Return, StoreRow
-from store.sql_repo import ProfileRepository, stored_return_receipt
-from store.sql_repo import pending_points as pending_points_in
+from store.sql_profile import SqlProfiles, stored_return_receipt
+from store.sql_profile import pending_points as pending_points_in
 
 from .records_builders import T0
 
 
 def snapshot(engine: sa.Engine, customer_id: str, since: datetime = T0) -> CustomerSnapshot:
     """The customer's profile as a rebuild reads it, with the receipts committed since `since`; she must exist."""
-    snap = ProfileRepository(engine).load_customer(customer_id, receipts_since=since)
+    snap = SqlProfiles(engine).load_customer(customer_id, receipts_since=since)
     assert snap is not None
     return snap
 

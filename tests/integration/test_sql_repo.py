@@ -19,6 +19,7 @@ from store.records import CustomerRecord, OutboxRecord
 from store.snapshot import CustomerSnapshot
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
+from store.sql_profile import SqlProfiles
 from store.sql_repo import ProfileRepository
 
 from .records_builders import DAY, T0, customer_record, line, purchase_receipt, purchase_record
@@ -219,7 +220,7 @@ def test_conflicting_record_is_skipped_without_failing_the_batch(
 
 
 def test_load_customer_returns_offer_uses_and_receipts_in_the_window(
-    profile_repo: ProfileRepository, sql_engine: sa.Engine
+    profile_repo: ProfileRepository, sql_engine: sa.Engine, profiles: SqlProfiles
 ) -> None:
     profile_repo.apply_records(scenario("c1"))
     snap = snapshot(sql_engine, "c1", since=T0 + timedelta(days=2))
@@ -233,19 +234,19 @@ def test_load_customer_returns_offer_uses_and_receipts_in_the_window(
     at_t3 = (T0 + timedelta(days=3, seconds=1)).astimezone(datetime.now().astimezone().tzinfo)
     assert [r.transaction_id for r in snapshot(sql_engine, "c1", since=at_t3).receipts] == ["c1-t3"]
 
-    assert profile_repo.load_customer("nobody", receipts_since=T0) is None
+    assert profiles.load_customer("nobody", receipts_since=T0) is None
     assert customer_exists(sql_engine, "c1") and not customer_exists(sql_engine, "nobody")
-    stored = profile_repo.get_purchase_receipt("c1-t1")
+    stored = profiles.get_purchase_receipt("c1-t1")
     assert stored is not None and stored.receipt == purchase_receipt("c1-t1")
     assert_utc(stored.committed_at)
-    assert profile_repo.get_purchase_receipt("missing") is None
+    assert profiles.get_purchase_receipt("missing") is None
     assert ledger_balance(sql_engine, "nobody") == 0 and list_categories(sql_engine, "nobody") == []
     with pytest.raises(ValueError, match="naive"):
-        profile_repo.load_customer("c1", receipts_since=datetime(2025, 1, 1))
+        profiles.load_customer("c1", receipts_since=datetime(2025, 1, 1))
 
 
-def test_ping(profile_repo: ProfileRepository) -> None:
-    profile_repo.ping()
+def test_ping(profiles: SqlProfiles) -> None:
+    profiles.ping()
 
 
 # -- catalog of record -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from store.keys import Keys
 from store.records import LedgerEntry, OutboxRecord, PurchaseRecord, dump_record
 from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_db import alembic_config, make_engine, migrate, write_engine
+from store.sql_profile import SqlProfiles
 from store.sql_repo import ProfileRepository, PurchaseNotApplied
 from store.writer import GROUP, OutboxWriter
 from tests.support.redis_env import delete_prefix, new_prefix
@@ -305,7 +306,7 @@ def test_a_return_arriving_after_its_purchase_was_refused_does_not_block_the_wri
 
 
 def test_a_return_naming_another_customers_purchase_is_refused(
-    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture, sql_engine: sa.Engine
+    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture, sql_engine: sa.Engine, profiles: SqlProfiles
 ) -> None:
     owner = Member("owner")
     bought = owner.purchase("t1", at=T0, lines=[line("1", "food", 2, 1000)])
@@ -315,11 +316,13 @@ def test_a_return_naming_another_customers_purchase_is_refused(
     right = owner.return_("r-right", bought, at=T0 + DAY, quantities={"1": 1})
     assert profile_repo.apply_records([wrong, right]) == 1
     assert "return:stranger:r-wrong" in caplog.text
-    assert profile_repo.returned_quantities("t1") == {"1": 1}
+    assert profiles.returned_quantities("t1") == {"1": 1}
     assert_matches(sql_engine, owner)
 
 
-def test_an_offer_lost_twice_is_given_back_once(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_an_offer_lost_twice_is_given_back_once(
+    profile_repo: ProfileRepository, sql_engine: sa.Engine, profiles: SqlProfiles
+) -> None:
     m = Member("c1", balance=1000)
     t1 = m.purchase("t1", at=T0, lines=[line("1", "shoes", 2, 4500, offer="o-shoes")])
     t2 = m.purchase("t2", at=T0 + DAY, lines=[line("1", "shoes", 1, 4500, offer="o-shoes")])
@@ -328,7 +331,7 @@ def test_an_offer_lost_twice_is_given_back_once(profile_repo: ProfileRepository,
     r2 = replace(m.return_("r2", t1, at=T0 + 3 * DAY, quantities={"1": 1}), offers_lost=["o-shoes"])
     assert profile_repo.apply_records([t1, t2, r1, r2]) == 4
     assert snapshot(sql_engine, "c1").offer_uses == {"o-shoes": 1}
-    assert profile_repo.returned_quantities("t1") == {"1": 2}
+    assert profiles.returned_quantities("t1") == {"1": 2}
 
 
 def test_debt_repaid_by_a_purchase_moves_debt_not_balance(
@@ -352,7 +355,7 @@ def test_debt_repaid_by_a_purchase_moves_debt_not_balance(
 
 
 def test_load_customer_windows_returns_by_their_own_times(
-    profile_repo: ProfileRepository, sql_engine: sa.Engine
+    profile_repo: ProfileRepository, sql_engine: sa.Engine, profiles: SqlProfiles
 ) -> None:
     records, states = story("c1")
     profile_repo.apply_records(records)
@@ -374,10 +377,10 @@ def test_load_customer_windows_returns_by_their_own_times(
 
     assert get_return_receipt(sql_engine, "c1-r3") == r3
     assert get_return_receipt(sql_engine, "c1-t1") is None
-    assert profile_repo.returned_quantities("c1-t1") == {"1": 2, "2": 3}
-    assert profile_repo.returned_quantities("c1-t3") == {}
-    assert profile_repo.returned_quantities("missing") == {}
-    stored = profile_repo.get_purchase_receipt("c1-t1")
+    assert profiles.returned_quantities("c1-t1") == {"1": 2, "2": 3}
+    assert profiles.returned_quantities("c1-t3") == {}
+    assert profiles.returned_quantities("missing") == {}
+    stored = profiles.get_purchase_receipt("c1-t1")
     assert stored is not None and stored.receipt == b"\x08\x01purchase:c1-t1"
 
 
