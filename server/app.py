@@ -33,8 +33,8 @@ from store.redis_state import CustomerStore
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
+from store.sql_outbox import SqlOutboxSink
 from store.sql_profile import SqlProfiles
-from store.sql_repo import ProfileRepository
 from store.writer import OutboxWriter, WriterStats
 from telemetry import metrics, metrics_setup, tracing
 from telemetry.observe import redis_call, sql_call
@@ -66,7 +66,7 @@ def writer_alive() -> None:
 class ObservedSink:
     """The SQL repository as the writer sees it, timed and counted like every other SQL call."""
 
-    def __init__(self, repo: ProfileRepository) -> None:
+    def __init__(self, repo: SqlOutboxSink) -> None:
         self._repo = repo
 
     def apply_records(self, records: list[OutboxRecord]) -> int:
@@ -162,7 +162,7 @@ class Service:
         writer = OutboxWriter(
             client,
             keys,
-            ObservedSink(ProfileRepository(engine)),
+            ObservedSink(SqlOutboxSink(engine)),
             consumer=f"{socket.gethostname()}-{os.getpid()}",
             batch=settings.writer_batch,
             idle_ms=settings.writer_idle_ms,

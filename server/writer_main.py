@@ -21,7 +21,7 @@ import uvloop
 from server.config import Settings
 from store.keys import Keys
 from store.sql_db import make_engine, migrate
-from store.sql_repo import ProfileRepository
+from store.sql_outbox import SqlOutboxSink
 from store.writer import OutboxWriter
 from telemetry import metrics_setup, tracing
 from telemetry.logs import configure_logging
@@ -49,7 +49,7 @@ async def run(settings: Settings) -> None:
     writer = OutboxWriter(
         client,
         Keys(settings.redis_prefix, settings.partitions),
-        ObservedSink(ProfileRepository(engine)),
+        ObservedSink(SqlOutboxSink(engine)),
         consumer=f"{socket.gethostname()}-{os.getpid()}",
         batch=settings.writer_batch,
         idle_ms=settings.writer_idle_ms,

@@ -16,8 +16,8 @@ from store.redis_state import CustomerStore
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
+from store.sql_outbox import SqlOutboxSink
 from store.sql_profile import SqlProfiles
-from store.sql_repo import ProfileRepository
 from tests.conftest import postgres_url
 from tests.support.redis_env import delete_prefix, new_prefix
 
@@ -49,8 +49,8 @@ def sql_engine(sql_target: tuple[str, str | None]) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def profile_repo(sql_engine: sa.Engine) -> ProfileRepository:
-    return ProfileRepository(sql_engine)
+def sink(sql_engine: sa.Engine) -> SqlOutboxSink:
+    return SqlOutboxSink(sql_engine)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from store import redis_state
 from store.records import LedgerEntry, OutboxRecord, dump_record
 from store.redis_state import CustomerStore
 from store.sql_budgets import SqlBudgets
-from store.sql_repo import ProfileRepository
+from store.sql_outbox import SqlOutboxSink
 
 from .records_builders import DAY, T0, Member, line
 
@@ -115,7 +115,7 @@ async def test_an_outbox_too_long_to_look_through_is_refused(
 
 
 def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(
-    profile_repo: ProfileRepository, budgets: SqlBudgets
+    sink: SqlOutboxSink, budgets: SqlBudgets
 ) -> None:
     a, b = Member("a"), Member("b")
     records: list[OutboxRecord] = [a.crm(at=T0, balance=0, ltv=0), b.crm(at=T0, balance=0, ltv=0)]
@@ -127,7 +127,7 @@ def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(
     # a0 taken back whole; a1 only partly (the socks): still a redemption
     records.append(a.return_("ra0", bought[0], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)))
     records.append(a.return_("ra1", bought[1], at=T0 + 2 * DAY, quantities={"2": 1}))
-    assert profile_repo.apply_records(records) == len(records)
+    assert sink.apply_records(records) == len(records)
     assert budgets.offer_redemptions(OFFER) == 4
     assert budgets.offer_redemptions(f"{OFFER}-vip") == 1
     assert budgets.offer_redemptions("never-sold") == 0
@@ -146,13 +146,11 @@ def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(
     assert budgets.offer_redemptions(f"{OFFER}-vip", pending_returns=["b-other"]) == 0
 
 
-def test_purchases_sql_refused_still_count_against_the_budget(
-    profile_repo: ProfileRepository, budgets: SqlBudgets
-) -> None:
+def test_purchases_sql_refused_still_count_against_the_budget(sink: SqlOutboxSink, budgets: SqlBudgets) -> None:
     """Redis applied them (the member got the offer); SQL refused them for good: a rebuild counts them as Redis did."""
     m = Member("m-refused")
     stored = m.purchase("r-1", at=T0, lines=[line("1", "scarves", 1, 4000, offer=OFFER)])
-    assert profile_repo.apply_records([stored]) == 1
+    assert sink.apply_records([stored]) == 1
     clashing = [
         replace(
             m.purchase(txn, at=T0 + DAY, lines=[line("1", "scarves", 1, 4000, offer=OFFER)]),
@@ -160,11 +158,11 @@ def test_purchases_sql_refused_still_count_against_the_budget(
         )
         for txn in ("r-2", "r-3")
     ]
-    assert profile_repo.apply_records(clashing) == 0
+    assert sink.apply_records(clashing) == 0
     assert budgets.offer_redemptions(OFFER) == 3
     taken_back = replace(
         m.return_("back-3", clashing[1], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)),
         ledger=[LedgerEntry("r-1:earn", "reverse", -1)],  # refused with it
     )
-    assert profile_repo.apply_records([taken_back]) == 0
+    assert sink.apply_records([taken_back]) == 0
     assert budgets.offer_redemptions(OFFER) == 2

@@ -1,4 +1,4 @@
-"""ProfileRepository on SQLite and PostgreSQL: migrations, idempotent write-behind, snapshots, catalog of record."""
+"""The SQL repositories on SQLite and PostgreSQL: migrations, idempotent write-behind, snapshots, catalog of record."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from store.records import CustomerRecord, OutboxRecord
 from store.snapshot import CustomerSnapshot
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
+from store.sql_outbox import SqlOutboxSink
 from store.sql_profile import SqlProfiles
-from store.sql_repo import ProfileRepository
 
 from .records_builders import DAY, T0, customer_record, line, purchase_receipt, purchase_record
 from .sql_queries import count_rows, customer_exists, get_store, ledger_balance, list_categories, snapshot
@@ -107,13 +107,13 @@ def test_sqlite_engine_creates_directory_and_sets_pragmas(tmp_path: Path) -> Non
 # -- write-behind ----------------------------------------------------------------------------------------------
 
 
-def test_customer_then_purchases_build_the_profile(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_customer_then_purchases_build_the_profile(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     records = scenario("c1")
-    assert profile_repo.apply_records(records[:1]) == 1
+    assert sink.apply_records(records[:1]) == 1
     assert list_categories(sql_engine, "c1") == ["books"]
-    assert profile_repo.apply_records(records[1:2]) == 1
+    assert sink.apply_records(records[1:2]) == 1
     assert list_categories(sql_engine, "c1") == ["books", "shoes"]  # shoes is new with the first purchase
-    assert profile_repo.apply_records(records[2:]) == 2
+    assert sink.apply_records(records[2:]) == 2
 
     snap = snapshot(sql_engine, "c1")
     assert (snap.display_name, snap.tier, snap.currency) == ("Member c1", "gold", "USD")
@@ -134,45 +134,43 @@ def test_customer_then_purchases_build_the_profile(profile_repo: ProfileReposito
     assert count_rows(sql_engine, "purchase_lines") == 4
 
 
-def test_reapplying_records_changes_nothing(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_reapplying_records_changes_nothing(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     records = scenario("c1")
-    assert profile_repo.apply_records(records) == len(records)
+    assert sink.apply_records(records) == len(records)
     before = snapshot(sql_engine, "c1")
     rows = {
         t: count_rows(sql_engine, t) for t in ("purchases", "points_ledger", "customer_categories", "applied_events")
     }
 
-    assert profile_repo.apply_records(records) == 0
-    assert profile_repo.apply_records(records + records) == 0
+    assert sink.apply_records(records) == 0
+    assert sink.apply_records(records + records) == 0
     assert snapshot(sql_engine, "c1") == before
     assert {t: count_rows(sql_engine, t) for t in rows} == rows
 
 
-def test_out_of_order_records_give_the_same_profile(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_out_of_order_records_give_the_same_profile(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     in_order = scenario("c-in")
     out_of_order = scenario("c-out")
     out_of_order = [out_of_order[3], out_of_order[1], out_of_order[0], out_of_order[2]]
-    assert profile_repo.apply_records(in_order) == 4
+    assert sink.apply_records(in_order) == 4
     for record in out_of_order:  # one record per batch, as claimed entries from a dead writer arrive
-        assert profile_repo.apply_records([record]) == 1
+        assert sink.apply_records([record]) == 1
     a, b = snapshot(sql_engine, "c-in"), snapshot(sql_engine, "c-out")
     assert comparable(a) == comparable(b)
     assert b.points_balance == EXPECTED_BALANCE == ledger_balance(sql_engine, "c-out")
 
 
-def test_purchase_of_an_unknown_customer_creates_the_profile(
-    profile_repo: ProfileRepository, sql_engine: sa.Engine
-) -> None:
+def test_purchase_of_an_unknown_customer_creates_the_profile(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     record = purchase_record("walk-in", "w-1", at=T0, lines=[line("1", "toys", 3, 1000)])
     assert not customer_exists(sql_engine, "walk-in")
-    assert profile_repo.apply_records([record]) == 1
+    assert sink.apply_records([record]) == 1
     snap = snapshot(sql_engine, "walk-in")
     assert (snap.display_name, snap.tier, snap.currency) == ("", "", "USD")
     assert (snap.points_balance, snap.lifetime_value_minor, snap.purchase_count) == (30, 3000, 1)
     assert snap.categories == ["toys"] and snap.propensity == {} and snap.home_latitude is None
 
 
-def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_concurrent_writers_apply_a_batch_once(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     batch = scenario("c-race") + [
         purchase_record(
             "c-race", f"c-race-x{i}", at=T0 + timedelta(days=4, minutes=i), lines=[line("1", "food", 1, 100 * i)]
@@ -186,7 +184,7 @@ def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, 
     def writer() -> None:
         try:
             barrier.wait(timeout=10)
-            results.append(profile_repo.apply_records(batch))
+            results.append(sink.apply_records(batch))
         except BaseException as exc:  # surfaced below: a thread's exception would otherwise vanish
             errors.append(exc)
 
@@ -204,13 +202,13 @@ def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, 
 
 
 def test_conflicting_record_is_skipped_without_failing_the_batch(
-    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture, sql_engine: sa.Engine
+    sink: SqlOutboxSink, caplog: pytest.LogCaptureFixture, sql_engine: sa.Engine
 ) -> None:
     first = purchase_record("c1", "t-dup", at=T0, lines=[line("1", "food", 1, 1000)])
     # Another event id for a transaction already stored: the unique key refuses it, the batch goes on.
     clash = replace(first, event_id="purchase:t-dup:again")
     after = purchase_record("c1", "t-next", at=T0 + timedelta(hours=1), lines=[line("1", "food", 1, 2000)])
-    assert profile_repo.apply_records([first, clash, after]) == 2
+    assert sink.apply_records([first, clash, after]) == 2
     assert "purchase:t-dup:again" in caplog.text
     snap = snapshot(sql_engine, "c1")
     assert (snap.purchase_count, snap.points_balance) == (2, 30)
@@ -220,9 +218,9 @@ def test_conflicting_record_is_skipped_without_failing_the_batch(
 
 
 def test_load_customer_returns_offer_uses_and_receipts_in_the_window(
-    profile_repo: ProfileRepository, sql_engine: sa.Engine, profiles: SqlProfiles
+    sink: SqlOutboxSink, sql_engine: sa.Engine, profiles: SqlProfiles
 ) -> None:
-    profile_repo.apply_records(scenario("c1"))
+    sink.apply_records(scenario("c1"))
     snap = snapshot(sql_engine, "c1", since=T0 + timedelta(days=2))
     assert snap.offer_uses == {"o-shoes": 2}
     assert [r.transaction_id for r in snap.receipts] == ["c1-t2", "c1-t3"]
@@ -297,17 +295,15 @@ def test_stores_round_trip(sql_catalog: SqlCatalog, sql_engine: sa.Engine) -> No
     assert get_store(sql_engine, "nope") is None
 
 
-def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(
-    profile_repo: ProfileRepository, sql_engine: sa.Engine
-) -> None:
+def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     """A dead writer's records are claimed by another after newer ones were written: the newest change wins."""
     crm = customer_record("c1", "first", at=T0, balance_delta=0, ltv_delta=0, categories=[])
     to_gold = replace(purchase_record("c1", "t1", at=T0 + DAY, lines=[line("1", "food", 1, 1000)]), tier_after="gold")
     to_platinum = replace(
         purchase_record("c1", "t2", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 1000)]), tier_after="platinum"
     )
-    assert profile_repo.apply_records([crm, to_platinum]) == 2
-    assert profile_repo.apply_records([to_gold]) == 1  # the older upgrade, claimed late
+    assert sink.apply_records([crm, to_platinum]) == 2
+    assert sink.apply_records([to_gold]) == 1  # the older upgrade, claimed late
     assert snapshot(sql_engine, "c1").tier == "platinum"
 
     # The CRM lowers her tier afterwards; an even older upgrade arriving now does not raise it back.
@@ -319,9 +315,9 @@ def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(
         display_name="Old Name",
         tier="bronze",
     )
-    assert profile_repo.apply_records([lowered]) == 1
+    assert sink.apply_records([lowered]) == 1
     to_gold_again = replace(to_gold, event_id="purchase:c1:t0", transaction_id="t0", ledger=[])
-    assert profile_repo.apply_records([to_gold_again, stale_crm]) == 2
+    assert sink.apply_records([to_gold_again, stale_crm]) == 2
     snap = snapshot(sql_engine, "c1")
     assert (snap.tier, snap.display_name) == ("silver", "Member c1")
     # Deltas still count whatever the order: the two purchases and the late one add up.
@@ -335,7 +331,7 @@ def _crm(event: str, at: datetime, name: str, tier: str) -> CustomerRecord:
 
 
 def test_an_older_crm_rename_claimed_late_still_applies_behind_a_newer_tier_upgrade(
-    profile_repo: ProfileRepository,
+    sink: SqlOutboxSink,
     sql_engine: sa.Engine,
 ) -> None:
     # Redis order: CRM "A" (T0), CRM rename to "B" (T0+1d), purchase upgrading to platinum (T0+2d).
@@ -345,15 +341,15 @@ def test_an_older_crm_rename_claimed_late_still_applies_behind_a_newer_tier_upgr
     upgrade = replace(
         purchase_record("c1", "t1", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 1000)]), tier_after="platinum"
     )
-    assert profile_repo.apply_records([first]) == 1
-    assert profile_repo.apply_records([upgrade]) == 1
-    assert profile_repo.apply_records([rename]) == 1  # claimed late
+    assert sink.apply_records([first]) == 1
+    assert sink.apply_records([upgrade]) == 1
+    assert sink.apply_records([rename]) == 1  # claimed late
     snap = snapshot(sql_engine, "c1")
     assert (snap.display_name, snap.tier) == ("B", "platinum"), (snap.display_name, snap.tier)
 
 
 def test_crm_changes_apply_in_the_order_redis_ran_them_not_by_the_servers_clocks(
-    profile_repo: ProfileRepository,
+    sink: SqlOutboxSink,
     sql_engine: sa.Engine,
 ) -> None:
     # Two CRM updates of one member: stamped t1 < t2 by their servers before their scripts ran, but the scripts ran
@@ -363,7 +359,7 @@ def test_crm_changes_apply_in_the_order_redis_ran_them_not_by_the_servers_clocks
     # The writer stamps each record with its outbox entry's time, the order the scripts ran in.
     ran_first = replace(stamped_last_ran_first, outbox_at=(T0 + DAY + DAY).isoformat())
     ran_last = replace(stamped_first_ran_last, outbox_at=(T0 + DAY + DAY + DAY / 86_400_000).isoformat())
-    assert profile_repo.apply_records([_crm("base", T0, "base", "gold")]) == 1
-    assert profile_repo.apply_records([ran_first]) == 1
-    assert profile_repo.apply_records([ran_last]) == 1
+    assert sink.apply_records([_crm("base", T0, "base", "gold")]) == 1
+    assert sink.apply_records([ran_first]) == 1
+    assert sink.apply_records([ran_last]) == 1
     assert snapshot(sql_engine, "c1").display_name == "one"  # what Redis holds

@@ -1,9 +1,4 @@
-"""The profile repository: applies write-behind records to SQL and reads back what Redis needs to be rebuilt.
-
-Blocking (the server calls it through asyncio.to_thread); every method opens its own short session, so one
-instance is shared by all threads. Works on SQLite and PostgreSQL: conflicts use each dialect's
-INSERT ... ON CONFLICT, which both spell the same way in SQLAlchemy.
-"""
+"""The write-behind sink: applies the outbox records Redis wrote to the profile of record in SQL, exactly once."""
 
 from __future__ import annotations
 
@@ -220,7 +215,11 @@ def _earliest(current: Any, new: Any) -> ColumnElement[Any]:
     return sa.case((sa.or_(current.is_(None), new < current), new), else_=current)
 
 
-class ProfileRepository:
+class SqlOutboxSink:
+    """Where the outbox writer puts what Redis applied: customers, purchases, returns, the points ledger and
+    categories, each record once (applied_events), in set-based statements; records SQL must refuse go to
+    refused_records. Write-only."""
+
     def __init__(self, engine: sa.Engine) -> None:
         if engine.dialect.name not in {"sqlite", "postgresql"}:
             raise ValueError(f"unsupported database dialect {engine.dialect.name!r}")
