@@ -12,8 +12,6 @@ import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 from store.keys import Keys
 from store.records import LedgerEntry, OutboxRecord, PurchaseRecord, dump_record
@@ -26,7 +24,6 @@ from tests.support.redis_env import delete_prefix, new_prefix
 
 from .records_builders import DAY, T0, Member, committed, line
 from .sql_queries import count_rows, get_return_receipt, ledger_balance, list_categories, refused_records, snapshot
-from .sql_schema import HEAD_REVISION, PROFILE_TABLES, profile_metadata
 
 # -- records, as the Redis scripts would write them ------------------------------------------------------------
 
@@ -98,17 +95,7 @@ def normalized(snap: CustomerSnapshot) -> CustomerSnapshot:
 
 # -- schema ----------------------------------------------------------------------------------------------------
 
-
-def test_migrate_to_head_twice_is_a_no_op_and_matches_models(
-    sql_engine: sa.Engine, sql_target: tuple[str, str | None]
-) -> None:
-    _, schema = sql_target
-    migrate(sql_engine, schema=schema)
-    migrate(sql_engine, schema=schema)
-    with sql_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD_REVISION]
-        assert compare_metadata(MigrationContext.configure(conn), profile_metadata()) == []
-        assert set(sa.inspect(conn).get_table_names()) == {*PROFILE_TABLES, "alembic_version"}
+# Migrating to head twice, and head matching the models, are tested in test_sql_repo.py.
 
 
 @pytest.fixture(name="engine_at_0001")
