@@ -1,6 +1,6 @@
 """Integration fixtures: a migrated, empty profile database on SQLite (tmp_path) or PostgreSQL (a fresh schema per
-test, see tests/conftest.py), the repository on it, and a CustomerStore on the test Redis under a key prefix of its
-own. PostgreSQL tests are skipped, never failed, when it is unreachable."""
+test, see tests/conftest.py), the SQL repositories on it (sink, profiles, sql_catalog, budgets), and a CustomerStore
+on the test Redis under a key prefix of its own. PostgreSQL tests are skipped, never failed, when it is unreachable."""
 
 from __future__ import annotations
 

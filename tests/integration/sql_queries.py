@@ -1,4 +1,4 @@
-"""Reads of the profile database that only tests need: what the repository wrote, read back.
+"""Reads of the profile database that only tests need: what the repositories wrote, read back.
 
 Plain functions over the engine (the service's is `server.service.sql_engine`), so the repository classes keep
 only what the service itself calls.
