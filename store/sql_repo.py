@@ -35,7 +35,6 @@ from store.records import (
     dump_record,
     load_record,
 )
-from store.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 from store.sql_db import write_engine
 from store.sql_models import (
     AppliedEvent,
@@ -53,6 +52,7 @@ from store.sql_models import (
     SettingRow,
     StoreRow,
 )
+from usecases.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
 from store.records import PurchaseRecord
-from store.redis_state import CommitResult
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
 from tests.support.builders import basket, bonus_offer, commit_request
 from tests.support.server_thread import ServerThread
+from usecases.ports import CommitResult
 
 SCARF = ("scarf-1", "SKU-SCARF", "scarves", 1, 4_000)  # 40 base points
 BONUS = 500

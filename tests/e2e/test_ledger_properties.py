@@ -38,8 +38,8 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
+from domain.ids import void_return_id
 from server.demo import OFFER_ID
-from store.ids import void_return_id
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
 from tests.support.server_thread import ServerThread

@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from store.snapshot import CustomerSnapshot
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
+from usecases.snapshot import CustomerSnapshot
 
 from .records_builders import T0
 

@@ -16,9 +16,9 @@ from alembic.migration import MigrationContext
 
 from domain.model import GeoPoint, Store
 from store.records import CustomerRecord, OutboxRecord
-from store.snapshot import CustomerSnapshot
 from store.sql_db import make_engine, migrate
 from store.sql_repo import ProfileRepository
+from usecases.snapshot import CustomerSnapshot
 
 from .records_builders import DAY, T0, customer_record, line, purchase_receipt, purchase_record
 from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)

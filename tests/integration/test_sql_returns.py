@@ -17,11 +17,11 @@ from alembic.migration import MigrationContext
 
 from store.keys import Keys
 from store.records import LedgerEntry, OutboxRecord, PurchaseRecord, dump_record
-from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_db import alembic_config, make_engine, migrate, write_engine
 from store.sql_repo import ProfileRepository, PurchaseNotApplied
 from store.writer import GROUP, OutboxWriter
 from tests.support.redis_env import delete_prefix, new_prefix
+from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 from .records_builders import DAY, T0, Member, committed, line
 from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)

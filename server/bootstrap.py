@@ -1,0 +1,173 @@
+"""One place that wires pos-offers: settings -> adapters -> use cases. Used by the server, the writer process
+and the tests; `bootstrap()` only builds objects (no I/O), `Components.open()` then connects and prepares.
+
+Overrides replace one part (a clock, a Redis client, a codec) and everything built on it uses the replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+
+from server.config import Settings
+from server.demo import load_demo
+from server.rpc.codecs import ProtobufOfferDefinitions, ProtobufReceipts
+from store.hot_state import RedisHotState
+from store.keys import Keys
+from store.records import OutboxRecord
+from store.redis_state import CustomerStore
+from store.sql_async import SqlCatalogStore, SqlProfileStore
+from store.sql_db import make_engine, migrate
+from store.sql_repo import ProfileRepository
+from store.writer import OutboxWriter, WriterStats
+from telemetry import metrics
+from telemetry.observe import redis_call, sql_call
+from usecases.admin import AdminApp
+from usecases.budgets import Budgets
+from usecases.catalog import CatalogCache
+from usecases.commit import CommitPurchase
+from usecases.customers import Customers
+from usecases.evaluation import BasketEvaluator
+from usecases.expiry import PointsExpiry
+from usecases.offers import OffersApp
+from usecases.ports import Clock, OfferCodec, ReceiptCodec
+from usecases.returns import ReturnsApp
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ObservedSink:
+    """The SQL repository as the writer sees it, timed and counted like every other SQL call."""
+
+    def __init__(self, repo: ProfileRepository) -> None:
+        self._repo = repo
+
+    def apply_records(self, records: list[OutboxRecord]) -> int:
+        with sql_call("apply_records"):
+            return self._repo.apply_records(records)
+
+
+def writer_alive() -> None:
+    metrics.WRITER_LAST_SUCCESS.set(time.time())
+
+
+def writer_metrics_hook() -> Callable[[WriterStats, float], None]:
+    """Turns the writer's running totals into Prometheus increments."""
+    last = WriterStats()
+
+    def on_batch(stats: WriterStats, seconds: float) -> None:
+        metrics.WRITER_RECORDS.labels(result="applied").inc(stats.applied - last.applied)
+        metrics.WRITER_RECORDS.labels(result="duplicate").inc(stats.duplicates - last.duplicates)
+        metrics.WRITER_RECORDS.labels(result="dead_letter").inc(stats.dead_letters - last.dead_letters)
+        metrics.WRITER_FAILURES.inc(stats.failures - last.failures)
+        metrics.WRITER_BATCH_SECONDS.observe(seconds)
+        last.applied, last.duplicates = stats.applied, stats.duplicates
+        last.dead_letters, last.failures = stats.dead_letters, stats.failures
+
+    return on_batch
+
+
+@dataclass
+class Components:
+    """Everything one process of pos-offers runs on, wired."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    sql_engine: sa.Engine
+    repo: ProfileRepository
+    customers_store: CustomerStore  # Redis: keys and scripts (also the budget counters and catalog version)
+    hot: RedisHotState
+    catalog: CatalogCache
+    customers: Customers
+    offers: OffersApp
+    commits: CommitPurchase
+    returns: ReturnsApp
+    admin: AdminApp
+    expiry: PointsExpiry
+    writer: OutboxWriter
+
+    async def open(self, *, demo_data: bool = False) -> None:
+        """Connects and prepares: Redis answers, SQL is migrated, the catalog is loaded, the outbox groups exist."""
+        await self.redis.ping()
+        await self.migrate()
+        await self.catalog.refresh(force=True)
+        if demo_data:
+            await load_demo(self.admin, self.customers)
+        await self.writer.ensure_groups()
+
+    async def migrate(self) -> None:
+        """Brings the profile database to the newest migration (a no-op when it is there)."""
+        await asyncio.to_thread(migrate, self.sql_engine, schema=self.settings.database_schema or None)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await asyncio.to_thread(self.sql_engine.dispose)
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    redis: aioredis.Redis | None = None,
+    sql_engine: sa.Engine | None = None,
+    clock: Clock = utc_now,
+    receipts: ReceiptCodec | None = None,
+    offer_codec: OfferCodec | None = None,
+) -> Components:
+    """Builds the components for `settings` (whose redis_url must be set: the server starts an embedded Redis
+    first when it is not). No I/O happens here."""
+    redis = redis or aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=False, socket_timeout=5, max_connections=256
+    )
+    sql_engine = sql_engine or make_engine(settings.sql_url, schema=settings.database_schema or None)
+    rules = settings.rules()
+    keys = Keys(settings.redis_prefix, settings.partitions)
+    repo = ProfileRepository(sql_engine)
+    store = CustomerStore(
+        redis, keys, receipt_retention_s=int(rules.receipt_retention.total_seconds()), observe=redis_call
+    )
+    hot = RedisHotState(store)
+    profiles = SqlProfileStore(repo)
+    catalog_store = SqlCatalogStore(repo)
+    offer_codec = offer_codec or ProtobufOfferDefinitions()
+    receipts = receipts or ProtobufReceipts()
+    catalog = CatalogCache(catalog_store, store, offer_codec)
+    budgets = Budgets(store, profiles)
+    customers = Customers(rules, hot, profiles, catalog, budgets, clock)
+    evaluator = BasketEvaluator(rules, clock)
+    writer = OutboxWriter(
+        redis,
+        keys,
+        ObservedSink(repo),
+        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        batch=settings.writer_batch,
+        idle_ms=settings.writer_idle_ms,
+        claim_idle_ms=settings.writer_claim_idle_ms,
+        on_batch=writer_metrics_hook(),
+        on_healthy_pass=writer_alive,
+    )
+    return Components(
+        settings=settings,
+        redis=redis,
+        sql_engine=sql_engine,
+        repo=repo,
+        customers_store=store,
+        hot=hot,
+        catalog=catalog,
+        customers=customers,
+        offers=OffersApp(rules, customers, catalog, evaluator, clock),
+        commits=CommitPurchase(rules, hot, customers, catalog, evaluator, budgets, receipts, clock),
+        returns=ReturnsApp(rules, hot, profiles, customers, catalog, budgets, receipts, clock),
+        admin=AdminApp(catalog_store, store, store, catalog, offer_codec),
+        expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
+        writer=writer,
+    )
