@@ -49,6 +49,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m scripts.metrics_doc --check
+	@bash scripts/buf_check.sh
 
 fmt: install
 	$(VENV)/bin/ruff format .
