@@ -38,7 +38,16 @@ from usecases.customers import Customers
 from usecases.evaluation import BasketEvaluator
 from usecases.expiry import PointsExpiry
 from usecases.offers import OffersApp
-from usecases.ports import Clock, OfferCodec, ReceiptCodec
+from usecases.ports import (
+    CatalogStore,
+    CatalogVersions,
+    Clock,
+    CustomerHotState,
+    OfferBudgets,
+    OfferCodec,
+    ProfileStore,
+    ReceiptCodec,
+)
 from usecases.returns import ReturnsApp
 
 
@@ -86,8 +95,9 @@ class Components:
     sql_engine: sa.Engine
     repo: ProfileRepository
     customers_store: CustomerStore  # Redis: keys and scripts (also the budget counters and catalog version)
-    hot: RedisHotState
+    hot: CustomerHotState
     catalog: CatalogCache
+    budgets: Budgets
     customers: Customers
     offers: OffersApp
     commits: CommitPurchase
@@ -122,9 +132,15 @@ def bootstrap(
     clock: Clock = utc_now,
     receipts: ReceiptCodec | None = None,
     offer_codec: OfferCodec | None = None,
+    hot: CustomerHotState | None = None,
+    budgets: OfferBudgets | None = None,
+    versions: CatalogVersions | None = None,
+    profiles: ProfileStore | None = None,
+    catalog_store: CatalogStore | None = None,
 ) -> Components:
     """Builds the components for `settings` (whose redis_url must be set: the server starts an embedded Redis
-    first when it is not). No I/O happens here."""
+    first when it is not). No I/O happens here. A port given (an in-memory fake in tests) replaces its adapter
+    for every use case."""
     redis = redis or aioredis.Redis.from_url(
         settings.redis_url, decode_responses=False, socket_timeout=5, max_connections=256
     )
@@ -135,14 +151,16 @@ def bootstrap(
     store = CustomerStore(
         redis, keys, receipt_retention_s=int(rules.receipt_retention.total_seconds()), observe=redis_call
     )
-    hot = RedisHotState(store)
-    profiles = SqlProfileStore(repo)
-    catalog_store = SqlCatalogStore(repo)
+    hot = hot or RedisHotState(store)
+    counters = budgets or store
+    versions = versions or store
+    profiles = profiles or SqlProfileStore(repo)
+    catalog_store = catalog_store or SqlCatalogStore(repo)
     offer_codec = offer_codec or ProtobufOfferDefinitions()
     receipts = receipts or ProtobufReceipts()
-    catalog = CatalogCache(catalog_store, store, offer_codec)
-    budgets = Budgets(store, profiles)
-    customers = Customers(rules, hot, profiles, catalog, budgets, clock)
+    catalog = CatalogCache(catalog_store, versions, offer_codec)
+    budget_keeper = Budgets(counters, profiles)
+    customers = Customers(rules, hot, profiles, catalog, budget_keeper, clock)
     evaluator = BasketEvaluator(rules, clock)
     writer = OutboxWriter(
         redis,
@@ -165,9 +183,10 @@ def bootstrap(
         catalog=catalog,
         customers=customers,
         offers=OffersApp(rules, customers, catalog, evaluator, clock),
-        commits=CommitPurchase(rules, hot, customers, catalog, evaluator, budgets, receipts, clock),
-        returns=ReturnsApp(rules, hot, profiles, customers, catalog, budgets, receipts, clock),
-        admin=AdminApp(catalog_store, store, store, catalog, offer_codec),
+        budgets=budget_keeper,
+        commits=CommitPurchase(rules, hot, customers, catalog, evaluator, budget_keeper, receipts, clock),
+        returns=ReturnsApp(rules, hot, profiles, customers, catalog, budget_keeper, receipts, clock),
+        admin=AdminApp(catalog_store, versions, counters, catalog, offer_codec),
         expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
         writer=writer,
     )
