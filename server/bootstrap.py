@@ -162,17 +162,6 @@ def bootstrap(
     budget_keeper = Budgets(counters, profiles)
     customers = Customers(rules, hot, profiles, catalog, budget_keeper, clock)
     evaluator = BasketEvaluator(rules, clock)
-    writer = OutboxWriter(
-        redis,
-        keys,
-        ObservedSink(repo),
-        consumer=f"{socket.gethostname()}-{os.getpid()}",
-        batch=settings.writer_batch,
-        idle_ms=settings.writer_idle_ms,
-        claim_idle_ms=settings.writer_claim_idle_ms,
-        on_batch=writer_metrics_hook(),
-        on_healthy_pass=writer_alive,
-    )
     return Components(
         settings=settings,
         redis=redis,
@@ -188,5 +177,20 @@ def bootstrap(
         returns=ReturnsApp(rules, hot, profiles, customers, catalog, budget_keeper, receipts, clock),
         admin=AdminApp(catalog_store, versions, counters, catalog, offer_codec),
         expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
-        writer=writer,
+        writer=build_writer(settings, redis, keys, repo),
+    )
+
+
+def build_writer(settings: Settings, redis: aioredis.Redis, keys: Keys, repo: ProfileRepository) -> OutboxWriter:
+    """The write-behind writer: drains the outbox streams into SQL, reporting to the writer metrics."""
+    return OutboxWriter(
+        redis,
+        keys,
+        ObservedSink(repo),
+        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        batch=settings.writer_batch,
+        idle_ms=settings.writer_idle_ms,
+        claim_idle_ms=settings.writer_claim_idle_ms,
+        on_batch=writer_metrics_hook(),
+        on_healthy_pass=writer_alive,
     )
