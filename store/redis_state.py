@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from domain.model import CustomerState, GeoPoint
+from domain.spend import last_12_months, month_key
 from store.keys import RECENT_CATEGORY_WINDOW_S, Keys
 from store.records import (
     CustomerRecord,
@@ -24,7 +24,16 @@ from store.records import (
     dump_record,
     load_record,
 )
-from store.snapshot import CustomerSnapshot
+from usecases.ports import (
+    BudgetReservation,
+    CommitResult,
+    CustomerRead,
+    HydrateResult,
+    OfferOutbox,
+    ReturnRead,
+    StoredTransaction,
+)
+from usecases.snapshot import CustomerSnapshot
 
 _WITH_LEDGER = {"commit_purchase.lua", "return_purchase.lua", "upsert_customer.lua", "expire_points.lua"}
 
@@ -53,71 +62,7 @@ def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def month_key(moment: datetime) -> str:
-    """The UTC month of a moment, as the monthly spend hash keys it."""
-    return moment.astimezone(UTC).strftime("%Y%m")
-
-
-def last_12_months(now: datetime) -> list[str]:
-    """This UTC month and the 12 before it: every sale of the last 12 months counts (and up to a month more),
-    where 12 buckets would drop sales only 11 months old at the start of a month."""
-    year, month = now.astimezone(UTC).year, now.astimezone(UTC).month
-    keys = []
-    for _ in range(13):
-        keys.append(f"{year:04d}{month:02d}")
-        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
-    return keys
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTransaction:
-    digest: str
-    receipt: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerRead:
-    state: CustomerState | None  # None: Redis does not hold this customer (never seen, or lost)
-    stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
-    claim_owner: str | None = None  # customer who holds the asked-for transaction id
-    redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
-    lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
-
-
-HydrateResult = Literal["rebuilt", "present", "pending", "backlog"]
-
-
-@dataclass(frozen=True, slots=True)
-class ReturnRead:
-    state: CustomerState | None
-    purchase: StoredTransaction | None  # the purchase's stored receipt, while Redis keeps it
-    returned: dict[str, int]  # line_id -> quantity returned so far
-    stored: StoredTransaction | None  # this return's receipt, if it was already applied
-    owner: str | None = None  # customer who committed the transaction id (while its claim lives)
-    return_owner: str | None = None  # customer who claimed the return id (this one, unless another took it)
-
-
-BudgetReservation = Literal["reserved", "sold_out", "lost"]
 OUTBOX_SCAN_LIMIT = 10_000  # entries per partition looked through for an offer; more: the writer is far behind
-
-
-@dataclass(frozen=True, slots=True)
-class OfferOutbox:
-    """Records of an offer still in the outbox streams, found when its budget counter has to be rebuilt."""
-
-    purchases: tuple[str, ...]  # transaction ids of purchases that applied the offer
-    returns: tuple[str, ...]  # transaction ids of purchases a return took it back from whole
-
-
-CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    status: CommitStatus
-    receipt: bytes = b""  # the stored receipt, on replay
-    available: int = 0  # the spendable points that refused a redemption, on insufficient
-    written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
 
 
 def _text(raw: bytes | None) -> str:
@@ -203,6 +148,10 @@ class CustomerStore:
     def redis(self) -> aioredis.Redis:
         return self._redis
 
+    @property
+    def retention_s(self) -> int:
+        return self._retention_s
+
     async def ping(self) -> None:
         await self._redis.ping()  # health probes: not timed as calls, not traced (a span a second is noise)
 
@@ -214,7 +163,7 @@ class CustomerStore:
         budget_offer_ids: Sequence[str] = (),
         now: datetime | None = None,
     ) -> CustomerRead:
-        """One round trip: profile, categories, offer uses; a transaction id is also claimed and its receipt read."""
+        """One round trip, no writes: profile, categories, offer uses; with a transaction id, its receipt and claim."""
         k = self.keys
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(k.profile(customer_id))
@@ -224,9 +173,7 @@ class CustomerStore:
         pipe.hmget(k.spend(customer_id), last_12_months(now))
         pipe.hgetall(k.pending(customer_id))
         if transaction_id:
-            claim = k.transaction_claim(transaction_id)
-            pipe.set(claim, customer_id, nx=True, ex=self._retention_s)
-            pipe.get(claim)
+            pipe.get(k.transaction_claim(transaction_id))
             pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
         for offer_id in budget_offer_ids:
             pipe.get(k.offer_redemptions(offer_id))
@@ -241,7 +188,7 @@ class CustomerStore:
             used[offer_id] = int(count or 0)
         if not transaction_id:
             return CustomerRead(state, redemptions_used=used, lost_budgets=tuple(lost))
-        owner, (digest, receipt) = results[6], results[7]
+        owner, (digest, receipt) = results[5], results[6]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
         return CustomerRead(state, stored, owner.decode() if owner is not None else None, used, tuple(lost))
 
@@ -261,11 +208,10 @@ class CustomerStore:
         pipe.hgetall(k.returned(customer_id, transaction_id))
         pipe.hmget(k.return_record(customer_id, return_id), "digest", "receipt")
         pipe.get(k.transaction_claim(transaction_id))
-        pipe.set(k.return_claim(return_id), customer_id, nx=True, ex=self._retention_s)
         pipe.get(k.return_claim(return_id))
         with self._observe("read_for_return"):
             results = await pipe.execute()
-        profile, cats, uses, spend, pending, purchase, returned, stored, owner, _, return_owner = results
+        profile, cats, uses, spend, pending, purchase, returned, stored, owner, return_owner = results
 
         def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
             digest, receipt = pair

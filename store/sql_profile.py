@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from store.keys import RECENT_CATEGORY_WINDOW_S
-from store.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 from store.sql_common import EngineViews, aware
 from store.sql_models import (
     Customer,
@@ -24,6 +23,7 @@ from store.sql_models import (
     ReturnLine,
     ReturnOffer,
 )
+from usecases.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 
 LEDGER_KEPT_IN_REDIS = 200  # as store/lua/ledger_lib.lua keeps
 RECENT_CATEGORY_WINDOW = timedelta(seconds=RECENT_CATEGORY_WINDOW_S)

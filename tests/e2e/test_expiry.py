@@ -134,7 +134,7 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
         till.CommitPurchase(sale)
         server.drain()
         server.run(customers.forget_customer(cid))
-        server.run(server.service.offers.rehydrate(cid, keep_s=3600))  # as the expiry job does
+        server.run(server.service.components.customers.rehydrate(cid, keep_s=3600))  # as the expiry job does
         before = till.GetProfile(svc.GetProfileRequest(customer_id=cid))
 
         upsert = customers.upsert_customer

@@ -37,8 +37,8 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
+from domain.ids import void_return_id
 from server.demo import OFFER_ID
-from store.ids import void_return_id
 from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_queries import ledger_balance, pending_points

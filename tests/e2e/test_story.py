@@ -13,10 +13,10 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
-from server.demo import OFFER_ID, demo_offer
+from server.demo import OFFER_ID
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_queries import ledger_balance
-from tests.support.builders import DRESS, SHOES, basket, commit_request
+from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
 from tests.support.server_thread import ServerThread
 
 

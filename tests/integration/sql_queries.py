@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from domain.model import Store
-from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_catalog import store_from_row
 from store.sql_models import Customer, CustomerCategory, PointsLedgerEntry, RefusedRecord, Return, StoreRow
 from store.sql_profile import SqlProfiles, stored_return_receipt
 from store.sql_profile import pending_points as pending_points_in
+from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 from .records_builders import T0
 

@@ -14,8 +14,8 @@ from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
 from store.records import AppliedOfferRecord, CustomerRecord, LedgerEntry, OutboxRecord, PurchaseRecord
 from store.redis_state import CustomerStore
-from store.snapshot import CustomerSnapshot
 from store.writer import GROUP, OutboxWriter
+from usecases.snapshot import CustomerSnapshot
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

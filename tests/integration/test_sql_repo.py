@@ -16,11 +16,11 @@ from alembic.migration import MigrationContext
 
 from domain.model import GeoPoint, Store
 from store.records import CustomerRecord, OutboxRecord
-from store.snapshot import CustomerSnapshot
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
 from store.sql_outbox import SqlOutboxSink
 from store.sql_profile import SqlProfiles
+from usecases.snapshot import CustomerSnapshot
 
 from .records_builders import DAY, T0, customer_record, line, purchase_receipt, purchase_record
 from .sql_queries import count_rows, customer_exists, get_store, ledger_balance, list_categories, snapshot

@@ -15,12 +15,12 @@ from alembic import command
 
 from store.keys import Keys
 from store.records import LedgerEntry, OutboxRecord, PurchaseRecord, dump_record
-from store.snapshot import CustomerSnapshot, StoredReceipt
 from store.sql_db import alembic_config, make_engine, migrate, write_engine
 from store.sql_outbox import PurchaseNotApplied, SqlOutboxSink
 from store.sql_profile import SqlProfiles
 from store.writer import GROUP, OutboxWriter
 from tests.support.redis_env import delete_prefix, new_prefix
+from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 from .records_builders import DAY, T0, Member, committed, line
 from .sql_queries import count_rows, get_return_receipt, ledger_balance, list_categories, refused_records, snapshot
