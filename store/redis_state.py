@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from domain.model import CustomerState, GeoPoint
-from store.keys import RECENT_CATEGORY_WINDOW_S, Keys
+from store.keys import Keys
 from store.records import (
     CustomerRecord,
     ExpiryRecord,
@@ -24,6 +24,7 @@ from store.records import (
     dump_record,
     load_record,
 )
+from store.redis_limits import RECENT_CATEGORY_WINDOW_S
 from store.snapshot import CustomerSnapshot
 
 _WITH_LEDGER = {"commit_purchase.lua", "return_purchase.lua", "upsert_customer.lua", "expire_points.lua"}
@@ -215,19 +216,19 @@ class CustomerStore:
         now: datetime | None = None,
     ) -> CustomerRead:
         """One round trip: profile, categories, offer uses; a transaction id is also claimed and its receipt read."""
-        k = self.keys
+        k, ck = self.keys, self.keys.customer(customer_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(k.profile(customer_id))
-        pipe.smembers(k.categories(customer_id))
-        pipe.hgetall(k.offer_uses(customer_id))
+        pipe.hgetall(ck.profile)
+        pipe.smembers(ck.categories)
+        pipe.hgetall(ck.offer_uses)
         now = now or datetime.now(UTC)
-        pipe.hmget(k.spend(customer_id), last_12_months(now))
-        pipe.hgetall(k.pending(customer_id))
+        pipe.hmget(ck.spend, last_12_months(now))
+        pipe.hgetall(ck.pending)
         if transaction_id:
             claim = k.transaction_claim(transaction_id)
             pipe.set(claim, customer_id, nx=True, ex=self._retention_s)
             pipe.get(claim)
-            pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
+            pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
         for offer_id in budget_offer_ids:
             pipe.get(k.offer_redemptions(offer_id))
         with self._observe("read"):
@@ -249,17 +250,17 @@ class CustomerStore:
         self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime | None = None
     ) -> ReturnRead:
         """One round trip: the customer, the purchase's receipt and returned quantities, and this return's receipt."""
-        k = self.keys
+        k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(k.profile(customer_id))
-        pipe.smembers(k.categories(customer_id))
-        pipe.hgetall(k.offer_uses(customer_id))
-        pipe.hmget(k.spend(customer_id), last_12_months(now))
-        pipe.hgetall(k.pending(customer_id))
-        pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
-        pipe.hgetall(k.returned(customer_id, transaction_id))
-        pipe.hmget(k.return_record(customer_id, return_id), "digest", "receipt")
+        pipe.hgetall(ck.profile)
+        pipe.smembers(ck.categories)
+        pipe.hgetall(ck.offer_uses)
+        pipe.hmget(ck.spend, last_12_months(now))
+        pipe.hgetall(ck.pending)
+        pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
+        pipe.hgetall(ck.returned(transaction_id))
+        pipe.hmget(ck.return_record(return_id), "digest", "receipt")
         pipe.get(k.transaction_claim(transaction_id))
         pipe.set(k.return_claim(return_id), customer_id, nx=True, ex=self._retention_s)
         pipe.get(k.return_claim(return_id))
@@ -294,18 +295,19 @@ class CustomerStore:
     ) -> CommitResult:
         """Applies a return; a void also names the purchase's categories and those it added to her profile, which
         it takes back unless another recent purchase bought them too."""
-        k, cid = self.keys, record.customer_id
+        cid = record.customer_id
+        ck = self.keys.customer(cid)
         keys = [
-            k.profile(cid),
-            k.offer_uses(cid),
-            k.returned(cid, record.transaction_id),
-            k.return_record(cid, record.return_id),
-            k.outbox(k.partition(cid)),
-            k.spend(cid),
-            k.ledger(cid),
-            k.pending(cid),
-            k.categories(cid),
-            k.category_purchases(cid),
+            ck.profile,
+            ck.offer_uses,
+            ck.returned(record.transaction_id),
+            ck.return_record(record.return_id),
+            ck.outbox,
+            ck.spend,
+            ck.ledger,
+            ck.pending,
+            ck.categories,
+            ck.category_purchases,
         ]
         committed = datetime.fromisoformat(record.committed_at)
         entries = [_entry(e, committed) for e in record.ledger]
@@ -348,7 +350,8 @@ class CustomerStore:
     ) -> int:
         """Takes her balance if she still has not bought since `last_purchase_at` (before `cutoff`); returns
         the points taken (0: nothing to do, -1: Redis does not hold her)."""
-        k, cid = self.keys, record.customer_id
+        cid = record.customer_id
+        ck = self.keys.customer(cid)
         args: list[str | int] = [
             _epoch_ms(cutoff),
             _epoch_ms(last_purchase_at),
@@ -358,14 +361,14 @@ class CustomerStore:
             _epoch_ms(datetime.fromisoformat(record.expired_at)),
             expected_version,
         ]
-        keys = [k.profile(cid), k.outbox(k.partition(cid)), k.ledger(cid), k.pending(cid)]
+        keys = [ck.profile, ck.outbox, ck.ledger, ck.pending]
         with self._observe("expire_points"):
             taken = await self._expire(keys=keys, args=args)
         return int(taken)
 
     async def has_pending_changes(self, customer_id: str) -> bool:
         """True when the outbox still holds changes of hers that SQL lacks (or is too long to tell)."""
-        outbox = self.keys.outbox(self.keys.partition(customer_id))
+        outbox = self.keys.customer(customer_id).outbox
         with self._observe("pending_changes"):
             return int(await self._pending(keys=[outbox], args=[customer_id])) != 0
 
@@ -440,7 +443,8 @@ class CustomerStore:
         occurred_at: datetime,
         now: datetime | None = None,
     ) -> CommitResult:
-        k, cid = self.keys, record.customer_id
+        cid = record.customer_id
+        ck = self.keys.customer(cid)
         now = now or datetime.now(UTC)
         offer_ids = [a.offer_id for a in record.applied_offers]
         committed = datetime.fromisoformat(record.committed_at)
@@ -469,15 +473,15 @@ class CustomerStore:
             *offer_ids,
         ]
         keys = [
-            k.profile(cid),
-            k.categories(cid),
-            k.offer_uses(cid),
-            k.transaction(cid, record.transaction_id),
-            k.outbox(k.partition(cid)),
-            k.spend(cid),
-            k.ledger(cid),
-            k.pending(cid),
-            k.category_purchases(cid),
+            ck.profile,
+            ck.categories,
+            ck.offer_uses,
+            ck.transaction(record.transaction_id),
+            ck.outbox,
+            ck.spend,
+            ck.ledger,
+            ck.pending,
+            ck.category_purchases,
         ]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
@@ -494,7 +498,8 @@ class CustomerStore:
         """Rebuilds the customer from SQL unless Redis already has her; also restores the receipts, returned
         quantities and return receipts of the retention window. `keep_s` > 0: her profile leaves Redis again after
         that long unless she buys meanwhile (a member rebuilt only for a batch job)."""
-        k, cid = self.keys, snapshot.customer_id
+        cid = snapshot.customer_id
+        ck = self.keys.customer(cid)
         fields: dict[str, str] = {
             "name": snapshot.display_name,
             "tier": snapshot.tier,
@@ -513,7 +518,7 @@ class CustomerStore:
             fields["prop"] = json.dumps(snapshot.propensity, sort_keys=True)
         entries = [ledger_entry(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in snapshot.ledger]
         fields["lbase"] = str(snapshot.points_balance - snapshot.points_debt - sum(e.points for e in snapshot.ledger))
-        keys = [k.profile(cid), k.categories(cid), k.offer_uses(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
+        keys = [ck.profile, ck.categories, ck.offer_uses, ck.outbox, ck.ledger]
         args: list[str | int | bytes] = [
             json.dumps(fields),
             json.dumps(sorted(snapshot.categories)),
@@ -534,13 +539,13 @@ class CustomerStore:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             ttl_of[receipt.transaction_id] = ttl
             restore(
-                k.transaction(cid, receipt.transaction_id),
+                ck.transaction(receipt.transaction_id),
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
         for transaction_id, lines in snapshot.returned.items():
-            restore(k.returned(cid, transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
-        restore(k.spend(cid), 34_560_000, sorted((month, str(v)) for month, v in snapshot.spend_by_month.items()))
+            restore(ck.returned(transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
+        restore(ck.spend, 34_560_000, sorted((month, str(v)) for month, v in snapshot.spend_by_month.items()))
         pending: dict[int, int] = {}
         for at, points in snapshot.pending_points:
             if at > now:  # summed per millisecond, as the scripts' HINCRBY does: SQL keeps microseconds
@@ -548,12 +553,12 @@ class CustomerStore:
         if any(pending.values()):
             lifetime = max(pending) - _epoch_ms(now)
             sums: list[tuple[str, str | bytes | int]] = [(str(at), p) for at, p in sorted(pending.items()) if p]
-            restore(k.pending(cid), lifetime // 1000 + 1, sums)
-        restore(k.category_purchases(cid), RECENT_CATEGORY_WINDOW_S, sorted(snapshot.recent_category_purchases.items()))
+            restore(ck.pending, lifetime // 1000 + 1, sums)
+        restore(ck.category_purchases, RECENT_CATEGORY_WINDOW_S, sorted(snapshot.recent_category_purchases.items()))
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
-                k.return_record(cid, receipt.transaction_id),
+                ck.return_record(receipt.transaction_id),
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
@@ -566,8 +571,9 @@ class CustomerStore:
     ) -> tuple[int, int] | None:
         """Sets a customer's profile from an import; returns (lifetime value delta, balance delta), or None when
         `exists` and Redis no longer holds her (rebuild her, then retry)."""
-        k, cid = self.keys, state.customer_id
-        keys = [k.profile(cid), k.categories(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
+        cid = state.customer_id
+        ck = self.keys.customer(cid)
+        keys = [ck.profile, ck.categories, ck.outbox, ck.ledger]
         args: list[str | int] = [
             json.dumps(display_fields(state)),
             state.lifetime_value_minor,
@@ -609,16 +615,14 @@ class CustomerStore:
 
     async def ledger(self, customer_id: str) -> tuple[int, list[dict[str, Any]]]:
         """(sum of the entries no longer kept, the newest entries oldest first): base + sum(entries) = bal - debt."""
+        ck = self.keys.customer(customer_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hget(self.keys.profile(customer_id), "lbase")
-        pipe.lrange(self.keys.ledger(customer_id), 0, -1)
+        pipe.hget(ck.profile, "lbase")
+        pipe.lrange(ck.ledger, 0, -1)
         base, raw = await pipe.execute()
         return int(base or 0), [json.loads(item) for item in raw]
 
     async def forget_customer(self, customer_id: str, transaction_ids: Sequence[str] = ()) -> None:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
-        k = self.keys
-        names = [k.profile(customer_id), k.categories(customer_id), k.offer_uses(customer_id), k.spend(customer_id)]
-        names += [k.ledger(customer_id), k.pending(customer_id), k.category_purchases(customer_id)]
-        names += [k.transaction(customer_id, t) for t in transaction_ids]
-        await self._redis.delete(*names)
+        ck = self.keys.customer(customer_id)
+        await self._redis.delete(*ck.state(), *(ck.transaction(t) for t in transaction_ids))
