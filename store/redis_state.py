@@ -80,7 +80,7 @@ class StoredTransaction:
 class CustomerRead:
     state: CustomerState | None  # None: Redis does not hold this customer (never seen, or lost)
     stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
-    claim_owner: str | None = None  # customer who holds the asked-for transaction id
+    claim_owner: str | None = None  # customer who claimed the asked-for transaction id (None: nobody yet)
     redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
     lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
 
@@ -95,7 +95,7 @@ class ReturnRead:
     returned: dict[str, int]  # line_id -> quantity returned so far
     stored: StoredTransaction | None  # this return's receipt, if it was already applied
     owner: str | None = None  # customer who committed the transaction id (while its claim lives)
-    return_owner: str | None = None  # customer who claimed the return id (this one, unless another took it)
+    return_owner: str | None = None  # customer who claimed the return id (None: nobody yet)
 
 
 BudgetReservation = Literal["reserved", "sold_out", "lost"]
@@ -190,7 +190,6 @@ class CustomerStore:
         self._commit: AsyncScript = client.register_script(_lua("commit_purchase.lua"))
         self._hydrate: AsyncScript = client.register_script(_lua("hydrate_customer.lua"))
         self._upsert: AsyncScript = client.register_script(_lua("upsert_customer.lua"))
-        self._release: AsyncScript = client.register_script(_lua("release_claim.lua"))
         self._pending: AsyncScript = client.register_script(_lua("pending_changes.lua"))
         self._return: AsyncScript = client.register_script(_lua("return_purchase.lua"))
         self._expire: AsyncScript = client.register_script(_lua("expire_points.lua"))
@@ -215,7 +214,8 @@ class CustomerStore:
         budget_offer_ids: Sequence[str] = (),
         now: datetime | None = None,
     ) -> CustomerRead:
-        """One round trip: profile, categories, offer uses; a transaction id is also claimed and its receipt read."""
+        """One round trip, writing nothing: profile, categories, offer uses, spend, pending points, the budget counters
+        asked for; with a transaction id also its stored receipt and who claimed it (see `claim_transaction`)."""
         k, ck = self.keys, self.keys.customer(customer_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(ck.profile)
@@ -225,9 +225,7 @@ class CustomerStore:
         pipe.hmget(ck.spend, last_12_months(now))
         pipe.hgetall(ck.pending)
         if transaction_id:
-            claim = k.transaction_claim(transaction_id)
-            pipe.set(claim, customer_id, nx=True, ex=self._retention_s)
-            pipe.get(claim)
+            pipe.get(k.transaction_claim(transaction_id))
             pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
         for offer_id in budget_offer_ids:
             pipe.get(k.offer_redemptions(offer_id))
@@ -242,14 +240,15 @@ class CustomerStore:
             used[offer_id] = int(count or 0)
         if not transaction_id:
             return CustomerRead(state, redemptions_used=used, lost_budgets=tuple(lost))
-        owner, (digest, receipt) = results[6], results[7]
+        owner, (digest, receipt) = results[5], results[6]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
         return CustomerRead(state, stored, owner.decode() if owner is not None else None, used, tuple(lost))
 
     async def read_for_return(
         self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime | None = None
     ) -> ReturnRead:
-        """One round trip: the customer, the purchase's receipt and returned quantities, and this return's receipt."""
+        """One round trip, writing nothing: the customer, the purchase's receipt and returned quantities and who
+        claimed its transaction id, this return's receipt and who claimed the return id (see `claim_return`)."""
         k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
@@ -262,11 +261,10 @@ class CustomerStore:
         pipe.hgetall(ck.returned(transaction_id))
         pipe.hmget(ck.return_record(return_id), "digest", "receipt")
         pipe.get(k.transaction_claim(transaction_id))
-        pipe.set(k.return_claim(return_id), customer_id, nx=True, ex=self._retention_s)
         pipe.get(k.return_claim(return_id))
         with self._observe("read_for_return"):
             results = await pipe.execute()
-        profile, cats, uses, spend, pending, purchase, returned, stored, owner, _, return_owner = results
+        profile, cats, uses, spend, pending, purchase, returned, stored, owner, return_owner = results
 
         def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
             digest, receipt = pair
@@ -430,9 +428,23 @@ class CustomerStore:
                     returns.append(record.transaction_id)
         return OfferOutbox(tuple(purchases), tuple(returns))
 
-    async def release_claim(self, transaction_id: str, customer_id: str) -> None:
-        with self._observe("release_claim"):
-            await self._release(keys=[self.keys.transaction_claim(transaction_id)], args=[customer_id])
+    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
+        """Claims a transaction id for a customer unless another holds it (for the retention window): one round
+        trip. Returns the customer who holds it after the call (hers, unless another claimed it first)."""
+        with self._observe("claim_transaction"):
+            return await self._claim(self.keys.transaction_claim(transaction_id), customer_id)
+
+    async def claim_return(self, return_id: str, customer_id: str) -> str:
+        """Claims a return id for a customer, like `claim_transaction`; returns who holds it after the call."""
+        with self._observe("claim_return"):
+            return await self._claim(self.keys.return_claim(return_id), customer_id)
+
+    async def _claim(self, key: str, customer_id: str) -> str:
+        pipe = self._redis.pipeline(transaction=True)  # MULTI: the GET sees this SET or the one that won
+        pipe.set(key, customer_id, nx=True, ex=self._retention_s)
+        pipe.get(key)
+        _, owner = await pipe.execute()
+        return _text(owner)
 
     async def commit(
         self,

@@ -291,6 +291,7 @@ class OffersApp:
         sold_at = occurred_at or at  # what SQL records; offers were evaluated `at` (now, past the grace window)
         cid = basket.customer_id
         validate_id(cid, "basket.customer_id")
+        claimed = False
         for _ in range(self.settings.commit_max_attempts):
             catalog = self.catalog.current
             budgeted = self._budgeted(catalog)
@@ -302,13 +303,12 @@ class OffersApp:
             if read.stored is not None:
                 return self._replay(read.stored.digest, read.stored.receipt, digest, transaction_id)
             if read.state is None:
-                try:
-                    await self.rehydrate(cid)
-                except NotFound:
-                    await self.customers.release_claim(transaction_id, cid)
-                    raise
+                await self.rehydrate(cid)
                 continue
             # A refused commit keeps the claim: another call with this id may already have committed for her.
+            if not claimed and await self.customers.claim_transaction(transaction_id, cid) != cid:
+                raise AlreadyExists(f"transaction_id {transaction_id!r} was used for another customer")
+            claimed = True
             outcome = await self._try_commit(
                 catalog, read, transaction_id, basket, (at, sold_at), digest, render_receipt
             )

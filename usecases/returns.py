@@ -144,6 +144,7 @@ class ReturnsApp:
     ) -> ReturnResult:
         validate_id(transaction_id, "transaction_id")
         validate_id(customer_id, "customer_id")
+        claimed = False
         for _ in range(self._settings.commit_max_attempts):
             read = await self._customers.read_for_return(customer_id, transaction_id, return_id, now=self._clock())
             if read.return_owner is not None and read.return_owner != customer_id:
@@ -155,6 +156,9 @@ class ReturnsApp:
             if read.state is None:
                 await self._rehydrate(customer_id)
                 continue
+            if not claimed and await self._customers.claim_return(return_id, customer_id) != customer_id:
+                raise AlreadyExists(f"return_id {return_id!r} was used for another customer")
+            claimed = True
             purchase, returned = await self._purchase(read, customer_id, transaction_id)
             facts = self._codec.facts(purchase)
             if facts.customer_id != customer_id:

@@ -230,3 +230,28 @@ async def test_an_import_for_a_member_redis_dropped_meanwhile_is_refused_not_cre
     assert await store.upsert_customer(member(), crm_record("m1"), exists=True) is None
     assert (await store.read("m1")).state is None and await store.redis.xlen(outbox) == before
     assert await store.upsert_customer(member(), crm_record("m1")) == (1000, 500)  # a new member: created
+
+
+async def test_a_read_with_a_transaction_or_return_id_writes_nothing(store: CustomerStore) -> None:
+    await store.upsert_customer(member(), crm_record("m1"))
+    claim, return_claim = store.keys.transaction_claim("t1"), store.keys.return_claim("r1")
+    read = await store.read("m1", transaction_id="t1")
+    assert read.state is not None and read.stored is None and read.claim_owner is None
+    for_return = await store.read_for_return("m1", "t1", "r1")
+    assert for_return.owner is None and for_return.return_owner is None
+    assert await store.read("nobody", transaction_id="t1") == (await store.read("nobody"))  # no state, no claim
+    assert await store.redis.exists(claim, return_claim) == 0
+
+
+async def test_a_transaction_or_return_id_is_claimed_once_for_the_retention_window(store: CustomerStore) -> None:
+    assert await store.claim_transaction("t1", "m1") == "m1"
+    assert await store.claim_transaction("t1", "m1") == "m1"  # her retry
+    assert await store.claim_transaction("t1", "m2") == "m1"  # another customer: the first keeps it
+    assert 0 < await store.redis.ttl(store.keys.transaction_claim("t1")) <= 3600
+    assert (await store.read("m2", transaction_id="t1")).claim_owner == "m1"
+
+    assert await store.claim_return("r1", "m2") == "m2"
+    assert await store.claim_return("r1", "m1") == "m2"
+    assert 0 < await store.redis.ttl(store.keys.return_claim("r1")) <= 3600
+    for_return = await store.read_for_return("m1", "t1", "r1")
+    assert (for_return.owner, for_return.return_owner) == ("m1", "m2")
