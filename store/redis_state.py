@@ -24,17 +24,28 @@ from store.records import (
     dump_record,
     load_record,
 )
-from store.redis_limits import RECENT_CATEGORY_WINDOW_S
+from store.redis_limits import RedisLimits
 from store.snapshot import CustomerSnapshot
 
-_WITH_LEDGER = {"commit_purchase.lua", "return_purchase.lua", "upsert_customer.lua", "expire_points.lua"}
+# Scripts cannot share functions: what they have in common is prepended to each. A customer's scripts start by
+# naming her keys and decoding their parameters (customer_keys.lua); those that move points add her ledger.
+_PRELUDES = {
+    "commit_purchase.lua": ("customer_keys.lua", "ledger_lib.lua"),
+    "return_purchase.lua": ("customer_keys.lua", "ledger_lib.lua"),
+    "upsert_customer.lua": ("customer_keys.lua", "ledger_lib.lua"),
+    "expire_points.lua": ("customer_keys.lua", "ledger_lib.lua"),
+    "hydrate_customer.lua": ("customer_keys.lua",),
+}
 
 
 def _lua(name: str) -> str:
-    source = resources.files("store").joinpath("lua", name).read_text()
-    if name in _WITH_LEDGER:  # scripts cannot share functions: the ledger helper is prepended to each
-        source = resources.files("store").joinpath("lua", "ledger_lib.lua").read_text() + "\n" + source
-    return source
+    files = [*_PRELUDES.get(name, ()), name]
+    return "\n".join(resources.files("store").joinpath("lua", f).read_text() for f in files)
+
+
+def _params(**values: Any) -> str:
+    """A customer script's named parameters (ARGV[1]); text only: bytes go as ARGV of their own."""
+    return json.dumps(values, separators=(",", ":"))
 
 
 def ledger_entry(entry_id: str, kind: str, points: int, at: datetime, available_at: datetime | None = None) -> str:
@@ -99,7 +110,6 @@ class ReturnRead:
 
 
 BudgetReservation = Literal["reserved", "sold_out", "lost"]
-OUTBOX_SCAN_LIMIT = 10_000  # entries per partition looked through for an offer; more: the writer is far behind
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +190,7 @@ class CustomerStore:
         keys: Keys,
         *,
         receipt_retention_s: int,
+        limits: RedisLimits | None = None,
         observe: Callable[[str], AbstractContextManager[None]] | None = None,
     ) -> None:
         self._redis = client
@@ -187,6 +198,7 @@ class CustomerStore:
         self._observe = observe or (lambda operation: nullcontext())
         self.keys = keys
         self._retention_s = receipt_retention_s
+        self._limits = limits or RedisLimits()
         self._commit: AsyncScript = client.register_script(_lua("commit_purchase.lua"))
         self._hydrate: AsyncScript = client.register_script(_lua("hydrate_customer.lua"))
         self._upsert: AsyncScript = client.register_script(_lua("upsert_customer.lua"))
@@ -293,45 +305,28 @@ class CustomerStore:
     ) -> CommitResult:
         """Applies a return; a void also names the purchase's categories and those it added to her profile, which
         it takes back unless another recent purchase bought them too."""
-        cid = record.customer_id
-        ck = self.keys.customer(cid)
-        keys = [
-            ck.profile,
-            ck.offer_uses,
-            ck.returned(record.transaction_id),
-            ck.return_record(record.return_id),
-            ck.outbox,
-            ck.spend,
-            ck.ledger,
-            ck.pending,
-            ck.categories,
-            ck.category_purchases,
-        ]
+        ck = self.keys.customer(record.customer_id)
         committed = datetime.fromisoformat(record.committed_at)
-        entries = [_entry(e, committed) for e in record.ledger]
-        pairs = [str(v) for line, qty in sorted(returned_after.items()) for v in (line, qty)]
-        args: list[str | int | bytes] = [
-            record.request_digest,
-            expected_version,
-            receipt,
-            dump_record(record),
-            record.balance_delta,
-            record.debt_delta,
-            record.lifetime_value_delta,
-            record.purchase_count_delta,
-            self._retention_s,
-            cid,
-            month_key(purchased_at),
-            record.lifetime_value_delta,
-            len(returned_after),
-            len(entries),
-            _epoch_ms(now),
-            json.dumps(sorted(set(void_categories))),
-            json.dumps(sorted(set(added_categories))),
-            *pairs,
-            *entries,
-            *record.offers_lost,
-        ]
+        params = _params(
+            customer_id=record.customer_id,
+            digest=record.request_digest,
+            expected_version=str(expected_version),
+            balance_delta=record.balance_delta,
+            debt_delta=record.debt_delta,
+            lifetime_value_delta=record.lifetime_value_delta,
+            purchase_count_delta=record.purchase_count_delta,
+            month=month_key(purchased_at),
+            returned_after=dict(sorted(returned_after.items())),
+            ledger_entries=[_entry(e, committed) for e in record.ledger],
+            offers_lost=record.offers_lost,
+            void_categories=sorted(set(void_categories)),
+            added_categories=sorted(set(added_categories)),
+            now_ms=_epoch_ms(now),
+            retention_s=self._retention_s,
+            ledger_keep=self._limits.ledger_keep,
+        )
+        keys = ck.script_keys(ck.returned(record.transaction_id), ck.return_record(record.return_id))
+        args: list[str | bytes] = [params, dump_record(record), receipt]
         with self._observe("return"):
             reply: list[bytes] = await self._return(keys=keys, args=args)
         status = reply[0].decode()
@@ -348,27 +343,25 @@ class CustomerStore:
     ) -> int:
         """Takes her balance if she still has not bought since `last_purchase_at` (before `cutoff`); returns
         the points taken (0: nothing to do, -1: Redis does not hold her)."""
-        cid = record.customer_id
-        ck = self.keys.customer(cid)
-        args: list[str | int] = [
-            _epoch_ms(cutoff),
-            _epoch_ms(last_purchase_at),
-            dump_record(record),
-            cid,
-            f"{record.event_id}:expire",  # the same entry id as in the SQL ledger
-            _epoch_ms(datetime.fromisoformat(record.expired_at)),
-            expected_version,
-        ]
-        keys = [ck.profile, ck.outbox, ck.ledger, ck.pending]
+        params = _params(
+            customer_id=record.customer_id,
+            cutoff_ms=_epoch_ms(cutoff),
+            last_purchase_ms=_epoch_ms(last_purchase_at),
+            expected_version=str(expected_version),
+            entry_id=f"{record.event_id}:expire",  # the same entry id as in the SQL ledger
+            now_ms=_epoch_ms(datetime.fromisoformat(record.expired_at)),
+            ledger_keep=self._limits.ledger_keep,
+        )
+        keys = self.keys.customer(record.customer_id).script_keys()
         with self._observe("expire_points"):
-            taken = await self._expire(keys=keys, args=args)
+            taken = await self._expire(keys=keys, args=[params, dump_record(record)])
         return int(taken)
 
     async def has_pending_changes(self, customer_id: str) -> bool:
         """True when the outbox still holds changes of hers that SQL lacks (or is too long to tell)."""
         outbox = self.keys.customer(customer_id).outbox
         with self._observe("pending_changes"):
-            return int(await self._pending(keys=[outbox], args=[customer_id])) != 0
+            return int(await self._pending(keys=[outbox], args=[customer_id, self._limits.outbox_scan_limit])) != 0
 
     def _budget_keys(self, offer_id: str) -> list[str]:
         return [self.keys.offer_redemptions(offer_id), self.keys.offer_budget_epoch(offer_id)]
@@ -409,7 +402,7 @@ class CustomerStore:
         needle = json.dumps(offer_id)  # as dump_record spells it inside a record
         pipe = self._redis.pipeline(transaction=False)
         for stream in self.keys.outboxes():
-            await self._offer_outbox(keys=[stream], args=[needle, OUTBOX_SCAN_LIMIT], client=pipe)
+            await self._offer_outbox(keys=[stream], args=[needle, self._limits.outbox_scan_limit], client=pipe)
         with self._observe("offer_in_outbox"):
             replies: list[list[Any]] = await pipe.execute()
         purchases: list[str] = []
@@ -455,46 +448,31 @@ class CustomerStore:
         occurred_at: datetime,
         now: datetime | None = None,
     ) -> CommitResult:
-        cid = record.customer_id
-        ck = self.keys.customer(cid)
-        now = now or datetime.now(UTC)
-        offer_ids = [a.offer_id for a in record.applied_offers]
+        ck = self.keys.customer(record.customer_id)
         committed = datetime.fromisoformat(record.committed_at)
-        entries = [_entry(e, committed) for e in record.ledger]
-        args: list[str | int | bytes] = [
-            record.request_digest,
-            expected_version,
-            receipt,
-            dump_record(record),
-            record.points_earned - record.points_redeemed - record.debt_repaid,
-            record.points_redeemed,
-            record.lifetime_value_delta,
-            _epoch_ms(occurred_at),
-            self._retention_s,
-            cid,
-            record.debt_repaid,
-            month_key(occurred_at),
-            record.lifetime_value_delta,
-            record.tier_after,
-            len(record.new_categories),
-            len(entries),
-            _epoch_ms(now),
-            json.dumps(sorted({line.category for line in record.lines})),
-            *record.new_categories,
-            *entries,
-            *offer_ids,
-        ]
-        keys = [
-            ck.profile,
-            ck.categories,
-            ck.offer_uses,
-            ck.transaction(record.transaction_id),
-            ck.outbox,
-            ck.spend,
-            ck.ledger,
-            ck.pending,
-            ck.category_purchases,
-        ]
+        params = _params(
+            customer_id=record.customer_id,
+            digest=record.request_digest,
+            expected_version=str(expected_version),
+            balance_delta=record.points_earned - record.points_redeemed - record.debt_repaid,
+            points_redeemed=record.points_redeemed,
+            debt_repaid=record.debt_repaid,
+            lifetime_value_delta=record.lifetime_value_delta,
+            purchased_at_ms=_epoch_ms(occurred_at),
+            month=month_key(occurred_at),
+            tier_after=record.tier_after,
+            new_categories=record.new_categories,
+            basket_categories=sorted({line.category for line in record.lines}),
+            ledger_entries=[_entry(e, committed) for e in record.ledger],
+            offers_applied=[a.offer_id for a in record.applied_offers],
+            now_ms=_epoch_ms(now or datetime.now(UTC)),
+            retention_s=self._retention_s,
+            ledger_keep=self._limits.ledger_keep,
+            spend_retention_s=self._limits.spend_retention_s,
+            category_window_s=self._limits.recent_category_window_s,
+        )
+        keys = ck.script_keys(ck.transaction(record.transaction_id))
+        args: list[str | bytes] = [params, dump_record(record), receipt]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
         status = reply[0].decode()
@@ -530,21 +508,16 @@ class CustomerStore:
             fields["prop"] = json.dumps(snapshot.propensity, sort_keys=True)
         entries = [ledger_entry(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in snapshot.ledger]
         fields["lbase"] = str(snapshot.points_balance - snapshot.points_debt - sum(e.points for e in snapshot.ledger))
-        keys = [ck.profile, ck.categories, ck.offer_uses, ck.outbox, ck.ledger]
-        args: list[str | int | bytes] = [
-            json.dumps(fields),
-            json.dumps(sorted(snapshot.categories)),
-            json.dumps(snapshot.offer_uses) if snapshot.offer_uses else "{}",
-            json.dumps(entries),
-            cid,
-            keep_s,
-        ]
+        keys = ck.script_keys()
+        restored: list[dict[str, int]] = []
+        values: list[str | bytes | int] = []  # ARGV from 2 on: binary-safe (receipts)
 
-        def restore(key: str, ttl: int, pairs: list[tuple[str, str | bytes | int]]) -> None:
+        def restore(key: str, ttl: int, pairs: Sequence[tuple[str, str | bytes | int]]) -> None:
             if ttl > 0 and pairs:
-                keys.append(key)
-                args.extend([ttl, len(pairs)])
-                args.extend(v for pair in pairs for v in pair)
+                if key not in keys:
+                    keys.append(key)
+                restored.append({"key": keys.index(key) + 1, "ttl": ttl, "count": len(pairs)})
+                values.extend(v for pair in pairs for v in pair)
 
         ttl_of: dict[str, int] = {}
         for receipt in snapshot.receipts:
@@ -557,7 +530,8 @@ class CustomerStore:
             )
         for transaction_id, lines in snapshot.returned.items():
             restore(ck.returned(transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
-        restore(ck.spend, 34_560_000, sorted((month, str(v)) for month, v in snapshot.spend_by_month.items()))
+        spend = sorted((month, str(v)) for month, v in snapshot.spend_by_month.items())
+        restore(ck.spend, self._limits.spend_retention_s, spend)
         pending: dict[int, int] = {}
         for at, points in snapshot.pending_points:
             if at > now:  # summed per millisecond, as the scripts' HINCRBY does: SQL keeps microseconds
@@ -566,7 +540,8 @@ class CustomerStore:
             lifetime = max(pending) - _epoch_ms(now)
             sums: list[tuple[str, str | bytes | int]] = [(str(at), p) for at, p in sorted(pending.items()) if p]
             restore(ck.pending, lifetime // 1000 + 1, sums)
-        restore(ck.category_purchases, RECENT_CATEGORY_WINDOW_S, sorted(snapshot.recent_category_purchases.items()))
+        recent = sorted(snapshot.recent_category_purchases.items())
+        restore(ck.category_purchases, self._limits.recent_category_window_s, recent)
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
@@ -574,8 +549,18 @@ class CustomerStore:
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
+        params = _params(
+            customer_id=cid,
+            fields=fields,
+            categories=sorted(snapshot.categories),
+            offer_uses=snapshot.offer_uses,
+            ledger_entries=entries,
+            keep_s=keep_s,
+            restore=restored,
+            outbox_scan_limit=self._limits.outbox_scan_limit,
+        )
         with self._observe("hydrate"):
-            code = int(await self._hydrate(keys=keys, args=args))
+            code = int(await self._hydrate(keys=keys, args=[params, *values]))
         return {1: "rebuilt", 0: "present", -1: "pending", -2: "backlog"}[code]  # type: ignore[return-value]
 
     async def upsert_customer(
@@ -583,22 +568,20 @@ class CustomerStore:
     ) -> tuple[int, int] | None:
         """Sets a customer's profile from an import; returns (lifetime value delta, balance delta), or None when
         `exists` and Redis no longer holds her (rebuild her, then retry)."""
-        cid = state.customer_id
-        ck = self.keys.customer(cid)
-        keys = [ck.profile, ck.categories, ck.outbox, ck.ledger]
-        args: list[str | int] = [
-            json.dumps(display_fields(state)),
-            state.lifetime_value_minor,
-            state.points_balance,
-            json.dumps(sorted(state.categories)),
-            dump_record(record),
-            cid,
-            f"{record.event_id}:adjust",  # the same entry id as in the SQL ledger
-            _epoch_ms(datetime.fromisoformat(record.updated_at)),
-            "1" if exists else "0",
-        ]
+        params = _params(
+            customer_id=state.customer_id,
+            display=display_fields(state),
+            lifetime_value=state.lifetime_value_minor,
+            points_balance=state.points_balance,
+            categories=sorted(state.categories),
+            adjust_entry_id=f"{record.event_id}:adjust",  # the same entry id as in the SQL ledger
+            now_ms=_epoch_ms(datetime.fromisoformat(record.updated_at)),
+            exists=exists,
+            ledger_keep=self._limits.ledger_keep,
+        )
+        keys = self.keys.customer(state.customer_id).script_keys()
         with self._observe("upsert_customer"):
-            reply = await self._upsert(keys=keys, args=args)
+            reply = await self._upsert(keys=keys, args=[params, dump_record(record)])
         if reply[0] == b"missing":
             return None
         return int(reply[0]), int(reply[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,15 @@ import redis.asyncio as aioredis
 from domain.model import CustomerState, GeoPoint
 from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
-from store.records import AppliedOfferRecord, CustomerRecord, LedgerEntry, OutboxRecord, PurchaseRecord
+from store.records import (
+    AppliedOfferRecord,
+    CustomerRecord,
+    LedgerEntry,
+    OutboxRecord,
+    PurchaseLineRecord,
+    PurchaseRecord,
+)
+from store.redis_limits import RedisLimits
 from store.redis_state import CustomerStore
 from store.snapshot import CustomerSnapshot
 from store.writer import GROUP, OutboxWriter
@@ -255,3 +264,20 @@ async def test_a_transaction_or_return_id_is_claimed_once_for_the_retention_wind
     assert 0 < await store.redis.ttl(store.keys.return_claim("r1")) <= 3600
     for_return = await store.read_for_return("m1", "t1", "r1")
     assert (for_return.owner, for_return.return_owner) == ("m1", "m2")
+
+
+async def test_the_scripts_keep_what_the_limits_say(store: CustomerStore) -> None:
+    """No limit is spelled in Lua: the store passes its RedisLimits with each call."""
+    limits = RedisLimits(ledger_keep=3, spend_retention_s=5000, recent_category_window_s=700)
+    small = CustomerStore(store.redis, store.keys, receipt_retention_s=3600, limits=limits)
+    await small.upsert_customer(member(balance=500), crm_record("m1"))  # one "adjust" entry
+    shoes = [PurchaseLineRecord("1", "SHOE", "shoes", 1, 10_000, 100, 0, 0)]
+    for i in range(3):
+        assert await commit(small, replace(purchase("m1", f"t{i}", earned=10 + i), lines=shoes)) == "ok"
+    base, entries = await small.ledger("m1")
+    assert [e["id"] for e in entries] == ["t0:earn", "t1:earn", "t2:earn"] and base == 500
+    state = (await small.read("m1")).state
+    assert state is not None and base + sum(e["p"] for e in entries) == state.points_balance - state.points_debt
+    ck = store.keys.customer("m1")
+    assert 4000 < await store.redis.ttl(ck.spend) <= 5000
+    assert 0 < await store.redis.ttl(ck.category_purchases) <= 700
