@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -41,6 +42,11 @@ _PRELUDES = {
 def _lua(name: str) -> str:
     files = [*_PRELUDES.get(name, ()), name]
     return "\n".join(resources.files("store").joinpath("lua", f).read_text() for f in files)
+
+
+def _without_receipt(record: PurchaseRecord | ReturnRecord) -> str:
+    """The outbox record as a script appends it: the receipt goes once, as bytes beside it (see parse_entry)."""
+    return dump_record(dataclasses.replace(record, receipt_b64="") if record.receipt_b64 else record)
 
 
 def _params(**values: Any) -> str:
@@ -326,7 +332,7 @@ class CustomerStore:
             ledger_keep=self._limits.ledger_keep,
         )
         keys = ck.script_keys(ck.returned(record.transaction_id), ck.return_record(record.return_id))
-        args: list[str | bytes] = [params, dump_record(record), receipt]
+        args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("return"):
             reply: list[bytes] = await self._return(keys=keys, args=args)
         status = reply[0].decode()
@@ -472,7 +478,7 @@ class CustomerStore:
             category_window_s=self._limits.recent_category_window_s,
         )
         keys = ck.script_keys(ck.transaction(record.transaction_id))
-        args: list[str | bytes] = [params, dump_record(record), receipt]
+        args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
         status = reply[0].decode()

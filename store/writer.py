@@ -8,6 +8,7 @@ turns that into exactly-once. Acknowledged entries are deleted so the stream len
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
@@ -50,6 +51,9 @@ def stream_time(entry_id: bytes) -> str:
 
 def parse_entry(fields: dict[bytes, bytes], entry_id: bytes | None = None) -> OutboxRecord:
     record = load_record(fields[b"r"])
+    if isinstance(record, PurchaseRecord | ReturnRecord) and b"receipt" in fields:
+        # The script stores the receipt beside the record: it is sent to Redis once, as bytes.
+        record = dataclasses.replace(record, receipt_b64=base64.b64encode(fields[b"receipt"]).decode())
     if entry_id is not None and isinstance(record, PurchaseRecord | CustomerRecord):
         # Absolute fields (display, tier) go by the order Redis applied the changes in, not the servers' clocks.
         record = dataclasses.replace(record, outbox_at=stream_time(entry_id))

@@ -10,7 +10,8 @@
 --   ledger_entries - JSON strings; offers_applied - offer ids
 --   now_ms - what is spendable is judged by the server's clock, not the sale's time
 --   retention_s - of the receipt; ledger_keep, spend_retention_s, category_window_s - store/redis_limits.py
--- ARGV[2] - outbox record (JSON)   ARGV[3] - receipt (protobuf)
+-- ARGV[2] - outbox record (JSON, without the receipt)
+-- ARGV[3] - receipt (protobuf): stored, and added beside the record ("receipt")
 -- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
 --   | {"insufficient", spendable points}
 local transaction_key = KEYS[OWN_KEYS]
@@ -77,5 +78,5 @@ for _, offer_id in ipairs(p.offers_applied) do
 end
 redis.call("HSET", transaction_key, "digest", p.digest, "receipt", receipt)
 redis.call("EXPIRE", transaction_key, p.retention_s)
-outbox_append(record)
+outbox_append(record, "receipt", receipt)
 return {"ok"}

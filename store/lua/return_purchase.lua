@@ -12,7 +12,8 @@
 --   added_categories - the categories the purchase added to her profile: a void takes each back unless another
 --     recent purchase bought it too; those taken back go to the outbox entry's "cats_removed"
 --   now_ms; retention_s - of the receipt and returned quantities; ledger_keep - store/redis_limits.py
--- ARGV[2] - outbox record (JSON)   ARGV[3] - receipt (protobuf)
+-- ARGV[2] - outbox record (JSON, without the receipt)
+-- ARGV[3] - receipt (protobuf): stored, and added beside the record ("receipt")
 -- Returns {"ok", outbox entry id} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
 local returned_key, return_key = KEYS[OWN_KEYS], KEYS[OWN_KEYS + 1]
 local record, receipt = ARGV[2], ARGV[3]
@@ -66,6 +67,6 @@ end
 redis.call("HSET", return_key, "digest", p.digest, "receipt", receipt)
 redis.call("EXPIRE", return_key, p.retention_s)
 if #removed > 0 then
-  return {"ok", outbox_append(record, "cats_removed", cjson.encode(removed))}
+  return {"ok", outbox_append(record, "receipt", receipt, "cats_removed", cjson.encode(removed))}
 end
-return {"ok", outbox_append(record)}
+return {"ok", outbox_append(record, "receipt", receipt)}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import tempfile
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -20,11 +22,12 @@ from store.records import (
     OutboxRecord,
     PurchaseLineRecord,
     PurchaseRecord,
+    dump_record,
 )
 from store.redis_limits import RedisLimits
-from store.redis_state import CustomerStore
+from store.redis_state import CustomerStore, StoredTransaction
 from store.snapshot import CustomerSnapshot
-from store.writer import GROUP, OutboxWriter
+from store.writer import GROUP, OutboxWriter, parse_entry
 
 from .redis_fixtures import fixture_store  # noqa: F401  (a fixture)
 
@@ -281,3 +284,25 @@ async def test_the_scripts_keep_what_the_limits_say(store: CustomerStore) -> Non
     ck = store.keys.customer("m1")
     assert 4000 < await store.redis.ttl(ck.spend) <= 5000
     assert 0 < await store.redis.ttl(ck.category_purchases) <= 700
+
+
+async def test_the_receipt_goes_to_redis_once_as_bytes_and_reaches_the_writer(store: CustomerStore) -> None:
+    await store.upsert_customer(member(), crm_record("m1"))
+    state = (await store.read("m1")).state
+    assert state is not None
+    receipt = b"\xff\x00\xfe-not-utf8"
+    record = purchase("m1", "t1")  # carries receipt_b64 as the use case builds it: not sent inline
+    result = await store.commit(record, expected_version=state.version, receipt=receipt, occurred_at=NOW)
+    assert result.status == "ok"
+    entries: Any = await store.redis.xrange(store.keys.customer("m1").outbox)
+    entry_id, fields = entries[-1]
+    assert "receipt_b64" not in json.loads(fields[b"r"]) and fields[b"receipt"] == receipt
+    written = parse_entry(fields, entry_id)
+    assert isinstance(written, PurchaseRecord) and written.receipt_b64 == base64.b64encode(receipt).decode()
+    assert (await store.read("m1", transaction_id="t1")).stored == StoredTransaction("d-t1", receipt)
+
+
+def test_a_record_of_an_older_server_keeps_its_inline_receipt() -> None:
+    older = purchase("m1", "t1")
+    assert "receipt_b64" in json.loads(dump_record(older))
+    assert parse_entry({b"r": dump_record(older).encode(), b"c": b"m1"}) == older
