@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 from store.redis_limits import RECENT_CATEGORY_WINDOW_S
 
-__all__ = ["RECENT_CATEGORY_WINDOW_S", "CustomerKeys", "Keys"]  # the window is defined in store/redis_limits.py
+__all__ = [
+    "RECENT_CATEGORY_WINDOW_S",
+    "CustomerKeys",
+    "Keys",
+    "OutboxKeys",
+]  # the window is defined in store/redis_limits.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,8 @@ class CustomerKeys:
     """Hash "YYYYMM" -> net spend of that UTC month: the rolling 12-month spend tiers are reached by."""
     outbox: str
     """Her partition's stream of write-behind records, drained into SQL by the writer."""
+    unwritten: str
+    """Her partition's hash customer id -> her records in the outbox not yet written to SQL (see OutboxKeys)."""
 
     def transaction(self, transaction_id: str) -> str:
         """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
@@ -63,9 +70,23 @@ class CustomerKeys:
 
     def script_keys(self, *own: str) -> list[str]:
         """KEYS of a script that changes her, in the order store/lua/customer_keys.lua names them: profile,
-        categories, category purchases, offer uses, ledger, pending, spend, outbox; then the call's `own` keys (a
-        transaction's hash ...), from KEYS[OWN_KEYS] on."""
-        return [*self.state(), self.outbox, *own]
+        categories, category purchases, offer uses, ledger, pending, spend, outbox, unwritten; then the call's
+        `own` keys (a transaction's hash ...), from KEYS[OWN_KEYS] on."""
+        return [*self.state(), self.outbox, self.unwritten, *own]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxKeys:
+    """One partition's write-behind stream and what goes with it, under the partition's hash tag."""
+
+    stream: str
+    """Write-behind records of the partition's customers, drained into SQL by the writer."""
+    unwritten: str
+    """Hash customer id -> her entries in `stream` not yet written to SQL: every script that appends a record of
+    hers adds one, the writer takes it off when it removes the entry (a count reaching 0 is deleted). A rebuild
+    of her from SQL waits while she has any."""
+    dead_letters: str
+    """Entries no writer can read, parked with their id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +112,21 @@ class Keys:
             pending=base + ":pend",
             spend=base + ":spend",
             outbox=self.outbox(partition),
+            unwritten=self.unwritten(partition),
         )
 
     def outbox(self, partition: int) -> str:
         """Stream of write-behind records of one partition, drained into SQL by the writer."""
         return self._tag(partition) + ":outbox"
 
+    def unwritten(self, partition: int) -> str:
+        return self._tag(partition) + ":unwritten"
+
     def outboxes(self) -> list[str]:
         return [self.outbox(p) for p in range(self.partitions)]
+
+    def outbox_keys(self) -> list[OutboxKeys]:
+        return [OutboxKeys(self.outbox(p), self.unwritten(p), self.outbox(p) + ":dead") for p in range(self.partitions)]
 
     def transaction_claim(self, transaction_id: str) -> str:
         """String "<customer_id>": makes a transaction id unique across customers."""

@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -26,22 +25,8 @@ from store.records import (
     load_record,
 )
 from store.redis_limits import RedisLimits
+from store.scripts import lua
 from store.snapshot import CustomerSnapshot
-
-# Scripts cannot share functions: what they have in common is prepended to each. A customer's scripts start by
-# naming her keys and decoding their parameters (customer_keys.lua); those that move points add her ledger.
-_PRELUDES = {
-    "commit_purchase.lua": ("customer_keys.lua", "ledger_lib.lua"),
-    "return_purchase.lua": ("customer_keys.lua", "ledger_lib.lua"),
-    "upsert_customer.lua": ("customer_keys.lua", "ledger_lib.lua"),
-    "expire_points.lua": ("customer_keys.lua", "ledger_lib.lua"),
-    "hydrate_customer.lua": ("customer_keys.lua",),
-}
-
-
-def _lua(name: str) -> str:
-    files = [*_PRELUDES.get(name, ()), name]
-    return "\n".join(resources.files("store").joinpath("lua", f).read_text() for f in files)
 
 
 def _without_receipt(record: PurchaseRecord | ReturnRecord) -> str:
@@ -102,7 +87,7 @@ class CustomerRead:
     lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
 
 
-HydrateResult = Literal["rebuilt", "present", "pending", "backlog"]
+HydrateResult = Literal["rebuilt", "present", "pending"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,17 +190,16 @@ class CustomerStore:
         self.keys = keys
         self._retention_s = receipt_retention_s
         self._limits = limits or RedisLimits()
-        self._commit: AsyncScript = client.register_script(_lua("commit_purchase.lua"))
-        self._hydrate: AsyncScript = client.register_script(_lua("hydrate_customer.lua"))
-        self._upsert: AsyncScript = client.register_script(_lua("upsert_customer.lua"))
-        self._pending: AsyncScript = client.register_script(_lua("pending_changes.lua"))
-        self._return: AsyncScript = client.register_script(_lua("return_purchase.lua"))
-        self._expire: AsyncScript = client.register_script(_lua("expire_points.lua"))
-        self._reserve_budget: AsyncScript = client.register_script(_lua("reserve_budget.lua"))
-        self._release_budget: AsyncScript = client.register_script(_lua("release_budget.lua"))
-        self._offer_outbox: AsyncScript = client.register_script(_lua("offer_outbox.lua"))
-        self._seed_budget: AsyncScript = client.register_script(_lua("seed_budget.lua"))
-        self._confirm_budget: AsyncScript = client.register_script(_lua("confirm_budget.lua"))
+        self._commit: AsyncScript = client.register_script(lua("commit_purchase.lua"))
+        self._hydrate: AsyncScript = client.register_script(lua("hydrate_customer.lua"))
+        self._upsert: AsyncScript = client.register_script(lua("upsert_customer.lua"))
+        self._return: AsyncScript = client.register_script(lua("return_purchase.lua"))
+        self._expire: AsyncScript = client.register_script(lua("expire_points.lua"))
+        self._reserve_budget: AsyncScript = client.register_script(lua("reserve_budget.lua"))
+        self._release_budget: AsyncScript = client.register_script(lua("release_budget.lua"))
+        self._offer_outbox: AsyncScript = client.register_script(lua("offer_outbox.lua"))
+        self._seed_budget: AsyncScript = client.register_script(lua("seed_budget.lua"))
+        self._confirm_budget: AsyncScript = client.register_script(lua("confirm_budget.lua"))
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -364,10 +348,10 @@ class CustomerStore:
         return int(taken)
 
     async def has_pending_changes(self, customer_id: str) -> bool:
-        """True when the outbox still holds changes of hers that SQL lacks (or is too long to tell)."""
-        outbox = self.keys.customer(customer_id).outbox
+        """True while the outbox still holds changes of hers that SQL lacks (her unwritten count)."""
+        ck = self.keys.customer(customer_id)
         with self._observe("pending_changes"):
-            return int(await self._pending(keys=[outbox], args=[customer_id, self._limits.outbox_scan_limit])) != 0
+            return int(await self._redis.hget(ck.unwritten, customer_id) or 0) > 0
 
     def _budget_keys(self, offer_id: str) -> list[str]:
         return [self.keys.offer_redemptions(offer_id), self.keys.offer_budget_epoch(offer_id)]
@@ -563,11 +547,10 @@ class CustomerStore:
             ledger_entries=entries,
             keep_s=keep_s,
             restore=restored,
-            outbox_scan_limit=self._limits.outbox_scan_limit,
         )
         with self._observe("hydrate"):
             code = int(await self._hydrate(keys=keys, args=[params, *values]))
-        return {1: "rebuilt", 0: "present", -1: "pending", -2: "backlog"}[code]  # type: ignore[return-value]
+        return {1: "rebuilt", 0: "present", -1: "pending"}[code]  # type: ignore[return-value]
 
     async def upsert_customer(
         self, state: CustomerState, record: CustomerRecord, *, exists: bool = False

@@ -10,11 +10,14 @@ local ledger_key = KEYS[5]              -- list: her newest ledger entries (JSON
 local pending_key = KEYS[6]             -- hash epoch ms -> points not spendable before then
 local spend_key = KEYS[7]               -- hash "YYYYMM" -> her net spend of that UTC month
 local outbox_key = KEYS[8]              -- stream: her partition's write-behind records
-local OWN_KEYS = 9
+local unwritten_key = KEYS[9]           -- hash customer id -> her records in the outbox not yet in SQL
+local OWN_KEYS = 10
 local p = cjson.decode(ARGV[1])
 
 -- Appends her write-behind record to the outbox, tagged with her id ("c"), with the script's own fields beside
--- it (name, value, ...); returns the entry id.
+-- it (name, value, ...), and counts it as unwritten until the writer removes it ("counted" tells the writer that
+-- this entry was counted: entries of servers before the count were not). Returns the entry id.
 local function outbox_append(record, ...)
-  return redis.call("XADD", outbox_key, "*", "r", record, "c", p.customer_id, ...)
+  redis.call("HINCRBY", unwritten_key, p.customer_id, 1)
+  return redis.call("XADD", outbox_key, "*", "r", record, "c", p.customer_id, "counted", "1", ...)
 end

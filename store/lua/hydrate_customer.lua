@@ -9,24 +9,14 @@
 --     (expiry) leaves again, a purchase keeps her (commit_purchase PERSISTs)
 --   restore - hashes to restore unless they exist, in ARGV order: {key = its index in KEYS, ttl = seconds,
 --     count = number of fields}
---   outbox_scan_limit - store/redis_limits.py
 -- ARGV[2 ..] - the restored hashes' field/value pairs (receipts are bytes), `count` pairs per hash in turn
--- Returns 1 when it wrote, 0 when the profile was already there, -1 when her changes are still in the outbox,
--- -2 when the outbox is too long to look through (the writer is far behind).
+-- Returns 1 when it wrote, 0 when the profile was already there, -1 when her changes are still in the outbox
+-- (her unwritten count is above 0).
 if redis.call("EXISTS", profile_key) == 1 then
   return 0
 end
-local pending = redis.call("XRANGE", outbox_key, "-", "+", "COUNT", p.outbox_scan_limit + 1)
-if #pending > p.outbox_scan_limit then
-  return -2
-end
-for _, entry in ipairs(pending) do
-  local fields = entry[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == "c" and fields[i + 1] == p.customer_id then
-      return -1
-    end
-  end
+if (tonumber(redis.call("HGET", unwritten_key, p.customer_id)) or 0) > 0 then
+  return -1
 end
 for k, v in pairs(p.fields) do
   redis.call("HSET", profile_key, k, v)
