@@ -24,7 +24,7 @@ class CustomerKeys:
     """One customer's keys (and her partition's outbox), all under her partition's hash tag."""
 
     profile: str
-    """Hash: name, tier, cur, ltv, bal, debt, cnt, last, hlat, hlon, prop (JSON), ver, lbase."""
+    """Hash: her profile; store/redis_profile.py ProfileField names its fields."""
     categories: str
     """Set of categories the customer has bought."""
     category_purchases: str

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from domain.model import CustomerState, GeoPoint
+from domain.model import CustomerState
 from store.keys import Keys
 from store.records import (
     CustomerRecord,
@@ -25,6 +25,7 @@ from store.records import (
     load_record,
 )
 from store.redis_limits import RedisLimits
+from store.redis_profile import ProfileField, display_fields, epoch_ms, parse_profile, snapshot_fields
 from store.scripts import lua
 from store.snapshot import CustomerSnapshot
 
@@ -41,19 +42,15 @@ def _params(**values: Any) -> str:
 
 def ledger_entry(entry_id: str, kind: str, points: int, at: datetime, available_at: datetime | None = None) -> str:
     """One ledger entry as Redis keeps it; "a" (epoch ms) when its points are pending until then."""
-    entry: dict[str, str | int] = {"id": entry_id, "k": kind, "p": points, "t": _epoch_ms(at)}
+    entry: dict[str, str | int] = {"id": entry_id, "k": kind, "p": points, "t": epoch_ms(at)}
     if available_at is not None:
-        entry["a"] = _epoch_ms(available_at)
+        entry["a"] = epoch_ms(available_at)
     return json.dumps(entry, separators=(",", ":"))
 
 
 def _entry(entry: LedgerEntry, at: datetime) -> str:
     available_at = datetime.fromisoformat(entry.available_at) if entry.available_at else None
     return ledger_entry(entry.entry_id, entry.kind, entry.points, at, available_at)
-
-
-def _epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 def month_key(moment: datetime) -> str:
@@ -124,54 +121,6 @@ class CommitResult:
 
 def _text(raw: bytes | None) -> str:
     return raw.decode() if raw is not None else ""
-
-
-def parse_profile(
-    customer_id: str,
-    fields: Mapping[bytes, bytes],
-    categories: set[bytes],
-    uses: Mapping[bytes, bytes],
-    spend: Sequence[bytes | None] = (),
-    pending: Mapping[bytes, bytes] | None = None,
-    now: datetime | None = None,
-) -> CustomerState | None:
-    if not fields:
-        return None
-    now_ms = _epoch_ms(now or datetime.now(UTC))
-    # The hash keeps fields that became spendable until a script next touches it: only later ones are pending.
-    not_yet = sorted((int(at), int(points)) for at, points in (pending or {}).items() if int(at) > now_ms)
-    lat, lon = fields.get(b"hlat"), fields.get(b"hlon")
-    last = fields.get(b"last")
-    return CustomerState(
-        customer_id=customer_id,
-        display_name=_text(fields.get(b"name")),
-        tier=_text(fields.get(b"tier")),
-        currency=_text(fields.get(b"cur")) or "USD",
-        lifetime_value_minor=int(fields.get(b"ltv", b"0")),
-        points_balance=int(fields.get(b"bal", b"0")),
-        purchase_count=int(fields.get(b"cnt", b"0")),
-        last_purchase_at=datetime.fromtimestamp(int(last) / 1000, UTC) if last and int(last) else None,
-        home=GeoPoint(float(lat), float(lon)) if lat and lon else None,
-        propensity=json.loads(fields[b"prop"]) if fields.get(b"prop") else {},
-        categories=frozenset(c.decode() for c in categories),
-        offer_uses={k.decode(): int(v) for k, v in uses.items()},
-        points_debt=int(fields.get(b"debt", b"0")),
-        spend_12m_minor=sum(int(v) for v in spend if v is not None),
-        version=int(fields.get(b"ver", b"0")),
-        pending_points=tuple((datetime.fromtimestamp(at / 1000, UTC), points) for at, points in not_yet if points),
-    )
-
-
-def display_fields(state: CustomerState) -> dict[str, str]:
-    """The profile hash fields a CRM import sets; "" deletes the field."""
-    return {
-        "name": state.display_name,
-        "tier": state.tier,
-        "cur": state.currency,
-        "hlat": repr(state.home.latitude) if state.home else "",
-        "hlon": repr(state.home.longitude) if state.home else "",
-        "prop": json.dumps(dict(state.propensity), sort_keys=True) if state.propensity else "",
-    }
 
 
 class CustomerStore:
@@ -311,7 +260,7 @@ class CustomerStore:
             offers_lost=record.offers_lost,
             void_categories=sorted(set(void_categories)),
             added_categories=sorted(set(added_categories)),
-            now_ms=_epoch_ms(now),
+            now_ms=epoch_ms(now),
             retention_s=self._retention_s,
             ledger_keep=self._limits.ledger_keep,
         )
@@ -335,11 +284,11 @@ class CustomerStore:
         the points taken (0: nothing to do, -1: Redis does not hold her)."""
         params = _params(
             customer_id=record.customer_id,
-            cutoff_ms=_epoch_ms(cutoff),
-            last_purchase_ms=_epoch_ms(last_purchase_at),
+            cutoff_ms=epoch_ms(cutoff),
+            last_purchase_ms=epoch_ms(last_purchase_at),
             expected_version=str(expected_version),
             entry_id=f"{record.event_id}:expire",  # the same entry id as in the SQL ledger
-            now_ms=_epoch_ms(datetime.fromisoformat(record.expired_at)),
+            now_ms=epoch_ms(datetime.fromisoformat(record.expired_at)),
             ledger_keep=self._limits.ledger_keep,
         )
         keys = self.keys.customer(record.customer_id).script_keys()
@@ -448,14 +397,14 @@ class CustomerStore:
             points_redeemed=record.points_redeemed,
             debt_repaid=record.debt_repaid,
             lifetime_value_delta=record.lifetime_value_delta,
-            purchased_at_ms=_epoch_ms(occurred_at),
+            purchased_at_ms=epoch_ms(occurred_at),
             month=month_key(occurred_at),
             tier_after=record.tier_after,
             new_categories=record.new_categories,
             basket_categories=sorted({line.category for line in record.lines}),
             ledger_entries=[_entry(e, committed) for e in record.ledger],
             offers_applied=[a.offer_id for a in record.applied_offers],
-            now_ms=_epoch_ms(now or datetime.now(UTC)),
+            now_ms=epoch_ms(now or datetime.now(UTC)),
             retention_s=self._retention_s,
             ledger_keep=self._limits.ledger_keep,
             spend_retention_s=self._limits.spend_retention_s,
@@ -480,24 +429,7 @@ class CustomerStore:
         that long unless she buys meanwhile (a member rebuilt only for a batch job)."""
         cid = snapshot.customer_id
         ck = self.keys.customer(cid)
-        fields: dict[str, str] = {
-            "name": snapshot.display_name,
-            "tier": snapshot.tier,
-            "cur": snapshot.currency,
-            "ltv": str(snapshot.lifetime_value_minor),
-            "bal": str(snapshot.points_balance),
-            "debt": str(snapshot.points_debt),
-            "cnt": str(snapshot.purchase_count),
-            "last": str(_epoch_ms(snapshot.last_purchase_at)) if snapshot.last_purchase_at else "0",
-            # Never a version a commit in flight before the loss could have read (no ABA).
-            "ver": str(_epoch_ms(now)),
-        }
-        if snapshot.home_latitude is not None and snapshot.home_longitude is not None:
-            fields["hlat"], fields["hlon"] = repr(snapshot.home_latitude), repr(snapshot.home_longitude)
-        if snapshot.propensity:
-            fields["prop"] = json.dumps(snapshot.propensity, sort_keys=True)
         entries = [ledger_entry(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in snapshot.ledger]
-        fields["lbase"] = str(snapshot.points_balance - snapshot.points_debt - sum(e.points for e in snapshot.ledger))
         keys = ck.script_keys()
         restored: list[dict[str, int]] = []
         values: list[str | bytes | int] = []  # ARGV from 2 on: binary-safe (receipts)
@@ -525,9 +457,9 @@ class CustomerStore:
         pending: dict[int, int] = {}
         for at, points in snapshot.pending_points:
             if at > now:  # summed per millisecond, as the scripts' HINCRBY does: SQL keeps microseconds
-                pending[_epoch_ms(at)] = pending.get(_epoch_ms(at), 0) + points
+                pending[epoch_ms(at)] = pending.get(epoch_ms(at), 0) + points
         if any(pending.values()):
-            lifetime = max(pending) - _epoch_ms(now)
+            lifetime = max(pending) - epoch_ms(now)
             sums: list[tuple[str, str | bytes | int]] = [(str(at), p) for at, p in sorted(pending.items()) if p]
             restore(ck.pending, lifetime // 1000 + 1, sums)
         recent = sorted(snapshot.recent_category_purchases.items())
@@ -541,7 +473,7 @@ class CustomerStore:
             )
         params = _params(
             customer_id=cid,
-            fields=fields,
+            fields=snapshot_fields(snapshot, now=now),
             categories=sorted(snapshot.categories),
             offer_uses=snapshot.offer_uses,
             ledger_entries=entries,
@@ -564,7 +496,7 @@ class CustomerStore:
             points_balance=state.points_balance,
             categories=sorted(state.categories),
             adjust_entry_id=f"{record.event_id}:adjust",  # the same entry id as in the SQL ledger
-            now_ms=_epoch_ms(datetime.fromisoformat(record.updated_at)),
+            now_ms=epoch_ms(datetime.fromisoformat(record.updated_at)),
             exists=exists,
             ledger_keep=self._limits.ledger_keep,
         )
@@ -601,7 +533,7 @@ class CustomerStore:
         """(sum of the entries no longer kept, the newest entries oldest first): base + sum(entries) = bal - debt."""
         ck = self.keys.customer(customer_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hget(ck.profile, "lbase")
+        pipe.hget(ck.profile, ProfileField.LEDGER_BASE)
         pipe.lrange(ck.ledger, 0, -1)
         base, raw = await pipe.execute()
         return int(base or 0), [json.loads(item) for item in raw]

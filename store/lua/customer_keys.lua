@@ -2,7 +2,7 @@
 -- order store/keys.py CustomerKeys.script_keys() passes them; a script's own keys of the call (a transaction's
 -- hash ...) follow from KEYS[OWN_KEYS] on. ARGV[1] is the script's parameters, one JSON object decoded into `p`
 -- (each script's header lists its fields); values that are not text (a receipt) come as ARGV of their own.
-local profile_key = KEYS[1]             -- hash: the profile (fields: store/keys.py CustomerKeys.profile)
+local profile_key = KEYS[1]             -- hash: the profile (store/redis_profile.py ProfileField)
 local categories_key = KEYS[2]          -- set: the categories she has bought
 local category_purchases_key = KEYS[3]  -- hash category -> her purchases of the last two days that included it
 local offer_uses_key = KEYS[4]          -- hash offer id -> times she earned it

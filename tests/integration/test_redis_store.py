@@ -26,7 +26,7 @@ from store.records import (
 )
 from store.redis_limits import RedisLimits
 from store.redis_state import CustomerStore, StoredTransaction
-from store.snapshot import CustomerSnapshot
+from store.snapshot import CustomerSnapshot, LedgerRow
 from store.writer import GROUP, OutboxWriter, parse_entry
 
 from .redis_fixtures import fixture_store  # noqa: F401  (a fixture)
@@ -306,3 +306,42 @@ def test_a_record_of_an_older_server_keeps_its_inline_receipt() -> None:
     older = purchase("m1", "t1")
     assert "receipt_b64" in json.loads(dump_record(older))
     assert parse_entry({b"r": dump_record(older).encode(), b"c": b"m1"}) == older
+
+
+async def test_a_member_rebuilt_from_sql_reads_back_as_sql_has_her(store: CustomerStore) -> None:
+    snapshot = CustomerSnapshot(
+        customer_id="m1",
+        display_name="Sam",
+        tier="gold",
+        currency="EUR",
+        lifetime_value_minor=2_500_000,
+        points_balance=700,
+        purchase_count=4,
+        last_purchase_at=NOW - timedelta(days=3),
+        home_latitude=40.74,
+        home_longitude=-73.99,
+        categories=["dresses"],
+        propensity={"shoes": 0.25},
+        offer_uses={"o1": 2},
+        points_debt=0,
+        ledger=[LedgerRow("t9:earn", "earn", 300, NOW - timedelta(days=3))],
+    )
+    assert await store.hydrate(snapshot, now=NOW) == "rebuilt"
+    state = (await store.read("m1", now=NOW)).state
+    assert state == CustomerState(
+        customer_id="m1",
+        display_name="Sam",
+        tier="gold",
+        currency="EUR",
+        lifetime_value_minor=2_500_000,
+        points_balance=700,
+        purchase_count=4,
+        last_purchase_at=NOW - timedelta(days=3),
+        home=GeoPoint(40.74, -73.99),
+        propensity={"shoes": 0.25},
+        categories=frozenset({"dresses"}),
+        offer_uses={"o1": 2},
+        version=int(NOW.timestamp() * 1000),
+    )
+    base, entries = await store.ledger("m1")
+    assert (base, [e["id"] for e in entries]) == (400, ["t9:earn"])
