@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from domain.model import CustomerState
-from store.keys import Keys
+from store.keys import CustomerKeys, Keys
 from store.records import (
     CustomerRecord,
     ExpiryRecord,
@@ -123,6 +123,23 @@ def _text(raw: bytes | None) -> str:
     return raw.decode() if raw is not None else ""
 
 
+def _read_state(pipe: Any, ck: CustomerKeys, now: datetime) -> None:
+    """Queues the reads of her state that parse_profile takes, in its order (_STATE_READS replies)."""
+    pipe.hgetall(ck.profile)
+    pipe.smembers(ck.categories)
+    pipe.hgetall(ck.offer_uses)
+    pipe.hmget(ck.spend, last_12_months(now))
+    pipe.hgetall(ck.pending)
+
+
+_STATE_READS = 5
+
+
+def _parse_state(customer_id: str, replies: Sequence[Any], now: datetime) -> CustomerState | None:
+    profile, categories, uses, spend, pending = replies[:_STATE_READS]
+    return parse_profile(customer_id, profile, categories, uses, spend, pending, now)
+
+
 class CustomerStore:
     def __init__(
         self,
@@ -168,13 +185,9 @@ class CustomerStore:
         """One round trip, writing nothing: profile, categories, offer uses, spend, pending points, the budget counters
         asked for; with a transaction id also its stored receipt and who claimed it (see `claim_transaction`)."""
         k, ck = self.keys, self.keys.customer(customer_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(ck.profile)
-        pipe.smembers(ck.categories)
-        pipe.hgetall(ck.offer_uses)
         now = now or datetime.now(UTC)
-        pipe.hmget(ck.spend, last_12_months(now))
-        pipe.hgetall(ck.pending)
+        pipe = self._redis.pipeline(transaction=False)
+        _read_state(pipe, ck, now)
         if transaction_id:
             pipe.get(k.transaction_claim(transaction_id))
             pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
@@ -182,7 +195,7 @@ class CustomerStore:
             pipe.get(k.offer_redemptions(offer_id))
         with self._observe("read"):
             results: list[Any] = await pipe.execute()
-        state = parse_profile(customer_id, results[0], results[1], results[2], results[3], results[4], now)
+        state = _parse_state(customer_id, results, now)
         counters = zip(budget_offer_ids, results[len(results) - len(budget_offer_ids) :], strict=True)
         used, lost = {}, []
         for offer_id, count in counters:
@@ -191,7 +204,7 @@ class CustomerStore:
             used[offer_id] = int(count or 0)
         if not transaction_id:
             return CustomerRead(state, redemptions_used=used, lost_budgets=tuple(lost))
-        owner, (digest, receipt) = results[5], results[6]
+        owner, (digest, receipt) = results[_STATE_READS : _STATE_READS + 2]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
         return CustomerRead(state, stored, owner.decode() if owner is not None else None, used, tuple(lost))
 
@@ -203,11 +216,7 @@ class CustomerStore:
         k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(ck.profile)
-        pipe.smembers(ck.categories)
-        pipe.hgetall(ck.offer_uses)
-        pipe.hmget(ck.spend, last_12_months(now))
-        pipe.hgetall(ck.pending)
+        _read_state(pipe, ck, now)
         pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
         pipe.hgetall(ck.returned(transaction_id))
         pipe.hmget(ck.return_record(return_id), "digest", "receipt")
@@ -215,14 +224,14 @@ class CustomerStore:
         pipe.get(k.return_claim(return_id))
         with self._observe("read_for_return"):
             results = await pipe.execute()
-        profile, cats, uses, spend, pending, purchase, returned, stored, owner, return_owner = results
+        purchase, returned, stored, owner, return_owner = results[_STATE_READS:]
 
         def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
             digest, receipt = pair
             return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
 
         return ReturnRead(
-            state=parse_profile(customer_id, profile, cats, uses, spend, pending, now),
+            state=_parse_state(customer_id, results, now),
             purchase=stored_of(purchase),
             returned={line.decode(): int(qty) for line, qty in returned.items()},
             stored=stored_of(stored),
@@ -387,6 +396,8 @@ class CustomerStore:
         occurred_at: datetime,
         now: datetime | None = None,
     ) -> CommitResult:
+        """Applies a purchase evaluated on `expected_version` of her profile, with its write-behind record; the
+        receipt is stored and goes beside the record (the record's own receipt_b64 is not sent)."""
         ck = self.keys.customer(record.customer_id)
         committed = datetime.fromisoformat(record.committed_at)
         params = _params(

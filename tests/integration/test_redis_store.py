@@ -190,8 +190,12 @@ async def test_scripts_survive_a_script_flush() -> None:
         try:
             store = CustomerStore(client, Keys("flush", 2), receipt_retention_s=60)
             await store.upsert_customer(member(), crm_record("m1"))
+            writer = OutboxWriter(client, store.keys, ListSink(), consumer="w")
+            await writer.drain(timeout_s=5)
             await client.script_flush()
             assert await commit(store, purchase("m1", "t1")) == "ok"  # EVALSHA -> NOSCRIPT -> reloaded
+            await writer.drain(timeout_s=5)  # the writer's script too
+            assert writer.stats.applied == 2 and not await store.has_pending_changes("m1")
         finally:
             await client.aclose()
 
