@@ -1,4 +1,4 @@
--- Prepended to every script that changes one customer (see store/redis_state.py _lua): her keys, named in the
+-- Prepended to every script that changes one customer (see store/scripts.py): her keys, named in the
 -- order store/keys.py CustomerKeys.script_keys() passes them; a script's own keys of the call (a transaction's
 -- hash ...) follow from KEYS[OWN_KEYS] on. ARGV[1] is the script's parameters, one JSON object decoded into `p`
 -- (each script's header lists its fields); values that are not text (a receipt) come as ARGV of their own.

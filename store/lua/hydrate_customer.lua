@@ -7,8 +7,8 @@
 --   ledger_entries - her newest ledger entries (JSON strings, oldest first)
 --   keep_s - seconds to keep her if nothing else touches her (0 = for good): a member rebuilt only for a batch job
 --     (expiry) leaves again, a purchase keeps her (commit_purchase PERSISTs)
---   restore - hashes to restore unless they exist, in ARGV order: {key = its index in KEYS, ttl = seconds,
---     count = number of fields}
+--   restore - hashes to restore unless they exist, in ARGV order: {key = its index in KEYS (her spend, pending and
+--     category purchase hashes among her keys, receipts and returns after them), ttl = seconds, count = fields}
 -- ARGV[2 ..] - the restored hashes' field/value pairs (receipts are bytes), `count` pairs per hash in turn
 -- Returns 1 when it wrote, 0 when the profile was already there, -1 when her changes are still in the outbox
 -- (her unwritten count is above 0).

@@ -1,4 +1,4 @@
--- Prepended after customer_keys.lua to every script that moves points (see store/redis_state.py _lua): her ledger
+-- Prepended after customer_keys.lua to every script that moves points (see store/scripts.py): her ledger
 -- in Redis. The newest p.ledger_keep entries are kept in her ledger list; what falls off is summed into the
 -- profile's "lbase", so that lbase + the sum of the list always equals bal - debt (SQL keeps every entry).
 -- Entries with an "a" (epoch ms) are not spendable before then: their points are also summed per "a" in her
