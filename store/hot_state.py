@@ -32,7 +32,7 @@ class RedisHotState:
         )
 
     async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
-        return await self._claim(self.store.keys.transaction_claim(transaction_id), customer_id)
+        return await self.store.claim_transaction(transaction_id, customer_id)
 
     async def read_for_return(
         self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime
@@ -40,19 +40,12 @@ class RedisHotState:
         return await self.store.read_for_return(customer_id, transaction_id, return_id, now=now)
 
     async def claim_return(self, return_id: str, customer_id: str) -> str:
-        return await self._claim(self.store.keys.return_claim(return_id), customer_id)
-
-    async def _claim(self, key: str, customer_id: str) -> str:
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.set(key, customer_id, nx=True, ex=self.store.retention_s)
-        pipe.get(key)
-        _, owner = await pipe.execute()
-        return owner.decode() if owner is not None else ""
+        return await self.store.claim_return(return_id, customer_id)
 
     async def commit_purchase(
         self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
     ) -> CommitResult:
-        record = purchase_record(receipt, digest, receipt_bytes)
+        record = purchase_record(receipt, digest)
         occurred_at = receipt.occurred_at or receipt.committed_at
         return await self.store.commit(
             record, expected_version=expected_version, receipt=receipt_bytes, occurred_at=occurred_at, now=now
@@ -70,7 +63,7 @@ class RedisHotState:
         expected_version: int,
         now: datetime,
     ) -> CommitResult:
-        record = return_record(outcome, facts, return_id, digest, receipt_bytes, voided=voided, at=now)
+        record = return_record(outcome, facts, return_id, digest, voided=voided, at=now)
         return await self.store.apply_return(
             record,
             expected_version=expected_version,

@@ -3,7 +3,6 @@ outbox for the profile of record (records.py is their wire format)."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime
 
@@ -26,9 +25,9 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-def purchase_record(receipt: Receipt, digest: str, receipt_bytes: bytes) -> PurchaseRecord:
-    """The record of a committed sale; `receipt.basket`, `receipt.occurred_at` and `receipt.offers` (the applied
-    offers as defined then) are set by the commit."""
+def purchase_record(receipt: Receipt, digest: str) -> PurchaseRecord:
+    """The record of a committed sale (its stored receipt travels beside it, not inside); the commit sets
+    `receipt.basket`, `receipt.occurred_at` and `receipt.offers` (the applied offers as defined then)."""
     basket = receipt.basket
     if basket is None or receipt.occurred_at is None:
         raise ValueError("a purchase record needs the receipt's basket and sale time")
@@ -63,7 +62,6 @@ def purchase_record(receipt: Receipt, digest: str, receipt_bytes: bytes) -> Purc
         # Lifetime value counts what the merchandise sold for, net of discounts (points are a tender).
         lifetime_value_delta=ev.subtotal_minor - ev.total_discount_minor,
         request_digest=digest,
-        receipt_b64=base64.b64encode(receipt_bytes).decode(),
         lines=[
             PurchaseLineRecord(
                 line_id=line.line_id,
@@ -95,7 +93,6 @@ def return_record(
     facts: PurchaseFacts,
     return_id: str,
     digest: str,
-    receipt: bytes,
     *,
     voided: bool,
     at: datetime,
@@ -125,7 +122,6 @@ def return_record(
         purchase_count_delta=-1 if voided else 0,
         offers_lost=list(outcome.offers_lost),
         request_digest=digest,
-        receipt_b64=base64.b64encode(receipt).decode(),
         ledger=[e for e in ledger if e.points != 0],
     )
 

@@ -60,7 +60,7 @@ class Customers:
         if result == "rebuilt":
             metrics.REHYDRATIONS.inc()
             log.info("customer rebuilt from SQL", extra={"receipts": len(snapshot.receipts)})
-        elif result in ("pending", "backlog"):
+        elif result == "pending":
             # Her latest changes are still on their way to SQL: rebuilding now would forget them.
             raise Unavailable(REBUILDING)
 

@@ -36,7 +36,7 @@ class CustomerRead:
     lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
 
 
-HydrateResult = Literal["rebuilt", "present", "pending", "backlog"]
+HydrateResult = Literal["rebuilt", "present", "pending"]
 
 
 @dataclass(frozen=True, slots=True)

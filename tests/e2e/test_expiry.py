@@ -106,7 +106,7 @@ def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_b
 
         def ttl(member: str) -> int:
             async def read() -> int:
-                return int(await customers.redis.ttl(customers.keys.profile(member)))
+                return int(await customers.redis.ttl(customers.keys.customer(member).profile))
 
             return server.run(read())
 
@@ -124,8 +124,8 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
     her from scratch (SQL would get her whole balance and lifetime value again as deltas)."""
     server = make_server(demo_data=True, points_expire_after_days=30)
     customers = server.service.customers
-    k = customers.keys
     cid = f"cust-ttl-{uuid.uuid4().hex[:8]}"
+    k = customers.keys.customer(cid)
     with grpc.insecure_channel(server.target) as channel:
         admin, till = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
         profile = customer_to_pb(demo_customer(cid))
@@ -146,7 +146,7 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
             if fired:
                 return await upsert(state, record, **kw)
             fired.append(1)
-            for key in (k.profile(cid), k.categories(cid), k.offer_uses(cid), k.ledger(cid)):
+            for key in (k.profile, k.categories, k.offer_uses, k.ledger):
                 await customers.redis.pexpire(key, 1)
             await asyncio.sleep(0.01)
             return await upsert(state, record, **kw)

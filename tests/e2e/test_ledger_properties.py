@@ -527,11 +527,11 @@ class LoyaltyMachine(RuleBasedStateMachine):
         from SQL, and everything after goes on as if nothing happened (replays still replay)."""
         self.server.drain()
         customers, member = self.server.service.customers, self.member
-        k = customers.keys
+        k = customers.keys.customer(member)
         purchases = [p.transaction_id for p in self.purchases]
         returns = [r.return_id for p in self.purchases for r, _ in p.returns]
         returns += [void_return_id(p.transaction_id) for p in self.purchases if p.voided]
-        names = [k.returned(member, t) for t in purchases] + [k.return_record(member, r) for r in returns]
+        names = [k.returned(t) for t in purchases] + [k.return_record(r) for r in returns]
 
         async def lose_her() -> None:
             await customers.forget_customer(member, purchases)

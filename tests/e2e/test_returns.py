@@ -242,16 +242,16 @@ def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., Se
         first = return_request(member, purchase.transaction_id, ("sock-1", 2))
         till.ReturnPurchase(first)
         server.drain()
-        k, redis = server.service.customers.keys, server.service.redis
+        k, redis = server.service.customers.keys.customer(member), server.service.redis
 
         async def lose_her() -> None:
             await redis.delete(
-                k.profile(member),
-                k.categories(member),
-                k.offer_uses(member),
-                k.transaction(member, purchase.transaction_id),
-                k.returned(member, purchase.transaction_id),
-                k.return_record(member, first.return_id),
+                k.profile,
+                k.categories,
+                k.offer_uses,
+                k.transaction(purchase.transaction_id),
+                k.returned(purchase.transaction_id),
+                k.return_record(first.return_id),
             )
 
         server.run(lose_her())
@@ -308,7 +308,7 @@ def test_returns_of_purchases_redis_no_longer_keeps_go_through_sql_once(
 
         async def expire_receipt() -> None:  # what the retention window does after 30 days
             await redis.delete(
-                k.transaction(member, purchase.transaction_id), k.transaction_claim(purchase.transaction_id)
+                k.customer(member).transaction(purchase.transaction_id), k.transaction_claim(purchase.transaction_id)
             )
 
         server.run(expire_receipt())

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
-from store import redis_state
 from store.records import LedgerEntry, OutboxRecord, dump_record
+from store.redis_limits import RedisLimits
 from store.redis_state import CustomerStore
 from store.sql_budgets import SqlBudgets
 from store.sql_outbox import SqlOutboxSink
@@ -101,14 +99,14 @@ async def test_the_outbox_scan_finds_exactly_the_records_of_the_offer(store: Cus
     assert nothing is not None and nothing.purchases == () and nothing.returns == ()
 
 
-async def test_an_outbox_too_long_to_look_through_is_refused(
-    store: CustomerStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(redis_state, "OUTBOX_SCAN_LIMIT", 3)
+async def test_an_outbox_too_long_to_look_through_is_refused(store: CustomerStore) -> None:
+    small = CustomerStore(store.redis, store.keys, receipt_retention_s=3600, limits=RedisLimits(outbox_scan_limit=3))
     records, _ = _records()
-    for record in records[:4]:
+    for record in records[:3]:
         await store.redis.xadd(store.keys.outbox(1), {"r": dump_record(record), "c": record.customer_id})
-    assert await store.offer_in_outbox(OFFER) is None
+    assert await small.offer_in_outbox(OFFER) is not None  # up to the limit: looked through
+    await store.redis.xadd(store.keys.outbox(1), {"r": dump_record(records[3]), "c": records[3].customer_id})
+    assert await small.offer_in_outbox(OFFER) is None
 
 
 # -- the count in SQL --------------------------------------------------------------------------------------------
