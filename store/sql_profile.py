@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from store.keys import RECENT_CATEGORY_WINDOW_S
+from store.redis_limits import LEDGER_KEEP, RECENT_CATEGORY_WINDOW_S
 from store.sql_common import EngineViews, aware
 from store.sql_models import (
     Customer,
@@ -25,7 +25,6 @@ from store.sql_models import (
 )
 from usecases.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 
-LEDGER_KEPT_IN_REDIS = 200  # as store/lua/ledger_lib.lua keeps
 RECENT_CATEGORY_WINDOW = timedelta(seconds=RECENT_CATEGORY_WINDOW_S)
 
 
@@ -179,7 +178,7 @@ def _newest_ledger(session: Session, customer_id: str) -> list[LedgerRow]:
         select(PointsLedgerEntry)
         .where(PointsLedgerEntry.customer_id == customer_id)
         .order_by(col(PointsLedgerEntry.created_at).desc(), col(PointsLedgerEntry.entry_id).desc())
-        .limit(LEDGER_KEPT_IN_REDIS)
+        .limit(LEDGER_KEEP)
     ).all()
     return [LedgerRow(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in reversed(newest)]
 
