@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from domain.model import Store
+from store.sql_budgets import SqlBudgets
+from store.sql_catalog import OfferTuple, SqlCatalog
+from store.sql_profile import SqlProfiles
 from telemetry.observe import sql_call
 from usecases.ports import TIER_POLICY, CatalogRecords, StoredOffer
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 T = TypeVar("T")
 
-# (definition JSON, version, archived, updated_at): an offer as the SQL catalog returns it.
-OfferTuple = tuple[str, int, bool, datetime]
 ALL_ROWS = 2**31 - 1  # a LIMIT every SQL dialect takes, for "no limit"
 
 
@@ -25,44 +26,10 @@ async def _in_thread(operation: str, call: Callable[[], T]) -> T:
         return await asyncio.to_thread(call)
 
 
-class SyncProfiles(Protocol):
-    def load_customer(
-        self, customer_id: str, *, receipts_since: datetime, spend_since: datetime | None = None, now: datetime | None
-    ) -> CustomerSnapshot | None: ...
-
-    def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None: ...
-
-    def returned_quantities(self, transaction_id: str) -> dict[str, int]: ...
-
-    def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]: ...
-
-
-class SyncBudgets(Protocol):
-    def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
-    ) -> int: ...
-
-
-class SyncCatalog(Protocol):
-    def upsert_offer(self, offer_id: str, title: str, definition_json: str, archived: bool) -> tuple[int, datetime]: ...
-
-    def get_offer(self, offer_id: str) -> OfferTuple | None: ...
-
-    def list_offers(self, *, include_archived: bool, after_offer_id: str, limit: int) -> list[OfferTuple]: ...
-
-    def upsert_store(self, store: Store) -> None: ...
-
-    def list_stores(self) -> list[Store]: ...
-
-    def get_setting(self, key: str) -> tuple[str, int] | None: ...
-
-    def put_setting(self, key: str, value_json: str) -> int: ...
-
-
 class SqlProfileStore:
     """ProfileStore: the profile of record, read off the till path."""
 
-    def __init__(self, profiles: SyncProfiles, budgets: SyncBudgets) -> None:
+    def __init__(self, profiles: SqlProfiles, budgets: SqlBudgets) -> None:
         self._sql = profiles
         self._budgets = budgets
 
@@ -106,7 +73,7 @@ def _stored(row: OfferTuple) -> StoredOffer:
 class SqlCatalogStore:
     """CatalogStore: offers, stores and settings of record."""
 
-    def __init__(self, catalog: SyncCatalog) -> None:
+    def __init__(self, catalog: SqlCatalog) -> None:
         self._sql = catalog
 
     async def load_catalog(self) -> CatalogRecords:
