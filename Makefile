@@ -49,6 +49,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m scripts.metrics_doc --check
+	$(PY) -m scripts.long_functions --max 60
 
 fmt: install
 	$(VENV)/bin/ruff format .
