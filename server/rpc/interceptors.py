@@ -35,6 +35,8 @@ from domain.errors import (
 )
 from telemetry import metrics, tracing
 
+__all__ = ["REQUEST_ID", "RequestFacts", "ServerInterceptor", "initialize_rpc_metrics", "status_of"]
+
 log = logging.getLogger("pos_offers.access")
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
