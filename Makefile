@@ -50,6 +50,7 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m scripts.metrics_doc --check
+	$(PY) -m scripts.long_functions --max 60
 	@bash scripts/buf_check.sh
 
 fmt: install

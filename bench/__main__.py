@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -299,88 +300,108 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
-    workloads: list[str] = args.workloads
-    need_service = any(w != "echo" for w in workloads)
-    if need_service and not service_available():
-        raise BenchError("the service (python -m server) is not there yet; try --workloads echo")
+@dataclass(frozen=True)
+class Server:
+    """A started child process and where it serves."""
 
-    echo_target = f"127.0.0.1:{free_port()}"
-    note(f"starting echo server on {echo_target}")
-    echo = Child.start(
+    child: Child
+    target: str
+    metrics_listen: str = ""
+
+
+def start_echo(tmp: Path, stack: contextlib.ExitStack) -> Server:
+    target = f"127.0.0.1:{free_port()}"
+    note(f"starting echo server on {target}")
+    child = Child.start(
         "echo",
-        [sys.executable, "-m", "bench.echo_server", f"--listen={echo_target}"],
+        [sys.executable, "-m", "bench.echo_server", f"--listen={target}"],
         tmp / "echo.log",
         env=base_env(),
         fail=bench_fail,
     )
-    stack.callback(echo.stop, STOP_GRACE_S, on_slow=note)
+    stack.callback(child.stop, STOP_GRACE_S, on_slow=note)
+    return Server(child, target)
 
-    service: Child | None = None
-    service_target = metrics_listen = ""
-    redis_prefix = ""
-    if need_service:
-        service_target = f"127.0.0.1:{free_port()}"
-        metrics_listen = f"127.0.0.1:{free_port()}"
-        env = base_env()
-        env.update(
-            POS_OFFERS_LISTEN=service_target,
-            POS_OFFERS_METRICS_LISTEN=metrics_listen,
-            POS_OFFERS_DATA_DIR=str(tmp / "data"),
-            POS_OFFERS_DEMO_DATA="1",
-        )
-        if args.redis_url:
-            redis_prefix = f"bench-{uuid.uuid4().hex[:12]}"
-            env.update(POS_OFFERS_REDIS_URL=args.redis_url, POS_OFFERS_REDIS_PREFIX=redis_prefix)
-        (tmp / "data").mkdir()
-        redis_note = f"Redis {args.redis_url} prefix {redis_prefix}" if redis_prefix else "embedded Redis"
-        note(f"starting service on {service_target} (metrics {metrics_listen}, {redis_note})")
-        if args.writer == "inprocess":
-            env["POS_OFFERS_WRITER_PROCESS"] = "0"
-        for setting in args.service_setting:
-            name, _, value = setting.partition("=")
-            env[f"POS_OFFERS_{name.upper().removeprefix('POS_OFFERS_')}"] = value
-        command = [sys.executable, "-m", "server"]
-        service = Child.start("service", command, tmp / "service.log", env=env, fail=bench_fail)
-        if redis_prefix:
-            # Registered before stop so it runs after it (ExitStack is last in, first out).
-            stack.callback(cleanup_redis, args.redis_url, redis_prefix)
-        stack.callback(service.stop, STOP_GRACE_S, on_slow=note)
 
-    wait_echo(echo, echo_target)
+def service_env(
+    args: argparse.Namespace, tmp: Path, target: str, metrics_listen: str, redis_prefix: str
+) -> dict[str, str]:
+    """The service's settings: its addresses, its data under `tmp`, demo data, and what the command line asks."""
+    env = base_env()
+    env.update(
+        POS_OFFERS_LISTEN=target,
+        POS_OFFERS_METRICS_LISTEN=metrics_listen,
+        POS_OFFERS_DATA_DIR=str(tmp / "data"),
+        POS_OFFERS_DEMO_DATA="1",
+    )
+    if redis_prefix:
+        env.update(POS_OFFERS_REDIS_URL=args.redis_url, POS_OFFERS_REDIS_PREFIX=redis_prefix)
+    if args.writer == "inprocess":
+        env["POS_OFFERS_WRITER_PROCESS"] = "0"
+    for setting in args.service_setting:
+        name, _, value = setting.partition("=")
+        env[f"POS_OFFERS_{name.upper().removeprefix('POS_OFFERS_')}"] = value
+    return env
+
+
+def start_service(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> Server:
+    target = f"127.0.0.1:{free_port()}"
+    metrics_listen = f"127.0.0.1:{free_port()}"
+    redis_prefix = f"bench-{uuid.uuid4().hex[:12]}" if args.redis_url else ""
+    env = service_env(args, tmp, target, metrics_listen, redis_prefix)
+    (tmp / "data").mkdir()
+    redis_note = f"Redis {args.redis_url} prefix {redis_prefix}" if redis_prefix else "embedded Redis"
+    note(f"starting service on {target} (metrics {metrics_listen}, {redis_note})")
+    child = Child.start("service", [sys.executable, "-m", "server"], tmp / "service.log", env=env, fail=bench_fail)
+    if redis_prefix:
+        # Registered before stop so it runs after it (ExitStack is last in, first out).
+        stack.callback(cleanup_redis, args.redis_url, redis_prefix)
+    stack.callback(child.stop, STOP_GRACE_S, on_slow=note)
+    return Server(child, target, metrics_listen)
+
+
+def prepare(echo: Server, service: Server | None, customers: int) -> float | None:
+    """Waits until both serve, then seeds the customers and waits for the write-behind; the seconds seeding took."""
+    wait_echo(echo.child, echo.target)
     note("echo server ready")
-    seed_s = None
+    if service is None:
+        return None
+    wait_service(service.child, service.target)
+    note(f"service serving; seeding {customers} customers")
+    started = time.monotonic()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(seed(service.target, customers))
+    seed_s = round(time.monotonic() - started, 2)
+    note(f"seeded in {seed_s:.1f} s")
+    wait_for_write_behind(service.child, service.metrics_listen)
+    return seed_s
+
+
+def run_workload(workload: str, echo: Server, service: Server | None, args: argparse.Namespace) -> dict[str, Any]:
+    """One workload against its server (echo or the service), once the service is idle."""
+    server = echo if workload == "echo" else service
+    assert server is not None
     if service is not None:
-        wait_service(service, service_target)
-        note(f"service serving; seeding {args.customers} customers")
-        started = time.monotonic()
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(seed(service_target, args.customers))
-        seed_s = round(time.monotonic() - started, 2)
-        note(f"seeded in {seed_s:.1f} s")
-        wait_for_write_behind(service, metrics_listen)
+        settle(service.child)
+    server.child.check_alive()
+    name = driver.DISPLAY_NAMES[workload]
+    note(f"{name}: {args.rate:g}/s, {args.warmup:g} s warm-up + {args.duration:g} s measured")
+    try:
+        result = run_driver(server.target, workload, args)
+    except BenchError:
+        server.child.check_alive()  # a dead server explains a dead driver: show its log instead
+        raise
+    p99 = result["latency_us"].get("p99")
+    p99_text = "–" if p99 is None else f"{p99 / 1000:.2f} ms"
+    note(f"{name}: {result['throughput_rps']:.0f} ok/s, {result['error_count']} errors, p99 {p99_text}")
+    return result
 
-    results = []
-    for workload in workloads:
-        target = echo_target if workload == "echo" else service_target
-        child = echo if workload == "echo" else service
-        assert child is not None
-        if service is not None:
-            settle(service)
-        child.check_alive()
-        name = driver.DISPLAY_NAMES[workload]
-        note(f"{name}: {args.rate:g}/s, {args.warmup:g} s warm-up + {args.duration:g} s measured")
-        try:
-            result = run_driver(target, workload, args)
-        except BenchError:
-            child.check_alive()  # a dead server explains a dead driver: show its log instead
-            raise
-        results.append(result)
-        p99 = result["latency_us"].get("p99")
-        p99_text = "–" if p99 is None else f"{p99 / 1000:.2f} ms"
-        note(f"{name}: {result['throughput_rps']:.0f} ok/s, {result['error_count']} errors, p99 {p99_text}")
 
-    scraped = report.scrape(metrics_listen) if metrics_listen else None
+def figures_of(
+    args: argparse.Namespace, service: Server | None, seed_s: float | None, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Every figure of the run, with its configuration and what the service's metrics say."""
+    scraped = report.scrape(service.metrics_listen) if service is not None else None
     rpc_counts = report.parse_rpc_counts(scraped) if scraped else None
     server_p99 = report.server_quantile_bounds(scraped) if scraped else {}
     return {
@@ -393,15 +414,27 @@ def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
             "customers": args.customers,
             "max_inflight": args.max_inflight,
             "timeout_s": args.timeout,
-            "redis": None if not need_service else "external" if args.redis_url else "embedded",
+            "redis": None if service is None else "external" if args.redis_url else "embedded",
             "writer": args.writer,
-            "workloads": workloads,
+            "workloads": args.workloads,
         },
         "seed_s": seed_s,
         "results": results,
         "server_rpc_counts": None if rpc_counts is None else {"metric": rpc_counts[0], "counts": rpc_counts[1]},
         "server_p99_bound_s": server_p99,
     }
+
+
+def execute(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    workloads: list[str] = args.workloads
+    need_service = any(w != "echo" for w in workloads)
+    if need_service and not service_available():
+        raise BenchError("the service (python -m server) is not there yet; try --workloads echo")
+    echo = start_echo(tmp, stack)
+    service = start_service(args, tmp, stack) if need_service else None
+    seed_s = prepare(echo, service, args.customers)
+    results = [run_workload(workload, echo, service, args) for workload in workloads]
+    return figures_of(args, service, seed_s, results)
 
 
 def render(figures: dict[str, Any], markdown: bool) -> str:

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from decimal import Decimal, Inexact, localcontext
 from pathlib import Path
@@ -416,6 +417,80 @@ def _add_basket_options(parser: argparse.ArgumentParser) -> None:
 Handler = Callable[[argparse.Namespace, PosOffersClient], Result]
 
 
+@dataclass(frozen=True)
+class _Commands:
+    """A level of subcommands, each of which takes the global options too."""
+
+    # argparse._SubParsersAction is private but it is what add_subparsers returns (annotation only).
+    sub: argparse._SubParsersAction[argparse.ArgumentParser]
+    common: argparse.ArgumentParser
+
+    def add(self, name: str, handler: Handler | None, help_: str) -> argparse.ArgumentParser:
+        p = self.sub.add_parser(name, parents=[self.common], help=help_, description=help_)
+        if handler is not None:
+            p.set_defaults(handler=handler)
+        return p
+
+
+def _add_till_commands(commands: _Commands) -> None:
+    """What a till or the app does for a customer: offers, evaluate, commit, return, void, profile."""
+    p = commands.add("offers", cmd_offers, "offers a customer can use now, best first")
+    p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--channel", choices=("app", "pos", "web"), default="app")
+    p.add_argument("--store", default="", help="store at the till; its location counts for distance rules")
+    p.add_argument("--lat", type=float, help="customer's latitude (with --lon)")
+    p.add_argument("--lon", type=float, help="customer's longitude (with --lat)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N offers (server default 20)")
+
+    p = commands.add("evaluate", cmd_evaluate, "dry-run a basket: points, applied offers, near misses")
+    _add_basket_options(p)
+
+    p = commands.add("commit", cmd_commit, "commit a purchase once per transaction id; prints the receipt")
+    _add_basket_options(p)
+    p.add_argument("--txn", default="", metavar="TXN_ID", help="idempotency key (default: a new one, printed)")
+
+    p = commands.add("return", cmd_return, "take back lines of a purchase, once per return id")
+    p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--txn", required=True, metavar="TXN_ID", help="the purchase's transaction id")
+    p.add_argument("--line", action="append", required=True, metavar="LINE_ID:QTY", help="repeat for more lines")
+    p.add_argument("--return-id", default="", help="idempotency key (default: a new one, printed)")
+
+    p = commands.add("void", cmd_void, "undo a purchase whole, on its business day")
+    p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--txn", required=True, metavar="TXN_ID")
+
+    p = commands.add("profile", cmd_profile, "a customer's tier, lifetime value, points and categories")
+    p.add_argument("customer", metavar="CUSTOMER")
+
+
+def _add_admin_commands(commands: _Commands) -> None:
+    """`admin ...`: the catalog's offers, stores and customers."""
+    admin = commands.add("admin", None, "catalog management: offers, stores, customers")
+    sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
+    admin_commands = _Commands(sub, commands.common)
+    p = admin_commands.add("offers", cmd_admin_offers, "list offers")
+    p.add_argument("--all", action="store_true", help="include archived offers")
+    p = admin_commands.add("offer", cmd_admin_offer, "show one offer")
+    p.add_argument("offer_id", metavar="OFFER_ID")
+    p = admin_commands.add("upsert-offer", cmd_admin_upsert_offer, "create or replace an offer from JSON")
+    p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.Offer as JSON; - reads stdin")
+    p = admin_commands.add("archive", cmd_admin_archive, "archive an offer")
+    p.add_argument("offer_id", metavar="OFFER_ID")
+    p = admin_commands.add("pause", cmd_admin_pause, "stop an offer being listed or applied")
+    p.add_argument("offer_id", metavar="OFFER_ID")
+    p = admin_commands.add("resume", cmd_admin_resume, "make a paused or draft offer active again")
+    p.add_argument("offer_id", metavar="OFFER_ID")
+    admin_commands.add("expire-points", cmd_admin_expire_points, "run the points-expiry job (safe twice)")
+    p = admin_commands.add("upsert-store", cmd_admin_upsert_store, "create or replace a store")
+    p.add_argument("--id", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--lat", type=float, required=True)
+    p.add_argument("--lon", type=float, required=True)
+    p.add_argument("--timezone", default="", help="IANA zone, e.g. America/New_York")
+    p = admin_commands.add("upsert-customer", cmd_admin_upsert_customer, "import a customer profile from JSON")
+    p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.CustomerProfile as JSON; - reads stdin")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _global_options()
     parser = argparse.ArgumentParser(
@@ -424,68 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Offer recognition by hand: list offers, evaluate and commit baskets, manage the catalog.",
         epilog="Exit codes: 0 ok, 1 the server refused the call, 2 bad command line or input.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    # argparse._SubParsersAction is private but it is what add_subparsers returns (annotation only).
-    def command(
-        sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler | None, help_: str
-    ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
-        if handler is not None:
-            p.set_defaults(handler=handler)
-        return p
-
-    p = command(commands, "offers", cmd_offers, "offers a customer can use now, best first")
-    p.add_argument("customer", metavar="CUSTOMER")
-    p.add_argument("--channel", choices=("app", "pos", "web"), default="app")
-    p.add_argument("--store", default="", help="store at the till; its location counts for distance rules")
-    p.add_argument("--lat", type=float, help="customer's latitude (with --lon)")
-    p.add_argument("--lon", type=float, help="customer's longitude (with --lat)")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N offers (server default 20)")
-
-    p = command(commands, "evaluate", cmd_evaluate, "dry-run a basket: points, applied offers, near misses")
-    _add_basket_options(p)
-
-    p = command(commands, "commit", cmd_commit, "commit a purchase once per transaction id; prints the receipt")
-    _add_basket_options(p)
-    p.add_argument("--txn", default="", metavar="TXN_ID", help="idempotency key (default: a new one, printed)")
-
-    p = command(commands, "return", cmd_return, "take back lines of a purchase, once per return id")
-    p.add_argument("customer", metavar="CUSTOMER")
-    p.add_argument("--txn", required=True, metavar="TXN_ID", help="the purchase's transaction id")
-    p.add_argument("--line", action="append", required=True, metavar="LINE_ID:QTY", help="repeat for more lines")
-    p.add_argument("--return-id", default="", help="idempotency key (default: a new one, printed)")
-
-    p = command(commands, "void", cmd_void, "undo a purchase whole, on its business day")
-    p.add_argument("customer", metavar="CUSTOMER")
-    p.add_argument("--txn", required=True, metavar="TXN_ID")
-
-    p = command(commands, "profile", cmd_profile, "a customer's tier, lifetime value, points and categories")
-    p.add_argument("customer", metavar="CUSTOMER")
-
-    admin = command(commands, "admin", None, "catalog management: offers, stores, customers")
-    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
-    p = command(admin_commands, "offers", cmd_admin_offers, "list offers")
-    p.add_argument("--all", action="store_true", help="include archived offers")
-    p = command(admin_commands, "offer", cmd_admin_offer, "show one offer")
-    p.add_argument("offer_id", metavar="OFFER_ID")
-    p = command(admin_commands, "upsert-offer", cmd_admin_upsert_offer, "create or replace an offer from JSON")
-    p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.Offer as JSON; - reads stdin")
-    p = command(admin_commands, "archive", cmd_admin_archive, "archive an offer")
-    p.add_argument("offer_id", metavar="OFFER_ID")
-    p = command(admin_commands, "pause", cmd_admin_pause, "stop an offer being listed or applied")
-    p.add_argument("offer_id", metavar="OFFER_ID")
-    p = command(admin_commands, "resume", cmd_admin_resume, "make a paused or draft offer active again")
-    p.add_argument("offer_id", metavar="OFFER_ID")
-    command(admin_commands, "expire-points", cmd_admin_expire_points, "run the points-expiry job (safe twice)")
-    p = command(admin_commands, "upsert-store", cmd_admin_upsert_store, "create or replace a store")
-    p.add_argument("--id", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--lat", type=float, required=True)
-    p.add_argument("--lon", type=float, required=True)
-    p.add_argument("--timezone", default="", help="IANA zone, e.g. America/New_York")
-    p = command(admin_commands, "upsert-customer", cmd_admin_upsert_customer, "import a customer profile from JSON")
-    p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.CustomerProfile as JSON; - reads stdin")
+    commands = _Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), common)
+    _add_till_commands(commands)
+    _add_admin_commands(commands)
     return parser
 
 

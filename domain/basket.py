@@ -379,6 +379,169 @@ def _redeemed_value(basket: Basket, bill_minor: int, mpu: int, policy: PointsPol
     return value
 
 
+def _checked_minor_per_unit(customer: CustomerState, basket: Basket, policy: PointsPolicy) -> int:
+    """Minor units per unit of the basket's currency, once the policy, the currency and the points to redeem check
+    out (ValueError, InvalidArgument or FailedPrecondition otherwise)."""
+    _check_policy(policy)
+    mpu = _minor_per_unit(basket.currency)
+    if customer.currency and basket.currency != customer.currency:
+        # Lifetime value and points are kept in one currency per member; mixing would corrupt both.
+        raise InvalidArgument("basket.currency", f"must be {customer.currency}, the currency of the customer's profile")
+    _check_balance(customer, basket, mpu, policy)
+    return mpu
+
+
+def _apply_offers(
+    screened: _Screened,
+    contests: Mapping[str, _Contest],
+    lines: list[_Line],
+    order: Sequence[int],
+    currency: str,
+    mpu: int,
+    policy: PointsPolicy,
+) -> tuple[list[_Grant], dict[str, str]]:
+    """Apply the candidates in priority order, but not those that lost their exclusive group: what each applied offer
+    gives, and why each offer the basket earns did not apply (by offer_id)."""
+    lost = {
+        loser.offer_id: _lost_phrase(contest, worth, currency, mpu, policy)
+        for contest in contests.values()
+        for loser, worth in contest.losers
+    }
+    not_applied: dict[str, str] = dict(lost)
+    grants: list[_Grant] = []
+    for candidate in screened.candidates:
+        if candidate.offer.offer_id in lost:
+            continue
+        grant = _apply(candidate, lines, order)
+        if grant is not None:
+            grants.append(grant)
+        elif candidate.offer.reward.type == RewardType.POINTS_MULTIPLIER:
+            not_applied[candidate.offer.offer_id] = _claimed_phrase(candidate, lines, grants)
+    for offer, refusal in screened.held_back:
+        not_applied[offer.offer_id] = refusal
+    return grants, not_applied
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """The bill once discounts are in: what is paid with points, and each line's base points on the rest."""
+
+    subtotal_minor: int
+    discount_minor: int
+    redeemed_value_minor: int
+    bases: tuple[int, ...]  # per line, basket order
+
+    @property
+    def net_minor(self) -> int:
+        """The purchase's net value: subtotal less discounts (what counts toward her tier)."""
+        return self.subtotal_minor - self.discount_minor
+
+
+def _settle(basket: Basket, lines: Sequence[_Line], mpu: int, policy: PointsPolicy) -> _Settled:
+    """Base points are earned on what the customer pays in money: each line's total less its discount and less its
+    share of the value paid with points. FailedPrecondition when the points are worth more than the bill."""
+    subtotal = sum(line.total for line in lines)
+    total_discount = sum(line.discount for line in lines)
+    redeemed_value = _redeemed_value(basket, subtotal - total_discount, mpu, policy)
+    shares = redeemed_shares(redeemed_value, basket.lines, [line.discount for line in lines])
+    bases = tuple(base_points(line.remaining - share, mpu, policy) for line, share in zip(lines, shares, strict=True))
+    return _Settled(subtotal, total_discount, redeemed_value, bases)
+
+
+def _multiply(grants: Sequence[_Grant], bases: Sequence[int]) -> None:
+    """Multiplier bonuses, on the base points of the lines each multiplier claimed."""
+    for grant in grants:
+        for i in grant.multiplied:
+            grant.bonus[i] = multiplier_bonus(bases[i], grant.candidate.offer.reward.multiplier_percent)
+
+
+def _applied_offers(
+    grants: Sequence[_Grant],
+    contests: Mapping[str, _Contest],
+    lines: Sequence[_Line],
+    order: Sequence[int],
+    currency: str,
+    mpu: int,
+    policy: PointsPolicy,
+) -> tuple[AppliedOffer, ...]:
+    """The offers that applied, in the order they applied, each with what it gave and what it beat."""
+    won = {
+        contest.winner.offer_id: _won_phrase(contest, currency, mpu, policy)
+        for contest in contests.values()
+        if contest.losers
+    }
+    return tuple(
+        AppliedOffer(
+            offer_id=grant.candidate.offer.offer_id,
+            title=grant.candidate.offer.title,
+            bonus_points=sum(grant.bonus.values()),
+            discount_minor=sum(grant.discount.values()),
+            explanation=_explain(grant, lines, order, currency, won.get(grant.candidate.offer.offer_id, "")),
+        )
+        for grant in grants
+    )
+
+
+def _near_misses(misses: Sequence[tuple[Offer, NearMiss]], grants: Sequence[_Grant]) -> tuple[NearMiss, ...]:
+    # A near miss in a group that already paid out would tempt the customer toward nothing extra.
+    paid_groups = {grant.candidate.offer.exclusive_group for grant in grants} - {""}
+    return tuple(miss for offer, miss in misses if offer.exclusive_group not in paid_groups)
+
+
+def _why_not(offers: Sequence[Offer], not_applied: Mapping[str, str]) -> tuple[NotApplied, ...]:
+    """The offers that did not apply, in priority order, with why."""
+    return tuple(
+        NotApplied(offer.offer_id, offer.title, not_applied[offer.offer_id])
+        for offer in offers
+        if offer.offer_id in not_applied
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What the evaluation tells about offers and tiers."""
+
+    lines: tuple[LineResult, ...]
+    applied: tuple[AppliedOffer, ...]
+    near: tuple[NearMiss, ...]
+    not_applied: tuple[NotApplied, ...]
+    tier_before: str
+    tier_after: str
+
+
+def _evaluation(
+    customer: CustomerState, basket: Basket, ctx: OfferContext, catalog: Catalog, settled: _Settled, outcome: _Outcome
+) -> BasketEvaluation:
+    """The evaluation with its points and totals."""
+    points_earned = sum(result.base_points + result.bonus_points for result in outcome.lines)
+    # A points debt (what a return took back beyond the balance) is repaid first from what this purchase earns.
+    debt_before = max(customer.points_debt, 0)
+    debt_repaid = min(debt_before, points_earned)
+    return BasketEvaluation(
+        customer_id=customer.customer_id,
+        currency=basket.currency,
+        lines=outcome.lines,
+        applied_offers=outcome.applied,
+        near_misses=outcome.near,
+        points_earned=points_earned,
+        points_redeemed=basket.points_to_redeem,
+        redeemed_value_minor=settled.redeemed_value_minor,
+        balance_before=customer.points_balance,
+        balance_after=customer.points_balance - basket.points_to_redeem + points_earned - debt_repaid,
+        subtotal_minor=settled.subtotal_minor,
+        total_discount_minor=settled.discount_minor,
+        total_due_minor=settled.net_minor - settled.redeemed_value_minor,
+        evaluated_at=ctx.now,
+        catalog_version=catalog.version,
+        points_debt_before=debt_before,
+        points_debt_repaid=debt_repaid,
+        not_applied=outcome.not_applied,
+        tier_before=outcome.tier_before,
+        tier_after=outcome.tier_after,
+        points_available_before=customer.points_available,
+    )
+
+
 def evaluate_basket(
     catalog: Catalog,
     customer: CustomerState,
@@ -410,96 +573,23 @@ def evaluate_basket(
     profile's tier and nothing is added.
     Raises FailedPrecondition for insufficient points or points worth more than the bill.
     """
-    _check_policy(policy)
-    mpu = _minor_per_unit(basket.currency)
-    if customer.currency and basket.currency != customer.currency:
-        # Lifetime value and points are kept in one currency per member; mixing would corrupt both.
-        raise InvalidArgument("basket.currency", f"must be {customer.currency}, the currency of the customer's profile")
-    _check_balance(customer, basket, mpu, policy)
+    mpu = _checked_minor_per_unit(customer, basket, policy)
     lines = [_Line(item, item.total_minor) for item in basket.lines]
     order = sorted(range(len(lines)), key=lambda i: _line_key(basket.lines[i]))
-
     offers = catalog.in_priority_order
     screened = _screen(offers, customer, basket, ctx, catalog, redemptions_used)
     contests = _exclusive_contests(screened.candidates, lines, mpu, policy)
-    lost = {
-        loser.offer_id: _lost_phrase(contest, worth, basket.currency, mpu, policy)
-        for contest in contests.values()
-        for loser, worth in contest.losers
-    }
-    not_applied: dict[str, str] = dict(lost)
-    grants: list[_Grant] = []
-    for candidate in screened.candidates:
-        if candidate.offer.offer_id in lost:
-            continue
-        grant = _apply(candidate, lines, order)
-        if grant is not None:
-            grants.append(grant)
-        elif candidate.offer.reward.type == RewardType.POINTS_MULTIPLIER:
-            not_applied[candidate.offer.offer_id] = _claimed_phrase(candidate, lines, grants)
-    for offer, refusal in screened.held_back:
-        not_applied[offer.offer_id] = refusal
-
-    subtotal = sum(line.total for line in lines)
-    total_discount = sum(line.discount for line in lines)
-    redeemed_value = _redeemed_value(basket, subtotal - total_discount, mpu, policy)
-    shares = redeemed_shares(redeemed_value, basket.lines, [line.discount for line in lines])
-    bases = [base_points(line.remaining - share, mpu, policy) for line, share in zip(lines, shares, strict=True)]
-    for grant in grants:
-        for i in grant.multiplied:
-            grant.bonus[i] = multiplier_bonus(bases[i], grant.candidate.offer.reward.multiplier_percent)
-    tier_rule, tier_before, tier_after = _tier_standing(catalog, customer, subtotal - total_discount)
-    tier = _TierBonus(tier_rule, tuple(tier_bonus(base, tier_rule) for base in bases))
-
-    results = tuple(_line_result(i, line, bases[i], grants, tier) for i, line in enumerate(lines))
-    won = {
-        contest.winner.offer_id: _won_phrase(contest, basket.currency, mpu, policy)
-        for contest in contests.values()
-        if contest.losers
-    }
-    applied = tier.applied() + tuple(
-        AppliedOffer(
-            offer_id=grant.candidate.offer.offer_id,
-            title=grant.candidate.offer.title,
-            bonus_points=sum(grant.bonus.values()),
-            discount_minor=sum(grant.discount.values()),
-            explanation=_explain(grant, lines, order, basket.currency, won.get(grant.candidate.offer.offer_id, "")),
-        )
-        for grant in grants
-    )
-    # A near miss in a group that already paid out would tempt the customer toward nothing extra.
-    paid_groups = {grant.candidate.offer.exclusive_group for grant in grants} - {""}
-    near = tuple(miss for offer, miss in screened.misses if offer.exclusive_group not in paid_groups)
-    why_not = tuple(
-        NotApplied(offer.offer_id, offer.title, not_applied[offer.offer_id])
-        for offer in offers
-        if offer.offer_id in not_applied
-    )
-
-    points_earned = sum(result.base_points + result.bonus_points for result in results)
-    # A points debt (what a return took back beyond the balance) is repaid first from what this purchase earns.
-    debt_before = max(customer.points_debt, 0)
-    debt_repaid = min(debt_before, points_earned)
-    return BasketEvaluation(
-        customer_id=customer.customer_id,
-        currency=basket.currency,
-        lines=results,
-        applied_offers=applied,
-        near_misses=near,
-        points_earned=points_earned,
-        points_redeemed=basket.points_to_redeem,
-        redeemed_value_minor=redeemed_value,
-        balance_before=customer.points_balance,
-        balance_after=customer.points_balance - basket.points_to_redeem + points_earned - debt_repaid,
-        subtotal_minor=subtotal,
-        total_discount_minor=total_discount,
-        total_due_minor=subtotal - total_discount - redeemed_value,
-        evaluated_at=ctx.now,
-        catalog_version=catalog.version,
-        points_debt_before=debt_before,
-        points_debt_repaid=debt_repaid,
-        not_applied=why_not,
+    grants, not_applied = _apply_offers(screened, contests, lines, order, basket.currency, mpu, policy)
+    settled = _settle(basket, lines, mpu, policy)
+    _multiply(grants, settled.bases)
+    tier_rule, tier_before, tier_after = _tier_standing(catalog, customer, settled.net_minor)
+    tier = _TierBonus(tier_rule, tuple(tier_bonus(base, tier_rule) for base in settled.bases))
+    outcome = _Outcome(
+        lines=tuple(_line_result(i, line, settled.bases[i], grants, tier) for i, line in enumerate(lines)),
+        applied=tier.applied() + _applied_offers(grants, contests, lines, order, basket.currency, mpu, policy),
+        near=_near_misses(screened.misses, grants),
+        not_applied=_why_not(offers, not_applied),
         tier_before=tier_before,
         tier_after=tier_after,
-        points_available_before=customer.points_available,
     )
+    return _evaluation(customer, basket, ctx, catalog, settled, outcome)

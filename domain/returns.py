@@ -231,6 +231,97 @@ def _explain(
     return texts
 
 
+def _kept_before(
+    facts: PurchaseFacts,
+    purchase: Sequence[_Line],
+    already_returned: Mapping[str, int],
+    request: Sequence[ReturnRequestLine],
+    field_prefix: str,
+) -> list[int]:
+    """Units kept per line (basket order) before this return, once the request checks out against them."""
+    returned = _returned_so_far(facts, purchase, already_returned)
+    kept = [line.quantity - done for line, done in zip(purchase, returned, strict=True)]
+    left = {line.item.line_id: k for line, k in zip(purchase, kept, strict=True)}
+    if not any(left.values()):
+        raise FailedPrecondition(
+            f"purchase {facts.transaction_id} has been returned in full", reason="already_returned"
+        )
+    _validate_request(facts, left, request, field_prefix)
+    return kept
+
+
+def _kept_after(
+    kept_before: Sequence[int], index: Mapping[str, int], request: Sequence[ReturnRequestLine]
+) -> list[int]:
+    kept = list(kept_before)
+    for line in request:
+        kept[index[line.line_id]] -= line.quantity
+    return kept
+
+
+def _returned_lines(
+    purchase: Sequence[_Line],
+    index: Mapping[str, int],
+    request: Sequence[ReturnRequestLine],
+    before: _State,
+    after: _State,
+) -> tuple[ReturnedLine, ...]:
+    """Each requested line, in request order, with its own points taken back and the value it returns."""
+    return tuple(
+        ReturnedLine(
+            line_id=line.line_id,
+            quantity=line.quantity,
+            points_reversed=purchase[i].earned(before.kept[i], before.holding)
+            - purchase[i].earned(after.kept[i], after.holding),
+            value_minor=purchase[i].value(before.kept[i]) - purchase[i].value(after.kept[i]),
+        )
+        for line in request
+        for i in (index[line.line_id],)
+    )
+
+
+def _offers_lost(facts: PurchaseFacts, purchase: Sequence[_Line], before: _State, after: _State) -> list[str]:
+    """The offers this return gives back, sorted by id.
+
+    A discount stays on the units she keeps, so its offer is given back when the last discounted unit comes back;
+    a points offer as soon as its condition no longer holds (its bonus is taken back then)."""
+
+    def discount_lost(offer: Offer) -> bool:
+        return _condition_kept(offer, purchase, before.kept)[2] and not _condition_kept(offer, purchase, after.kept)[2]
+
+    return sorted(
+        offer_id
+        for offer_id, offer in facts.offers.items()
+        if (discount_lost(offer) if _is_discount(offer) else offer_id in before.holding - after.holding)
+    )
+
+
+def _balance_after(customer: CustomerState, net: int) -> tuple[int, int, int]:
+    """Her balance and points debt once `net` points come back (taken back when negative), and the debt repaid.
+    The balance never goes negative: what it cannot cover becomes points debt."""
+    balance, debt = customer.points_balance, customer.points_debt
+    repaid = min(debt, net) if net > 0 else 0  # points coming back repay a debt first, like earnings
+    if balance + net >= 0:
+        return balance + net - repaid, debt - repaid, repaid
+    return 0, debt - (balance + net), repaid
+
+
+def _points_notes(points_refunded: int, repaid: int, debt: int, debt_after: int) -> list[str]:
+    """What the return does to her points beyond what it takes back: refunds, debt repaid, debt grown."""
+    notes: list[str] = []
+    if points_refunded:
+        notes.append(f"{points_refunded} redeemed {_points_noun(points_refunded)} refunded")
+    if repaid:
+        notes.append(f"{repaid} {_points_noun(repaid)} repay the points debt of {debt}")
+    if debt_after > debt:
+        why = "the points these items earned had already been spent"
+        grown = debt_after - debt
+        notes.append(
+            f"points debt grows by {grown} to {debt_after}: {why}" if debt else f"points debt of {grown}: {why}"
+        )
+    return notes
+
+
 def evaluate_return(
     facts: PurchaseFacts,
     customer: CustomerState,
@@ -251,68 +342,20 @@ def evaluate_return(
     line, or a quantity below 1 or above what is left. ValueError if the facts or `already_returned` are corrupt.
     """
     purchase = _purchase_lines(facts)
-    returned = _returned_so_far(facts, purchase, already_returned)
-    left = {line.item.line_id: line.quantity - done for line, done in zip(purchase, returned, strict=True)}
-    if not any(left.values()):
-        raise FailedPrecondition(
-            f"purchase {facts.transaction_id} has been returned in full", reason="already_returned"
-        )
-    _validate_request(facts, left, lines, field_prefix)
-
+    kept_before = _kept_before(facts, purchase, already_returned, lines, field_prefix)
     index = {line.item.line_id: i for i, line in enumerate(purchase)}
-    kept_before = [line.quantity - done for line, done in zip(purchase, returned, strict=True)]
-    kept_after = list(kept_before)
-    for request in lines:
-        kept_after[index[request.line_id]] -= request.quantity
+    kept_after = _kept_after(kept_before, index, lines)
     everything = _state(facts, purchase, [line.quantity for line in purchase])
     before = _state(facts, purchase, kept_before)
     after = _state(facts, purchase, kept_after)
 
-    returned_lines = tuple(
-        ReturnedLine(
-            line_id=request.line_id,
-            quantity=request.quantity,
-            points_reversed=purchase[i].earned(kept_before[i], before.holding)
-            - purchase[i].earned(kept_after[i], after.holding),
-            value_minor=purchase[i].value(kept_before[i]) - purchase[i].value(kept_after[i]),
-        )
-        for request in lines
-        for i in (index[request.line_id],)
-    )
+    returned_lines = _returned_lines(purchase, index, lines, before, after)
     points_reversed = before.earned - after.earned
     points_refunded = _refunded(facts, after, everything.value) - _refunded(facts, before, everything.value)
-
-    # A discount stays on the units she keeps, so its offer is given back when the last discounted unit comes
-    # back; a points offer as soon as its condition no longer holds (its bonus is taken back then).
-    def discount_lost(offer: Offer) -> bool:
-        return _condition_kept(offer, purchase, kept_before)[2] and not _condition_kept(offer, purchase, kept_after)[2]
-
-    lost = sorted(
-        offer_id
-        for offer_id, offer in facts.offers.items()
-        if (discount_lost(offer) if _is_discount(offer) else offer_id in before.holding - after.holding)
-    )
-
-    balance, debt = customer.points_balance, customer.points_debt
-    net = points_refunded - points_reversed
-    repaid = min(debt, net) if net > 0 else 0  # points coming back repay a debt first, like earnings
-    if balance + net >= 0:
-        balance_after, debt_after = balance + net - repaid, debt - repaid
-    else:
-        balance_after, debt_after = 0, debt - (balance + net)
-
+    lost = _offers_lost(facts, purchase, before, after)
+    balance_after, debt_after, repaid = _balance_after(customer, points_refunded - points_reversed)
     explanations = _explain(facts, purchase, lines, returned_lines, kept_after, lost)
-    if points_refunded:
-        explanations.append(f"{points_refunded} redeemed {_points_noun(points_refunded)} refunded")
-    if repaid:
-        explanations.append(f"{repaid} {_points_noun(repaid)} repay the points debt of {debt}")
-    if debt_after > debt:
-        why = "the points these items earned had already been spent"
-        grown = debt_after - debt
-        explanations.append(
-            f"points debt grows by {grown} to {debt_after}: {why}" if debt else f"points debt of {grown}: {why}"
-        )
-
+    explanations += _points_notes(points_refunded, repaid, customer.points_debt, debt_after)
     returned_after = {
         line.item.line_id: line.quantity - k for line, k in zip(purchase, kept_after, strict=True) if line.quantity > k
     }
@@ -324,8 +367,8 @@ def evaluate_return(
         offers_lost=tuple(lost),
         explanations=tuple(explanations),
         returned_after=returned_after,
-        balance_before=balance,
+        balance_before=customer.points_balance,
         balance_after=balance_after,
-        debt_before=debt,
+        debt_before=customer.points_debt,
         debt_after=debt_after,
     )

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 from domain.ids import purchase_event_id, return_event_id
-from domain.model import CustomerState, PurchaseFacts, Receipt, ReturnOutcome
+from domain.model import Basket, BasketEvaluation, CustomerState, PurchaseFacts, Receipt, ReturnOutcome
 from domain.tiers import is_tier_offer_id
 from store.records import (
     AppliedOfferRecord,
@@ -34,16 +34,7 @@ def purchase_record(receipt: Receipt, digest: str) -> PurchaseRecord:
     occurred_at = receipt.occurred_at
     versions = {offer.offer_id: offer.version for offer in receipt.offers}
     ev = receipt.evaluation
-    results = {r.line_id: r for r in ev.lines}
-    base = sum(r.base_points for r in ev.lines)
-    bonus = sum(r.bonus_points for r in ev.lines)
     txn = receipt.transaction_id
-    spendable_from = _iso(ev.points_available_at) if ev.points_available_at else ""  # the returns window
-    ledger = [
-        LedgerEntry(f"{txn}:earn", "earn", base, spendable_from),
-        LedgerEntry(f"{txn}:bonus", "bonus", bonus, spendable_from),
-        LedgerEntry(f"{txn}:redeem", "redeem", -ev.points_redeemed),
-    ]
     return PurchaseRecord(
         event_id=purchase_event_id(basket.customer_id, txn),
         transaction_id=txn,
@@ -62,30 +53,46 @@ def purchase_record(receipt: Receipt, digest: str) -> PurchaseRecord:
         # Lifetime value counts what the merchandise sold for, net of discounts (points are a tender).
         lifetime_value_delta=ev.subtotal_minor - ev.total_discount_minor,
         request_digest=digest,
-        lines=[
-            PurchaseLineRecord(
-                line_id=line.line_id,
-                sku=line.sku,
-                category=line.category,
-                quantity=line.quantity,
-                unit_price_minor=line.unit_price_minor,
-                base_points=results[line.line_id].base_points,
-                bonus_points=results[line.line_id].bonus_points,
-                discount_minor=results[line.line_id].discount_minor,
-                offer_ids=list(results[line.line_id].offer_ids),
-            )
-            for line in basket.lines
-        ],
+        lines=_line_records(basket, ev),
         applied_offers=[  # offers only: a tier bonus is not an offer use (no limits, no budgets)
             AppliedOfferRecord(a.offer_id, versions.get(a.offer_id, 0), a.bonus_points, a.discount_minor)
             for a in ev.applied_offers
             if not is_tier_offer_id(a.offer_id)
         ],
         new_categories=list(receipt.new_categories),
-        ledger=[e for e in ledger if e.points != 0],
+        ledger=_purchase_ledger(txn, ev),
         debt_repaid=ev.points_debt_repaid,
         tier_after=ev.tier_after if ev.tier_after != ev.tier_before else "",
     )
+
+
+def _line_records(basket: Basket, ev: BasketEvaluation) -> list[PurchaseLineRecord]:
+    results = {r.line_id: r for r in ev.lines}
+    return [
+        PurchaseLineRecord(
+            line_id=line.line_id,
+            sku=line.sku,
+            category=line.category,
+            quantity=line.quantity,
+            unit_price_minor=line.unit_price_minor,
+            base_points=results[line.line_id].base_points,
+            bonus_points=results[line.line_id].bonus_points,
+            discount_minor=results[line.line_id].discount_minor,
+            offer_ids=list(results[line.line_id].offer_ids),
+        )
+        for line in basket.lines
+    ]
+
+
+def _purchase_ledger(txn: str, ev: BasketEvaluation) -> list[LedgerEntry]:
+    """What the sale adds to her points ledger; earned points are pending until the returns window ends."""
+    spendable_from = _iso(ev.points_available_at) if ev.points_available_at else ""
+    ledger = [
+        LedgerEntry(f"{txn}:earn", "earn", sum(r.base_points for r in ev.lines), spendable_from),
+        LedgerEntry(f"{txn}:bonus", "bonus", sum(r.bonus_points for r in ev.lines), spendable_from),
+        LedgerEntry(f"{txn}:redeem", "redeem", -ev.points_redeemed),
+    ]
+    return [e for e in ledger if e.points != 0]
 
 
 def return_record(

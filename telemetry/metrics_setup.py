@@ -48,7 +48,7 @@ def registry(directory: str) -> CollectorRegistry:
     if not directory:
         return REGISTRY
     collected = CollectorRegistry()
-    MultiProcessCollector(collected, path=directory)  # type: ignore[no-untyped-call]
+    MultiProcessCollector(collected, path=directory)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     return collected
 
 
@@ -57,4 +57,4 @@ def process_died(pid: int, directory: str) -> None:
     if directory:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]  # untyped in prometheus_client

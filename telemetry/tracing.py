@@ -140,12 +140,19 @@ def span(name: str, **attributes: AttributeValue) -> AbstractContextManager[None
 
 
 def rpc_span(full_method: str) -> AbstractContextManager[None]:
-    """The server span of one RPC: `full_method` is gRPC's ``/posoffers.v1.OfferService/CommitPurchase``."""
-    if _tracer is None:
+    """The server span of one RPC: `full_method` is gRPC's ``/posoffers.v1.OfferService/CommitPurchase``.
+
+    Unlike `span()` it records no exception leaving it: the RPC's outcome is its status code, which the interceptor
+    sets (``rpc.grpc.status_code``), and an error status leaves the handler as an exception (grpc.aio.AbortError)
+    even when it is an answer (NOT_FOUND), not a fault of the server.
+    """
+    tracer = _tracer
+    if tracer is None:
         return _NOOP
     name = full_method.lstrip("/")
     service, _, method = name.rpartition("/")
-    return span(name, **{"rpc.system": "grpc", "rpc.service": service, "rpc.method": method})
+    attributes: dict[str, AttributeValue] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    return _ActiveSpan(tracer, name, SpanKind.SERVER, attributes, record_errors=False)
 
 
 def redis_span(operation: str) -> AbstractContextManager[None]:
@@ -182,13 +189,22 @@ def current_trace_id() -> str:
 class _ActiveSpan:
     """Starts the span on enter (so its start time is when the body starts) and makes it current until exit."""
 
-    __slots__ = ("_attributes", "_kind", "_name", "_span", "_token", "_tracer")
+    __slots__ = ("_attributes", "_kind", "_name", "_record_errors", "_span", "_token", "_tracer")
 
-    def __init__(self, tracer: trace.Tracer, name: str, kind: SpanKind, attributes: dict[str, AttributeValue]) -> None:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, AttributeValue],
+        *,
+        record_errors: bool = True,
+    ) -> None:
         self._tracer = tracer
         self._name = name
         self._kind = kind
         self._attributes = attributes
+        self._record_errors = record_errors
         self._span: trace.Span | None = None
         self._token: Token[Context] | None = None
 
@@ -205,7 +221,7 @@ class _ActiveSpan:
         if current is None:
             return
         try:
-            if isinstance(exc, Exception) and current.is_recording():
+            if self._record_errors and isinstance(exc, Exception) and current.is_recording():
                 _record_error(current, exc)
         finally:
             if self._token is not None:

@@ -66,8 +66,8 @@ def basket_from_pb(basket: pb.Basket) -> m.Basket:
     )
 
 
-def _categories(values: object) -> frozenset[str]:
-    return frozenset(str(v).strip().lower() for v in values)  # type: ignore[attr-defined]
+def _categories(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(v.strip().lower() for v in values)
 
 
 _STATUS_FROM_PB = {
@@ -83,9 +83,9 @@ _STATUS_TO_PB = {
 }
 
 
-def _status(value: int) -> m.OfferStatus:
+def _status(value: pb.OfferStatus.ValueType) -> m.OfferStatus:
     try:
-        return _STATUS_FROM_PB[value]  # type: ignore[index]
+        return _STATUS_FROM_PB[value]
     except KeyError:
         raise InvalidArgument("offer.status", f"unknown value {value}") from None
 
@@ -157,13 +157,13 @@ def offer_to_pb(offer: m.Offer) -> pb.Offer:
             max_distance_km=e.max_distance_km,
             purchased_any_categories=sorted(e.purchased_any_categories),
             not_purchased_categories=sorted(e.not_purchased_categories),
-            channels=sorted(int(ch) for ch in e.channels),  # type: ignore[misc]
+            channels=sorted(pb.Channel.ValueType(ch) for ch in e.channels),
         ),
         condition=pb.Condition(
             required_category=c.required_category, min_quantity=c.min_quantity, min_spend_minor=c.min_spend_minor
         ),
         reward=pb.Reward(
-            type=int(r.type),  # type: ignore[arg-type]
+            type=pb.RewardType.ValueType(r.type),
             target_category=r.target_category,
             multiplier_percent=r.multiplier_percent,
             bonus_points=r.bonus_points,

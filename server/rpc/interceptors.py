@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -51,7 +52,7 @@ _STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for kind, code in _STATUS_OF:
         if isinstance(exc, kind):
-            return code, exc.message  # type: ignore[attr-defined]
+            return code, exc.message
     if isinstance(exc, DomainError):
         return grpc.StatusCode.FAILED_PRECONDITION, exc.message
     # Only "cannot reach it" is UNAVAILABLE (clients retry that); a script or data error is INTERNAL.
@@ -115,68 +116,103 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # streaming (reflection, health Watch): passed through untouched
-        _, service, method = handler_call_details.method.split("/", 2)
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
-        # Label children looked up once per method, not per call.
-        started_total = metrics.RPC_STARTED.labels("unary", service, method)
-        in_flight = metrics.RPC_IN_FLIGHT.labels(service, method)
-        latency = metrics.RPC_LATENCY.labels("unary", service, method)
-
-        async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            request_id = _request_id(handler_call_details)
-            token = REQUEST_ID.set(request_id)
-            context.set_trailing_metadata((("x-request-id", request_id),))
-            started_total.inc()
-            in_flight.inc()
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            rpc_span = tracing.rpc_span(handler_call_details.method)
-            try:
-                rpc_span.__enter__()
-                return await inner(request, context)
-            except asyncio.CancelledError:
-                # The caller went away: its deadline passed, or it cancelled.
-                remaining = context.time_remaining()
-                expired = remaining is not None and remaining <= 0
-                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
-                raise
-            except Exception as exc:
-                code, message = status_of(exc)
-                if code is grpc.StatusCode.INTERNAL:
-                    log.exception("unhandled error in %s", method, extra={"request_id": request_id})
-                    message = f"internal error (request id {request_id})"
-                elif code is grpc.StatusCode.UNAVAILABLE:
-                    # The type only: a driver's message can quote bound parameters (customer ids).
-                    log.warning(
-                        "store unavailable in %s: %s", method, type(exc).__name__, extra={"request_id": request_id}
-                    )
-                await context.abort(code, message)
-            finally:
-                elapsed = time.perf_counter() - started
-                in_flight.dec()
-                metrics.RPC_HANDLED.labels("unary", service, method, code.name).inc()
-                latency.observe(elapsed)
-                if self._access_log or code is not grpc.StatusCode.OK:
-                    log.info(
-                        "rpc",
-                        extra={
-                            "request_id": request_id,
-                            "method": method,
-                            "status": code.name,
-                            "duration_ms": round(elapsed * 1000, 3),
-                            **self._facts.of(request),
-                            **({"trace_id": trace_id} if (trace_id := tracing.current_trace_id()) else {}),
-                        },
-                    )
-                tracing.set_attribute("rpc.grpc.status_code", code.value[0])
-                rpc_span.__exit__(None, None, None)
-                REQUEST_ID.reset(token)
-
+        observed = _ObservedUnary(handler_call_details, inner, access_log=self._access_log, facts=self._facts)
         return grpc.unary_unary_rpc_method_handler(
-            behavior,
+            observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call as it goes: its request id, when it started, and its status so far."""
+
+    request_id: str
+    started: float
+    code: grpc.StatusCode = grpc.StatusCode.OK
+
+
+class _ObservedUnary:
+    """A unary method's behavior with the cross-cutting work around each call: request id, metrics, the RPC span,
+    the status of a failure, the access log."""
+
+    def __init__(
+        self, details: grpc.HandlerCallDetails, inner: Behavior, *, access_log: bool, facts: RequestFacts
+    ) -> None:
+        self._details = details
+        self._inner = inner
+        self._access_log = access_log
+        self._facts = facts
+        _, self._service, self._method = details.method.split("/", 2)
+        # Label children looked up once per method, not per call.
+        self._started_total = metrics.RPC_STARTED.labels("unary", self._service, self._method)
+        self._in_flight = metrics.RPC_IN_FLIGHT.labels(self._service, self._method)
+        self._latency = metrics.RPC_LATENCY.labels("unary", self._service, self._method)
+
+    async def behavior(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        request_id = _request_id(self._details)
+        token = REQUEST_ID.set(request_id)
+        try:
+            context.set_trailing_metadata((("x-request-id", request_id),))
+            self._started_total.inc()
+            self._in_flight.inc()
+            call = _Call(request_id, time.perf_counter())
+            # The span ends as the call does, whatever the handler raised: its outcome is the status code set in
+            # _finish, and rpc_span records no exception (an error status travels as one, AbortError).
+            with tracing.rpc_span(self._details.method):
+                try:
+                    return await self._answer(request, context, call)
+                finally:
+                    self._finish(request, call)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _answer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> Any:
+        """The handler's response; a failure sets `call.code` and, unless it already is one, becomes an abort."""
+        try:
+            return await self._inner(request, context)
+        except asyncio.CancelledError:
+            # The caller went away: its deadline passed, or it cancelled.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            call.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            call.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as exc:
+            call.code, message = status_of(exc)
+            if call.code is grpc.StatusCode.INTERNAL:
+                log.exception("unhandled error in %s", self._method, extra={"request_id": call.request_id})
+                message = f"internal error (request id {call.request_id})"
+            elif call.code is grpc.StatusCode.UNAVAILABLE:
+                # The type only: a driver's message can quote bound parameters (customer ids).
+                log.warning(
+                    "store unavailable in %s: %s",
+                    self._method,
+                    type(exc).__name__,
+                    extra={"request_id": call.request_id},
+                )
+            await context.abort(call.code, message)
+
+    def _finish(self, request: Any, call: _Call) -> None:
+        """Metrics, the access log line and the span's status code, once the call's status is known."""
+        elapsed = time.perf_counter() - call.started
+        self._in_flight.dec()
+        metrics.RPC_HANDLED.labels("unary", self._service, self._method, call.code.name).inc()
+        self._latency.observe(elapsed)
+        if self._access_log or call.code is not grpc.StatusCode.OK:
+            log.info(
+                "rpc",
+                extra={
+                    "request_id": call.request_id,
+                    "method": self._method,
+                    "status": call.code.name,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    **self._facts.of(request),
+                    **({"trace_id": trace_id} if (trace_id := tracing.current_trace_id()) else {}),
+                },
+            )
+        tracing.set_attribute("rpc.grpc.status_code", call.code.value[0])

@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -176,6 +177,16 @@ def test_exception_type_is_qualified_outside_builtins(memory: InMemorySpanExport
         raise asyncio.InvalidStateError("x")
     (event,) = by_name(memory)["rpc"].events
     assert (event.attributes or {})["exception.type"] == "asyncio.exceptions.InvalidStateError"
+
+
+def test_an_rpc_span_leaves_errors_to_the_status_code(memory: InMemorySpanExporter) -> None:
+    with pytest.raises(grpc.aio.AbortError), rpc_span("/posoffers.v1.OfferService/GetProfile"):
+        set_attribute("rpc.grpc.status_code", 5)
+        raise grpc.aio.AbortError()  # how an answer such as NOT_FOUND leaves a handler
+    assert current_trace_id() == ""
+    rpc = by_name(memory)["posoffers.v1.OfferService/GetProfile"]
+    assert rpc.end_time is not None and dict(rpc.attributes or {})["rpc.grpc.status_code"] == 5
+    assert rpc.status.status_code is StatusCode.UNSET and not rpc.events
 
 
 async def test_cancellation_is_not_an_error(memory: InMemorySpanExporter) -> None:

@@ -24,6 +24,7 @@ ID = sa.String(128)
 TS = sa.DateTime(timezone=True)
 
 
+# long: the initial schema, one create_table per table, read top to bottom like the DDL it emits
 def upgrade() -> None:
     op.create_table(
         "customers",
