@@ -7,10 +7,13 @@ still sum to the same profile; each record carries a unique `event_id` that make
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +165,7 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 def _build(cls: type[T], data: dict[str, Any]) -> T:
     """A record from its JSON, ignoring fields this version does not know: a newer server's records still load."""
-    known = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    known = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -30,6 +30,7 @@ from store.scripts import lua
 from usecases.ports import (
     BudgetReservation,
     CommitResult,
+    CommitStatus,
     CustomerRead,
     HydrateResult,
     OfferOutbox,
@@ -60,6 +61,11 @@ def ledger_entry(entry_id: str, kind: str, points: int, at: datetime, available_
 def _entry(entry: LedgerEntry, at: datetime) -> str:
     available_at = datetime.fromisoformat(entry.available_at) if entry.available_at else None
     return ledger_entry(entry.entry_id, entry.kind, entry.points, at, available_at)
+
+
+# Script replies that carry nothing but their status.
+_PLAIN_STATUSES: dict[str, CommitStatus] = {s: s for s in ("ok", "digest_mismatch", "missing", "stale")}
+_HYDRATE_RESULTS: dict[int, HydrateResult] = {1: "rebuilt", 0: "present", -1: "pending"}
 
 
 def _text(raw: bytes | None) -> str:
@@ -226,7 +232,7 @@ class CustomerStore:
         if status == "ok":
             return CommitResult("ok", written_at_ms=int(reply[1].split(b"-")[0]))
         if status in ("digest_mismatch", "missing", "stale"):
-            return CommitResult(status)  # type: ignore[arg-type]
+            return CommitResult(_PLAIN_STATUSES[status])
         raise RuntimeError(f"return script returned {status!r}")
 
     async def expire_points(
@@ -373,8 +379,8 @@ class CustomerStore:
             return CommitResult("replay", receipt=reply[1])
         if status == "insufficient":
             return CommitResult("insufficient", available=int(reply[1]))
-        if status in ("ok", "digest_mismatch", "missing", "stale"):
-            return CommitResult(status)  # type: ignore[arg-type]
+        if status in _PLAIN_STATUSES:
+            return CommitResult(_PLAIN_STATUSES[status])
         raise RuntimeError(f"commit script returned {status!r}")
 
     async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime, keep_s: int = 0) -> HydrateResult:
@@ -436,7 +442,7 @@ class CustomerStore:
         )
         with self._observe("hydrate"):
             code = int(await self._hydrate(keys=keys, args=[params, *values]))
-        return {1: "rebuilt", 0: "present", -1: "pending"}[code]  # type: ignore[return-value]
+        return _HYDRATE_RESULTS[code]
 
     async def upsert_customer(
         self, state: CustomerState, record: CustomerRecord, *, exists: bool = False
