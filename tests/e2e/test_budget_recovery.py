@@ -6,8 +6,8 @@ Real gRPC servers on the real Redis, on SQLite and PostgreSQL. Losing the counte
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +27,7 @@ from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
 from tests.support.builders import basket, bonus_offer, commit_request
 from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_until
 
 SCARF = ("scarf-1", "SKU-SCARF", "scarves", 1, 4_000)  # 40 base points
 BONUS = 500
@@ -95,13 +96,11 @@ class Shop:
             live = server.service.catalog.current.offer(self.offer_id)
             return live is not None and live.total_redemption_limit == self.offer.total_redemption_limit
 
+        def applied(server: ServerThread) -> bool:
+            return server.run(current(server))
+
         for server in self.servers:
-            for _ in range(100):
-                if server.run(current(server)):
-                    break
-                server.run(asyncio.sleep(0.05))
-            else:
-                raise AssertionError("catalog change not picked up")
+            wait_until(functools.partial(applied, server), message="catalog change not picked up")
 
     def member(self) -> str:
         return clone_samantha(self.admin, tier=self.tier)
@@ -310,10 +309,7 @@ def test_listing_after_a_loss_rebuilds_the_counter_so_a_sold_out_offer_stops_sho
     member = shop.member()
     # Nobody commits: the app only lists. The first listing cannot know yet; it starts the rebuild.
     shop.till.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=member))
-    deadline = time.monotonic() + 10
-    while shop.counter() is None:
-        assert time.monotonic() < deadline, "the listing did not start a rebuild of the lost counter"
-        time.sleep(0.05)
+    wait_until(lambda: shop.counter() is not None, message="the listing did not start a rebuild of the lost counter")
     assert shop.counter() == b"2"
     listed = shop.till.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=member))
     assert shop.offer_id not in {o.offer_id for o in listed.offers}
@@ -338,10 +334,7 @@ def test_a_commit_holds_no_reservation_while_another_offers_counter_is_rebuilt(
     shop = shop_factory([server], limit=100)  # Y = scarf offer, big budget
     x = hat_offer(shop.tier, 2)  # X = hat offer, budget 2 (reserved first: applied_offers lists it first)
     shop.admin.UpsertOffer(admin_pb.UpsertOfferRequest(offer=x))
-    for _ in range(100):
-        if server.run(_has(server, x.offer_id)):
-            break
-        server.run(asyncio.sleep(0.05))
+    wait_until(lambda: server.run(_has(server, x.offer_id)), message="catalog change not picked up")
     first = shop.till.CommitPurchase(commit_request(basket(shop.member(), HAT)))
     assert [a.offer_id for a in first.evaluation.applied_offers] == [x.offer_id]  # X: 1 of 2 used
     server.drain()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -56,10 +56,8 @@ def test_health_follows_redis_and_requests_fail_unavailable(make_server: Callabl
     assert _health(server.target) == SERVING
     assert server.service.embedded is not None
     server.service.embedded.stop()
-    deadline = time.monotonic() + 10
-    while _health(server.target) != NOT_SERVING:
-        assert time.monotonic() < deadline, "health still SERVING with Redis down"
-        time.sleep(0.2)
+    # The server probes Redis once a second.
+    wait_until(lambda: _health(server.target) == NOT_SERVING, message="health still SERVING with Redis down")
     with grpc.insecure_channel(server.target) as channel:
         try:
             svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"), timeout=10)
@@ -94,10 +92,12 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
     from tests.support.builders import DRESS, SHOES, basket, commit_request
 
     def wait_for_sql(member: str, points: int) -> None:
-        deadline = time.monotonic() + 30
-        while server.service.repo.ledger_balance(member) != points:
-            assert time.monotonic() < deadline, "purchase never reached SQL"
-            time.sleep(0.1)
+        wait_until(
+            lambda: server.service.repo.ledger_balance(member) == points,
+            timeout=30,
+            interval=0.05,
+            message="purchase never reached SQL",
+        )
 
     server = make_server(writer_process=True, demo_data=True)
     with grpc.insecure_channel(server.target) as channel:
@@ -126,10 +126,10 @@ def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(make_server: Ca
         raise OSError("connection refused")  # what an unreachable database looks like to the probe
 
     repo.ping = sql_down  # type: ignore[method-assign]
-    deadline = time.monotonic() + 10
-    while _health(server.target, "posoffers.v1.OfferAdmin") != NOT_SERVING:
-        assert time.monotonic() < deadline, "admin still SERVING with SQL down"
-        time.sleep(0.2)
+    wait_until(
+        lambda: _health(server.target, "posoffers.v1.OfferAdmin") == NOT_SERVING,
+        message="admin still SERVING with SQL down",
+    )
     assert _health(server.target, "posoffers.v1.OfferService") == SERVING
     assert _health(server.target) == SERVING
     with grpc.insecure_channel(server.target) as channel:
