@@ -8,7 +8,7 @@ changed its catalog all the same.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,18 +70,27 @@ def admin_stub(server_target: str) -> Iterator[admin_grpc.OfferAdminStub]:
         yield admin_grpc.OfferAdminStub(channel)
 
 
-def clone_samantha(admin: admin_grpc.OfferAdminStub, **changes: object) -> str:
-    """A new member like the demo one (LTV USD 25,000, only dresses, 2.3 km from SoHo), under a fresh id."""
+def clone_samantha(
+    admin: admin_grpc.OfferAdminStub,
+    *,
+    tier: str | None = None,
+    lifetime_value_minor: int | None = None,
+    categories_purchased: Sequence[str] | None = None,
+    home_location: pb.GeoPoint | None = None,
+) -> str:
+    """A new member like the demo one (gold, LTV USD 25,000, only dresses, 2.3 km from SoHo) under a fresh id, but
+    for what is given."""
     customer_id = f"cust-{uuid.uuid4().hex[:12]}"
     profile = customer_to_pb(demo_customer(customer_id))
-    for name, value in changes.items():
-        if name == "categories_purchased":
-            del profile.categories_purchased[:]
-            profile.categories_purchased.extend(value)  # type: ignore[arg-type]
-        elif name == "home_location":
-            profile.home_location.CopyFrom(value)  # type: ignore[arg-type]
-        else:
-            setattr(profile, name, value)
+    if tier is not None:
+        profile.tier = tier
+    if lifetime_value_minor is not None:
+        profile.lifetime_value_minor = lifetime_value_minor
+    if categories_purchased is not None:
+        del profile.categories_purchased[:]
+        profile.categories_purchased.extend(categories_purchased)
+    if home_location is not None:
+        profile.home_location.CopyFrom(home_location)
     admin.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))
     return customer_id
 
@@ -103,8 +112,8 @@ class Visit:
     def profile(self, customer_id: str = "") -> pb.CustomerProfile:
         return self.till.GetProfile(svc.GetProfileRequest(customer_id=customer_id or self.member))
 
-    def another_member(self, **changes: object) -> str:
-        return clone_samantha(self.admin, **changes)
+    def another_member(self) -> str:
+        return clone_samantha(self.admin)
 
 
 @contextmanager

@@ -325,7 +325,7 @@ def hat_offer(tier: str, limit: int) -> pb.Offer:
 
 
 def test_a_commit_holds_no_reservation_while_another_offers_counter_is_rebuilt(
-    start_server: Callable[..., ServerThread], shop_factory: Callable[..., Shop]
+    start_server: Callable[..., ServerThread], shop_factory: Callable[..., Shop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A basket with two budgeted offers; Redis loses both counters after the first is reserved. Holding it through
     the second's rebuild (half a second and more) would let the first's own rebuild miss it: the first offer
@@ -356,7 +356,7 @@ def test_a_commit_holds_no_reservation_while_another_offers_counter_is_rebuilt(
             await asyncio.sleep(0.05)  # let Bob's till reach X's lost counter first (any concurrent till may)
         return result
 
-    customers.reserve_budget = reserve_then_lose  # type: ignore[method-assign]
+    monkeypatch.setattr(customers, "reserve_budget", reserve_then_lose)
     with ThreadPoolExecutor(2) as pool:
         alices = pool.submit(shop.till.CommitPurchase, commit_request(basket(alice, SCARF, HAT)))
         assert lost.wait(10)
@@ -372,7 +372,7 @@ async def _has(server: ServerThread, offer_id: str) -> bool:
 
 
 def test_a_return_released_after_a_rebuild_that_left_it_out_gives_nothing_back_twice(
-    start_server: Callable[..., ServerThread], shop_factory: Callable[..., Shop]
+    start_server: Callable[..., ServerThread], shop_factory: Callable[..., Shop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis loses the counter right after a return's record is written and its release comes late (a stalled
     loop): the rebuild already left that redemption out, so the release must not give it back again."""
@@ -393,7 +393,7 @@ def test_a_return_released_after_a_rebuild_that_left_it_out_gives_nothing_back_t
         await asyncio.sleep(1.0)
         return await release(offer_id, **kwargs)
 
-    customers.release_budget = slow_release  # type: ignore[method-assign]
+    monkeypatch.setattr(customers, "release_budget", slow_release)
     with ThreadPoolExecutor(2) as pool:
         back = pool.submit(
             shop.till.ReturnPurchase,
@@ -408,7 +408,7 @@ def test_a_return_released_after_a_rebuild_that_left_it_out_gives_nothing_back_t
         carol = pool.submit(shop.buy)  # rebuilds: 2 sold - 1 returned = 1, takes the 2nd
         assert shop.got_it(carol.result(30))
         back.result(30)
-    customers.release_budget = release  # type: ignore[method-assign]
+    monkeypatch.setattr(customers, "release_budget", release)
     shop.buy()
     server.drain()
     kept = server.service.repo.offer_redemptions(shop.offer_id)

@@ -183,8 +183,8 @@ def test_channel_restricted_offers_follow_the_channel(make_server: Callable[...,
         admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
         member = clone_samantha(admin_stub)
 
-        def ids(channel: int) -> set[str]:
-            request = svc.ListActiveOffersRequest(customer_id=member, channel=channel)  # type: ignore[arg-type]
+        def ids(channel: pb.Channel.ValueType) -> set[str]:
+            request = svc.ListActiveOffersRequest(customer_id=member, channel=channel)
             return {o.offer_id for o in stub.ListActiveOffers(request).offers}
 
         assert offer.offer_id in ids(pb.CHANNEL_APP)

@@ -116,7 +116,7 @@ def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_b
 
 
 def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubling_sql(
-    make_server: Callable[..., ServerThread],
+    make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A member rebuilt for the expiry job leaves Redis after an hour; an import landing just then must not create
     her from scratch (SQL would get her whole balance and lifetime value again as deltas)."""
@@ -149,11 +149,11 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
                 await customers.redis.pexpireat(key, 1)
             return await upsert(state, record, **kw)
 
-        customers.upsert_customer = lifetime_ends_now  # type: ignore[method-assign]
-        changed = admin_pb.UpsertCustomerRequest(customer=before)
-        changed.customer.display_name = "Renamed"
-        admin.UpsertCustomer(changed)
-        customers.upsert_customer = upsert  # type: ignore[method-assign]
+        with monkeypatch.context() as patched:
+            patched.setattr(customers, "upsert_customer", lifetime_ends_now)
+            changed = admin_pb.UpsertCustomerRequest(customer=before)
+            changed.customer.display_name = "Renamed"
+            admin.UpsertCustomer(changed)
         in_redis = till.GetProfile(svc.GetProfileRequest(customer_id=cid))
         assert in_redis.display_name == "Renamed" and in_redis.points_balance == before.points_balance
         server.drain()

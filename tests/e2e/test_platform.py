@@ -6,6 +6,7 @@ import urllib.request
 from collections.abc import Callable
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from posoffers.v1 import offer_service_pb2 as svc
@@ -118,14 +119,16 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
         assert server.service.writer_pid != old_pid
 
 
-def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(make_server: Callable[..., ServerThread]) -> None:
+def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(
+    make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = make_server(demo_data=True)
     repo = server.service.repo
 
     def sql_down() -> None:
         raise OSError("connection refused")  # what an unreachable database looks like to the probe
 
-    repo.ping = sql_down  # type: ignore[method-assign]
+    monkeypatch.setattr(repo, "ping", sql_down)
     wait_until(
         lambda: _health(server.target, "posoffers.v1.OfferAdmin") == NOT_SERVING,
         message="admin still SERVING with SQL down",

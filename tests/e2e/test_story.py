@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -25,9 +26,15 @@ def stub(server_target: str) -> Iterator[svc_grpc.OfferServiceStub]:
         yield svc_grpc.OfferServiceStub(channel)
 
 
-def listed(stub: svc_grpc.OfferServiceStub, customer_id: str, **kwargs: object) -> dict[str, svc.ActiveOffer]:
-    reply = stub.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=customer_id, **kwargs))  # type: ignore[arg-type]
-    return {o.offer_id: o for o in reply.offers}
+def listed(
+    stub: svc_grpc.OfferServiceStub,
+    customer_id: str,
+    *,
+    channel: pb.Channel.ValueType,
+    location: pb.GeoPoint | None = None,
+) -> dict[str, svc.ActiveOffer]:
+    request = svc.ListActiveOffersRequest(customer_id=customer_id, channel=channel, location=location)
+    return {o.offer_id: o for o in stub.ListActiveOffers(request).offers}
 
 
 def test_the_whole_story(
@@ -98,7 +105,7 @@ def test_the_whole_story(
     ],
 )
 def test_offer_is_not_listed_for_members_it_is_not_for(
-    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub, who: str, changes: dict[str, object]
+    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub, who: str, changes: dict[str, Any]
 ) -> None:
     member = clone_samantha(admin_stub, **changes)
     assert OFFER_ID not in listed(stub, member, channel=pb.CHANNEL_APP), who
