@@ -48,7 +48,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m scripts.metrics_doc --check
+	@bash scripts/buf_check.sh
 
 fmt: install
 	$(VENV)/bin/ruff format .

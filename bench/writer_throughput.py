@@ -1,7 +1,7 @@
 """How many outbox records per second the write-behind path applies to SQL (`python -m bench.writer_throughput`).
 
 Applies realistic purchase records (two lines, one offer, two ledger entries, 50 members) through
-ProfileRepository.apply_records in writer-sized batches, on a fresh SQLite file or, with --url, a PostgreSQL
+SqlOutboxSink.apply_records in writer-sized batches, on a fresh SQLite file or, with --url, a PostgreSQL
 database in a throwaway schema.
 """
 
@@ -25,7 +25,7 @@ from store.records import (
     PurchaseRecord,
 )
 from store.sql_db import make_engine, migrate
-from store.sql_repo import ProfileRepository
+from store.sql_outbox import SqlOutboxSink
 
 
 def member(customer_id: str, at: str) -> CustomerRecord:
@@ -86,14 +86,14 @@ def main() -> None:
     engine = make_engine(url, schema=schema)
     try:
         migrate(engine, schema=schema)
-        repo = ProfileRepository(engine)
+        sink = SqlOutboxSink(engine)
         at = datetime.now(UTC).isoformat()
         members = [f"m{i}" for i in range(50)]
-        repo.apply_records([member(m, at) for m in members])
+        sink.apply_records([member(m, at) for m in members])
         records: list[OutboxRecord] = [purchase(members[i % 50], at) for i in range(args.records)]
         started = time.perf_counter()
         for i in range(0, len(records), args.batch):
-            repo.apply_records(records[i : i + args.batch])
+            sink.apply_records(records[i : i + args.batch])
         elapsed = time.perf_counter() - started
         backend = engine.dialect.name
         print(

@@ -1,4 +1,5 @@
-"""Wiring: settings -> stores, engine, servicers, interceptors, health, reflection, metrics, background tasks."""
+"""A running server: the components bootstrap wired, served over gRPC, with its background tasks (catalog
+refresh, health, gauges, the writer) and a graceful stop."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,40 +14,23 @@ from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+import sqlalchemy as sa
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
-from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from domain.model import Catalog
+from server.bootstrap import Components, bootstrap
 from server.config import Settings
-from server.demo import load_demo
-from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
-from server.rpc.servicers import AdminServicer, OfferServicer, ProtobufReceipts
+from server.rpc.grpc_server import build_server, set_health
 from store.embedded_redis import EmbeddedRedis
-from store.keys import Keys
-from store.records import OutboxRecord
 from store.redis_state import CustomerStore
-from store.sql_db import make_engine, migrate
-from store.sql_repo import ProfileRepository
-from store.writer import OutboxWriter, WriterStats
+from store.sql_profile import SqlProfiles
+from store.writer import OutboxWriter
 from telemetry import metrics, metrics_setup, tracing
-from telemetry.observe import redis_call, sql_call
-from usecases.admin import AdminApp, offer_from_row, tier_policy_from_json, tier_rules
 from usecases.catalog import CatalogCache
-from usecases.expiry import PointsExpiry
-from usecases.offers import OffersApp
-from usecases.returns import ReturnsApp
 
 log = logging.getLogger(__name__)
-
-SERVICES = (
-    offer_service_pb2.DESCRIPTOR.services_by_name["OfferService"],
-    admin_service_pb2.DESCRIPTOR.services_by_name["OfferAdmin"],
-)
-SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 def _record_catalog(catalog: Catalog) -> None:
@@ -56,53 +39,15 @@ def _record_catalog(catalog: Catalog) -> None:
     metrics.CATALOG_LOADED_AT.set(time.time())
 
 
-def writer_alive() -> None:
-    metrics.WRITER_LAST_SUCCESS.set(time.time())
-
-
-class ObservedSink:
-    """The SQL repository as the writer sees it, timed and counted like every other SQL call."""
-
-    def __init__(self, repo: ProfileRepository) -> None:
-        self._repo = repo
-
-    def apply_records(self, records: list[OutboxRecord]) -> int:
-        with sql_call("apply_records"):
-            return self._repo.apply_records(records)
-
-
-def writer_metrics_hook() -> Any:
-    """Turns the writer's running totals into Prometheus increments."""
-    last = WriterStats()
-
-    def on_batch(stats: WriterStats, seconds: float) -> None:
-        metrics.WRITER_RECORDS.labels(result="applied").inc(stats.applied - last.applied)
-        metrics.WRITER_RECORDS.labels(result="duplicate").inc(stats.duplicates - last.duplicates)
-        metrics.WRITER_RECORDS.labels(result="dead_letter").inc(stats.dead_letters - last.dead_letters)
-        metrics.WRITER_FAILURES.inc(stats.failures - last.failures)
-        metrics.WRITER_BATCH_SECONDS.observe(seconds)
-        last.applied, last.duplicates = stats.applied, stats.duplicates
-        last.dead_letters, last.failures = stats.dead_letters, stats.failures
-
-    return on_batch
-
-
 @dataclass
 class Service:
     """A running pos-offers server; `await Service.start(settings)` then `await service.stop()`."""
 
     settings: Settings
+    components: Components
     server: grpc.aio.Server
     port: int
-    redis: aioredis.Redis
-    customers: CustomerStore
-    repo: ProfileRepository
-    catalog: CatalogCache
-    offers: OffersApp
-    admin: AdminApp
-    writer: OutboxWriter
     health: HealthServicer
-    sql_engine: Any = None
     embedded: EmbeddedRedis | None = None
     metrics_port: int = 0
     writer_pid: int | None = None  # the writer child, when it runs as one
@@ -117,110 +62,72 @@ class Service:
         host = self.settings.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    # The parts tests and operators' scripts reach for.
+    @property
+    def customers(self) -> CustomerStore:
+        return self.components.customers_store
+
+    @property
+    def repo(self) -> SqlProfiles:
+        return self.components.repo
+
+    @property
+    def sql_engine(self) -> sa.Engine:
+        return self.components.sql_engine
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.components.redis
+
+    @property
+    def catalog(self) -> CatalogCache:
+        return self.components.catalog
+
+    @property
+    def writer(self) -> OutboxWriter:
+        return self.components.writer
+
     @classmethod
     async def start(cls, settings: Settings) -> Service:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         embedded: EmbeddedRedis | None = None
-        redis_url = settings.redis_url
-        if not redis_url:
+        if not settings.redis_url:
             embedded = EmbeddedRedis(settings.data_dir / "redis")
-            redis_url = await asyncio.to_thread(embedded.start)
+            settings = settings.with_(redis_url=await asyncio.to_thread(embedded.start))
         try:
-            return await cls._start(settings, redis_url, embedded)
+            return await cls._start(settings, embedded)
         except BaseException:
             if embedded:
                 embedded.stop()
             raise
 
     @classmethod
-    async def _start(cls, settings: Settings, redis_url: str, embedded: EmbeddedRedis | None) -> Service:
+    async def _start(cls, settings: Settings, embedded: EmbeddedRedis | None) -> Service:
         if settings.otlp_endpoint and not tracing.is_enabled():
             tracing.configure_tracing(endpoint=settings.otlp_endpoint)
-        client = aioredis.Redis.from_url(redis_url, decode_responses=False, socket_timeout=5, max_connections=256)
-        await client.ping()
-        schema = settings.database_schema or None
-        engine = make_engine(settings.sql_url, schema=schema)
-        await asyncio.to_thread(lambda: migrate(engine, schema=schema))
-        repo = ProfileRepository(engine)
-        keys = Keys(settings.redis_prefix, settings.partitions)
-        customers = CustomerStore(
-            client, keys, receipt_retention_s=settings.idempotency_retention_days * 86_400, observe=redis_call
-        )
-        catalog = CatalogCache(
-            repo, customers, offer_from_row, lambda value: tier_rules(tier_policy_from_json(value, 0))
-        )
-        catalog.on_swap = _record_catalog
-        await catalog.refresh(force=True)
-        offers = OffersApp(settings, customers, repo, catalog)
-        admin = AdminApp(repo, customers, catalog)
-        if settings.demo_data:
-            await load_demo(admin, offers)
-        writer = OutboxWriter(
-            client,
-            keys,
-            ObservedSink(repo),
-            consumer=f"{socket.gethostname()}-{os.getpid()}",
-            batch=settings.writer_batch,
-            idle_ms=settings.writer_idle_ms,
-            claim_idle_ms=settings.writer_claim_idle_ms,
-            on_batch=writer_metrics_hook(),
-            on_healthy_pass=writer_alive,
-        )
-        await writer.ensure_groups()
-
-        server = grpc.aio.server(
-            interceptors=[
-                ServerInterceptor(
-                    access_log=settings.access_log,
-                    facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
-                )
-            ],
-            options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
-        )
-        returns = ReturnsApp(settings, customers, repo, catalog, ProtobufReceipts(), offers.rehydrate)
-        offer_service_pb2_grpc.add_OfferServiceServicer_to_server(OfferServicer(offers, returns), server)
-        expiry = PointsExpiry(offers, customers, repo, expire_after_days=settings.points_expire_after_days)
-        admin_service_pb2_grpc.add_OfferAdminServicer_to_server(AdminServicer(admin, offers, expiry), server)
-        initialize_rpc_metrics(SERVICES)
-        health_servicer = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        if settings.reflection:
-            names = (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            )
-            reflection.enable_server_reflection(names, server)
+        components = bootstrap(settings)
+        components.catalog.on_swap = _record_catalog
+        await components.open(demo_data=settings.demo_data)
+        server, health = build_server(components)
         port = server.add_insecure_port(settings.listen)
         if port == 0:
             raise RuntimeError(f"cannot listen on {settings.listen}")
         await server.start()
-
-        service = cls(
-            settings=settings,
-            server=server,
-            port=port,
-            redis=client,
-            customers=customers,
-            repo=repo,
-            catalog=catalog,
-            offers=offers,
-            admin=admin,
-            writer=writer,
-            health=health_servicer,
-            embedded=embedded,
-            sql_engine=engine,
-        )
+        service = cls(settings, components, server, port, health, embedded=embedded)
         service._start_metrics()
-        await service._set_health(True, True)
-        service._spawn(catalog.run(service._stop, settings.catalog_refresh_ms / 1000))
-        service._spawn(service._watch_health())
-        service._spawn(service._watch_gauges())
-        if settings.writer_enabled and settings.writer_process:
-            service._spawn(service._supervise_writer(redis_url))
-        elif settings.writer_enabled:
-            service._spawn(writer.run(service._stop))
+        await set_health(health, till=True, admin=True)
+        service._start_tasks()
         return service
+
+    def _start_tasks(self) -> None:
+        c, s = self.components, self.settings
+        self._spawn(c.catalog.run(self._stop, s.catalog_refresh_ms / 1000))
+        self._spawn(self._watch_health())
+        self._spawn(self._watch_gauges())
+        if s.writer_enabled and s.writer_process:
+            self._spawn(self._supervise_writer(s.redis_url))
+        elif s.writer_enabled:
+            self._spawn(c.writer.run(self._stop))
 
     async def _supervise_writer(self, redis_url: str) -> None:
         """Keeps one writer child running (restarted with back-off if it dies); stops it on shutdown."""
@@ -275,23 +182,16 @@ class Service:
             return
         self.metrics_port = self._metrics_server.server_port
 
-    async def _set_health(self, till: bool, admin: bool) -> None:
-        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-        offer_service, admin_service = SERVICE_NAMES
-        await self.health.set("", serving if till else not_serving)
-        await self.health.set(offer_service, serving if till else not_serving)
-        await self.health.set(admin_service, serving if admin else not_serving)
-
     async def _probe(self) -> tuple[bool, bool]:
         """(Redis answers, SQL answers). A SQL probe still running from last time is not doubled: a database
         that black-holes connections must not fill the thread pool with stuck probes."""
         try:
-            await asyncio.wait_for(self.customers.ping(), timeout=1.0)
+            await asyncio.wait_for(self.components.customers_store.ping(), timeout=1.0)
             redis_ok = True
         except (RedisError, OSError, TimeoutError):
             redis_ok = False
         if self._sql_probe is None or self._sql_probe.done():
-            self._sql_probe = asyncio.ensure_future(asyncio.to_thread(self.repo.ping))
+            self._sql_probe = asyncio.ensure_future(asyncio.to_thread(self.components.repo.ping))
         try:
             await asyncio.wait_for(asyncio.shield(self._sql_probe), timeout=2.0)
             sql_ok = True
@@ -311,7 +211,7 @@ class Service:
             wanted = (redis_ok and catalog_ok, redis_ok and catalog_ok and sql_ok)
             if wanted != current and not self._stop.is_set():
                 log.warning("health changed", extra={"redis": redis_ok, "sql": sql_ok, "catalog": catalog_ok})
-                await self._set_health(*wanted)
+                await set_health(self.health, till=wanted[0], admin=wanted[1])
                 current = wanted
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=1.0)
@@ -324,7 +224,7 @@ class Service:
                 metrics.OUTBOX_OLDEST_AGE.set(await self.writer.oldest_age_s())
                 limits = {o.offer_id: o.total_redemption_limit for o in self.catalog.current.offers}
                 budgeted = sorted(o for o, limit in limits.items() if limit > 0)
-                for offer_id, used in (await self.customers.budget_counters(budgeted)).items():
+                for offer_id, used in (await self.components.customers_store.budget_counters(budgeted)).items():
                     metrics.OFFER_BUDGET_USED.labels(offer_id).set(used)
                     metrics.OFFER_BUDGET_LIMIT.labels(offer_id).set(limits[offer_id])
                 for gone in self._budget_gauges - set(budgeted):  # archived, or the budget lifted
@@ -344,8 +244,7 @@ class Service:
                 await asyncio.wait_for(task, timeout=8.0)
         # What the writer has not written stays in the outbox: the next writer (or this server's next start)
         # writes it, so shutdown never waits for SQL to catch up.
-        await self.redis.aclose()
-        await asyncio.to_thread(self.sql_engine.dispose)
+        await self.components.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

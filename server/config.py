@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from domain.model import PointsPolicy
+from usecases.rules import Rules
 
 
 def _bool(raw: str) -> bool:
@@ -142,6 +146,22 @@ class Settings:
         if 0 < self.points_expire_after_days <= self.points_pending_days:
             # Otherwise an idle member's points would expire before she could ever spend them.
             raise ValueError("POS_OFFERS_POINTS_EXPIRE_AFTER_DAYS must be longer than POS_OFFERS_POINTS_PENDING_DAYS")
+
+    def rules(self) -> Rules:
+        """The rules the use cases apply, from these settings."""
+        return Rules(
+            points=PointsPolicy(self.earn_points_per_unit, self.redeem_points_per_unit),
+            max_basket_lines=self.max_basket_lines,
+            max_line_quantity=self.max_line_quantity,
+            max_unit_price_minor=self.max_unit_price_minor,
+            points_pending_days=self.points_pending_days,
+            points_expire_after_days=self.points_expire_after_days,
+            points_expiring_soon_days=self.points_expiring_soon_days,
+            receipt_retention=timedelta(days=self.idempotency_retention_days),
+            occurred_at_grace=timedelta(hours=self.occurred_at_grace_hours),
+            clock_skew=timedelta(seconds=self.clock_skew_seconds),
+            write_attempts=self.commit_max_attempts,
+        )
 
     @property
     def sql_url(self) -> str:

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from posoffers.v1 import types_pb2 as pb
-
 from domain.errors import NotFound
-from domain.model import CustomerState, GeoPoint
+from domain.model import (
+    Condition,
+    CustomerState,
+    Eligibility,
+    GeoPoint,
+    Offer,
+    Reward,
+    RewardType,
+    Store,
+)
 from usecases.admin import AdminApp
-from usecases.offers import OffersApp
+from usecases.customers import Customers
 
 STORE_ID = "soho"
 CUSTOMER_ID = "samantha"
@@ -22,34 +29,28 @@ SOHO = GeoPoint(40.7233, -74.0030)
 SAMANTHA_HOME = GeoPoint(40.7411, -73.9897)  # Flatiron, about 2.3 km from the store
 
 
-def demo_store() -> pb.Store:
-    return pb.Store(
-        store_id=STORE_ID,
-        name="SoHo",
-        location=pb.GeoPoint(latitude=SOHO.latitude, longitude=SOHO.longitude),
-        timezone="America/New_York",
-    )
+def demo_store() -> Store:
+    return Store(store_id=STORE_ID, name="SoHo", location=SOHO, timezone="America/New_York")
 
 
-def demo_offer(now: datetime) -> pb.Offer:
-    offer = pb.Offer(
+def demo_offer(now: datetime) -> Offer:
+    return Offer(
         offer_id=OFFER_ID,
         title="Double points on dresses when you buy shoes",
         description="Buy any pair of shoes and every dress in the same basket earns double points.",
-        eligibility=pb.Eligibility(
+        eligibility=Eligibility(
             min_lifetime_value_minor=1_000_000,  # USD 10,000.00
             max_distance_km=5.0,
-            purchased_any_categories=["dresses"],
-            not_purchased_categories=["shoes"],
+            purchased_any_categories=frozenset({"dresses"}),
+            not_purchased_categories=frozenset({"shoes"}),
         ),
-        condition=pb.Condition(required_category="shoes", min_quantity=1),
-        reward=pb.Reward(type=pb.POINTS_MULTIPLIER, target_category="dresses", multiplier_percent=200),
+        condition=Condition(required_category="shoes", min_quantity=1),
+        reward=Reward(type=RewardType.POINTS_MULTIPLIER, target_category="dresses", multiplier_percent=200),
+        starts_at=now - timedelta(days=1),
+        ends_at=now + timedelta(days=365),
         per_customer_limit=1,
         priority=10,
     )
-    offer.starts_at.FromDatetime(now - timedelta(days=1))
-    offer.ends_at.FromDatetime(now + timedelta(days=365))
-    return offer
 
 
 def demo_customer(customer_id: str = CUSTOMER_ID) -> CustomerState:
@@ -66,13 +67,13 @@ def demo_customer(customer_id: str = CUSTOMER_ID) -> CustomerState:
     )
 
 
-async def load_demo(admin: AdminApp, offers: OffersApp) -> None:
+async def load_demo(admin: AdminApp, customers: Customers) -> None:
     await admin.upsert_store(demo_store())
     try:
         await admin.get_offer(OFFER_ID)
     except NotFound:
         await admin.upsert_offer(demo_offer(datetime.now(UTC)))
     try:
-        await offers.customer(CUSTOMER_ID)
+        await customers.customer(CUSTOMER_ID)
     except NotFound:
-        await offers.upsert_customer(demo_customer())
+        await customers.upsert_customer(demo_customer())

@@ -11,18 +11,12 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
-import redis.asyncio as aioredis
 import uvloop
 
 from server.config import Settings
-from store.keys import Keys
-from store.sql_db import make_engine, migrate
-from store.sql_repo import ProfileRepository
-from store.writer import OutboxWriter
 from telemetry import metrics_setup, tracing
 from telemetry.logs import configure_logging
 
@@ -40,23 +34,11 @@ def redis_url_of(settings: Settings) -> str:
 
 
 async def run(settings: Settings) -> None:
-    from server.app import ObservedSink, writer_alive, writer_metrics_hook  # after metrics_setup.prepare
+    from server.bootstrap import bootstrap  # after metrics_setup.prepare: prometheus_client reads its env at import
 
-    client = aioredis.Redis.from_url(redis_url_of(settings), decode_responses=False, socket_timeout=5)
-    schema = settings.database_schema or None
-    engine = make_engine(settings.sql_url, schema=schema)
-    await asyncio.to_thread(lambda: migrate(engine, schema=schema))
-    writer = OutboxWriter(
-        client,
-        Keys(settings.redis_prefix, settings.partitions),
-        ObservedSink(ProfileRepository(engine)),
-        consumer=f"{socket.gethostname()}-{os.getpid()}",
-        batch=settings.writer_batch,
-        idle_ms=settings.writer_idle_ms,
-        claim_idle_ms=settings.writer_claim_idle_ms,
-        on_batch=writer_metrics_hook(),
-        on_healthy_pass=writer_alive,
-    )
+    components = bootstrap(settings.with_(redis_url=redis_url_of(settings)))
+    await components.migrate()
+    writer = components.writer
     if settings.otlp_endpoint:
         tracing.configure_tracing(endpoint=settings.otlp_endpoint, service_name="pos-offers-writer")
     stop = asyncio.Event()
@@ -79,8 +61,7 @@ async def run(settings: Settings) -> None:
         await writer.run(stop)
     finally:
         watchdog.cancel()
-        await client.aclose()
-        engine.dispose()
+        await components.close()
         tracing.shutdown_tracing()
 
 

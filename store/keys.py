@@ -9,9 +9,84 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-# How long a customer's per-category purchase counts live (store/lua/commit_purchase.lua spells it too): a void
-# is possible on the sale's business day only.
-RECENT_CATEGORY_WINDOW_S = 172_800
+from store.redis_limits import RECENT_CATEGORY_WINDOW_S
+
+__all__ = [
+    "RECENT_CATEGORY_WINDOW_S",
+    "CustomerKeys",
+    "Keys",
+    "OutboxKeys",
+]  # the window is defined in store/redis_limits.py
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerKeys:
+    """One customer's keys (and her partition's outbox), all under her partition's hash tag."""
+
+    profile: str
+    """Hash: her profile; store/redis_profile.py ProfileField names its fields."""
+    categories: str
+    """Set of categories the customer has bought."""
+    category_purchases: str
+    """Hash category -> purchases of the last two days that included it, so a void (same business day only)
+    takes a category back off the profile only when no other purchase bought it since. Expires with them."""
+    offer_uses: str
+    """Hash offer_id -> times this customer earned it."""
+    ledger: str
+    """List of the newest points entries (JSON {id, k, p, t}); the profile's "lbase" sums the older ones."""
+    pending: str
+    """Hash epoch ms -> points of ledger entries not spendable before then (the returns window); fields in the
+    past are dropped by the next script that touches it, and the hash expires with its newest field."""
+    spend: str
+    """Hash "YYYYMM" -> net spend of that UTC month: the rolling 12-month spend tiers are reached by."""
+    outbox: str
+    """Her partition's stream of write-behind records, drained into SQL by the writer."""
+    unwritten: str
+    """Her partition's hash customer id -> her records in the outbox not yet written to SQL (see OutboxKeys)."""
+
+    def transaction(self, transaction_id: str) -> str:
+        """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
+        return self.profile + ":txn:" + transaction_id
+
+    def returned(self, transaction_id: str) -> str:
+        """Hash line_id -> quantity returned so far, of one purchase (kept as long as its receipt)."""
+        return self.profile + ":ret:" + transaction_id
+
+    def return_record(self, return_id: str) -> str:
+        """Hash {digest, receipt}: the stored receipt of one return, for replays."""
+        return self.profile + ":rtn:" + return_id
+
+    def state(self) -> list[str]:
+        """Her own keys of every request (not the transactions', not the shared outbox)."""
+        return [
+            self.profile,
+            self.categories,
+            self.category_purchases,
+            self.offer_uses,
+            self.ledger,
+            self.pending,
+            self.spend,
+        ]
+
+    def script_keys(self, *own: str) -> list[str]:
+        """KEYS of a script that changes her, in the order store/lua/customer_keys.lua names them: profile,
+        categories, category purchases, offer uses, ledger, pending, spend, outbox, unwritten; then the call's
+        `own` keys (a transaction's hash ...), from KEYS[OWN_KEYS] on."""
+        return [*self.state(), self.outbox, self.unwritten, *own]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxKeys:
+    """One partition's write-behind stream and what goes with it, under the partition's hash tag."""
+
+    stream: str
+    """Write-behind records of the partition's customers, drained into SQL by the writer."""
+    unwritten: str
+    """Hash customer id -> her entries in `stream` not yet written to SQL: every script that appends a record of
+    hers adds one, the writer takes it off when it removes the entry (a count reaching 0 is deleted). A rebuild
+    of her from SQL waits while she has any."""
+    dead_letters: str
+    """Entries no writer can read, parked with their id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,60 +100,36 @@ class Keys:
     def _tag(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}"
 
-    def _customer(self, customer_id: str) -> str:
-        return f"{self._tag(self.partition(customer_id))}:c:{customer_id}"
-
-    def profile(self, customer_id: str) -> str:
-        """Hash: name, tier, cur, ltv, bal, cnt, last, hlat, hlon, prop (JSON), ver."""
-        return self._customer(customer_id)
-
-    def categories(self, customer_id: str) -> str:
-        """Set of categories the customer has bought."""
-        return self._customer(customer_id) + ":cats"
-
-    def category_purchases(self, customer_id: str) -> str:
-        """Hash category -> purchases of the last two days that included it, so a void (same business day only)
-        takes a category back off the profile only when no other purchase bought it since. Expires with them."""
-        return self._customer(customer_id) + ":catn"
-
-    def offer_uses(self, customer_id: str) -> str:
-        """Hash offer_id -> times this customer earned it."""
-        return self._customer(customer_id) + ":uses"
-
-    def transaction(self, customer_id: str, transaction_id: str) -> str:
-        """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
-        return self._customer(customer_id) + ":txn:" + transaction_id
-
-    def ledger(self, customer_id: str) -> str:
-        """List of the newest points entries (JSON {id, k, p, t}); the profile's "lbase" sums the older ones."""
-        return self._customer(customer_id) + ":ledger"
-
-    def pending(self, customer_id: str) -> str:
-        """Hash epoch ms -> points of ledger entries not spendable before then (the returns window); fields in the
-        past are dropped by the next script that touches it, and the hash expires with its newest field."""
-        return self._customer(customer_id) + ":pend"
-
-    def spend(self, customer_id: str) -> str:
-        """Hash "YYYYMM" -> net spend of that UTC month: the rolling 12-month spend tiers are reached by."""
-        return self._customer(customer_id) + ":spend"
-
-    def returned(self, customer_id: str, transaction_id: str) -> str:
-        """Hash line_id -> quantity returned so far, of one purchase (kept as long as its receipt)."""
-        return self._customer(customer_id) + ":ret:" + transaction_id
-
-    def return_record(self, customer_id: str, return_id: str) -> str:
-        """Hash {digest, receipt}: the stored receipt of one return, for replays."""
-        return self._customer(customer_id) + ":rtn:" + return_id
+    def customer(self, customer_id: str) -> CustomerKeys:
+        partition = self.partition(customer_id)
+        base = f"{self._tag(partition)}:c:{customer_id}"
+        return CustomerKeys(
+            profile=base,
+            categories=base + ":cats",
+            category_purchases=base + ":catn",
+            offer_uses=base + ":uses",
+            ledger=base + ":ledger",
+            pending=base + ":pend",
+            spend=base + ":spend",
+            outbox=self.outbox(partition),
+            unwritten=self.unwritten(partition),
+        )
 
     def outbox(self, partition: int) -> str:
         """Stream of write-behind records of one partition, drained into SQL by the writer."""
         return self._tag(partition) + ":outbox"
 
+    def unwritten(self, partition: int) -> str:
+        return self._tag(partition) + ":unwritten"
+
     def outboxes(self) -> list[str]:
         return [self.outbox(p) for p in range(self.partitions)]
 
+    def outbox_keys(self) -> list[OutboxKeys]:
+        return [OutboxKeys(self.outbox(p), self.unwritten(p), self.outbox(p) + ":dead") for p in range(self.partitions)]
+
     def transaction_claim(self, transaction_id: str) -> str:
-        """String "<customer_id> <digest>": makes a transaction id unique across customers."""
+        """String "<customer_id>": makes a transaction id unique across customers."""
         return f"{self.prefix}:{{t}}:claim:{transaction_id}"
 
     def return_claim(self, return_id: str) -> str:

@@ -60,11 +60,14 @@ class PurchaseRecord:
     redeemed_value_minor: int
     lifetime_value_delta: int
     request_digest: str  # hex sha256 of the request; a replay with another digest is refused
-    receipt_b64: str  # the PurchaseReceipt protobuf, base64: replayed after Redis loses the customer
     lines: list[PurchaseLineRecord]
     applied_offers: list[AppliedOfferRecord]
     new_categories: list[str]
     ledger: list[LedgerEntry]
+    # The PurchaseReceipt protobuf, base64: replayed after Redis loses the customer. In the outbox the receipt
+    # travels beside the record (the entry's "receipt" field) and the writer puts it back here; records of servers
+    # before that carry it inline.
+    receipt_b64: str = ""
     debt_repaid: int = 0  # earned points that paid back points debt instead of reaching the balance
     tier_after: str = ""  # set when this purchase reached a higher tier
     outbox_at: str = ""  # set by the writer: the outbox entry's time, the order Redis applied changes in
@@ -120,8 +123,8 @@ class ReturnRecord:
     purchase_count_delta: int  # -1 for a void, else 0
     offers_lost: list[str]  # offers whose bonus was taken back whole (their per-customer use is given back)
     request_digest: str
-    receipt_b64: str  # the ReturnReceipt protobuf, base64
     ledger: list[LedgerEntry]  # "<return_id>:reverse" (negative) and "<return_id>:refund" (positive)
+    receipt_b64: str = ""  # the ReturnReceipt protobuf, base64 (in the outbox beside the record, as for purchases)
     # A void: categories it took back off her profile (decided by the script: none bought them again since).
     categories_removed: list[str] = field(default_factory=list)
     kind: Literal["return"] = "return"
@@ -152,6 +155,8 @@ def _plain(obj: Any) -> dict[str, Any]:
         del plain["categories_removed"]
     if isinstance(obj, PurchaseRecord | CustomerRecord) and not obj.outbox_at:
         del plain["outbox_at"]
+    if isinstance(obj, PurchaseRecord | ReturnRecord) and not obj.receipt_b64:
+        del plain["receipt_b64"]  # the receipt travels beside the record (see store/writer.py parse_entry)
     return plain
 
 

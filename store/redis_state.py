@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from domain.model import CustomerState, GeoPoint
-from store.keys import RECENT_CATEGORY_WINDOW_S, Keys
+from domain.model import CustomerState
+from domain.spend import last_12_months, month_key
+from store.keys import CustomerKeys, Keys
 from store.records import (
     CustomerRecord,
     ExpiryRecord,
@@ -24,23 +24,36 @@ from store.records import (
     dump_record,
     load_record,
 )
-from store.snapshot import CustomerSnapshot
+from store.redis_limits import RedisLimits
+from store.redis_profile import ProfileField, display_fields, epoch_ms, parse_profile, snapshot_fields
+from store.scripts import lua
+from usecases.ports import (
+    BudgetReservation,
+    CommitResult,
+    CustomerRead,
+    HydrateResult,
+    OfferOutbox,
+    ReturnRead,
+    StoredTransaction,
+)
+from usecases.snapshot import CustomerSnapshot
 
-_WITH_LEDGER = {"commit_purchase.lua", "return_purchase.lua", "upsert_customer.lua", "expire_points.lua"}
+
+def _without_receipt(record: PurchaseRecord | ReturnRecord) -> str:
+    """The outbox record as a script appends it: the receipt goes once, as bytes beside it (see parse_entry)."""
+    return dump_record(dataclasses.replace(record, receipt_b64="") if record.receipt_b64 else record)
 
 
-def _lua(name: str) -> str:
-    source = resources.files("store").joinpath("lua", name).read_text()
-    if name in _WITH_LEDGER:  # scripts cannot share functions: the ledger helper is prepended to each
-        source = resources.files("store").joinpath("lua", "ledger_lib.lua").read_text() + "\n" + source
-    return source
+def _params(**values: Any) -> str:
+    """A customer script's named parameters (ARGV[1]); text only: bytes go as ARGV of their own."""
+    return json.dumps(values, separators=(",", ":"))
 
 
 def ledger_entry(entry_id: str, kind: str, points: int, at: datetime, available_at: datetime | None = None) -> str:
     """One ledger entry as Redis keeps it; "a" (epoch ms) when its points are pending until then."""
-    entry: dict[str, str | int] = {"id": entry_id, "k": kind, "p": points, "t": _epoch_ms(at)}
+    entry: dict[str, str | int] = {"id": entry_id, "k": kind, "p": points, "t": epoch_ms(at)}
     if available_at is not None:
-        entry["a"] = _epoch_ms(available_at)
+        entry["a"] = epoch_ms(available_at)
     return json.dumps(entry, separators=(",", ":"))
 
 
@@ -49,127 +62,25 @@ def _entry(entry: LedgerEntry, at: datetime) -> str:
     return ledger_entry(entry.entry_id, entry.kind, entry.points, at, available_at)
 
 
-def _epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def month_key(moment: datetime) -> str:
-    """The UTC month of a moment, as the monthly spend hash keys it."""
-    return moment.astimezone(UTC).strftime("%Y%m")
-
-
-def last_12_months(now: datetime) -> list[str]:
-    """This UTC month and the 12 before it: every sale of the last 12 months counts (and up to a month more),
-    where 12 buckets would drop sales only 11 months old at the start of a month."""
-    year, month = now.astimezone(UTC).year, now.astimezone(UTC).month
-    keys = []
-    for _ in range(13):
-        keys.append(f"{year:04d}{month:02d}")
-        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
-    return keys
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTransaction:
-    digest: str
-    receipt: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerRead:
-    state: CustomerState | None  # None: Redis does not hold this customer (never seen, or lost)
-    stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
-    claim_owner: str | None = None  # customer who holds the asked-for transaction id
-    redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
-    lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
-
-
-HydrateResult = Literal["rebuilt", "present", "pending", "backlog"]
-
-
-@dataclass(frozen=True, slots=True)
-class ReturnRead:
-    state: CustomerState | None
-    purchase: StoredTransaction | None  # the purchase's stored receipt, while Redis keeps it
-    returned: dict[str, int]  # line_id -> quantity returned so far
-    stored: StoredTransaction | None  # this return's receipt, if it was already applied
-    owner: str | None = None  # customer who committed the transaction id (while its claim lives)
-    return_owner: str | None = None  # customer who claimed the return id (this one, unless another took it)
-
-
-BudgetReservation = Literal["reserved", "sold_out", "lost"]
-OUTBOX_SCAN_LIMIT = 10_000  # entries per partition looked through for an offer; more: the writer is far behind
-
-
-@dataclass(frozen=True, slots=True)
-class OfferOutbox:
-    """Records of an offer still in the outbox streams, found when its budget counter has to be rebuilt."""
-
-    purchases: tuple[str, ...]  # transaction ids of purchases that applied the offer
-    returns: tuple[str, ...]  # transaction ids of purchases a return took it back from whole
-
-
-CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    status: CommitStatus
-    receipt: bytes = b""  # the stored receipt, on replay
-    available: int = 0  # the spendable points that refused a redemption, on insufficient
-    written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
-
-
 def _text(raw: bytes | None) -> str:
     return raw.decode() if raw is not None else ""
 
 
-def parse_profile(
-    customer_id: str,
-    fields: Mapping[bytes, bytes],
-    categories: set[bytes],
-    uses: Mapping[bytes, bytes],
-    spend: Sequence[bytes | None] = (),
-    pending: Mapping[bytes, bytes] | None = None,
-    now: datetime | None = None,
-) -> CustomerState | None:
-    if not fields:
-        return None
-    now_ms = _epoch_ms(now or datetime.now(UTC))
-    # The hash keeps fields that became spendable until a script next touches it: only later ones are pending.
-    not_yet = sorted((int(at), int(points)) for at, points in (pending or {}).items() if int(at) > now_ms)
-    lat, lon = fields.get(b"hlat"), fields.get(b"hlon")
-    last = fields.get(b"last")
-    return CustomerState(
-        customer_id=customer_id,
-        display_name=_text(fields.get(b"name")),
-        tier=_text(fields.get(b"tier")),
-        currency=_text(fields.get(b"cur")) or "USD",
-        lifetime_value_minor=int(fields.get(b"ltv", b"0")),
-        points_balance=int(fields.get(b"bal", b"0")),
-        purchase_count=int(fields.get(b"cnt", b"0")),
-        last_purchase_at=datetime.fromtimestamp(int(last) / 1000, UTC) if last and int(last) else None,
-        home=GeoPoint(float(lat), float(lon)) if lat and lon else None,
-        propensity=json.loads(fields[b"prop"]) if fields.get(b"prop") else {},
-        categories=frozenset(c.decode() for c in categories),
-        offer_uses={k.decode(): int(v) for k, v in uses.items()},
-        points_debt=int(fields.get(b"debt", b"0")),
-        spend_12m_minor=sum(int(v) for v in spend if v is not None),
-        version=int(fields.get(b"ver", b"0")),
-        pending_points=tuple((datetime.fromtimestamp(at / 1000, UTC), points) for at, points in not_yet if points),
-    )
+def _read_state(pipe: Any, ck: CustomerKeys, now: datetime) -> None:
+    """Queues the reads of her state that parse_profile takes, in its order (_STATE_READS replies)."""
+    pipe.hgetall(ck.profile)
+    pipe.smembers(ck.categories)
+    pipe.hgetall(ck.offer_uses)
+    pipe.hmget(ck.spend, last_12_months(now))
+    pipe.hgetall(ck.pending)
 
 
-def display_fields(state: CustomerState) -> dict[str, str]:
-    """The profile hash fields a CRM import sets; "" deletes the field."""
-    return {
-        "name": state.display_name,
-        "tier": state.tier,
-        "cur": state.currency,
-        "hlat": repr(state.home.latitude) if state.home else "",
-        "hlon": repr(state.home.longitude) if state.home else "",
-        "prop": json.dumps(dict(state.propensity), sort_keys=True) if state.propensity else "",
-    }
+_STATE_READS = 5
+
+
+def _parse_state(customer_id: str, replies: Sequence[Any], now: datetime) -> CustomerState | None:
+    profile, categories, uses, spend, pending = replies[:_STATE_READS]
+    return parse_profile(customer_id, profile, categories, uses, spend, pending, now)
 
 
 class CustomerStore:
@@ -179,6 +90,7 @@ class CustomerStore:
         keys: Keys,
         *,
         receipt_retention_s: int,
+        limits: RedisLimits | None = None,
         observe: Callable[[str], AbstractContextManager[None]] | None = None,
     ) -> None:
         self._redis = client
@@ -186,18 +98,17 @@ class CustomerStore:
         self._observe = observe or (lambda operation: nullcontext())
         self.keys = keys
         self._retention_s = receipt_retention_s
-        self._commit: AsyncScript = client.register_script(_lua("commit_purchase.lua"))
-        self._hydrate: AsyncScript = client.register_script(_lua("hydrate_customer.lua"))
-        self._upsert: AsyncScript = client.register_script(_lua("upsert_customer.lua"))
-        self._release: AsyncScript = client.register_script(_lua("release_claim.lua"))
-        self._pending: AsyncScript = client.register_script(_lua("pending_changes.lua"))
-        self._return: AsyncScript = client.register_script(_lua("return_purchase.lua"))
-        self._expire: AsyncScript = client.register_script(_lua("expire_points.lua"))
-        self._reserve_budget: AsyncScript = client.register_script(_lua("reserve_budget.lua"))
-        self._release_budget: AsyncScript = client.register_script(_lua("release_budget.lua"))
-        self._offer_outbox: AsyncScript = client.register_script(_lua("offer_outbox.lua"))
-        self._seed_budget: AsyncScript = client.register_script(_lua("seed_budget.lua"))
-        self._confirm_budget: AsyncScript = client.register_script(_lua("confirm_budget.lua"))
+        self._limits = limits or RedisLimits()
+        self._commit: AsyncScript = client.register_script(lua("commit_purchase.lua"))
+        self._hydrate: AsyncScript = client.register_script(lua("hydrate_customer.lua"))
+        self._upsert: AsyncScript = client.register_script(lua("upsert_customer.lua"))
+        self._return: AsyncScript = client.register_script(lua("return_purchase.lua"))
+        self._expire: AsyncScript = client.register_script(lua("expire_points.lua"))
+        self._reserve_budget: AsyncScript = client.register_script(lua("reserve_budget.lua"))
+        self._release_budget: AsyncScript = client.register_script(lua("release_budget.lua"))
+        self._offer_outbox: AsyncScript = client.register_script(lua("offer_outbox.lua"))
+        self._seed_budget: AsyncScript = client.register_script(lua("seed_budget.lua"))
+        self._confirm_budget: AsyncScript = client.register_script(lua("confirm_budget.lua"))
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -214,25 +125,20 @@ class CustomerStore:
         budget_offer_ids: Sequence[str] = (),
         now: datetime | None = None,
     ) -> CustomerRead:
-        """One round trip: profile, categories, offer uses; a transaction id is also claimed and its receipt read."""
-        k = self.keys
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(k.profile(customer_id))
-        pipe.smembers(k.categories(customer_id))
-        pipe.hgetall(k.offer_uses(customer_id))
+        """One round trip, writing nothing: profile, categories, offer uses, spend, pending points, the budget counters
+        asked for; with a transaction id also its stored receipt and who claimed it (see `claim_transaction`)."""
+        k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
-        pipe.hmget(k.spend(customer_id), last_12_months(now))
-        pipe.hgetall(k.pending(customer_id))
+        pipe = self._redis.pipeline(transaction=False)
+        _read_state(pipe, ck, now)
         if transaction_id:
-            claim = k.transaction_claim(transaction_id)
-            pipe.set(claim, customer_id, nx=True, ex=self._retention_s)
-            pipe.get(claim)
-            pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
+            pipe.get(k.transaction_claim(transaction_id))
+            pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
         for offer_id in budget_offer_ids:
             pipe.get(k.offer_redemptions(offer_id))
         with self._observe("read"):
             results: list[Any] = await pipe.execute()
-        state = parse_profile(customer_id, results[0], results[1], results[2], results[3], results[4], now)
+        state = _parse_state(customer_id, results, now)
         counters = zip(budget_offer_ids, results[len(results) - len(budget_offer_ids) :], strict=True)
         used, lost = {}, []
         for offer_id, count in counters:
@@ -241,38 +147,34 @@ class CustomerStore:
             used[offer_id] = int(count or 0)
         if not transaction_id:
             return CustomerRead(state, redemptions_used=used, lost_budgets=tuple(lost))
-        owner, (digest, receipt) = results[6], results[7]
+        owner, (digest, receipt) = results[_STATE_READS : _STATE_READS + 2]
         stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
         return CustomerRead(state, stored, owner.decode() if owner is not None else None, used, tuple(lost))
 
     async def read_for_return(
         self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime | None = None
     ) -> ReturnRead:
-        """One round trip: the customer, the purchase's receipt and returned quantities, and this return's receipt."""
-        k = self.keys
+        """One round trip, writing nothing: the customer, the purchase's receipt and returned quantities and who
+        claimed its transaction id, this return's receipt and who claimed the return id (see `claim_return`)."""
+        k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(k.profile(customer_id))
-        pipe.smembers(k.categories(customer_id))
-        pipe.hgetall(k.offer_uses(customer_id))
-        pipe.hmget(k.spend(customer_id), last_12_months(now))
-        pipe.hgetall(k.pending(customer_id))
-        pipe.hmget(k.transaction(customer_id, transaction_id), "digest", "receipt")
-        pipe.hgetall(k.returned(customer_id, transaction_id))
-        pipe.hmget(k.return_record(customer_id, return_id), "digest", "receipt")
+        _read_state(pipe, ck, now)
+        pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
+        pipe.hgetall(ck.returned(transaction_id))
+        pipe.hmget(ck.return_record(return_id), "digest", "receipt")
         pipe.get(k.transaction_claim(transaction_id))
-        pipe.set(k.return_claim(return_id), customer_id, nx=True, ex=self._retention_s)
         pipe.get(k.return_claim(return_id))
         with self._observe("read_for_return"):
             results = await pipe.execute()
-        profile, cats, uses, spend, pending, purchase, returned, stored, owner, _, return_owner = results
+        purchase, returned, stored, owner, return_owner = results[_STATE_READS:]
 
         def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
             digest, receipt = pair
             return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
 
         return ReturnRead(
-            state=parse_profile(customer_id, profile, cats, uses, spend, pending, now),
+            state=_parse_state(customer_id, results, now),
             purchase=stored_of(purchase),
             returned={line.decode(): int(qty) for line, qty in returned.items()},
             stored=stored_of(stored),
@@ -294,44 +196,28 @@ class CustomerStore:
     ) -> CommitResult:
         """Applies a return; a void also names the purchase's categories and those it added to her profile, which
         it takes back unless another recent purchase bought them too."""
-        k, cid = self.keys, record.customer_id
-        keys = [
-            k.profile(cid),
-            k.offer_uses(cid),
-            k.returned(cid, record.transaction_id),
-            k.return_record(cid, record.return_id),
-            k.outbox(k.partition(cid)),
-            k.spend(cid),
-            k.ledger(cid),
-            k.pending(cid),
-            k.categories(cid),
-            k.category_purchases(cid),
-        ]
+        ck = self.keys.customer(record.customer_id)
         committed = datetime.fromisoformat(record.committed_at)
-        entries = [_entry(e, committed) for e in record.ledger]
-        pairs = [str(v) for line, qty in sorted(returned_after.items()) for v in (line, qty)]
-        args: list[str | int | bytes] = [
-            record.request_digest,
-            expected_version,
-            receipt,
-            dump_record(record),
-            record.balance_delta,
-            record.debt_delta,
-            record.lifetime_value_delta,
-            record.purchase_count_delta,
-            self._retention_s,
-            cid,
-            month_key(purchased_at),
-            record.lifetime_value_delta,
-            len(returned_after),
-            len(entries),
-            _epoch_ms(now),
-            json.dumps(sorted(set(void_categories))),
-            json.dumps(sorted(set(added_categories))),
-            *pairs,
-            *entries,
-            *record.offers_lost,
-        ]
+        params = _params(
+            customer_id=record.customer_id,
+            digest=record.request_digest,
+            expected_version=str(expected_version),
+            balance_delta=record.balance_delta,
+            debt_delta=record.debt_delta,
+            lifetime_value_delta=record.lifetime_value_delta,
+            purchase_count_delta=record.purchase_count_delta,
+            month=month_key(purchased_at),
+            returned_after=dict(sorted(returned_after.items())),
+            ledger_entries=[_entry(e, committed) for e in record.ledger],
+            offers_lost=record.offers_lost,
+            void_categories=sorted(set(void_categories)),
+            added_categories=sorted(set(added_categories)),
+            now_ms=epoch_ms(now),
+            retention_s=self._retention_s,
+            ledger_keep=self._limits.ledger_keep,
+        )
+        keys = ck.script_keys(ck.returned(record.transaction_id), ck.return_record(record.return_id))
+        args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("return"):
             reply: list[bytes] = await self._return(keys=keys, args=args)
         status = reply[0].decode()
@@ -348,26 +234,25 @@ class CustomerStore:
     ) -> int:
         """Takes her balance if she still has not bought since `last_purchase_at` (before `cutoff`); returns
         the points taken (0: nothing to do, -1: Redis does not hold her)."""
-        k, cid = self.keys, record.customer_id
-        args: list[str | int] = [
-            _epoch_ms(cutoff),
-            _epoch_ms(last_purchase_at),
-            dump_record(record),
-            cid,
-            f"{record.event_id}:expire",  # the same entry id as in the SQL ledger
-            _epoch_ms(datetime.fromisoformat(record.expired_at)),
-            expected_version,
-        ]
-        keys = [k.profile(cid), k.outbox(k.partition(cid)), k.ledger(cid), k.pending(cid)]
+        params = _params(
+            customer_id=record.customer_id,
+            cutoff_ms=epoch_ms(cutoff),
+            last_purchase_ms=epoch_ms(last_purchase_at),
+            expected_version=str(expected_version),
+            entry_id=f"{record.event_id}:expire",  # the same entry id as in the SQL ledger
+            now_ms=epoch_ms(datetime.fromisoformat(record.expired_at)),
+            ledger_keep=self._limits.ledger_keep,
+        )
+        keys = self.keys.customer(record.customer_id).script_keys()
         with self._observe("expire_points"):
-            taken = await self._expire(keys=keys, args=args)
+            taken = await self._expire(keys=keys, args=[params, dump_record(record)])
         return int(taken)
 
     async def has_pending_changes(self, customer_id: str) -> bool:
-        """True when the outbox still holds changes of hers that SQL lacks (or is too long to tell)."""
-        outbox = self.keys.outbox(self.keys.partition(customer_id))
+        """True while the outbox still holds changes of hers that SQL lacks (her unwritten count)."""
+        ck = self.keys.customer(customer_id)
         with self._observe("pending_changes"):
-            return int(await self._pending(keys=[outbox], args=[customer_id])) != 0
+            return int(await self._redis.hget(ck.unwritten, customer_id) or 0) > 0
 
     def _budget_keys(self, offer_id: str) -> list[str]:
         return [self.keys.offer_redemptions(offer_id), self.keys.offer_budget_epoch(offer_id)]
@@ -408,7 +293,7 @@ class CustomerStore:
         needle = json.dumps(offer_id)  # as dump_record spells it inside a record
         pipe = self._redis.pipeline(transaction=False)
         for stream in self.keys.outboxes():
-            await self._offer_outbox(keys=[stream], args=[needle, OUTBOX_SCAN_LIMIT], client=pipe)
+            await self._offer_outbox(keys=[stream], args=[needle, self._limits.outbox_scan_limit], client=pipe)
         with self._observe("offer_in_outbox"):
             replies: list[list[Any]] = await pipe.execute()
         purchases: list[str] = []
@@ -427,9 +312,23 @@ class CustomerStore:
                     returns.append(record.transaction_id)
         return OfferOutbox(tuple(purchases), tuple(returns))
 
-    async def release_claim(self, transaction_id: str, customer_id: str) -> None:
-        with self._observe("release_claim"):
-            await self._release(keys=[self.keys.transaction_claim(transaction_id)], args=[customer_id])
+    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
+        """Claims a transaction id for a customer unless another holds it (for the retention window): one round
+        trip. Returns the customer who holds it after the call (hers, unless another claimed it first)."""
+        with self._observe("claim_transaction"):
+            return await self._claim(self.keys.transaction_claim(transaction_id), customer_id)
+
+    async def claim_return(self, return_id: str, customer_id: str) -> str:
+        """Claims a return id for a customer, like `claim_transaction`; returns who holds it after the call."""
+        with self._observe("claim_return"):
+            return await self._claim(self.keys.return_claim(return_id), customer_id)
+
+    async def _claim(self, key: str, customer_id: str) -> str:
+        pipe = self._redis.pipeline(transaction=True)  # MULTI: the GET sees this SET or the one that won
+        pipe.set(key, customer_id, nx=True, ex=self._retention_s)
+        pipe.get(key)
+        _, owner = await pipe.execute()
+        return _text(owner)
 
     async def commit(
         self,
@@ -440,45 +339,33 @@ class CustomerStore:
         occurred_at: datetime,
         now: datetime | None = None,
     ) -> CommitResult:
-        k, cid = self.keys, record.customer_id
-        now = now or datetime.now(UTC)
-        offer_ids = [a.offer_id for a in record.applied_offers]
+        """Applies a purchase evaluated on `expected_version` of her profile, with its write-behind record; the
+        receipt is stored and goes beside the record (the record's own receipt_b64 is not sent)."""
+        ck = self.keys.customer(record.customer_id)
         committed = datetime.fromisoformat(record.committed_at)
-        entries = [_entry(e, committed) for e in record.ledger]
-        args: list[str | int | bytes] = [
-            record.request_digest,
-            expected_version,
-            receipt,
-            dump_record(record),
-            record.points_earned - record.points_redeemed - record.debt_repaid,
-            record.points_redeemed,
-            record.lifetime_value_delta,
-            _epoch_ms(occurred_at),
-            self._retention_s,
-            cid,
-            record.debt_repaid,
-            month_key(occurred_at),
-            record.lifetime_value_delta,
-            record.tier_after,
-            len(record.new_categories),
-            len(entries),
-            _epoch_ms(now),
-            json.dumps(sorted({line.category for line in record.lines})),
-            *record.new_categories,
-            *entries,
-            *offer_ids,
-        ]
-        keys = [
-            k.profile(cid),
-            k.categories(cid),
-            k.offer_uses(cid),
-            k.transaction(cid, record.transaction_id),
-            k.outbox(k.partition(cid)),
-            k.spend(cid),
-            k.ledger(cid),
-            k.pending(cid),
-            k.category_purchases(cid),
-        ]
+        params = _params(
+            customer_id=record.customer_id,
+            digest=record.request_digest,
+            expected_version=str(expected_version),
+            balance_delta=record.points_earned - record.points_redeemed - record.debt_repaid,
+            points_redeemed=record.points_redeemed,
+            debt_repaid=record.debt_repaid,
+            lifetime_value_delta=record.lifetime_value_delta,
+            purchased_at_ms=epoch_ms(occurred_at),
+            month=month_key(occurred_at),
+            tier_after=record.tier_after,
+            new_categories=record.new_categories,
+            basket_categories=sorted({line.category for line in record.lines}),
+            ledger_entries=[_entry(e, committed) for e in record.ledger],
+            offers_applied=[a.offer_id for a in record.applied_offers],
+            now_ms=epoch_ms(now or datetime.now(UTC)),
+            retention_s=self._retention_s,
+            ledger_keep=self._limits.ledger_keep,
+            spend_retention_s=self._limits.spend_retention_s,
+            category_window_s=self._limits.recent_category_window_s,
+        )
+        keys = ck.script_keys(ck.transaction(record.transaction_id))
+        args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
         status = reply[0].decode()
@@ -494,93 +381,82 @@ class CustomerStore:
         """Rebuilds the customer from SQL unless Redis already has her; also restores the receipts, returned
         quantities and return receipts of the retention window. `keep_s` > 0: her profile leaves Redis again after
         that long unless she buys meanwhile (a member rebuilt only for a batch job)."""
-        k, cid = self.keys, snapshot.customer_id
-        fields: dict[str, str] = {
-            "name": snapshot.display_name,
-            "tier": snapshot.tier,
-            "cur": snapshot.currency,
-            "ltv": str(snapshot.lifetime_value_minor),
-            "bal": str(snapshot.points_balance),
-            "debt": str(snapshot.points_debt),
-            "cnt": str(snapshot.purchase_count),
-            "last": str(_epoch_ms(snapshot.last_purchase_at)) if snapshot.last_purchase_at else "0",
-            # Never a version a commit in flight before the loss could have read (no ABA).
-            "ver": str(_epoch_ms(now)),
-        }
-        if snapshot.home_latitude is not None and snapshot.home_longitude is not None:
-            fields["hlat"], fields["hlon"] = repr(snapshot.home_latitude), repr(snapshot.home_longitude)
-        if snapshot.propensity:
-            fields["prop"] = json.dumps(snapshot.propensity, sort_keys=True)
+        cid = snapshot.customer_id
+        ck = self.keys.customer(cid)
         entries = [ledger_entry(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in snapshot.ledger]
-        fields["lbase"] = str(snapshot.points_balance - snapshot.points_debt - sum(e.points for e in snapshot.ledger))
-        keys = [k.profile(cid), k.categories(cid), k.offer_uses(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
-        args: list[str | int | bytes] = [
-            json.dumps(fields),
-            json.dumps(sorted(snapshot.categories)),
-            json.dumps(snapshot.offer_uses) if snapshot.offer_uses else "{}",
-            json.dumps(entries),
-            cid,
-            keep_s,
-        ]
+        keys = ck.script_keys()
+        restored: list[dict[str, int]] = []
+        values: list[str | bytes | int] = []  # ARGV from 2 on: binary-safe (receipts)
 
-        def restore(key: str, ttl: int, pairs: list[tuple[str, str | bytes | int]]) -> None:
+        def restore(key: str, ttl: int, pairs: Sequence[tuple[str, str | bytes | int]]) -> None:
             if ttl > 0 and pairs:
-                keys.append(key)
-                args.extend([ttl, len(pairs)])
-                args.extend(v for pair in pairs for v in pair)
+                if key not in keys:
+                    keys.append(key)
+                restored.append({"key": keys.index(key) + 1, "ttl": ttl, "count": len(pairs)})
+                values.extend(v for pair in pairs for v in pair)
 
         ttl_of: dict[str, int] = {}
         for receipt in snapshot.receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             ttl_of[receipt.transaction_id] = ttl
             restore(
-                k.transaction(cid, receipt.transaction_id),
+                ck.transaction(receipt.transaction_id),
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
         for transaction_id, lines in snapshot.returned.items():
-            restore(k.returned(cid, transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
-        restore(k.spend(cid), 34_560_000, sorted((month, str(v)) for month, v in snapshot.spend_by_month.items()))
+            restore(ck.returned(transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
+        spend = sorted((month, str(v)) for month, v in snapshot.spend_by_month.items())
+        restore(ck.spend, self._limits.spend_retention_s, spend)
         pending: dict[int, int] = {}
         for at, points in snapshot.pending_points:
             if at > now:  # summed per millisecond, as the scripts' HINCRBY does: SQL keeps microseconds
-                pending[_epoch_ms(at)] = pending.get(_epoch_ms(at), 0) + points
+                pending[epoch_ms(at)] = pending.get(epoch_ms(at), 0) + points
         if any(pending.values()):
-            lifetime = max(pending) - _epoch_ms(now)
+            lifetime = max(pending) - epoch_ms(now)
             sums: list[tuple[str, str | bytes | int]] = [(str(at), p) for at, p in sorted(pending.items()) if p]
-            restore(k.pending(cid), lifetime // 1000 + 1, sums)
-        restore(k.category_purchases(cid), RECENT_CATEGORY_WINDOW_S, sorted(snapshot.recent_category_purchases.items()))
+            restore(ck.pending, lifetime // 1000 + 1, sums)
+        recent = sorted(snapshot.recent_category_purchases.items())
+        restore(ck.category_purchases, self._limits.recent_category_window_s, recent)
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
-                k.return_record(cid, receipt.transaction_id),
+                ck.return_record(receipt.transaction_id),
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
+        params = _params(
+            customer_id=cid,
+            fields=snapshot_fields(snapshot, now=now),
+            categories=sorted(snapshot.categories),
+            offer_uses=snapshot.offer_uses,
+            ledger_entries=entries,
+            keep_s=keep_s,
+            restore=restored,
+        )
         with self._observe("hydrate"):
-            code = int(await self._hydrate(keys=keys, args=args))
-        return {1: "rebuilt", 0: "present", -1: "pending", -2: "backlog"}[code]  # type: ignore[return-value]
+            code = int(await self._hydrate(keys=keys, args=[params, *values]))
+        return {1: "rebuilt", 0: "present", -1: "pending"}[code]  # type: ignore[return-value]
 
     async def upsert_customer(
         self, state: CustomerState, record: CustomerRecord, *, exists: bool = False
     ) -> tuple[int, int] | None:
         """Sets a customer's profile from an import; returns (lifetime value delta, balance delta), or None when
         `exists` and Redis no longer holds her (rebuild her, then retry)."""
-        k, cid = self.keys, state.customer_id
-        keys = [k.profile(cid), k.categories(cid), k.outbox(k.partition(cid)), k.ledger(cid)]
-        args: list[str | int] = [
-            json.dumps(display_fields(state)),
-            state.lifetime_value_minor,
-            state.points_balance,
-            json.dumps(sorted(state.categories)),
-            dump_record(record),
-            cid,
-            f"{record.event_id}:adjust",  # the same entry id as in the SQL ledger
-            _epoch_ms(datetime.fromisoformat(record.updated_at)),
-            "1" if exists else "0",
-        ]
+        params = _params(
+            customer_id=state.customer_id,
+            display=display_fields(state),
+            lifetime_value=state.lifetime_value_minor,
+            points_balance=state.points_balance,
+            categories=sorted(state.categories),
+            adjust_entry_id=f"{record.event_id}:adjust",  # the same entry id as in the SQL ledger
+            now_ms=epoch_ms(datetime.fromisoformat(record.updated_at)),
+            exists=exists,
+            ledger_keep=self._limits.ledger_keep,
+        )
+        keys = self.keys.customer(state.customer_id).script_keys()
         with self._observe("upsert_customer"):
-            reply = await self._upsert(keys=keys, args=args)
+            reply = await self._upsert(keys=keys, args=[params, dump_record(record)])
         if reply[0] == b"missing":
             return None
         return int(reply[0]), int(reply[1])
@@ -609,16 +485,14 @@ class CustomerStore:
 
     async def ledger(self, customer_id: str) -> tuple[int, list[dict[str, Any]]]:
         """(sum of the entries no longer kept, the newest entries oldest first): base + sum(entries) = bal - debt."""
+        ck = self.keys.customer(customer_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hget(self.keys.profile(customer_id), "lbase")
-        pipe.lrange(self.keys.ledger(customer_id), 0, -1)
+        pipe.hget(ck.profile, ProfileField.LEDGER_BASE)
+        pipe.lrange(ck.ledger, 0, -1)
         base, raw = await pipe.execute()
         return int(base or 0), [json.loads(item) for item in raw]
 
     async def forget_customer(self, customer_id: str, transaction_ids: Sequence[str] = ()) -> None:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
-        k = self.keys
-        names = [k.profile(customer_id), k.categories(customer_id), k.offer_uses(customer_id), k.spend(customer_id)]
-        names += [k.ledger(customer_id), k.pending(customer_id), k.category_purchases(customer_id)]
-        names += [k.transaction(customer_id, t) for t in transaction_ids]
-        await self._redis.delete(*names)
+        ck = self.keys.customer(customer_id)
+        await self._redis.delete(*ck.state(), *(ck.transaction(t) for t in transaction_ids))

@@ -224,7 +224,12 @@ class SettingRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class OfferRow(SQLModel, table=True):
+class OfferDefinition(SQLModel, table=True):
+    """An offer of record: its definition (the protobuf Offer as JSON) and the version each upsert bumps.
+
+    Not `OfferRow`: that name is the (definition JSON, version, archived, updated_at) tuple the use cases read.
+    """
+
     __tablename__ = "offers"
 
     offer_id: str = Field(primary_key=True, sa_type=ID)

@@ -2,27 +2,31 @@
 
 Consumer-group semantics give at-least-once delivery (entries are acknowledged only after the SQL commit, and
 entries left pending by a dead writer are claimed after `claim_idle_ms`); the repository's event-id guard
-turns that into exactly-once. Acknowledged entries are deleted so the stream length is the backlog.
+turns that into exactly-once. Acknowledged entries are deleted so the stream length is the backlog, and taken off
+their customer's unwritten count in the same script (store/lua/ack_outbox.lua), once per entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
-from store.keys import Keys
+from store.keys import Keys, OutboxKeys
 from store.records import CustomerRecord, ExpiryRecord, OutboxRecord, PurchaseRecord, ReturnRecord, load_record
+from store.scripts import lua
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ def stream_time(entry_id: bytes) -> str:
 
 def parse_entry(fields: dict[bytes, bytes], entry_id: bytes | None = None) -> OutboxRecord:
     record = load_record(fields[b"r"])
+    if isinstance(record, PurchaseRecord | ReturnRecord) and b"receipt" in fields:
+        # The script stores the receipt beside the record: it is sent to Redis once, as bytes.
+        record = dataclasses.replace(record, receipt_b64=base64.b64encode(fields[b"receipt"]).decode())
     if entry_id is not None and isinstance(record, PurchaseRecord | CustomerRecord):
         # Absolute fields (display, tier) go by the order Redis applied the changes in, not the servers' clocks.
         record = dataclasses.replace(record, outbox_at=stream_time(entry_id))
@@ -91,6 +98,7 @@ class OutboxWriter:
         self._on_batch = on_batch
         self._on_healthy_pass = on_healthy_pass  # a pass over every partition without a failed batch
         self._groups_ready = False
+        self._ack: AsyncScript = client.register_script(lua("ack_outbox.lua"))
         self.stats = WriterStats()
 
     async def ensure_groups(self) -> None:
@@ -118,19 +126,31 @@ class OutboxWriter:
         if not self._groups_ready:
             await self.ensure_groups()
         done = 0
-        for stream in self._keys.outboxes():
+        for outbox in self._keys.outbox_keys():
             if stop is not None and stop.is_set():
                 break  # a pass can be long under backlog; stopping must not wait for it
-            entries = await self._claimable(stream)
-            fresh: Any = await self._redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=self._batch)
+            entries = await self._claimable(outbox.stream)
+            fresh: Any = await self._redis.xreadgroup(GROUP, self.consumer, {outbox.stream: ">"}, count=self._batch)
             if fresh:
                 entries.extend(fresh[0][1])
             if entries:
-                done += await self._write(stream, entries)
+                done += await self._write(outbox, entries)
         return done
 
-    async def _write(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    async def acknowledge(
+        self, outbox: OutboxKeys, written: Sequence[bytes] = (), dead: Sequence[bytes] = ()
+    ) -> tuple[int, int]:
+        """Removes entries from the outbox, `written` ones (in SQL now) and `dead` ones (moved to the dead letters),
+        taking each off its customer's unwritten count: one script, so an entry is removed and uncounted once even
+        when two writers hold it. Returns how many of each this call removed."""
+        params = {"group": GROUP, "written": [i.decode() for i in written], "dead": [i.decode() for i in dead]}
+        keys = [outbox.stream, outbox.unwritten, outbox.dead_letters]
+        removed, parked = await self._ack(keys=keys, args=[json.dumps(params)])
+        return int(removed), int(parked)
+
+    async def _write(self, outbox: OutboxKeys, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
         ids: list[bytes] = []
+        unreadable: list[bytes] = []
         records: list[OutboxRecord] = []
         for entry_id, fields in entries:
             try:
@@ -138,12 +158,10 @@ class OutboxWriter:
                 ids.append(entry_id)
             except (KeyError, ValueError, TypeError):
                 # An entry no writer can parse would block nothing but would be retried forever: park it.
-                log.exception("unreadable outbox entry %s on %s moved to dead letters", entry_id, stream)
-                dead: dict[Any, Any] = {**fields, b"id": entry_id}
-                await self._redis.xadd(stream + ":dead", dead)
-                await self._redis.xack(stream, GROUP, entry_id)
-                await self._redis.xdel(stream, entry_id)
-                self.stats.dead_letters += 1
+                log.exception("unreadable outbox entry %s on %s moved to dead letters", entry_id, outbox.stream)
+                unreadable.append(entry_id)
+        if unreadable:
+            self.stats.dead_letters += (await self.acknowledge(outbox, dead=unreadable))[1]
         if not records:
             return 0
         started = time.perf_counter()
@@ -158,10 +176,7 @@ class OutboxWriter:
             return 0
         self.stats.applied += applied
         self.stats.duplicates += len(records) - applied
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.xack(stream, GROUP, *ids)
-        pipe.xdel(stream, *ids)
-        await pipe.execute()
+        await self.acknowledge(outbox, written=ids)
         if self._on_batch:
             self._on_batch(self.stats, time.perf_counter() - started)
         return len(records)

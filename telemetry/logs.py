@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 from datetime import UTC, datetime
+
+# The request id of the RPC being served (set by the server's interceptor), stamped on every line logged for it.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        from server.rpc.interceptors import REQUEST_ID  # late: logging is set up before the RPC layer loads
         from telemetry.tracing import current_trace_id
 
         entry: dict[str, object] = {

@@ -1,12 +1,16 @@
-"""Shared fixtures: the test Redis (real at 127.0.0.1:6379 db 9, else embedded), settings, servers."""
+"""Shared fixtures: the test Redis (real at 127.0.0.1:6379 db 9, else embedded), a fresh PostgreSQL schema,
+settings, servers."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from server.config import Settings
 from tests.support.redis_env import TestRedis, delete_prefix, new_prefix
@@ -23,6 +27,45 @@ def test_redis() -> Iterator[TestRedis]:
 @pytest.fixture(scope="session")
 def redis_url(test_redis: TestRedis) -> str:
     return test_redis.url
+
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_url() -> str:
+    """The test PostgreSQL database: POS_OFFERS_TEST_POSTGRES_URL, else 127.0.0.1:5432/test."""
+    return os.environ.get("POS_OFFERS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def _postgres_admin_engine() -> sa.Engine:
+    """An engine on the test database, or a skip (never a failure) when PostgreSQL is not there."""
+    url = postgres_url()
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # any connect error means "not available here", not a test failure
+        engine.dispose()
+        pytest.skip(f"PostgreSQL unreachable at {sa.make_url(url).render_as_string()}: {type(exc).__name__}")
+    return engine
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[str]:
+    """The name of a fresh schema in the test PostgreSQL database (`migrate` creates it), dropped with all it holds
+    after the test; skips, saying why, when PostgreSQL is unreachable.
+
+    Fixtures are torn down in the reverse order they were set up: request this one before whatever must let go of
+    the schema first (a server, an engine), or from inside that fixture with `request.getfixturevalue`.
+    """
+    admin = _postgres_admin_engine()
+    schema = "t_" + uuid.uuid4().hex
+    try:
+        yield schema
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
 
 
 def build_settings(redis_url: str, data_dir: Path, **overrides: Any) -> Settings:

@@ -7,24 +7,15 @@ expires once. Candidates come from SQL; Redis has the final word (SQL may lag be
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
 
 from domain.errors import FailedPrecondition, NotFound, Unavailable
-from store.records import ExpiryRecord
-from store.redis_state import CustomerStore
-from telemetry.observe import sql_call
-from usecases.offers import OffersApp
+from usecases.customers import Customers
+from usecases.ports import Clock, CustomerHotState, ProfileStore
 
 # How long a member rebuilt in Redis only for this job stays there: the job and her record's way to SQL.
 JOB_KEEP_S = 3600
-
-
-class ExpiryCandidates(Protocol):
-    def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +28,16 @@ class ExpiryReport:
 class PointsExpiry:
     def __init__(
         self,
-        offers: OffersApp,
-        customers: CustomerStore,
-        candidates: ExpiryCandidates,
+        hot: CustomerHotState,
+        profiles: ProfileStore,
+        customers: Customers,
         *,
         expire_after_days: int,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock,
     ) -> None:
-        self._offers = offers
+        self._hot = hot
+        self._profiles = profiles
         self._customers = customers
-        self._candidates = candidates
         self._days = expire_after_days
         self._clock = clock
 
@@ -60,10 +51,7 @@ class PointsExpiry:
         checked = expired = points = 0
         after = ""
         while True:
-            with sql_call("inactive_customers"):
-                page = await asyncio.to_thread(
-                    self._candidates.inactive_customers, cutoff=cutoff, after_customer_id=after, limit=page_size
-                )
+            page = await self._profiles.inactive_customers(cutoff=cutoff, after_customer_id=after, limit=page_size)
             for customer_id in page:
                 checked += 1
                 taken = await self._expire_one(customer_id, cutoff, now)
@@ -75,12 +63,12 @@ class PointsExpiry:
 
     async def _expire_one(self, customer_id: str, cutoff: datetime, now: datetime) -> int:
         try:
-            state = (await self._customers.read(customer_id, now=now)).state
+            state = (await self._hot.read(customer_id, now=now)).state
             if state is None:
                 # Lapsed members are mostly not in Redis: rebuilt for the job only, they leave again afterwards
                 # (unless they buy meanwhile), so an expiry run does not load every lapsed member for good.
-                await self._offers.rehydrate(customer_id, keep_s=JOB_KEEP_S)
-                state = (await self._customers.read(customer_id, now=now)).state
+                await self._customers.rehydrate(customer_id, keep_s=JOB_KEEP_S)
+                state = (await self._hot.read(customer_id, now=now)).state
         except (NotFound, Unavailable):
             return 0  # gone, or her last changes are still on their way to SQL: the next run sees her
         if state is None:
@@ -88,15 +76,7 @@ class PointsExpiry:
         last = state.last_purchase_at
         if last is None or last >= cutoff or state.points_balance <= 0:
             return 0
-        record = ExpiryRecord(
-            # Keyed by her state, not only her last purchase: points that come back later in the same idle period
-            # (a CRM adjustment, a refund) expire under a new id instead of being dropped as a duplicate by SQL.
-            event_id=f"expire:{customer_id}:{int(last.timestamp() * 1000)}:{state.version}",
-            customer_id=customer_id,
-            points=0,  # the script fills it in, atomically with taking them
-            expired_at=now.isoformat(),
-        )
-        taken = await self._customers.expire_points(
-            record, cutoff=cutoff, last_purchase_at=last, expected_version=state.version
+        taken = await self._hot.expire_points(
+            customer_id, cutoff=cutoff, last_purchase_at=last, expected_version=state.version, now=now
         )
         return max(0, taken)

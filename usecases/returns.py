@@ -7,74 +7,61 @@ applied with one Lua script, like a commit.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from domain.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from domain.model import CustomerState, PurchaseFacts, ReturnOutcome, ReturnRequestLine
+from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from domain.ids import void_return_id
+from domain.model import PurchaseFacts, ReturnOutcome, ReturnRequestLine
 from domain.returns import evaluate_return, remaining_lines
 from domain.validation import validate_id
-from server.config import Settings
-from store.ids import return_event_id, void_return_id
-from store.records import LedgerEntry, ReturnLineRecord, ReturnRecord
-from store.redis_state import CustomerStore, ReturnRead
-from store.snapshot import StoredReceipt
 from telemetry import metrics
-from telemetry.observe import sql_call
+from usecases.budgets import Budgets
 from usecases.catalog import CatalogCache
-
-
-class PurchaseHistory(Protocol):
-    """What SQL knows of purchases Redis no longer keeps."""
-
-    def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None: ...
-
-    def returned_quantities(self, transaction_id: str) -> dict[str, int]: ...
-
-
-class ReceiptCodec(Protocol):
-    """The wire format of stored receipts (protobuf), kept out of the use case."""
-
-    def facts(self, purchase_receipt: bytes) -> PurchaseFacts: ...
-
-    def return_receipt(
-        self, outcome: ReturnOutcome, *, return_id: str, facts: PurchaseFacts, voided: bool, at: datetime
-    ) -> bytes: ...
+from usecases.customers import Customers
+from usecases.optimistic import Retry, write_optimistically
+from usecases.ports import Clock, CustomerHotState, ProfileStore, ReceiptCodec, ReturnRead
+from usecases.rules import Rules
 
 
 @dataclass(frozen=True, slots=True)
 class ReturnResult:
-    receipt: bytes  # the ReturnReceipt protobuf, as stored
+    receipt: bytes  # the stored return receipt, as the codec wrote it
     replayed: bool
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
+@dataclass(frozen=True, slots=True)
+class _Return:
+    """One return or void request, validated: what every attempt needs."""
+
+    return_id: str
+    transaction_id: str
+    customer_id: str
+    digest: str
+    lines: Sequence[ReturnRequestLine] | None  # None: a void (whatever is left of the purchase)
+    voided: bool
 
 
 class ReturnsApp:
     def __init__(
         self,
-        settings: Settings,
-        customers: CustomerStore,
-        history: PurchaseHistory,
+        rules: Rules,
+        hot: CustomerHotState,
+        profiles: ProfileStore,
+        customers: Customers,
         catalog: CatalogCache,
+        budgets: Budgets,
         codec: ReceiptCodec,
-        rehydrate: Callable[[str], Awaitable[None]],
-        *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock,
     ) -> None:
-        self._settings = settings
+        self._rules = rules
+        self._hot = hot
+        self._profiles = profiles
         self._customers = customers
-        self._history = history
         self._catalog = catalog
+        self._budgets = budgets
         self._codec = codec
-        self._rehydrate = rehydrate
         self._clock = clock
 
     async def return_lines(
@@ -90,11 +77,12 @@ class ReturnsApp:
             raise InvalidArgument("return_id", "ids starting with 'void:' are kept for VoidPurchase")
         if not lines:
             raise InvalidArgument("lines", "must name at least one line")
-        return await self._apply(return_id, transaction_id, customer_id, digest, lines, voided=False)
+        return await self._apply(_Return(return_id, transaction_id, customer_id, digest, lines, voided=False))
 
     async def void(self, transaction_id: str, customer_id: str, digest: str) -> ReturnResult:
         validate_id(transaction_id, "transaction_id")
-        return await self._apply(void_return_id(transaction_id), transaction_id, customer_id, digest, None, voided=True)
+        return_id = void_return_id(transaction_id)
+        return await self._apply(_Return(return_id, transaction_id, customer_id, digest, None, voided=True))
 
     async def _purchase(self, read: ReturnRead, customer_id: str, transaction_id: str) -> tuple[bytes, dict[str, int]]:
         """The purchase's receipt and what was returned of it: from Redis, else from SQL (older purchases)."""
@@ -102,20 +90,18 @@ class ReturnsApp:
             return read.purchase.receipt, read.returned
         if read.owner is not None and read.owner != customer_id:
             raise NotFound("purchase", transaction_id)  # another customer's: never revealed
-        with sql_call("load_purchase"):
-            stored = await asyncio.to_thread(self._history.get_purchase_receipt, transaction_id)
+        stored = await self._profiles.get_purchase_receipt(transaction_id)
         if stored is None and read.owner is None:
             # Never committed within the retention window (no claim) and not in SQL: there is no such purchase.
             raise NotFound("purchase", transaction_id)
         # SQL must have all of her changes before it can answer what was returned of this purchase.
-        if await self._customers.has_pending_changes(customer_id):
+        if await self._hot.has_pending_changes(customer_id):
             raise Unavailable("the purchase is still being written to the profile; retry shortly")
-        with sql_call("load_purchase"):
-            if stored is None:
-                stored = await asyncio.to_thread(self._history.get_purchase_receipt, transaction_id)
-            returned = await asyncio.to_thread(self._history.returned_quantities, transaction_id) if stored else {}
+        if stored is None:
+            stored = await self._profiles.get_purchase_receipt(transaction_id)
         if stored is None:
             raise NotFound("purchase", transaction_id)
+        returned = await self._profiles.returned_quantities(transaction_id)
         # Redis may still hold returned quantities SQL has already seen, or newer ones: never count less.
         merged = {line: max(qty, read.returned.get(line, 0)) for line, qty in returned.items()}
         merged.update({line: qty for line, qty in read.returned.items() if line not in merged})
@@ -132,121 +118,66 @@ class ReturnsApp:
                 reason="void_window",
             )
 
-    async def _apply(
-        self,
-        return_id: str,
-        transaction_id: str,
-        customer_id: str,
-        digest: str,
-        lines: Sequence[ReturnRequestLine] | None,
-        *,
-        voided: bool,
-    ) -> ReturnResult:
-        validate_id(transaction_id, "transaction_id")
-        validate_id(customer_id, "customer_id")
-        for _ in range(self._settings.commit_max_attempts):
-            read = await self._customers.read_for_return(customer_id, transaction_id, return_id, now=self._clock())
-            if read.return_owner is not None and read.return_owner != customer_id:
+    async def _apply(self, request: _Return) -> ReturnResult:
+        validate_id(request.transaction_id, "transaction_id")
+        validate_id(request.customer_id, "customer_id")
+        claimed = False
+
+        async def attempt() -> ReturnResult | Retry:
+            nonlocal claimed
+            cid, return_id = request.customer_id, request.return_id
+            read = await self._hot.read_for_return(cid, request.transaction_id, return_id, now=self._clock())
+            if read.return_owner is not None and read.return_owner != cid:
                 raise AlreadyExists(f"return_id {return_id!r} was used for another customer")
             if read.stored is not None:
-                if read.stored.digest != digest:
+                if read.stored.digest != request.digest:
                     raise AlreadyExists(f"return_id {return_id!r} was used for a different return")
                 return ReturnResult(read.stored.receipt, replayed=True)
             if read.state is None:
-                await self._rehydrate(customer_id)
-                continue
-            purchase, returned = await self._purchase(read, customer_id, transaction_id)
+                await self._customers.rehydrate(cid)
+                return Retry.REBUILT
+            if not claimed:
+                if await self._hot.claim_return(return_id, cid) != cid:
+                    raise AlreadyExists(f"return_id {return_id!r} was used for another customer")
+                claimed = True
+            purchase, returned = await self._purchase(read, cid, request.transaction_id)
             facts = self._codec.facts(purchase)
-            if facts.customer_id != customer_id:
-                raise NotFound("purchase", transaction_id)  # never reveal another customer's purchase
-            if voided:
+            if facts.customer_id != cid:
+                raise NotFound("purchase", request.transaction_id)  # never reveal another customer's purchase
+            if request.voided:
                 self._check_void_window(facts)
-            wanted = remaining_lines(facts, returned) if voided and lines is None else lines or ()
+            wanted = remaining_lines(facts, returned) if request.lines is None else request.lines
             outcome = evaluate_return(facts, read.state, returned, wanted)
-            result = await self._commit(read.state, facts, outcome, return_id, digest, voided=voided)
-            if result is not None:
-                return result
-            metrics.COMMIT_CONFLICTS.inc()
-        raise Conflict("the customer's state kept changing under this return; retry")
+            return await self._write(read.state.version, facts, outcome, request)
 
-    async def _commit(
-        self,
-        state: CustomerState,
-        facts: PurchaseFacts,
-        outcome: ReturnOutcome,
-        return_id: str,
-        digest: str,
-        *,
-        voided: bool,
-    ) -> ReturnResult | None:
+        return await write_optimistically(attempt, attempts=self._rules.write_attempts, what="return")
+
+    async def _write(
+        self, version: int, facts: PurchaseFacts, outcome: ReturnOutcome, request: _Return
+    ) -> ReturnResult | Retry:
         now = self._clock()
-        receipt = self._codec.return_receipt(outcome, return_id=return_id, facts=facts, voided=voided, at=now)
-        record = return_record(outcome, facts, return_id, digest, receipt, voided=voided, at=now)
-        result = await self._customers.apply_return(
-            record,
-            expected_version=state.version,
-            receipt=receipt,
-            returned_after=outcome.returned_after,
-            purchased_at=facts.occurred_at,
+        receipt = self._codec.return_receipt(
+            outcome, return_id=request.return_id, facts=facts, voided=request.voided, at=now
+        )
+        result = await self._hot.apply_return(
+            outcome,
+            facts,
+            return_id=request.return_id,
+            digest=request.digest,
+            receipt_bytes=receipt,
+            voided=request.voided,
+            expected_version=version,
             now=now,
-            # A void undoes the sale whole: the categories it introduced no longer count as bought.
-            void_categories=[line.category for line in facts.basket.lines] if voided else (),
-            added_categories=facts.new_categories if voided else (),
         )
         if result.status == "ok":
             metrics.POINTS_REVERSED.inc(outcome.points_reversed)
-            await self._release_budgets(outcome.offers_lost, facts, result.written_at_ms)
+            budgeted = [
+                o for o in outcome.offers_lost if (offer := facts.offers.get(o)) and offer.total_redemption_limit
+            ]
+            await self._budgets.give_back(budgeted, returned_at_ms=result.written_at_ms)
             return ReturnResult(receipt, replayed=False)
         if result.status == "replay":  # the same request raced itself: the script compared the digests
             return ReturnResult(result.receipt, replayed=True)
         if result.status == "digest_mismatch":
-            raise AlreadyExists(f"return_id {return_id!r} was used for a different return")
-        return None  # stale or missing: re-read
-
-    async def _release_budgets(self, offers_lost: Sequence[str], facts: PurchaseFacts, written_at_ms: int) -> None:
-        """An offer taken back whole gives its redemption back to the offer's total budget (unless the counter was
-        rebuilt since the return was written: the rebuild already left it out)."""
-        for offer_id in offers_lost:
-            offer = facts.offers.get(offer_id)
-            if offer is not None and offer.total_redemption_limit > 0:
-                await self._customers.release_budget(offer_id, returned_at_ms=written_at_ms)
-
-
-def return_record(
-    outcome: ReturnOutcome,
-    facts: PurchaseFacts,
-    return_id: str,
-    digest: str,
-    receipt: bytes,
-    *,
-    voided: bool,
-    at: datetime,
-) -> ReturnRecord:
-    # Points taken back leave the purchase's pending points while they are pending, so the reversal is stamped
-    # with when those points become spendable; refunded redeemed points were spendable and are so at once.
-    spendable_from = _iso(facts.points_available_at) if facts.points_available_at else ""
-    ledger = [
-        LedgerEntry(f"{return_id}:reverse", "reverse", -outcome.points_reversed, spendable_from),
-        LedgerEntry(f"{return_id}:refund", "refund", outcome.points_refunded),
-    ]
-    return ReturnRecord(
-        event_id=return_event_id(facts.customer_id, return_id),
-        return_id=return_id,
-        transaction_id=facts.transaction_id,
-        customer_id=facts.customer_id,
-        occurred_at=_iso(at),
-        committed_at=_iso(at),
-        voided=voided,
-        lines=[ReturnLineRecord(x.line_id, x.quantity, x.points_reversed, x.value_minor) for x in outcome.lines],
-        points_reversed=outcome.points_reversed,
-        points_refunded=outcome.points_refunded,
-        value_minor=outcome.value_minor,
-        lifetime_value_delta=-outcome.value_minor,
-        balance_delta=outcome.balance_after - outcome.balance_before,
-        debt_delta=outcome.debt_after - outcome.debt_before,
-        purchase_count_delta=-1 if voided else 0,
-        offers_lost=list(outcome.offers_lost),
-        request_digest=digest,
-        receipt_b64=base64.b64encode(receipt).decode(),
-        ledger=[e for e in ledger if e.points != 0],
-    )
+            raise AlreadyExists(f"return_id {request.return_id!r} was used for a different return")
+        return Retry.CONFLICT  # stale or missing: re-read

@@ -414,3 +414,19 @@ def active_offer_to_pb(offer: m.ActiveOffer) -> svc.ActiveOffer:
     )
     set_timestamp(out.ends_at, offer.ends_at)
     return out
+
+
+def tier_to_pb(rule: m.TierRule) -> pb.TierRule:
+    return pb.TierRule(
+        name=rule.name,
+        min_spend_12m_minor=rule.min_spend_12m_minor,
+        earn_multiplier_percent=rule.earn_multiplier_percent,
+    )
+
+
+def tier_rules_from_pb(policy: pb.TierPolicy) -> tuple[m.TierRule, ...]:
+    return tuple(m.TierRule(t.name, t.min_spend_12m_minor, t.earn_multiplier_percent) for t in policy.tiers)
+
+
+def tier_policy_to_pb(rules: Iterable[m.TierRule], version: int) -> pb.TierPolicy:
+    return pb.TierPolicy(tiers=[tier_to_pb(rule) for rule in rules], version=version)

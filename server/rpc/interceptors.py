@@ -7,7 +7,6 @@ becomes INTERNAL with the request id (the stack trace goes to the log, never to 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import logging
 import os
@@ -33,10 +32,10 @@ from domain.errors import (
     Unavailable,
 )
 from telemetry import metrics, tracing
+from telemetry.logs import REQUEST_ID
 
 log = logging.getLogger("pos_offers.access")
 
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 _STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),

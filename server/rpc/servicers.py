@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -14,9 +13,11 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
 from domain.errors import InvalidArgument
-from domain.model import Channel, PurchaseFacts, Receipt, ReturnOutcome, ReturnRequestLine
+from domain.model import Channel, ReturnRequestLine
 from server.rpc import convert
-from usecases.admin import AdminApp
+from usecases.admin import AdminApp, TierPolicy
+from usecases.commit import CommitPurchase
+from usecases.customers import Customers
 from usecases.expiry import PointsExpiry
 from usecases.offers import OffersApp
 from usecases.returns import ReturnResult, ReturnsApp
@@ -41,27 +42,12 @@ def request_digest(request: Any) -> str:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _render_receipt(receipt: Receipt) -> bytes:
-    return convert.receipt_to_pb(receipt).SerializeToString(deterministic=True)
-
-
-class ProtobufReceipts:
-    """Stored receipts are the protobuf messages the tills get back: read and written here only."""
-
-    def facts(self, purchase_receipt: bytes) -> PurchaseFacts:
-        return convert.facts_from_receipt(svc.PurchaseReceipt.FromString(purchase_receipt))
-
-    def return_receipt(
-        self, outcome: ReturnOutcome, *, return_id: str, facts: PurchaseFacts, voided: bool, at: datetime
-    ) -> bytes:
-        message = convert.return_receipt_to_pb(outcome, return_id=return_id, facts=facts, voided=voided, returned_at=at)
-        return message.SerializeToString(deterministic=True)
-
-
 class OfferServicer(svc_grpc.OfferServiceServicer):
-    def __init__(self, app: OffersApp, returns: ReturnsApp) -> None:
+    def __init__(self, app: OffersApp, commits: CommitPurchase, returns: ReturnsApp, customers: Customers) -> None:
         self._app = app
+        self._commits = commits
         self._returns = returns
+        self._customers = customers
 
     async def ListActiveOffers(
         self, request: svc.ListActiveOffersRequest, context: Context
@@ -85,21 +71,20 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
 
     async def CommitPurchase(self, request: svc.CommitPurchaseRequest, context: Context) -> svc.PurchaseReceipt:
         _required(request, "basket")
-        outcome = await self._app.commit(
+        outcome = await self._commits.commit(
             request.transaction_id,
             convert.basket_from_pb(request.basket),
             convert.to_datetime(request.occurred_at, request.HasField("occurred_at"), "occurred_at"),
             request_digest(request),
-            _render_receipt,
         )
         receipt = svc.PurchaseReceipt.FromString(outcome.receipt)
         receipt.replayed = outcome.replayed
         return receipt
 
     async def GetProfile(self, request: svc.GetProfileRequest, context: Context) -> pb.CustomerProfile:
-        state = await self._app.customer(request.customer_id)
+        state = await self._customers.customer(request.customer_id)
         profile = convert.customer_to_pb(state)
-        points, at = self._app.expiring(state)
+        points, at = self._customers.expiring(state)
         if points:
             profile.points_expiring = points
             convert.set_timestamp(profile.points_expire_at, at)
@@ -127,37 +112,44 @@ def _return_receipt(result: ReturnResult) -> svc.ReturnReceipt:
     return receipt
 
 
+def _tier_policy(policy: TierPolicy) -> pb.TierPolicy:
+    return convert.tier_policy_to_pb(policy.rules, policy.version)
+
+
 class AdminServicer(admin_grpc.OfferAdminServicer):
-    def __init__(self, admin: AdminApp, offers: OffersApp, expiry: PointsExpiry) -> None:
+    def __init__(self, admin: AdminApp, customers: Customers, expiry: PointsExpiry) -> None:
         self._admin = admin
-        self._offers = offers
+        self._customers = customers
         self._expiry = expiry
 
     async def UpsertOffer(self, request: admin_pb.UpsertOfferRequest, context: Context) -> pb.Offer:
         _required(request, "offer")
-        return await self._admin.upsert_offer(request.offer)
+        offer = convert.offer_from_pb(request.offer)
+        keep_status = request.offer.status == pb.OFFER_STATUS_UNSPECIFIED  # an edit keeps a paused offer paused
+        return convert.offer_to_pb(await self._admin.upsert_offer(offer, keep_status=keep_status))
 
     async def GetOffer(self, request: admin_pb.GetOfferRequest, context: Context) -> pb.Offer:
-        return await self._admin.get_offer(request.offer_id)
+        return convert.offer_to_pb(await self._admin.get_offer(request.offer_id))
 
     async def ListOffers(self, request: admin_pb.ListOffersRequest, context: Context) -> admin_pb.ListOffersResponse:
         offers, token = await self._admin.list_offers(request.include_archived, request.page_size, request.page_token)
-        return admin_pb.ListOffersResponse(offers=offers, next_page_token=token)
+        return admin_pb.ListOffersResponse(offers=[convert.offer_to_pb(o) for o in offers], next_page_token=token)
 
     async def ArchiveOffer(self, request: admin_pb.ArchiveOfferRequest, context: Context) -> pb.Offer:
-        return await self._admin.archive_offer(request.offer_id)
+        return convert.offer_to_pb(await self._admin.archive_offer(request.offer_id))
 
     async def PauseOffer(self, request: admin_pb.PauseOfferRequest, context: Context) -> pb.Offer:
-        return await self._admin.pause_offer(request.offer_id)
+        return convert.offer_to_pb(await self._admin.pause_offer(request.offer_id))
 
     async def ResumeOffer(self, request: admin_pb.ResumeOfferRequest, context: Context) -> pb.Offer:
-        return await self._admin.resume_offer(request.offer_id)
+        return convert.offer_to_pb(await self._admin.resume_offer(request.offer_id))
 
     async def SetTierPolicy(self, request: admin_pb.SetTierPolicyRequest, context: Context) -> pb.TierPolicy:
-        return await self._admin.set_tier_policy(request.policy)
+        rules = convert.tier_rules_from_pb(request.policy)
+        return _tier_policy(await self._admin.set_tier_policy(rules))
 
     async def GetTierPolicy(self, request: admin_pb.GetTierPolicyRequest, context: Context) -> pb.TierPolicy:
-        return await self._admin.get_tier_policy()
+        return _tier_policy(await self._admin.get_tier_policy())
 
     async def ExpirePoints(
         self, request: admin_pb.ExpirePointsRequest, context: Context
@@ -171,9 +163,9 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
 
     async def UpsertStore(self, request: admin_pb.UpsertStoreRequest, context: Context) -> pb.Store:
         _required(request, "store")
-        return convert.store_to_pb(await self._admin.upsert_store(request.store))
+        return convert.store_to_pb(await self._admin.upsert_store(convert.store_from_pb(request.store)))
 
     async def UpsertCustomer(self, request: admin_pb.UpsertCustomerRequest, context: Context) -> pb.CustomerProfile:
         _required(request, "customer")
-        state = await self._offers.upsert_customer(convert.customer_from_pb(request.customer))
+        state = await self._customers.upsert_customer(convert.customer_from_pb(request.customer))
         return convert.customer_to_pb(state)

@@ -6,18 +6,21 @@
 -- Returns the new count; -1 when it is at zero already (it never goes below); -2 when the counter does not exist
 -- (left missing: its rebuild counts only redemptions committed and not taken back); -3 when it was rebuilt after
 -- the reservation or the return, so there is nothing to give back.
-local raw = redis.call("GET", KEYS[1])
+local counter_key, epoch_key = KEYS[1], KEYS[2]
+local reserved_epoch, returned_at_ms = ARGV[1], tonumber(ARGV[2])
+
+local raw = redis.call("GET", counter_key)
 if not raw then
   return -2
 end
-local epoch = redis.call("GET", KEYS[2]) or "0"
-if ARGV[1] ~= "" and ARGV[1] ~= epoch then
+local epoch = redis.call("GET", epoch_key) or "0"
+if reserved_epoch ~= "" and reserved_epoch ~= epoch then
   return -3
 end
-if tonumber(ARGV[2]) > 0 and tonumber(epoch) >= tonumber(ARGV[2]) * 1000 then
+if returned_at_ms > 0 and tonumber(epoch) >= returned_at_ms * 1000 then
   return -3
 end
 if tonumber(raw) <= 0 then
   return -1
 end
-return redis.call("DECR", KEYS[1])
+return redis.call("DECR", counter_key)

@@ -5,12 +5,15 @@
 -- (nothing changed either way). The counter is created when the offer is (admin) or rebuilt from SQL; a missing
 -- one was lost (a Redis restart without persistence, a flush, a failover) and must never count again from zero.
 -- The epoch tells the caller's later release or confirmation whether the counter was rebuilt meanwhile.
-local raw = redis.call("GET", KEYS[1])
+local counter_key, epoch_key = KEYS[1], KEYS[2]
+local limit = tonumber(ARGV[1])
+
+local raw = redis.call("GET", counter_key)
 if not raw then
   return {-2, ""}
 end
-local epoch = redis.call("GET", KEYS[2]) or "0"
-if tonumber(raw) >= tonumber(ARGV[1]) then
+local epoch = redis.call("GET", epoch_key) or "0"
+if tonumber(raw) >= limit then
   return {-1, epoch}
 end
-return {redis.call("INCR", KEYS[1]), epoch}
+return {redis.call("INCR", counter_key), epoch}

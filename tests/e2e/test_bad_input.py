@@ -12,8 +12,7 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
-from server.demo import demo_offer
-from tests.support.builders import DRESS, SHOES, basket, commit_request
+from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
 
 
 @pytest.fixture(scope="module")

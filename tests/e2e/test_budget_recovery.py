@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import grpc
 import pytest
@@ -21,10 +18,9 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
-from store.records import PurchaseRecord
-from store.redis_state import CommitResult
+from store.sql_budgets import SqlBudgets
+from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
-from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
 from tests.support.builders import basket, bonus_offer, commit_request
 from tests.support.server_thread import ServerThread
 from tests.support.waiting import wait_until
@@ -41,8 +37,8 @@ def start_server(
     if request.param == "sqlite":
         yield lambda **overrides: make_server(**{"demo_data": True, **overrides})
         return
-    admin = _postgres_admin_engine()  # skips with the reason when PostgreSQL is not there
-    schema = "e2e_" + uuid.uuid4().hex[:16]
+    # Set up while this fixture is, so dropped after it stopped its servers (skips when PostgreSQL is not there).
+    schema = str(request.getfixturevalue("postgres_schema"))
     started: list[ServerThread] = []
 
     def start(**overrides: object) -> ServerThread:
@@ -57,9 +53,6 @@ def start_server(
     finally:
         for server in started:
             server.stop()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
 
 
 def scarf_offer(tier: str, limit: int) -> pb.Offer:
@@ -211,35 +204,6 @@ def test_servers_rebuilding_the_same_counter_at_once_agree(
     assert shop.counter() == b"3"
 
 
-def test_a_commit_in_flight_when_the_counter_is_lost_is_counted(
-    start_server: Callable[..., ServerThread], shop_factory: Callable[..., Shop], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server = start_server()
-    shop = shop_factory([server], limit=2)
-    assert shop.got_it(shop.buy())
-    server.drain()
-    alice, bob = shop.member(), shop.member()
-    customers = server.service.customers
-    commit = customers.commit
-    lost = threading.Event()
-
-    async def commit_late(record: PurchaseRecord, **kwargs: Any) -> CommitResult:
-        if record.customer_id == alice:  # her reservation was taken before the loss; her commit lands after it
-            await customers.redis.delete(customers.keys.offer_redemptions(shop.offer_id))
-            lost.set()
-            await asyncio.sleep(0.2)
-        return await commit(record, **kwargs)
-
-    monkeypatch.setattr(customers, "commit", commit_late)
-    with ThreadPoolExecutor(2) as pool:
-        alices = pool.submit(shop.buy, alice)
-        assert lost.wait(10)
-        bobs = pool.submit(shop.buy, bob)  # finds the counter lost while Alice's commit is still on its way
-        assert shop.got_it(alices.result(30))
-        assert shop.sold_out(bobs.result(30).evaluation)
-    assert shop.counter() == b"2"
-
-
 def test_redemptions_still_in_the_outbox_count_too(
     start_server: Callable[..., ServerThread], shop_factory: Callable[..., Shop]
 ) -> None:
@@ -254,7 +218,7 @@ def test_redemptions_still_in_the_outbox_count_too(
     assert sum(shop.got_it(r) for r in receipts) == 1
     assert shop.counter() == b"4"
     server.drain()  # and SQL agrees once written
-    assert server.service.repo.offer_redemptions(shop.offer_id) == 4
+    assert SqlBudgets(server.service.sql_engine).offer_redemptions(shop.offer_id) == 4
 
 
 def test_a_return_after_the_loss_gives_its_redemption_back_once(
@@ -315,101 +279,5 @@ def test_listing_after_a_loss_rebuilds_the_counter_so_a_sold_out_offer_stops_sho
     assert shop.offer_id not in {o.offer_id for o in listed.offers}
 
 
-# -- races with reservations and returns in flight (kept from a review's reproductions) --------------------------
-
-HAT = ("hat-1", "SKU-HAT", "hats", 1, 3_000)
-
-
-def hat_offer(tier: str, limit: int) -> pb.Offer:
-    return bonus_offer(tier, "hats", 200, limit=limit)
-
-
-def test_a_commit_holds_no_reservation_while_another_offers_counter_is_rebuilt(
-    start_server: Callable[..., ServerThread], shop_factory: Callable[..., Shop], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A basket with two budgeted offers; Redis loses both counters after the first is reserved. Holding it through
-    the second's rebuild (half a second and more) would let the first's own rebuild miss it: the first offer
-    would sell once more than its budget."""
-    server = start_server()
-    shop = shop_factory([server], limit=100)  # Y = scarf offer, big budget
-    x = hat_offer(shop.tier, 2)  # X = hat offer, budget 2 (reserved first: applied_offers lists it first)
-    shop.admin.UpsertOffer(admin_pb.UpsertOfferRequest(offer=x))
-    wait_until(lambda: server.run(_has(server, x.offer_id)), message="catalog change not picked up")
-    first = shop.till.CommitPurchase(commit_request(basket(shop.member(), HAT)))
-    assert [a.offer_id for a in first.evaluation.applied_offers] == [x.offer_id]  # X: 1 of 2 used
-    server.drain()
-
-    alice, bob = shop.member(), shop.member()
-    customers = server.service.customers
-    keys = customers.keys
-    reserve = customers.reserve_budget
-    lost = threading.Event()
-    fired = False
-
-    async def reserve_then_lose(offer_id: str, limit: int) -> Any:
-        nonlocal fired
-        result = await reserve(offer_id, limit)
-        if offer_id == x.offer_id and not fired and result[0] == "reserved":
-            fired = True  # Alice holds X (2 of 2); now Redis loses the counters (a flush, a failover)
-            await customers.redis.delete(keys.offer_redemptions(x.offer_id), keys.offer_redemptions(shop.offer_id))
-            lost.set()
-            await asyncio.sleep(0.05)  # let Bob's till reach X's lost counter first (any concurrent till may)
-        return result
-
-    monkeypatch.setattr(customers, "reserve_budget", reserve_then_lose)
-    with ThreadPoolExecutor(2) as pool:
-        alices = pool.submit(shop.till.CommitPurchase, commit_request(basket(alice, SCARF, HAT)))
-        assert lost.wait(10)
-        bobs = pool.submit(shop.till.CommitPurchase, commit_request(basket(bob, HAT)))
-        alices.result(30), bobs.result(30)
-    server.drain()
-    sold = server.service.repo.offer_redemptions(x.offer_id)
-    assert sold <= 2, f"offer X has a budget of 2 but was earned {sold} times"
-
-
-async def _has(server: ServerThread, offer_id: str) -> bool:
-    return server.service.catalog.current.offer(offer_id) is not None
-
-
-def test_a_return_released_after_a_rebuild_that_left_it_out_gives_nothing_back_twice(
-    start_server: Callable[..., ServerThread], shop_factory: Callable[..., Shop], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Redis loses the counter right after a return's record is written and its release comes late (a stalled
-    loop): the rebuild already left that redemption out, so the release must not give it back again."""
-    server = start_server()
-    shop = shop_factory([server], limit=2)
-    alice = shop.member()
-    bought = commit_request(basket(alice, SCARF))
-    assert shop.got_it(shop.till.CommitPurchase(bought)) and shop.got_it(shop.buy())
-    server.drain()
-    customers = server.service.customers
-    release = customers.release_budget
-    returned = threading.Event()
-
-    async def slow_release(offer_id: str, **kwargs: Any) -> Any:
-        # The return script ran; Redis loses the counter; this release is slow (loop stall, slow Redis) by 1 s.
-        await customers.redis.delete(customers.keys.offer_redemptions(offer_id))
-        returned.set()
-        await asyncio.sleep(1.0)
-        return await release(offer_id, **kwargs)
-
-    monkeypatch.setattr(customers, "release_budget", slow_release)
-    with ThreadPoolExecutor(2) as pool:
-        back = pool.submit(
-            shop.till.ReturnPurchase,
-            svc.ReturnPurchaseRequest(
-                return_id=f"ret-{uuid.uuid4().hex[:12]}",
-                transaction_id=bought.transaction_id,
-                customer_id=alice,
-                lines=[svc.ReturnLine(line_id=SCARF[0], quantity=1)],
-            ),
-        )
-        assert returned.wait(10)
-        carol = pool.submit(shop.buy)  # rebuilds: 2 sold - 1 returned = 1, takes the 2nd
-        assert shop.got_it(carol.result(30))
-        back.result(30)
-    monkeypatch.setattr(customers, "release_budget", release)
-    shop.buy()
-    server.drain()
-    kept = server.service.repo.offer_redemptions(shop.offer_id)
-    assert kept <= 2
+# The races with reservations and returns in flight (a review's reproductions) are chosen with gates on the use
+# cases' fakes (tests/usecases/test_races.py) and on the counters' scripts (tests/integration/test_budget_counters.py).

@@ -14,10 +14,11 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
-from server.demo import demo_customer, demo_offer
+from server.demo import demo_customer
 from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha
-from tests.support.builders import DRESS, SHOES, basket, commit_request
+from tests.integration.sql_queries import ledger_balance, list_categories
+from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
 from tests.support.server_thread import ServerThread
 
 
@@ -130,7 +131,7 @@ def test_upserting_a_customer_keeps_sql_ledger_equal_to_balance(
     assert after.points_balance == 2_000
     assert "shoes" in after.categories_purchased  # an import adds categories, never forgets purchases
     demo_server.drain()
-    assert demo_server.service.repo.ledger_balance(member) == 2_000
+    assert ledger_balance(demo_server.service.sql_engine, member) == 2_000
 
 
 def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) -> None:
@@ -143,7 +144,7 @@ def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) 
         for member in members:
             till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
     assert first.run(first.service.writer.backlog()) >= 3 + 3
-    assert all(first.service.repo.ledger_balance(member) == 0 for member in members)
+    assert all(ledger_balance(first.service.sql_engine, member) == 0 for member in members)
     settings = first.settings
     first.stop()
 
@@ -155,10 +156,10 @@ def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) 
         writer_claim_idle_ms=0,
     )
     second.drain()
-    repo = second.service.repo
+    engine = second.service.sql_engine
     for member in members:
-        assert repo.ledger_balance(member) == 500 + 329
-        assert "shoes" in repo.list_categories(member)
+        assert ledger_balance(engine, member) == 500 + 329
+        assert "shoes" in list_categories(engine, member)
 
 
 def test_unknown_customer_commit_is_not_found_and_frees_the_id(

@@ -17,6 +17,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from server.demo import demo_customer
 from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha, visit
+from tests.integration.sql_queries import ledger_balance
 from tests.support.builders import DRESS, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -46,8 +47,8 @@ def test_inactive_members_points_expire_once_and_active_members_keep_theirs(
         server.drain()
         again = admin.ExpirePoints(admin_pb.ExpirePointsRequest())  # safe to run twice
         assert again.points_expired == 0
-        repo = server.service.repo
-        assert repo.ledger_balance(idle) == 0 and repo.ledger_balance(active) == 620
+        engine = server.service.sql_engine
+        assert ledger_balance(engine, idle) == 0 and ledger_balance(engine, active) == 620
 
 
 def test_expiry_is_off_by_default(make_server: Callable[..., ServerThread]) -> None:
@@ -81,7 +82,7 @@ def test_points_that_come_back_after_an_expiry_expire_again_in_redis_and_sql(
         server.drain()
         assert admin.ExpirePoints(admin_pb.ExpirePointsRequest()).points_expired == 300
         server.drain()
-        assert server.service.repo.ledger_balance(idle) == 0  # SQL took both, not only the first
+        assert ledger_balance(server.service.sql_engine, idle) == 0  # SQL took both, not only the first
 
 
 def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_buy(
@@ -104,7 +105,7 @@ def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_b
 
         def ttl(member: str) -> int:
             async def read() -> int:
-                return int(await customers.redis.ttl(customers.keys.profile(member)))
+                return int(await customers.redis.ttl(customers.keys.customer(member).profile))
 
             return server.run(read())
 
@@ -122,8 +123,8 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
     her from scratch (SQL would get her whole balance and lifetime value again as deltas)."""
     server = make_server(demo_data=True, points_expire_after_days=30)
     customers = server.service.customers
-    k = customers.keys
     cid = f"cust-ttl-{uuid.uuid4().hex[:8]}"
+    k = customers.keys.customer(cid)
     with grpc.insecure_channel(server.target) as channel:
         admin, till = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
         profile = customer_to_pb(demo_customer(cid))
@@ -132,7 +133,7 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
         till.CommitPurchase(sale)
         server.drain()
         server.run(customers.forget_customer(cid))
-        server.run(server.service.offers.rehydrate(cid, keep_s=3600))  # as the expiry job does
+        server.run(server.service.components.customers.rehydrate(cid, keep_s=3600))  # as the expiry job does
         before = till.GetProfile(svc.GetProfileRequest(customer_id=cid))
 
         upsert = customers.upsert_customer
@@ -144,7 +145,7 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
             if fired:
                 return await upsert(state, record, **kw)
             fired.append(1)
-            for key in (k.profile(cid), k.categories(cid), k.offer_uses(cid), k.ledger(cid)):
+            for key in (k.profile, k.categories, k.offer_uses, k.ledger):
                 # An expiry time already past: Redis lets the key go at once, with no wait for a clock to tick.
                 await customers.redis.pexpireat(key, 1)
             return await upsert(state, record, **kw)

@@ -15,6 +15,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from server.demo import demo_customer
 from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha
+from tests.integration.sql_queries import ledger_balance
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -60,7 +61,7 @@ def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(
         server.drain()
         repo = server.service.repo
         now = till.GetProfile(svc.GetProfileRequest(customer_id=member))
-        assert repo.ledger_balance(member) == now.points_balance - now.points_debt
+        assert ledger_balance(server.service.sql_engine, member) == now.points_balance - now.points_debt
         snapshot = repo.load_customer(member, receipts_since=now.last_purchase_at.ToDatetime().astimezone())
         assert snapshot is not None
         # The same entries, by the same ids (SQL orders entries of one instant by id, Redis by when appended).

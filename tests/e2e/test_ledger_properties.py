@@ -19,10 +19,9 @@ points") predicts every receipt and the profile after each step; invariants that
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
@@ -38,10 +37,11 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
+from domain.ids import void_return_id
 from server.demo import OFFER_ID
-from store.ids import void_return_id
+from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
-from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
+from tests.integration.sql_queries import ledger_balance, pending_points
 from tests.support.server_thread import ServerThread
 
 CATEGORIES = ("dresses", "shoes", "bags", "others")
@@ -527,11 +527,11 @@ class LoyaltyMachine(RuleBasedStateMachine):
         from SQL, and everything after goes on as if nothing happened (replays still replay)."""
         self.server.drain()
         customers, member = self.server.service.customers, self.member
-        k = customers.keys
+        k = customers.keys.customer(member)
         purchases = [p.transaction_id for p in self.purchases]
         returns = [r.return_id for p in self.purchases for r, _ in p.returns]
         returns += [void_return_id(p.transaction_id) for p in self.purchases if p.voided]
-        names = [k.returned(member, t) for t in purchases] + [k.return_record(member, r) for r in returns]
+        names = [k.returned(t) for t in purchases] + [k.return_record(r) for r in returns]
 
         async def lose_her() -> None:
             await customers.forget_customer(member, purchases)
@@ -584,9 +584,9 @@ class LoyaltyMachine(RuleBasedStateMachine):
         assert set(profile.categories_purchased) == a.categories
         if sql:
             self.server.drain()
-            repo = self.server.service.repo
-            assert repo.ledger_balance(self.member) == profile.points_balance - profile.points_debt
-            pending_sql = sum(points for _, points in repo.pending_points(self.member, datetime.now(UTC)))
+            engine = self.server.service.sql_engine
+            assert ledger_balance(engine, self.member) == profile.points_balance - profile.points_debt
+            pending_sql = sum(points for _, points in pending_points(engine, self.member, datetime.now(UTC)))
             assert pending_sql == a.pending_entries
             assert pending_sql >= profile.points_pending
 
@@ -615,7 +615,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         )
         assert (end.lifetime_value_minor, end.spend_12m_minor) == (start.lifetime_value_minor, start.spend_12m_minor)
         assert end.purchase_count == start.purchase_count + sum(not p.voided for p in self.purchases)
-        assert self.server.service.repo.pending_points(self.member, datetime.now(UTC)) == []
+        assert pending_points(self.server.service.sql_engine, self.member, datetime.now(UTC)) == []
         snapshot = self.server.service.repo.load_customer(self.member, receipts_since=datetime.now(UTC) - timedelta(1))
         assert snapshot is not None
         assert (snapshot.points_balance, snapshot.points_debt, snapshot.lifetime_value_minor) == (
@@ -625,20 +625,12 @@ class LoyaltyMachine(RuleBasedStateMachine):
         )
 
 
-@contextlib.contextmanager
-def profile_database(backend: str) -> Iterator[dict[str, str]]:
-    """SQLite (make_server's default) or a fresh PostgreSQL schema, dropped afterwards."""
+def profile_database(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
+    """make_server's settings for SQLite (its default) or for a fresh PostgreSQL schema, dropped after the test;
+    skips, saying why, when PostgreSQL is not there."""
     if backend == "sqlite":
-        yield {}
-        return
-    admin = _postgres_admin_engine()  # skips, saying why, when PostgreSQL is not there
-    schema = "props_" + uuid.uuid4().hex[:16]
-    try:
-        yield {"database_url": postgres_url(), "database_schema": schema}
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
+        return {}
+    return {"database_url": postgres_url(), "database_schema": str(request.getfixturevalue("postgres_schema"))}
 
 
 @pytest.mark.timeout(600)  # passing takes seconds; a failure shrinks (Hypothesis stops after 5 min) to a short story
@@ -651,18 +643,17 @@ def profile_database(backend: str) -> Iterator[dict[str, str]]:
     ],
 )
 def test_random_purchases_returns_and_voids_keep_the_books(
-    make_server: Callable[..., ServerThread], backend: str, pending_days: int
+    request: pytest.FixtureRequest, make_server: Callable[..., ServerThread], backend: str, pending_days: int
 ) -> None:
-    with profile_database(backend) as database:
-        server = make_server(demo_data=True, points_pending_days=pending_days, **database)
-        with grpc.insecure_channel(server.target) as channel:
+    server = make_server(demo_data=True, points_pending_days=pending_days, **profile_database(request, backend))
+    with grpc.insecure_channel(server.target) as channel:
 
-            class Machine(LoyaltyMachine):
-                pass
+        class Machine(LoyaltyMachine):
+            pass
 
-            Machine.server = server
-            Machine.till = svc_grpc.OfferServiceStub(channel)
-            Machine.admin = admin_grpc.OfferAdminStub(channel)
-            Machine.pending_days = pending_days
-            run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
-            server.stop()  # before its schema goes
+        Machine.server = server
+        Machine.till = svc_grpc.OfferServiceStub(channel)
+        Machine.admin = admin_grpc.OfferAdminStub(channel)
+        Machine.pending_days = pending_days
+        run_state_machine_as_test(Machine, settings=MACHINE_SETTINGS)
+        server.stop()  # before its schema goes

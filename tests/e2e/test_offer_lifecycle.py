@@ -17,9 +17,8 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
-from server.demo import demo_offer
 from tests.e2e.conftest import clone_samantha
-from tests.support.builders import DRESS, SHOES, basket, commit_request
+from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
 from tests.support.server_thread import ServerThread
 
 

@@ -13,6 +13,7 @@ from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 
 from tests.e2e.conftest import clone_samantha, visit
+from tests.integration.sql_queries import ledger_balance, pending_points
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -93,9 +94,9 @@ def test_a_return_within_the_window_takes_back_pending_points_and_leaves_no_debt
             after = v.profile()
             outcomes[days] = (back.points_debt_after, after.points_balance, after.points_pending)
             server.drain()
-            repo = server.service.repo
-            assert repo.ledger_balance(member) == after.points_balance - after.points_debt
-            assert repo.pending_points(member, datetime.now(UTC)) == []
+            engine = server.service.sql_engine
+            assert ledger_balance(engine, member) == after.points_balance - after.points_debt
+            assert pending_points(engine, member, datetime.now(UTC)) == []
     assert outcomes[0] == (329, 0, 0)  # she spent points she then had to give back
     assert outcomes[14] == (0, 0, 0)  # she could only spend her 500: the 329 went back untouched
 
@@ -136,7 +137,7 @@ def assert_pending_points_survive_a_rebuild(server: ServerThread) -> None:
         before = v.profile()
         assert before.points_pending == 329 + 120
         server.drain()
-        assert sum(p for _, p in server.service.repo.pending_points(member, datetime.now(UTC))) == 329 + 120
+        assert sum(p for _, p in pending_points(server.service.sql_engine, member, datetime.now(UTC))) == 329 + 120
 
         server.run(server.service.customers.forget_customer(member, [sale.transaction_id]))
         rebuilt = v.profile()

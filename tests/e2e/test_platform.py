@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
+from tests.integration.sql_queries import ledger_balance
 from tests.support.server_thread import ServerThread
 from tests.support.waiting import wait_until
 
@@ -94,7 +95,7 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
 
     def wait_for_sql(member: str, points: int) -> None:
         wait_until(
-            lambda: server.service.repo.ledger_balance(member) == points,
+            lambda: ledger_balance(server.service.sql_engine, member) == points,
             timeout=30,
             interval=0.05,
             message="purchase never reached SQL",

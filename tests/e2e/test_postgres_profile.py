@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -11,29 +10,18 @@ from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
+from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
 from tests.e2e.test_pending_points import assert_pending_points_survive_a_rebuild
-from tests.integration.sql_fixtures import _postgres_admin_engine, postgres_url
+from tests.integration.sql_queries import ledger_balance, list_categories
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    admin = _postgres_admin_engine()  # skips with the reason when PostgreSQL is not there
-    schema = "e2e_" + uuid.uuid4().hex[:16]
-    try:
-        yield schema
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
-
-
-def test_story_on_postgres_including_redis_loss(make_server: Callable[..., ServerThread], pg_schema: str) -> None:
-    server = make_server(demo_data=True, database_url=postgres_url(), database_schema=pg_schema)
+def test_story_on_postgres_including_redis_loss(postgres_schema: str, make_server: Callable[..., ServerThread]) -> None:
+    server = make_server(demo_data=True, database_url=postgres_url(), database_schema=postgres_schema)
     with grpc.insecure_channel(server.target) as channel:
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
@@ -41,9 +29,9 @@ def test_story_on_postgres_including_redis_loss(make_server: Callable[..., Serve
         receipt = till.CommitPurchase(request)
         assert [a.offer_id for a in receipt.evaluation.applied_offers] == ["dress-shoes-2x"]
         server.drain()
-        repo = server.service.repo
-        assert repo.ledger_balance(member) == 500 + 329
-        assert "shoes" in repo.list_categories(member)
+        engine = server.service.sql_engine
+        assert ledger_balance(engine, member) == 500 + 329
+        assert "shoes" in list_categories(engine, member)
 
         server.run(server.service.customers.forget_customer(member, [request.transaction_id]))
         again = till.CommitPurchase(request)
@@ -52,6 +40,10 @@ def test_story_on_postgres_including_redis_loss(make_server: Callable[..., Serve
         assert profile.points_balance == 500 + 329 and "shoes" in profile.categories_purchased
 
 
-def test_pending_points_on_postgres_survive_a_rebuild(make_server: Callable[..., ServerThread], pg_schema: str) -> None:
-    server = make_server(demo_data=True, database_url=postgres_url(), database_schema=pg_schema, points_pending_days=14)
+def test_pending_points_on_postgres_survive_a_rebuild(
+    postgres_schema: str, make_server: Callable[..., ServerThread]
+) -> None:
+    server = make_server(
+        demo_data=True, database_url=postgres_url(), database_schema=postgres_schema, points_pending_days=14
+    )
     assert_pending_points_survive_a_rebuild(server)

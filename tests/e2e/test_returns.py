@@ -16,6 +16,7 @@ from posoffers.v1 import types_pb2 as pb
 
 from server.demo import OFFER_ID
 from tests.e2e.conftest import clone_samantha, visit
+from tests.integration.sql_queries import ledger_balance, list_categories
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
@@ -82,7 +83,7 @@ def test_returning_the_shoes_takes_back_their_points_and_the_dress_bonus(
     snapshot = repo.load_customer(member, receipts_since=datetime.now(UTC) - timedelta(days=1))
     assert snapshot is not None
     assert snapshot.points_balance == after.points_balance and snapshot.points_debt == 0
-    assert repo.ledger_balance(member) == after.points_balance
+    assert ledger_balance(demo_server.service.sql_engine, member) == after.points_balance
     assert snapshot.lifetime_value_minor == before.lifetime_value_minor
 
 
@@ -116,8 +117,8 @@ def test_a_return_never_drives_the_balance_below_zero_and_the_debt_is_repaid_fir
     assert now.points_balance == later.evaluation.points_earned - repaid
 
     demo_server.drain()
-    repo = demo_server.service.repo
-    assert repo.ledger_balance(member) == now.points_balance - now.points_debt
+    engine = demo_server.service.sql_engine
+    assert ledger_balance(engine, member) == now.points_balance - now.points_debt
 
 
 def test_bad_returns_are_refused_naming_the_field(stub: svc_grpc.OfferServiceStub, fresh_customer_id: str) -> None:
@@ -210,7 +211,7 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
         again = till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
         assert [a.offer_id for a in again.evaluation.applied_offers] == [OFFER_ID]
         server.drain()
-        assert server.service.repo.list_categories(member) == ["dresses", "shoes"]  # the second sale's
+        assert list_categories(server.service.sql_engine, member) == ["dresses", "shoes"]  # the second sale's
 
         other = v.another_member()
         first = commit_request(basket(other, SHOES))
@@ -219,16 +220,16 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
         till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=first.transaction_id, customer_id=other))
         assert "shoes" in v.profile(other).categories_purchased
         server.drain()
-        assert "shoes" in server.service.repo.list_categories(other)
+        assert "shoes" in list_categories(server.service.sql_engine, other)
 
         voided_alone = v.another_member()
         only = commit_request(basket(voided_alone, SHOES))
         till.CommitPurchase(only)
         server.drain()  # SQL has her shoes before the void arrives
-        assert "shoes" in server.service.repo.list_categories(voided_alone)
+        assert "shoes" in list_categories(server.service.sql_engine, voided_alone)
         till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=only.transaction_id, customer_id=voided_alone))
         server.drain()
-        assert server.service.repo.list_categories(voided_alone) == ["dresses"]
+        assert list_categories(server.service.sql_engine, voided_alone) == ["dresses"]
 
 
 def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., ServerThread]) -> None:
@@ -242,16 +243,16 @@ def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., Se
         first = return_request(member, purchase.transaction_id, ("sock-1", 2))
         till.ReturnPurchase(first)
         server.drain()
-        k, redis = server.service.customers.keys, server.service.redis
+        k, redis = server.service.customers.keys.customer(member), server.service.redis
 
         async def lose_her() -> None:
             await redis.delete(
-                k.profile(member),
-                k.categories(member),
-                k.offer_uses(member),
-                k.transaction(member, purchase.transaction_id),
-                k.returned(member, purchase.transaction_id),
-                k.return_record(member, first.return_id),
+                k.profile,
+                k.categories,
+                k.offer_uses,
+                k.transaction(purchase.transaction_id),
+                k.returned(purchase.transaction_id),
+                k.return_record(first.return_id),
             )
 
         server.run(lose_her())
@@ -308,7 +309,7 @@ def test_returns_of_purchases_redis_no_longer_keeps_go_through_sql_once(
 
         async def expire_receipt() -> None:  # what the retention window does after 30 days
             await redis.delete(
-                k.transaction(member, purchase.transaction_id), k.transaction_claim(purchase.transaction_id)
+                k.customer(member).transaction(purchase.transaction_id), k.transaction_claim(purchase.transaction_id)
             )
 
         server.run(expire_receipt())

@@ -14,9 +14,10 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
-from server.demo import OFFER_ID, demo_offer
+from server.demo import OFFER_ID
 from tests.e2e.conftest import clone_samantha
-from tests.support.builders import DRESS, SHOES, basket, commit_request
+from tests.integration.sql_queries import ledger_balance
+from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
 from tests.support.server_thread import ServerThread
 
 
@@ -93,7 +94,7 @@ def test_the_whole_story(
     assert snapshot.points_balance == after.points_balance
     assert snapshot.lifetime_value_minor == after.lifetime_value_minor
     assert "shoes" in snapshot.categories and snapshot.purchase_count == 1
-    assert repo.ledger_balance(member) == after.points_balance
+    assert ledger_balance(demo_server.service.sql_engine, member) == after.points_balance
 
 
 @pytest.mark.parametrize(

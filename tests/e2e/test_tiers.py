@@ -58,10 +58,10 @@ def test_a_purchase_crossing_the_threshold_upgrades_the_tier_and_the_next_one_ea
         )
         assert snapshot is not None and snapshot.tier == "gold"
         # Redis loses her: the rebuilt profile keeps the rolling spend.
-        k, redis = server.service.customers.keys, server.service.redis
+        k, redis = server.service.customers.keys.customer(member), server.service.redis
 
         async def lose_her() -> None:
-            await redis.delete(k.profile(member), k.categories(member), k.offer_uses(member), k.spend(member))
+            await redis.delete(k.profile, k.categories, k.offer_uses, k.spend)
 
         server.run(lose_her())
         rebuilt = till.GetProfile(svc.GetProfileRequest(customer_id=member))

@@ -180,19 +180,7 @@ class Member:
         voided: bool = False,
     ) -> ReturnRecord:
         """Returns `quantities` of `bought`'s lines; a lost offer takes the bonus of its lines back whole."""
-        by_id = {ln.line_id: ln for ln in bought.lines}
-        lines = []
-        for line_id, quantity in quantities.items():
-            bought_line = by_id[line_id]
-            lost_bonus = bought_line.bonus_points if set(bought_line.offer_ids) & set(offers_lost) else 0
-            lines.append(
-                ReturnLineRecord(
-                    line_id=line_id,
-                    quantity=quantity,
-                    points_reversed=bought_line.base_points * quantity // bought_line.quantity + lost_bonus,
-                    value_minor=bought_line.unit_price_minor * quantity,
-                )
-            )
+        lines = returned_lines(bought, quantities, offers_lost)
         reversed_ = sum(ln.points_reversed for ln in lines)
         value = sum(ln.value_minor for ln in lines)
         ledger = []
@@ -231,3 +219,24 @@ class Member:
             receipt_b64=_b64(return_receipt(return_id)),
             ledger=ledger,
         )
+
+
+def returned_lines(
+    bought: PurchaseRecord, quantities: dict[str, int], offers_lost: tuple[str, ...]
+) -> list[ReturnLineRecord]:
+    """The return lines of `quantities` (line_id -> quantity) of `bought`: base points pro rata, and the whole bonus
+    of a line whose offer is lost."""
+    by_id = {ln.line_id: ln for ln in bought.lines}
+    lines = []
+    for line_id, quantity in quantities.items():
+        bought_line = by_id[line_id]
+        lost_bonus = bought_line.bonus_points if set(bought_line.offer_ids) & set(offers_lost) else 0
+        lines.append(
+            ReturnLineRecord(
+                line_id=line_id,
+                quantity=quantity,
+                points_reversed=bought_line.base_points * quantity // bought_line.quantity + lost_bonus,
+                value_minor=bought_line.unit_price_minor * quantity,
+            )
+        )
+    return lines

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
-from store import redis_state
 from store.records import LedgerEntry, OutboxRecord, dump_record
+from store.redis_limits import RedisLimits
 from store.redis_state import CustomerStore
-from store.sql_repo import ProfileRepository
+from store.sql_budgets import SqlBudgets
+from store.sql_outbox import SqlOutboxSink
 
 from .records_builders import DAY, T0, Member, line
-from .redis_fixtures import fixture_store  # noqa: F401  (a fixture)
-from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
-    fixture_profile_repo,
-    fixture_sql_backend,
-    fixture_sql_engine,
-    fixture_sql_target,
-)
 
 OFFER = "scarf-500"
 
@@ -107,20 +99,22 @@ async def test_the_outbox_scan_finds_exactly_the_records_of_the_offer(store: Cus
     assert nothing is not None and nothing.purchases == () and nothing.returns == ()
 
 
-async def test_an_outbox_too_long_to_look_through_is_refused(
-    store: CustomerStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(redis_state, "OUTBOX_SCAN_LIMIT", 3)
+async def test_an_outbox_too_long_to_look_through_is_refused(store: CustomerStore) -> None:
+    small = CustomerStore(store.redis, store.keys, receipt_retention_s=3600, limits=RedisLimits(outbox_scan_limit=3))
     records, _ = _records()
-    for record in records[:4]:
+    for record in records[:3]:
         await store.redis.xadd(store.keys.outbox(1), {"r": dump_record(record), "c": record.customer_id})
-    assert await store.offer_in_outbox(OFFER) is None
+    assert await small.offer_in_outbox(OFFER) is not None  # up to the limit: looked through
+    await store.redis.xadd(store.keys.outbox(1), {"r": dump_record(records[3]), "c": records[3].customer_id})
+    assert await small.offer_in_outbox(OFFER) is None
 
 
 # -- the count in SQL --------------------------------------------------------------------------------------------
 
 
-def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(profile_repo: ProfileRepository) -> None:
+def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(
+    sink: SqlOutboxSink, budgets: SqlBudgets
+) -> None:
     a, b = Member("a"), Member("b")
     records: list[OutboxRecord] = [a.crm(at=T0, balance=0, ltv=0), b.crm(at=T0, balance=0, ltv=0)]
     scarf = [line("1", "scarves", 1, 4000, offer=OFFER), line("2", "socks", 1, 500)]
@@ -131,30 +125,30 @@ def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(profile_r
     # a0 taken back whole; a1 only partly (the socks): still a redemption
     records.append(a.return_("ra0", bought[0], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)))
     records.append(a.return_("ra1", bought[1], at=T0 + 2 * DAY, quantities={"2": 1}))
-    assert profile_repo.apply_records(records) == len(records)
-    assert profile_repo.offer_redemptions(OFFER) == 4
-    assert profile_repo.offer_redemptions(f"{OFFER}-vip") == 1
-    assert profile_repo.offer_redemptions("never-sold") == 0
+    assert sink.apply_records(records) == len(records)
+    assert budgets.offer_redemptions(OFFER) == 4
+    assert budgets.offer_redemptions(f"{OFFER}-vip") == 1
+    assert budgets.offer_redemptions("never-sold") == 0
 
     # The outbox: b1 already in SQL (written, not yet removed from the stream), c0 and c1 only in the outbox; returns
     # of a0 (already counted), of a2 (in SQL), of c0 (outbox only) and of a purchase nobody knows.
-    assert profile_repo.offer_redemptions(OFFER, pending_purchases=["b1", "c0", "c1"]) == 6
+    assert budgets.offer_redemptions(OFFER, pending_purchases=["b1", "c0", "c1"]) == 6
     assert (
-        profile_repo.offer_redemptions(
+        budgets.offer_redemptions(
             OFFER, pending_purchases=["b1", "c0", "c1"], pending_returns=["a0", "a2", "c0", "unknown"]
         )
         == 4
     )
     # Duplicates (a record claimed twice) count once; never below zero.
-    assert profile_repo.offer_redemptions(OFFER, pending_purchases=["c0", "c0"], pending_returns=["a2", "a2"]) == 4
-    assert profile_repo.offer_redemptions(f"{OFFER}-vip", pending_returns=["b-other"]) == 0
+    assert budgets.offer_redemptions(OFFER, pending_purchases=["c0", "c0"], pending_returns=["a2", "a2"]) == 4
+    assert budgets.offer_redemptions(f"{OFFER}-vip", pending_returns=["b-other"]) == 0
 
 
-def test_purchases_sql_refused_still_count_against_the_budget(profile_repo: ProfileRepository) -> None:
+def test_purchases_sql_refused_still_count_against_the_budget(sink: SqlOutboxSink, budgets: SqlBudgets) -> None:
     """Redis applied them (the member got the offer); SQL refused them for good: a rebuild counts them as Redis did."""
     m = Member("m-refused")
     stored = m.purchase("r-1", at=T0, lines=[line("1", "scarves", 1, 4000, offer=OFFER)])
-    assert profile_repo.apply_records([stored]) == 1
+    assert sink.apply_records([stored]) == 1
     clashing = [
         replace(
             m.purchase(txn, at=T0 + DAY, lines=[line("1", "scarves", 1, 4000, offer=OFFER)]),
@@ -162,11 +156,11 @@ def test_purchases_sql_refused_still_count_against_the_budget(profile_repo: Prof
         )
         for txn in ("r-2", "r-3")
     ]
-    assert profile_repo.apply_records(clashing) == 0
-    assert profile_repo.offer_redemptions(OFFER) == 3
+    assert sink.apply_records(clashing) == 0
+    assert budgets.offer_redemptions(OFFER) == 3
     taken_back = replace(
         m.return_("back-3", clashing[1], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)),
         ledger=[LedgerEntry("r-1:earn", "reverse", -1)],  # refused with it
     )
-    assert profile_repo.apply_records([taken_back]) == 0
-    assert profile_repo.offer_redemptions(OFFER) == 2
+    assert sink.apply_records([taken_back]) == 0
+    assert budgets.offer_redemptions(OFFER) == 2

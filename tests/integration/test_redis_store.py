@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import base64
+import json
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from domain.model import CustomerState, GeoPoint
 from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
-from store.records import AppliedOfferRecord, CustomerRecord, LedgerEntry, OutboxRecord, PurchaseRecord
+from store.records import (
+    AppliedOfferRecord,
+    CustomerRecord,
+    LedgerEntry,
+    OutboxRecord,
+    PurchaseLineRecord,
+    PurchaseRecord,
+    dump_record,
+)
+from store.redis_limits import RedisLimits
 from store.redis_state import CustomerStore
-from store.snapshot import CustomerSnapshot
-from store.writer import GROUP, OutboxWriter
-
-from .redis_fixtures import fixture_store  # noqa: F401  (a fixture)
+from store.writer import GROUP, OutboxWriter, parse_entry
+from usecases.ports import StoredTransaction
+from usecases.snapshot import CustomerSnapshot, LedgerRow
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -178,8 +189,12 @@ async def test_scripts_survive_a_script_flush() -> None:
         try:
             store = CustomerStore(client, Keys("flush", 2), receipt_retention_s=60)
             await store.upsert_customer(member(), crm_record("m1"))
+            writer = OutboxWriter(client, store.keys, ListSink(), consumer="w")
+            await writer.drain(timeout_s=5)
             await client.script_flush()
             assert await commit(store, purchase("m1", "t1")) == "ok"  # EVALSHA -> NOSCRIPT -> reloaded
+            await writer.drain(timeout_s=5)  # the writer's script too
+            assert writer.stats.applied == 2 and not await store.has_pending_changes("m1")
         finally:
             await client.aclose()
 
@@ -230,3 +245,106 @@ async def test_an_import_for_a_member_redis_dropped_meanwhile_is_refused_not_cre
     assert await store.upsert_customer(member(), crm_record("m1"), exists=True) is None
     assert (await store.read("m1")).state is None and await store.redis.xlen(outbox) == before
     assert await store.upsert_customer(member(), crm_record("m1")) == (1000, 500)  # a new member: created
+
+
+async def test_a_read_with_a_transaction_or_return_id_writes_nothing(store: CustomerStore) -> None:
+    await store.upsert_customer(member(), crm_record("m1"))
+    claim, return_claim = store.keys.transaction_claim("t1"), store.keys.return_claim("r1")
+    read = await store.read("m1", transaction_id="t1")
+    assert read.state is not None and read.stored is None and read.claim_owner is None
+    for_return = await store.read_for_return("m1", "t1", "r1")
+    assert for_return.owner is None and for_return.return_owner is None
+    assert await store.read("nobody", transaction_id="t1") == (await store.read("nobody"))  # no state, no claim
+    assert await store.redis.exists(claim, return_claim) == 0
+
+
+async def test_a_transaction_or_return_id_is_claimed_once_for_the_retention_window(store: CustomerStore) -> None:
+    assert await store.claim_transaction("t1", "m1") == "m1"
+    assert await store.claim_transaction("t1", "m1") == "m1"  # her retry
+    assert await store.claim_transaction("t1", "m2") == "m1"  # another customer: the first keeps it
+    assert 0 < await store.redis.ttl(store.keys.transaction_claim("t1")) <= 3600
+    assert (await store.read("m2", transaction_id="t1")).claim_owner == "m1"
+
+    assert await store.claim_return("r1", "m2") == "m2"
+    assert await store.claim_return("r1", "m1") == "m2"
+    assert 0 < await store.redis.ttl(store.keys.return_claim("r1")) <= 3600
+    for_return = await store.read_for_return("m1", "t1", "r1")
+    assert (for_return.owner, for_return.return_owner) == ("m1", "m2")
+
+
+async def test_the_scripts_keep_what_the_limits_say(store: CustomerStore) -> None:
+    """No limit is spelled in Lua: the store passes its RedisLimits with each call."""
+    limits = RedisLimits(ledger_keep=3, spend_retention_s=5000, recent_category_window_s=700)
+    small = CustomerStore(store.redis, store.keys, receipt_retention_s=3600, limits=limits)
+    await small.upsert_customer(member(balance=500), crm_record("m1"))  # one "adjust" entry
+    shoes = [PurchaseLineRecord("1", "SHOE", "shoes", 1, 10_000, 100, 0, 0)]
+    for i in range(3):
+        assert await commit(small, replace(purchase("m1", f"t{i}", earned=10 + i), lines=shoes)) == "ok"
+    base, entries = await small.ledger("m1")
+    assert [e["id"] for e in entries] == ["t0:earn", "t1:earn", "t2:earn"] and base == 500
+    state = (await small.read("m1")).state
+    assert state is not None and base + sum(e["p"] for e in entries) == state.points_balance - state.points_debt
+    ck = store.keys.customer("m1")
+    assert 4000 < await store.redis.ttl(ck.spend) <= 5000
+    assert 0 < await store.redis.ttl(ck.category_purchases) <= 700
+
+
+async def test_the_receipt_goes_to_redis_once_as_bytes_and_reaches_the_writer(store: CustomerStore) -> None:
+    await store.upsert_customer(member(), crm_record("m1"))
+    state = (await store.read("m1")).state
+    assert state is not None
+    receipt = b"\xff\x00\xfe-not-utf8"
+    record = purchase("m1", "t1")  # carries receipt_b64 as the use case builds it: not sent inline
+    result = await store.commit(record, expected_version=state.version, receipt=receipt, occurred_at=NOW)
+    assert result.status == "ok"
+    entries: Any = await store.redis.xrange(store.keys.customer("m1").outbox)
+    entry_id, fields = entries[-1]
+    assert "receipt_b64" not in json.loads(fields[b"r"]) and fields[b"receipt"] == receipt
+    written = parse_entry(fields, entry_id)
+    assert isinstance(written, PurchaseRecord) and written.receipt_b64 == base64.b64encode(receipt).decode()
+    assert (await store.read("m1", transaction_id="t1")).stored == StoredTransaction("d-t1", receipt)
+
+
+def test_a_record_of_an_older_server_keeps_its_inline_receipt() -> None:
+    older = purchase("m1", "t1")
+    assert "receipt_b64" in json.loads(dump_record(older))
+    assert parse_entry({b"r": dump_record(older).encode(), b"c": b"m1"}) == older
+
+
+async def test_a_member_rebuilt_from_sql_reads_back_as_sql_has_her(store: CustomerStore) -> None:
+    snapshot = CustomerSnapshot(
+        customer_id="m1",
+        display_name="Sam",
+        tier="gold",
+        currency="EUR",
+        lifetime_value_minor=2_500_000,
+        points_balance=700,
+        purchase_count=4,
+        last_purchase_at=NOW - timedelta(days=3),
+        home_latitude=40.74,
+        home_longitude=-73.99,
+        categories=["dresses"],
+        propensity={"shoes": 0.25},
+        offer_uses={"o1": 2},
+        points_debt=0,
+        ledger=[LedgerRow("t9:earn", "earn", 300, NOW - timedelta(days=3))],
+    )
+    assert await store.hydrate(snapshot, now=NOW) == "rebuilt"
+    state = (await store.read("m1", now=NOW)).state
+    assert state == CustomerState(
+        customer_id="m1",
+        display_name="Sam",
+        tier="gold",
+        currency="EUR",
+        lifetime_value_minor=2_500_000,
+        points_balance=700,
+        purchase_count=4,
+        last_purchase_at=NOW - timedelta(days=3),
+        home=GeoPoint(40.74, -73.99),
+        propensity={"shoes": 0.25},
+        categories=frozenset({"dresses"}),
+        offer_uses={"o1": 2},
+        version=int(NOW.timestamp() * 1000),
+    )
+    base, entries = await store.ledger("m1")
+    assert (base, [e["id"] for e in entries]) == (400, ["t9:earn"])

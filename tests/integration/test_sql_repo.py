@@ -1,4 +1,4 @@
-"""ProfileRepository on SQLite and PostgreSQL: migrations, idempotent write-behind, snapshots, catalog of record."""
+"""The SQL repositories on SQLite and PostgreSQL: migrations, idempotent write-behind, snapshots, catalog of record."""
 
 from __future__ import annotations
 
@@ -16,22 +16,15 @@ from alembic.migration import MigrationContext
 
 from domain.model import GeoPoint, Store
 from store.records import CustomerRecord, OutboxRecord
-from store.snapshot import CustomerSnapshot
+from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
-from store.sql_repo import ProfileRepository
+from store.sql_outbox import SqlOutboxSink
+from store.sql_profile import SqlProfiles
+from usecases.snapshot import CustomerSnapshot
 
 from .records_builders import DAY, T0, customer_record, line, purchase_receipt, purchase_record
-from .sql_fixtures import (  # noqa: F401  (fixtures: pytest finds them in this module's namespace)
-    HEAD_REVISION,
-    PROFILE_TABLES,
-    count_rows,
-    fixture_profile_repo,
-    fixture_sql_backend,
-    fixture_sql_engine,
-    fixture_sql_target,
-    profile_metadata,
-    snapshot,
-)
+from .sql_queries import count_rows, customer_exists, get_store, ledger_balance, list_categories, snapshot
+from .sql_schema import HEAD_REVISION, PROFILE_TABLES, profile_metadata
 
 # -- records ---------------------------------------------------------------------------------------------------
 
@@ -84,11 +77,10 @@ def assert_utc(value: datetime | None) -> None:
 
 def test_migrate_twice_is_a_no_op_and_matches_models(sql_engine: sa.Engine, sql_target: tuple[str, str | None]) -> None:
     _, schema = sql_target
-    repo = ProfileRepository(sql_engine)
-    repo.upsert_store(Store(store_id="s", name="kept"))
+    SqlCatalog(sql_engine).upsert_store(Store(store_id="s", name="kept"))
     migrate(sql_engine, schema=schema)
     migrate(sql_engine, schema=schema)
-    assert repo.get_store("s") == Store(store_id="s", name="kept")
+    assert get_store(sql_engine, "s") == Store(store_id="s", name="kept")
     with sql_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD_REVISION]
         # The hand-written migration and the models describe the same tables, columns, types and indexes.
@@ -115,15 +107,15 @@ def test_sqlite_engine_creates_directory_and_sets_pragmas(tmp_path: Path) -> Non
 # -- write-behind ----------------------------------------------------------------------------------------------
 
 
-def test_customer_then_purchases_build_the_profile(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_customer_then_purchases_build_the_profile(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     records = scenario("c1")
-    assert profile_repo.apply_records(records[:1]) == 1
-    assert profile_repo.list_categories("c1") == ["books"]
-    assert profile_repo.apply_records(records[1:2]) == 1
-    assert profile_repo.list_categories("c1") == ["books", "shoes"]  # shoes is new with the first purchase
-    assert profile_repo.apply_records(records[2:]) == 2
+    assert sink.apply_records(records[:1]) == 1
+    assert list_categories(sql_engine, "c1") == ["books"]
+    assert sink.apply_records(records[1:2]) == 1
+    assert list_categories(sql_engine, "c1") == ["books", "shoes"]  # shoes is new with the first purchase
+    assert sink.apply_records(records[2:]) == 2
 
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert (snap.display_name, snap.tier, snap.currency) == ("Member c1", "gold", "USD")
     assert snap.points_balance == EXPECTED_BALANCE
     assert snap.lifetime_value_minor == EXPECTED_LTV
@@ -133,7 +125,7 @@ def test_customer_then_purchases_build_the_profile(profile_repo: ProfileReposito
     assert snap.categories == ["books", "shoes", "socks"]
     assert (snap.home_latitude, snap.home_longitude) == (51.5, -0.12)
     assert snap.propensity == {"shoes": 0.7, "books": 0.25}
-    assert profile_repo.ledger_balance("c1") == snap.points_balance
+    assert ledger_balance(sql_engine, "c1") == snap.points_balance
     with sql_engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT category, source FROM customer_categories")).all()
     sources = {category: source for category, source in rows}
@@ -142,43 +134,43 @@ def test_customer_then_purchases_build_the_profile(profile_repo: ProfileReposito
     assert count_rows(sql_engine, "purchase_lines") == 4
 
 
-def test_reapplying_records_changes_nothing(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_reapplying_records_changes_nothing(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     records = scenario("c1")
-    assert profile_repo.apply_records(records) == len(records)
-    before = snapshot(profile_repo, "c1")
+    assert sink.apply_records(records) == len(records)
+    before = snapshot(sql_engine, "c1")
     rows = {
         t: count_rows(sql_engine, t) for t in ("purchases", "points_ledger", "customer_categories", "applied_events")
     }
 
-    assert profile_repo.apply_records(records) == 0
-    assert profile_repo.apply_records(records + records) == 0
-    assert snapshot(profile_repo, "c1") == before
+    assert sink.apply_records(records) == 0
+    assert sink.apply_records(records + records) == 0
+    assert snapshot(sql_engine, "c1") == before
     assert {t: count_rows(sql_engine, t) for t in rows} == rows
 
 
-def test_out_of_order_records_give_the_same_profile(profile_repo: ProfileRepository) -> None:
+def test_out_of_order_records_give_the_same_profile(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     in_order = scenario("c-in")
     out_of_order = scenario("c-out")
     out_of_order = [out_of_order[3], out_of_order[1], out_of_order[0], out_of_order[2]]
-    assert profile_repo.apply_records(in_order) == 4
+    assert sink.apply_records(in_order) == 4
     for record in out_of_order:  # one record per batch, as claimed entries from a dead writer arrive
-        assert profile_repo.apply_records([record]) == 1
-    a, b = snapshot(profile_repo, "c-in"), snapshot(profile_repo, "c-out")
+        assert sink.apply_records([record]) == 1
+    a, b = snapshot(sql_engine, "c-in"), snapshot(sql_engine, "c-out")
     assert comparable(a) == comparable(b)
-    assert b.points_balance == EXPECTED_BALANCE == profile_repo.ledger_balance("c-out")
+    assert b.points_balance == EXPECTED_BALANCE == ledger_balance(sql_engine, "c-out")
 
 
-def test_purchase_of_an_unknown_customer_creates_the_profile(profile_repo: ProfileRepository) -> None:
+def test_purchase_of_an_unknown_customer_creates_the_profile(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     record = purchase_record("walk-in", "w-1", at=T0, lines=[line("1", "toys", 3, 1000)])
-    assert not profile_repo.customer_exists("walk-in")
-    assert profile_repo.apply_records([record]) == 1
-    snap = snapshot(profile_repo, "walk-in")
+    assert not customer_exists(sql_engine, "walk-in")
+    assert sink.apply_records([record]) == 1
+    snap = snapshot(sql_engine, "walk-in")
     assert (snap.display_name, snap.tier, snap.currency) == ("", "", "USD")
     assert (snap.points_balance, snap.lifetime_value_minor, snap.purchase_count) == (30, 3000, 1)
     assert snap.categories == ["toys"] and snap.propensity == {} and snap.home_latitude is None
 
 
-def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, sql_engine: sa.Engine) -> None:
+def test_concurrent_writers_apply_a_batch_once(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     batch = scenario("c-race") + [
         purchase_record(
             "c-race", f"c-race-x{i}", at=T0 + timedelta(days=4, minutes=i), lines=[line("1", "food", 1, 100 * i)]
@@ -192,7 +184,7 @@ def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, 
     def writer() -> None:
         try:
             barrier.wait(timeout=10)
-            results.append(profile_repo.apply_records(batch))
+            results.append(sink.apply_records(batch))
         except BaseException as exc:  # surfaced below: a thread's exception would otherwise vanish
             errors.append(exc)
 
@@ -203,31 +195,33 @@ def test_concurrent_writers_apply_a_batch_once(profile_repo: ProfileRepository, 
         t.join(timeout=30)
     assert not errors
     assert sum(results) == len(batch)
-    snap = snapshot(profile_repo, "c-race")
+    snap = snapshot(sql_engine, "c-race")
     assert snap.purchase_count == 3 + 20
-    assert snap.points_balance == EXPECTED_BALANCE + sum(range(1, 21)) == profile_repo.ledger_balance("c-race")
+    assert snap.points_balance == EXPECTED_BALANCE + sum(range(1, 21)) == ledger_balance(sql_engine, "c-race")
     assert count_rows(sql_engine, "applied_events") == len(batch)
 
 
 def test_conflicting_record_is_skipped_without_failing_the_batch(
-    profile_repo: ProfileRepository, caplog: pytest.LogCaptureFixture
+    sink: SqlOutboxSink, caplog: pytest.LogCaptureFixture, sql_engine: sa.Engine
 ) -> None:
     first = purchase_record("c1", "t-dup", at=T0, lines=[line("1", "food", 1, 1000)])
     # Another event id for a transaction already stored: the unique key refuses it, the batch goes on.
     clash = replace(first, event_id="purchase:t-dup:again")
     after = purchase_record("c1", "t-next", at=T0 + timedelta(hours=1), lines=[line("1", "food", 1, 2000)])
-    assert profile_repo.apply_records([first, clash, after]) == 2
+    assert sink.apply_records([first, clash, after]) == 2
     assert "purchase:t-dup:again" in caplog.text
-    snap = snapshot(profile_repo, "c1")
+    snap = snapshot(sql_engine, "c1")
     assert (snap.purchase_count, snap.points_balance) == (2, 30)
 
 
 # -- reads -----------------------------------------------------------------------------------------------------
 
 
-def test_load_customer_returns_offer_uses_and_receipts_in_the_window(profile_repo: ProfileRepository) -> None:
-    profile_repo.apply_records(scenario("c1"))
-    snap = snapshot(profile_repo, "c1", since=T0 + timedelta(days=2))
+def test_load_customer_returns_offer_uses_and_receipts_in_the_window(
+    sink: SqlOutboxSink, sql_engine: sa.Engine, profiles: SqlProfiles
+) -> None:
+    sink.apply_records(scenario("c1"))
+    snap = snapshot(sql_engine, "c1", since=T0 + timedelta(days=2))
     assert snap.offer_uses == {"o-shoes": 2}
     assert [r.transaction_id for r in snap.receipts] == ["c1-t2", "c1-t3"]
     assert snap.receipts[0].receipt == purchase_receipt("c1-t2")
@@ -236,21 +230,21 @@ def test_load_customer_returns_offer_uses_and_receipts_in_the_window(profile_rep
     assert_utc(snap.receipts[0].committed_at)
     # The window bound is inclusive and any time zone works.
     at_t3 = (T0 + timedelta(days=3, seconds=1)).astimezone(datetime.now().astimezone().tzinfo)
-    assert [r.transaction_id for r in snapshot(profile_repo, "c1", since=at_t3).receipts] == ["c1-t3"]
+    assert [r.transaction_id for r in snapshot(sql_engine, "c1", since=at_t3).receipts] == ["c1-t3"]
 
-    assert profile_repo.load_customer("nobody", receipts_since=T0) is None
-    assert profile_repo.customer_exists("c1") and not profile_repo.customer_exists("nobody")
-    stored = profile_repo.get_purchase_receipt("c1-t1")
+    assert profiles.load_customer("nobody", receipts_since=T0) is None
+    assert customer_exists(sql_engine, "c1") and not customer_exists(sql_engine, "nobody")
+    stored = profiles.get_purchase_receipt("c1-t1")
     assert stored is not None and stored.receipt == purchase_receipt("c1-t1")
     assert_utc(stored.committed_at)
-    assert profile_repo.get_purchase_receipt("missing") is None
-    assert profile_repo.ledger_balance("nobody") == 0 and profile_repo.list_categories("nobody") == []
+    assert profiles.get_purchase_receipt("missing") is None
+    assert ledger_balance(sql_engine, "nobody") == 0 and list_categories(sql_engine, "nobody") == []
     with pytest.raises(ValueError, match="naive"):
-        profile_repo.load_customer("c1", receipts_since=datetime(2025, 1, 1))
+        profiles.load_customer("c1", receipts_since=datetime(2025, 1, 1))
 
 
-def test_ping(profile_repo: ProfileRepository) -> None:
-    profile_repo.ping()
+def test_ping(profiles: SqlProfiles) -> None:
+    profiles.ping()
 
 
 # -- catalog of record -----------------------------------------------------------------------------------------
@@ -260,57 +254,57 @@ def offer_json(offer_id: str, **extra: object) -> str:
     return json.dumps({"offer_id": offer_id, **extra}, sort_keys=True)
 
 
-def test_offer_upsert_bumps_version(profile_repo: ProfileRepository) -> None:
-    assert profile_repo.get_offer("o-1") is None
-    v1, t1 = profile_repo.upsert_offer("o-1", "Double points", offer_json("o-1", rev=1), False)
-    v2, t2 = profile_repo.upsert_offer("o-1", "Triple points", offer_json("o-1", rev=2), True)
+def test_offer_upsert_bumps_version(sql_catalog: SqlCatalog) -> None:
+    assert sql_catalog.get_offer("o-1") is None
+    v1, t1 = sql_catalog.upsert_offer("o-1", "Double points", offer_json("o-1", rev=1), False)
+    v2, t2 = sql_catalog.upsert_offer("o-1", "Triple points", offer_json("o-1", rev=2), True)
     assert (v1, v2) == (1, 2)
     assert_utc(t1)
     assert t2 >= t1
-    assert profile_repo.get_offer("o-1") == (offer_json("o-1", rev=2), 2, True, t2)
+    assert sql_catalog.get_offer("o-1") == (offer_json("o-1", rev=2), 2, True, t2)
 
 
-def test_list_offers_paginates_and_filters_archived(profile_repo: ProfileRepository) -> None:
+def test_list_offers_paginates_and_filters_archived(sql_catalog: SqlCatalog) -> None:
     for n in range(1, 6):
-        profile_repo.upsert_offer(f"o-{n}", f"Offer {n}", offer_json(f"o-{n}"), n == 3)
+        sql_catalog.upsert_offer(f"o-{n}", f"Offer {n}", offer_json(f"o-{n}"), n == 3)
 
     def ids(page: list[tuple[str, int, bool, datetime]]) -> list[str]:
         return [json.loads(definition)["offer_id"] for definition, _, _, _ in page]
 
     pages: list[list[str]] = []
     after = ""
-    while page := ids(profile_repo.list_offers(include_archived=False, after_offer_id=after, limit=2)):
+    while page := ids(sql_catalog.list_offers(include_archived=False, after_offer_id=after, limit=2)):
         pages.append(page)
         after = page[-1]
     assert pages == [["o-1", "o-2"], ["o-4", "o-5"]]
-    everything = profile_repo.list_offers(include_archived=True, after_offer_id="", limit=100)
+    everything = sql_catalog.list_offers(include_archived=True, after_offer_id="", limit=100)
     assert ids(everything) == ["o-1", "o-2", "o-3", "o-4", "o-5"]
     assert [archived for _, _, archived, _ in everything] == [False, False, True, False, False]
-    assert ids(profile_repo.list_offers(include_archived=True, after_offer_id="o-2", limit=1)) == ["o-3"]
+    assert ids(sql_catalog.list_offers(include_archived=True, after_offer_id="o-2", limit=1)) == ["o-3"]
 
 
-def test_stores_round_trip(profile_repo: ProfileRepository) -> None:
+def test_stores_round_trip(sql_catalog: SqlCatalog, sql_engine: sa.Engine) -> None:
     downtown = Store(store_id="s-2", name="Downtown", location=GeoPoint(40.7128, -74.006), timezone="America/New_York")
     airport = Store(store_id="s-1", name="Airport")
-    profile_repo.upsert_store(downtown)
-    profile_repo.upsert_store(airport)
-    assert profile_repo.list_stores() == [airport, downtown]
+    sql_catalog.upsert_store(downtown)
+    sql_catalog.upsert_store(airport)
+    assert sql_catalog.list_stores() == [airport, downtown]
     moved = replace(downtown, name="Downtown (new)", location=None)
-    profile_repo.upsert_store(moved)
-    assert profile_repo.get_store("s-2") == moved
-    assert profile_repo.get_store("nope") is None
+    sql_catalog.upsert_store(moved)
+    assert get_store(sql_engine, "s-2") == moved
+    assert get_store(sql_engine, "nope") is None
 
 
-def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(profile_repo: ProfileRepository) -> None:
+def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
     """A dead writer's records are claimed by another after newer ones were written: the newest change wins."""
     crm = customer_record("c1", "first", at=T0, balance_delta=0, ltv_delta=0, categories=[])
     to_gold = replace(purchase_record("c1", "t1", at=T0 + DAY, lines=[line("1", "food", 1, 1000)]), tier_after="gold")
     to_platinum = replace(
         purchase_record("c1", "t2", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 1000)]), tier_after="platinum"
     )
-    assert profile_repo.apply_records([crm, to_platinum]) == 2
-    assert profile_repo.apply_records([to_gold]) == 1  # the older upgrade, claimed late
-    assert snapshot(profile_repo, "c1").tier == "platinum"
+    assert sink.apply_records([crm, to_platinum]) == 2
+    assert sink.apply_records([to_gold]) == 1  # the older upgrade, claimed late
+    assert snapshot(sql_engine, "c1").tier == "platinum"
 
     # The CRM lowers her tier afterwards; an even older upgrade arriving now does not raise it back.
     lowered = replace(
@@ -321,10 +315,10 @@ def test_records_claimed_late_never_undo_a_newer_tier_or_crm_change(profile_repo
         display_name="Old Name",
         tier="bronze",
     )
-    assert profile_repo.apply_records([lowered]) == 1
+    assert sink.apply_records([lowered]) == 1
     to_gold_again = replace(to_gold, event_id="purchase:c1:t0", transaction_id="t0", ledger=[])
-    assert profile_repo.apply_records([to_gold_again, stale_crm]) == 2
-    snap = snapshot(profile_repo, "c1")
+    assert sink.apply_records([to_gold_again, stale_crm]) == 2
+    snap = snapshot(sql_engine, "c1")
     assert (snap.tier, snap.display_name) == ("silver", "Member c1")
     # Deltas still count whatever the order: the two purchases and the late one add up.
     assert snap.purchase_count == 3
@@ -337,7 +331,8 @@ def _crm(event: str, at: datetime, name: str, tier: str) -> CustomerRecord:
 
 
 def test_an_older_crm_rename_claimed_late_still_applies_behind_a_newer_tier_upgrade(
-    profile_repo: ProfileRepository,
+    sink: SqlOutboxSink,
+    sql_engine: sa.Engine,
 ) -> None:
     # Redis order: CRM "A" (T0), CRM rename to "B" (T0+1d), purchase upgrading to platinum (T0+2d).
     # Redis ends with name "B", tier "platinum". The rename is left pending by a dead writer and claimed late.
@@ -346,15 +341,16 @@ def test_an_older_crm_rename_claimed_late_still_applies_behind_a_newer_tier_upgr
     upgrade = replace(
         purchase_record("c1", "t1", at=T0 + 2 * DAY, lines=[line("1", "food", 1, 1000)]), tier_after="platinum"
     )
-    assert profile_repo.apply_records([first]) == 1
-    assert profile_repo.apply_records([upgrade]) == 1
-    assert profile_repo.apply_records([rename]) == 1  # claimed late
-    snap = snapshot(profile_repo, "c1")
+    assert sink.apply_records([first]) == 1
+    assert sink.apply_records([upgrade]) == 1
+    assert sink.apply_records([rename]) == 1  # claimed late
+    snap = snapshot(sql_engine, "c1")
     assert (snap.display_name, snap.tier) == ("B", "platinum"), (snap.display_name, snap.tier)
 
 
 def test_crm_changes_apply_in_the_order_redis_ran_them_not_by_the_servers_clocks(
-    profile_repo: ProfileRepository,
+    sink: SqlOutboxSink,
+    sql_engine: sa.Engine,
 ) -> None:
     # Two CRM updates of one member: stamped t1 < t2 by their servers before their scripts ran, but the scripts ran
     # t2's first (Redis keeps "one", the last to run). The records reach SQL in stream (= script) order.
@@ -363,7 +359,7 @@ def test_crm_changes_apply_in_the_order_redis_ran_them_not_by_the_servers_clocks
     # The writer stamps each record with its outbox entry's time, the order the scripts ran in.
     ran_first = replace(stamped_last_ran_first, outbox_at=(T0 + DAY + DAY).isoformat())
     ran_last = replace(stamped_first_ran_last, outbox_at=(T0 + DAY + DAY + DAY / 86_400_000).isoformat())
-    assert profile_repo.apply_records([_crm("base", T0, "base", "gold")]) == 1
-    assert profile_repo.apply_records([ran_first]) == 1
-    assert profile_repo.apply_records([ran_last]) == 1
-    assert snapshot(profile_repo, "c1").display_name == "one"  # what Redis holds
+    assert sink.apply_records([_crm("base", T0, "base", "gold")]) == 1
+    assert sink.apply_records([ran_first]) == 1
+    assert sink.apply_records([ran_last]) == 1
+    assert snapshot(sql_engine, "c1").display_name == "one"  # what Redis holds

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import types_pb2 as pb
 
+from server import demo
+from server.rpc.convert import offer_to_pb
+
 DRESS = ("dress-1", "SKU-DRESS-RED", "dresses", 1, 12_000)  # USD 120.00
 SHOES = ("shoes-1", "SKU-SHOE-BLK", "shoes", 1, 8_900)  # USD 89.00
 
@@ -48,4 +51,12 @@ def bonus_offer(tier: str, category: str, bonus_points: int, *, limit: int) -> p
         total_redemption_limit=limit,
     )
     offer.starts_at.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
+    return offer
+
+
+def demo_offer(now: datetime) -> pb.Offer:
+    """The demo offer (double points on dresses with shoes) as an admin sends it (no status named: an edit keeps the
+    offer's status), for tests to vary."""
+    offer = offer_to_pb(demo.demo_offer(now))
+    offer.ClearField("status")
     return offer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store.ids import MAX_EVENT_ID, MAX_ID, purchase_event_id, return_event_id, void_return_id
+from domain.ids import MAX_EVENT_ID, MAX_ID, purchase_event_id, return_event_id, void_return_id
 
 
 def test_short_ids_stay_readable() -> None:

@@ -1,4 +1,4 @@
-"""Identifiers derived from callers' ids, kept within the SQL columns that hold them."""
+"""Identifiers derived from callers' ids, bounded to the length the profile of record keeps (pure: hashing only)."""
 
 from __future__ import annotations
 

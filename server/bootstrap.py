@@ -1,0 +1,199 @@
+"""One place that wires pos-offers: settings -> adapters -> use cases. Used by the server, the writer process
+and the tests; `bootstrap()` only builds objects (no I/O), `Components.open()` then connects and prepares.
+
+Overrides replace one part (a clock, a Redis client, a codec) and everything built on it uses the replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+
+from server.config import Settings
+from server.demo import load_demo
+from server.rpc.codecs import ProtobufOfferDefinitions, ProtobufReceipts
+from store.hot_state import RedisHotState
+from store.keys import Keys
+from store.records import OutboxRecord
+from store.redis_state import CustomerStore
+from store.sql_async import SqlCatalogStore, SqlProfileStore
+from store.sql_budgets import SqlBudgets
+from store.sql_catalog import SqlCatalog
+from store.sql_db import make_engine, migrate
+from store.sql_outbox import SqlOutboxSink
+from store.sql_profile import SqlProfiles
+from store.writer import OutboxWriter, WriterStats
+from telemetry import metrics
+from telemetry.observe import redis_call, sql_call
+from usecases.admin import AdminApp
+from usecases.budgets import Budgets
+from usecases.catalog import CatalogCache
+from usecases.commit import CommitPurchase
+from usecases.customers import Customers
+from usecases.evaluation import BasketEvaluator
+from usecases.expiry import PointsExpiry
+from usecases.offers import OffersApp
+from usecases.ports import (
+    CatalogStore,
+    CatalogVersions,
+    Clock,
+    CustomerHotState,
+    OfferBudgets,
+    OfferCodec,
+    ProfileStore,
+    ReceiptCodec,
+)
+from usecases.returns import ReturnsApp
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ObservedSink:
+    """The SQL repository as the writer sees it, timed and counted like every other SQL call."""
+
+    def __init__(self, repo: SqlOutboxSink) -> None:
+        self._repo = repo
+
+    def apply_records(self, records: list[OutboxRecord]) -> int:
+        with sql_call("apply_records"):
+            return self._repo.apply_records(records)
+
+
+def writer_alive() -> None:
+    metrics.WRITER_LAST_SUCCESS.set(time.time())
+
+
+def writer_metrics_hook() -> Callable[[WriterStats, float], None]:
+    """Turns the writer's running totals into Prometheus increments."""
+    last = WriterStats()
+
+    def on_batch(stats: WriterStats, seconds: float) -> None:
+        metrics.WRITER_RECORDS.labels(result="applied").inc(stats.applied - last.applied)
+        metrics.WRITER_RECORDS.labels(result="duplicate").inc(stats.duplicates - last.duplicates)
+        metrics.WRITER_RECORDS.labels(result="dead_letter").inc(stats.dead_letters - last.dead_letters)
+        metrics.WRITER_FAILURES.inc(stats.failures - last.failures)
+        metrics.WRITER_BATCH_SECONDS.observe(seconds)
+        last.applied, last.duplicates = stats.applied, stats.duplicates
+        last.dead_letters, last.failures = stats.dead_letters, stats.failures
+
+    return on_batch
+
+
+@dataclass
+class Components:
+    """Everything one process of pos-offers runs on, wired."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    sql_engine: sa.Engine
+    repo: SqlProfiles
+    customers_store: CustomerStore  # Redis: keys and scripts (also the budget counters and catalog version)
+    hot: CustomerHotState
+    catalog: CatalogCache
+    budgets: Budgets
+    customers: Customers
+    offers: OffersApp
+    commits: CommitPurchase
+    returns: ReturnsApp
+    admin: AdminApp
+    expiry: PointsExpiry
+    writer: OutboxWriter
+
+    async def open(self, *, demo_data: bool = False) -> None:
+        """Connects and prepares: Redis answers, SQL is migrated, the catalog is loaded, the outbox groups exist."""
+        await self.redis.ping()
+        await self.migrate()
+        await self.catalog.refresh(force=True)
+        if demo_data:
+            await load_demo(self.admin, self.customers)
+        await self.writer.ensure_groups()
+
+    async def migrate(self) -> None:
+        """Brings the profile database to the newest migration (a no-op when it is there)."""
+        await asyncio.to_thread(migrate, self.sql_engine, schema=self.settings.database_schema or None)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await asyncio.to_thread(self.sql_engine.dispose)
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    redis: aioredis.Redis | None = None,
+    sql_engine: sa.Engine | None = None,
+    clock: Clock = utc_now,
+    receipts: ReceiptCodec | None = None,
+    offer_codec: OfferCodec | None = None,
+    hot: CustomerHotState | None = None,
+    budgets: OfferBudgets | None = None,
+    versions: CatalogVersions | None = None,
+    profiles: ProfileStore | None = None,
+    catalog_store: CatalogStore | None = None,
+) -> Components:
+    """Builds the components for `settings` (whose redis_url must be set: the server starts an embedded Redis
+    first when it is not). No I/O happens here. A port given (an in-memory fake in tests) replaces its adapter
+    for every use case."""
+    redis = redis or aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=False, socket_timeout=5, max_connections=256
+    )
+    sql_engine = sql_engine or make_engine(settings.sql_url, schema=settings.database_schema or None)
+    rules = settings.rules()
+    keys = Keys(settings.redis_prefix, settings.partitions)
+    repo = SqlProfiles(sql_engine)
+    store = CustomerStore(
+        redis, keys, receipt_retention_s=int(rules.receipt_retention.total_seconds()), observe=redis_call
+    )
+    hot = hot or RedisHotState(store)
+    counters = budgets or store
+    versions = versions or store
+    profiles = profiles or SqlProfileStore(repo, SqlBudgets(sql_engine))
+    catalog_store = catalog_store or SqlCatalogStore(SqlCatalog(sql_engine))
+    offer_codec = offer_codec or ProtobufOfferDefinitions()
+    receipts = receipts or ProtobufReceipts()
+    catalog = CatalogCache(catalog_store, versions, offer_codec)
+    budget_keeper = Budgets(counters, profiles)
+    customers = Customers(rules, hot, profiles, catalog, budget_keeper, clock)
+    evaluator = BasketEvaluator(rules, clock)
+    return Components(
+        settings=settings,
+        redis=redis,
+        sql_engine=sql_engine,
+        repo=repo,
+        customers_store=store,
+        hot=hot,
+        catalog=catalog,
+        customers=customers,
+        offers=OffersApp(rules, customers, catalog, evaluator, clock),
+        budgets=budget_keeper,
+        commits=CommitPurchase(rules, hot, customers, catalog, evaluator, budget_keeper, receipts, clock),
+        returns=ReturnsApp(rules, hot, profiles, customers, catalog, budget_keeper, receipts, clock),
+        admin=AdminApp(catalog_store, versions, counters, catalog, offer_codec),
+        expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
+        writer=build_writer(settings, redis, keys, SqlOutboxSink(sql_engine)),
+    )
+
+
+def build_writer(settings: Settings, redis: aioredis.Redis, keys: Keys, sink: SqlOutboxSink) -> OutboxWriter:
+    """The write-behind writer: drains the outbox streams into SQL, reporting to the writer metrics."""
+    return OutboxWriter(
+        redis,
+        keys,
+        ObservedSink(sink),
+        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        batch=settings.writer_batch,
+        idle_ms=settings.writer_idle_ms,
+        claim_idle_ms=settings.writer_claim_idle_ms,
+        on_batch=writer_metrics_hook(),
+        on_healthy_pass=writer_alive,
+    )

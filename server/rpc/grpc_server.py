@@ -1,0 +1,52 @@
+"""The gRPC server: servicers, the interceptor, health and reflection, on the components bootstrap wired."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc
+
+from server.bootstrap import Components
+from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
+from server.rpc.servicers import AdminServicer, OfferServicer
+
+SERVICES = (
+    offer_service_pb2.DESCRIPTOR.services_by_name["OfferService"],
+    admin_service_pb2.DESCRIPTOR.services_by_name["OfferAdmin"],
+)
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
+
+
+def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
+    settings = c.settings
+    server = grpc.aio.server(
+        interceptors=[
+            ServerInterceptor(
+                access_log=settings.access_log,
+                facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
+            )
+        ],
+        options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+    )
+    offer_service_pb2_grpc.add_OfferServiceServicer_to_server(
+        OfferServicer(c.offers, c.commits, c.returns, c.customers), server
+    )
+    admin_service_pb2_grpc.add_OfferAdminServicer_to_server(AdminServicer(c.admin, c.customers, c.expiry), server)
+    initialize_rpc_metrics(SERVICES)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if settings.reflection:
+        names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    return server, health
+
+
+async def set_health(health: HealthServicer, *, till: bool, admin: bool) -> None:
+    """The till path (OfferService, and the server as a whole) and the admin API are reported separately."""
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    offer_service, admin_service = SERVICE_NAMES
+    await health.set("", serving if till else not_serving)
+    await health.set(offer_service, serving if till else not_serving)
+    await health.set(admin_service, serving if admin else not_serving)

@@ -1,0 +1,94 @@
+"""The hot-state ports (usecases.ports) on Redis: turns the domain's values into write-behind records and script
+calls of the CustomerStore, which owns the keys and the scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from domain.model import CustomerState, PurchaseFacts, Receipt, ReturnOutcome
+from store.record_builders import customer_record, expiry_record, purchase_record, return_record
+from store.redis_state import CustomerStore
+from usecases.ports import CommitResult, CustomerRead, HydrateResult, ReturnRead
+from usecases.snapshot import CustomerSnapshot
+
+
+class RedisHotState:
+    """Implements CustomerHotState (the CustomerStore itself serves OfferBudgets and CatalogVersions)."""
+
+    def __init__(self, store: CustomerStore) -> None:
+        self.store = store
+
+    async def read(
+        self,
+        customer_id: str,
+        *,
+        transaction_id: str = "",
+        budget_offer_ids: Sequence[str] = (),
+        now: datetime,
+    ) -> CustomerRead:
+        return await self.store.read(
+            customer_id, transaction_id=transaction_id, budget_offer_ids=budget_offer_ids, now=now
+        )
+
+    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
+        return await self.store.claim_transaction(transaction_id, customer_id)
+
+    async def read_for_return(
+        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime
+    ) -> ReturnRead:
+        return await self.store.read_for_return(customer_id, transaction_id, return_id, now=now)
+
+    async def claim_return(self, return_id: str, customer_id: str) -> str:
+        return await self.store.claim_return(return_id, customer_id)
+
+    async def commit_purchase(
+        self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
+    ) -> CommitResult:
+        record = purchase_record(receipt, digest)
+        occurred_at = receipt.occurred_at or receipt.committed_at
+        return await self.store.commit(
+            record, expected_version=expected_version, receipt=receipt_bytes, occurred_at=occurred_at, now=now
+        )
+
+    async def apply_return(
+        self,
+        outcome: ReturnOutcome,
+        facts: PurchaseFacts,
+        *,
+        return_id: str,
+        digest: str,
+        receipt_bytes: bytes,
+        voided: bool,
+        expected_version: int,
+        now: datetime,
+    ) -> CommitResult:
+        record = return_record(outcome, facts, return_id, digest, voided=voided, at=now)
+        return await self.store.apply_return(
+            record,
+            expected_version=expected_version,
+            receipt=receipt_bytes,
+            returned_after=outcome.returned_after,
+            purchased_at=facts.occurred_at,
+            now=now,
+            # A void undoes the sale whole: the categories it introduced no longer count as bought.
+            void_categories=[line.category for line in facts.basket.lines] if voided else (),
+            added_categories=facts.new_categories if voided else (),
+        )
+
+    async def expire_points(
+        self, customer_id: str, *, cutoff: datetime, last_purchase_at: datetime, expected_version: int, now: datetime
+    ) -> int:
+        record = expiry_record(customer_id, last_purchase_at=last_purchase_at, state_version=expected_version, now=now)
+        return await self.store.expire_points(
+            record, cutoff=cutoff, last_purchase_at=last_purchase_at, expected_version=expected_version
+        )
+
+    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> bool:
+        return await self.store.upsert_customer(state, customer_record(state, now), exists=exists) is not None
+
+    async def has_pending_changes(self, customer_id: str) -> bool:
+        return await self.store.has_pending_changes(customer_id)
+
+    async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime, keep_s: int = 0) -> HydrateResult:
+        return await self.store.hydrate(snapshot, now=now, keep_s=keep_s)

@@ -1,0 +1,405 @@
+"""In-memory fakes of the use cases' ports, and gates to choose interleavings: the use cases' races (claims,
+replays, retries, budget loss, rebuild while changes are pending) tested deterministically, in milliseconds.
+
+The fakes keep the contract the Redis scripts keep (state version checked on every write, exactly once per
+transaction and return id, claims unique across customers, budget counters with epochs) at the level the use
+cases can observe; tests/integration proves the real adapters keep it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from domain.model import CustomerState, PurchaseFacts, Receipt, ReturnOutcome, Store
+from usecases.ports import (
+    TIER_POLICY,
+    BudgetReservation,
+    CatalogRecords,
+    CommitResult,
+    CustomerRead,
+    HydrateResult,
+    OfferOutbox,
+    ReturnRead,
+    StoredOffer,
+    StoredTransaction,
+)
+from usecases.snapshot import CustomerSnapshot, StoredReceipt
+
+
+@dataclass
+class Gate:
+    """Stops the next `count` calls that pass it until opened; `arrived` is set when the first one waits."""
+
+    count: int = 1
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # the first held call is waiting
+    all_arrived: asyncio.Event = field(default_factory=asyncio.Event)  # all `count` calls are waiting
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: int = 0
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+class Gates:
+    """Named points in the fakes where a test can hold a call: `gates.arm("commit_purchase")`."""
+
+    def __init__(self) -> None:
+        self._armed: dict[str, Gate] = {}
+
+    def arm(self, name: str, count: int = 1) -> Gate:
+        gate = self._armed[name] = Gate(count)
+        return gate
+
+    async def passing(self, name: str) -> None:
+        gate = self._armed.get(name)
+        if gate is None or gate.count == 0:
+            return
+        gate.count -= 1
+        gate.waiting += 1
+        gate.arrived.set()
+        if gate.count == 0:
+            gate.all_arrived.set()
+        await gate.opened.wait()
+
+
+@dataclass
+class _Customer:
+    state: CustomerState
+    receipts: dict[str, StoredTransaction] = field(default_factory=dict)  # transaction id -> stored receipt
+    returns: dict[str, StoredTransaction] = field(default_factory=dict)  # return id -> stored return receipt
+    returned: dict[str, dict[str, int]] = field(default_factory=dict)  # transaction id -> line -> quantity
+
+
+class FakeHotState:
+    """CustomerHotState and OfferBudgets in memory; `outbox` holds the changes not yet written to the profile."""
+
+    def __init__(self) -> None:
+        self.gates = Gates()
+        self.customers: dict[str, _Customer] = {}
+        self.claims: dict[str, str] = {}
+        self.return_claims: dict[str, str] = {}
+        self.outbox: list[tuple[str, object]] = []  # (customer id, what changed): written when the test says so
+        self.counters: dict[str, tuple[int, str]] = {}  # offer id -> (used, epoch)
+        self.outbox_offers: list[tuple[str, str]] = []  # (transaction id, offer id) of sales in the outbox
+        self.calls: list[str] = []
+        self._epochs = itertools.count(1)
+        self._versions = itertools.count(1_000)
+
+    # -- set-up and inspection --------------------------------------------------------------------------------------
+
+    def put(self, state: CustomerState) -> None:
+        self.customers[state.customer_id] = _Customer(dataclasses.replace(state, version=next(self._versions)))
+
+    def state(self, customer_id: str) -> CustomerState:
+        return self.customers[customer_id].state
+
+    def forget(self, customer_id: str) -> None:
+        """Redis lost her (her claims live on, as claims live in their own slot)."""
+        del self.customers[customer_id]
+
+    def touch(self, customer_id: str) -> None:
+        """Another write changed her state (a commit elsewhere): every write evaluated before it is now stale."""
+        held = self.customers[customer_id]
+        held.state = dataclasses.replace(held.state, version=next(self._versions))
+
+    def write_outbox(self) -> None:
+        """The writer caught up: every change is in the profile of record."""
+        self.outbox.clear()
+        self.outbox_offers.clear()
+
+    # -- CustomerHotState ------------------------------------------------------------------------------------------
+
+    async def read(
+        self,
+        customer_id: str,
+        *,
+        transaction_id: str = "",
+        budget_offer_ids: Sequence[str] = (),
+        now: datetime,
+    ) -> CustomerRead:
+        self.calls.append("read")
+        await self.gates.passing("read")
+        held = self.customers.get(customer_id)
+        used = {o: self.counters[o][0] for o in budget_offer_ids if o in self.counters}
+        lost = tuple(o for o in budget_offer_ids if o not in self.counters)
+        stored = held.receipts.get(transaction_id) if held and transaction_id else None
+        owner = self.claims.get(transaction_id) if transaction_id else None
+        return CustomerRead(held.state if held else None, stored, owner, used, lost)
+
+    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
+        self.calls.append("claim_transaction")
+        await self.gates.passing("claim_transaction")
+        return self.claims.setdefault(transaction_id, customer_id)
+
+    async def read_for_return(
+        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime
+    ) -> ReturnRead:
+        self.calls.append("read_for_return")
+        await self.gates.passing("read_for_return")
+        held = self.customers.get(customer_id)
+        return ReturnRead(
+            state=held.state if held else None,
+            purchase=held.receipts.get(transaction_id) if held else None,
+            returned=dict(held.returned.get(transaction_id, {})) if held else {},
+            stored=held.returns.get(return_id) if held else None,
+            owner=self.claims.get(transaction_id),
+            return_owner=self.return_claims.get(return_id),
+        )
+
+    async def claim_return(self, return_id: str, customer_id: str) -> str:
+        self.calls.append("claim_return")
+        return self.return_claims.setdefault(return_id, customer_id)
+
+    async def commit_purchase(
+        self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
+    ) -> CommitResult:
+        self.calls.append("commit_purchase")
+        await self.gates.passing("commit_purchase")
+        if receipt.basket is None:
+            raise ValueError("a commit's receipt carries its basket")
+        held = self.customers.get(receipt.basket.customer_id)
+        if held is None:
+            return CommitResult("missing")
+        stored = held.receipts.get(receipt.transaction_id)
+        if stored is not None:
+            return (
+                CommitResult("replay", receipt=stored.receipt)
+                if stored.digest == digest
+                else CommitResult("digest_mismatch")
+            )
+        if held.state.version != expected_version:
+            return CommitResult("stale")
+        ev = receipt.evaluation
+        if ev.points_redeemed > held.state.points_balance:
+            return CommitResult("insufficient", available=held.state.points_balance)
+        uses = dict(held.state.offer_uses)
+        for applied in ev.applied_offers:
+            uses[applied.offer_id] = uses.get(applied.offer_id, 0) + 1
+        held.state = dataclasses.replace(
+            held.state,
+            points_balance=held.state.points_balance + ev.points_earned - ev.points_redeemed - ev.points_debt_repaid,
+            points_debt=held.state.points_debt - ev.points_debt_repaid,
+            categories=held.state.categories | frozenset(receipt.new_categories),
+            offer_uses=uses,
+            purchase_count=held.state.purchase_count + 1,
+            version=next(self._versions),
+        )
+        held.receipts[receipt.transaction_id] = StoredTransaction(digest, receipt_bytes)
+        self.outbox.append((receipt.basket.customer_id, receipt))
+        self.outbox_offers.extend((receipt.transaction_id, a.offer_id) for a in ev.applied_offers)
+        return CommitResult("ok")
+
+    async def apply_return(
+        self,
+        outcome: ReturnOutcome,
+        facts: PurchaseFacts,
+        *,
+        return_id: str,
+        digest: str,
+        receipt_bytes: bytes,
+        voided: bool,
+        expected_version: int,
+        now: datetime,
+    ) -> CommitResult:
+        self.calls.append("apply_return")
+        await self.gates.passing("apply_return")
+        held = self.customers.get(facts.customer_id)
+        if held is None:
+            return CommitResult("missing")
+        stored = held.returns.get(return_id)
+        if stored is not None:
+            return (
+                CommitResult("replay", receipt=stored.receipt)
+                if stored.digest == digest
+                else CommitResult("digest_mismatch")
+            )
+        if held.state.version != expected_version:
+            return CommitResult("stale")
+        held.state = dataclasses.replace(
+            held.state,
+            points_balance=outcome.balance_after,
+            points_debt=outcome.debt_after,
+            version=next(self._versions),
+        )
+        held.returned[facts.transaction_id] = dict(outcome.returned_after)
+        held.returns[return_id] = StoredTransaction(digest, receipt_bytes)
+        self.outbox.append((facts.customer_id, outcome))
+        return CommitResult("ok", written_at_ms=int(now.timestamp() * 1000))
+
+    async def expire_points(
+        self, customer_id: str, *, cutoff: datetime, last_purchase_at: datetime, expected_version: int, now: datetime
+    ) -> int:
+        held = self.customers.get(customer_id)
+        if held is None:
+            return -1
+        if held.state.last_purchase_at != last_purchase_at or held.state.points_balance <= 0:
+            return 0
+        taken = held.state.points_balance
+        held.state = dataclasses.replace(held.state, points_balance=0, version=next(self._versions))
+        self.outbox.append((customer_id, "expiry"))
+        return taken
+
+    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> bool:
+        if exists and state.customer_id not in self.customers:
+            return False
+        self.put(state)
+        self.outbox.append((state.customer_id, "crm"))
+        return True
+
+    async def has_pending_changes(self, customer_id: str) -> bool:
+        self.calls.append("has_pending_changes")
+        return any(cid == customer_id for cid, _ in self.outbox)
+
+    async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime, keep_s: int = 0) -> HydrateResult:
+        self.calls.append("hydrate")
+        await self.gates.passing("hydrate")
+        if snapshot.customer_id in self.customers:
+            return "present"
+        if await self.has_pending_changes(snapshot.customer_id):
+            return "pending"
+        self.put(
+            CustomerState(
+                customer_id=snapshot.customer_id,
+                display_name=snapshot.display_name,
+                tier=snapshot.tier,
+                currency=snapshot.currency,
+                lifetime_value_minor=snapshot.lifetime_value_minor,
+                points_balance=snapshot.points_balance,
+                purchase_count=snapshot.purchase_count,
+                categories=frozenset(snapshot.categories),
+                offer_uses=dict(snapshot.offer_uses),
+                points_debt=snapshot.points_debt,
+            )
+        )
+        held = self.customers[snapshot.customer_id]
+        for receipt in snapshot.receipts:
+            held.receipts[receipt.transaction_id] = StoredTransaction(receipt.request_digest, receipt.receipt)
+        return "rebuilt"
+
+    # -- OfferBudgets ----------------------------------------------------------------------------------------------
+
+    async def reserve_budget(self, offer_id: str, limit: int) -> tuple[BudgetReservation, str]:
+        self.calls.append("reserve_budget")
+        await self.gates.passing("reserve_budget")
+        if offer_id not in self.counters:
+            await self.gates.passing("reserve_budget:lost")
+            return "lost", ""
+        used, epoch = self.counters[offer_id]
+        if used >= limit:
+            return "sold_out", epoch
+        self.counters[offer_id] = (used + 1, epoch)
+        return "reserved", epoch
+
+    async def release_budget(self, offer_id: str, *, epoch: str = "", returned_at_ms: int = 0) -> bool:
+        self.calls.append("release_budget")
+        counter = self.counters.get(offer_id)
+        if counter is None or counter[0] == 0 or (epoch and counter[1] != epoch):
+            return False
+        self.counters[offer_id] = (counter[0] - 1, counter[1])
+        return True
+
+    async def confirm_budget(self, offer_id: str, epoch: str) -> bool:
+        counter = self.counters.get(offer_id)
+        if counter is None or counter[1] == epoch:
+            return False
+        self.counters[offer_id] = (counter[0] + 1, counter[1])  # rebuilt meanwhile: it may have missed this one
+        return True
+
+    async def seed_budget(self, offer_id: str, used: int) -> bool:
+        self.calls.append("seed_budget")
+        if offer_id in self.counters:
+            return False
+        self.counters[offer_id] = (used, f"epoch-{next(self._epochs)}")
+        return True
+
+    async def budget_counters(self, offer_ids: Sequence[str]) -> dict[str, int]:
+        return {o: self.counters[o][0] for o in offer_ids if o in self.counters}
+
+    async def offer_in_outbox(self, offer_id: str) -> OfferOutbox | None:
+        await self.gates.passing("offer_in_outbox")
+        return OfferOutbox(tuple(txn for txn, offer in self.outbox_offers if offer == offer_id), ())
+
+
+class FakeCatalog:
+    """CatalogStore and CatalogVersions in memory."""
+
+    def __init__(self) -> None:
+        self.offers: dict[str, StoredOffer] = {}
+        self.stores: dict[str, Store] = {}
+        self.settings: dict[str, tuple[str, int]] = {}
+        self.version = 0
+
+    async def load_catalog(self) -> CatalogRecords:
+        live = [o for _, o in sorted(self.offers.items()) if not o.archived]
+        policy = self.settings.get(TIER_POLICY)
+        return CatalogRecords(live, list(self.stores.values()), policy[0] if policy else None)
+
+    async def upsert_offer(self, offer_id: str, title: str, definition: str, archived: bool) -> None:
+        current = self.offers.get(offer_id)
+        version = current.version + 1 if current else 1
+        self.offers[offer_id] = StoredOffer(definition, version, archived, datetime.fromtimestamp(version, UTC))
+
+    async def get_offer(self, offer_id: str) -> StoredOffer | None:
+        return self.offers.get(offer_id)
+
+    async def list_offers(self, *, include_archived: bool, after_offer_id: str, limit: int) -> list[StoredOffer]:
+        rows = sorted((oid, o) for oid, o in self.offers.items() if oid > after_offer_id)
+        return [o for _, o in rows if include_archived or not o.archived][:limit]
+
+    async def upsert_store(self, store: Store) -> None:
+        self.stores[store.store_id] = store
+
+    async def list_stores(self) -> list[Store]:
+        return list(self.stores.values())
+
+    async def get_setting(self, key: str) -> tuple[str, int] | None:
+        return self.settings.get(key)
+
+    async def put_setting(self, key: str, value: str) -> None:
+        self.settings[key] = (value, self.settings.get(key, ("", 0))[1] + 1)
+
+    async def catalog_version(self) -> int:
+        return self.version
+
+    async def bump_catalog_version(self) -> int:
+        self.version += 1
+        return self.version
+
+
+class FakeProfiles:
+    """ProfileStore in memory: what SQL holds (`snapshots`, `purchases`, redemptions per offer)."""
+
+    def __init__(self) -> None:
+        self.gates = Gates()
+        self.snapshots: dict[str, CustomerSnapshot] = {}
+        self.purchases: dict[str, StoredReceipt] = {}
+        self.redemptions: dict[str, int] = {}
+        self.calls: list[str] = []
+
+    async def load_customer(
+        self, customer_id: str, *, receipts_since: datetime, spend_since: datetime, now: datetime
+    ) -> CustomerSnapshot | None:
+        self.calls.append("load_customer")
+        await self.gates.passing("load_customer")
+        return self.snapshots.get(customer_id)
+
+    async def offer_redemptions(
+        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+    ) -> int:
+        self.calls.append("offer_redemptions")
+        await self.gates.passing("offer_redemptions")
+        return self.redemptions.get(offer_id, 0) + len(set(pending_purchases)) - len(set(pending_returns))
+
+    async def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None:
+        return self.purchases.get(transaction_id)
+
+    async def returned_quantities(self, transaction_id: str) -> dict[str, int]:
+        return {}
+
+    async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
+        return []

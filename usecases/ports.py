@@ -1,0 +1,244 @@
+"""The ports the use cases work through, and the values that cross them.
+
+Adapters implement them (store/: Redis hot state, SQL profile and catalog; server/rpc: the protobuf codecs);
+tests implement them with in-memory fakes (tests/support/fakes.py). A use case never sees a concrete adapter,
+a Redis key, a SQL row or a protobuf message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from domain.model import CustomerState, Offer, PurchaseFacts, Receipt, ReturnOutcome, Store, TierRule
+from usecases.snapshot import CustomerSnapshot, StoredReceipt
+
+TIER_POLICY = "tier_policy"  # the setting that holds the tier policy
+
+Clock = Callable[[], datetime]
+"""Now, timezone-aware (UTC). Injected so tests choose the time."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTransaction:
+    digest: str
+    receipt: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRead:
+    state: CustomerState | None  # None: Redis does not hold this customer (never seen, or lost)
+    stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
+    claim_owner: str | None = None  # customer who holds the asked-for transaction id
+    redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
+    lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
+
+
+HydrateResult = Literal["rebuilt", "present", "pending"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRead:
+    state: CustomerState | None
+    purchase: StoredTransaction | None  # the purchase's stored receipt, while Redis keeps it
+    returned: dict[str, int]  # line_id -> quantity returned so far
+    stored: StoredTransaction | None  # this return's receipt, if it was already applied
+    owner: str | None = None  # customer who committed the transaction id (while its claim lives)
+    return_owner: str | None = None  # customer who claimed the return id (this one, unless another took it)
+
+
+BudgetReservation = Literal["reserved", "sold_out", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class OfferOutbox:
+    """Records of an offer still in the outbox streams, found when its budget counter has to be rebuilt."""
+
+    purchases: tuple[str, ...]  # transaction ids of purchases that applied the offer
+    returns: tuple[str, ...]  # transaction ids of purchases a return took it back from whole
+
+
+CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    status: CommitStatus
+    receipt: bytes = b""  # the stored receipt, on replay
+    available: int = 0  # the spendable points that refused a redemption, on insufficient
+    written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOffer:
+    """An offer of record as the catalog store keeps it: its definition (the codec's format) and what the store
+    owns (version, archived, when it last changed)."""
+
+    definition: str
+    version: int
+    archived: bool
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRecords:
+    """Everything a catalog snapshot is built from, read at once."""
+
+    offers: list[StoredOffer]  # not archived
+    stores: list[Store]
+    tier_policy: str | None  # the tier policy setting's value, if set
+
+
+class CustomerHotState(Protocol):
+    """What the till needs of a customer now (Redis): one round trip to read, one atomic call per write. Every
+    write also appends its write-behind record for the profile of record, atomically with the change."""
+
+    async def read(
+        self,
+        customer_id: str,
+        *,
+        transaction_id: str = "",
+        budget_offer_ids: Sequence[str] = (),
+        now: datetime,
+    ) -> CustomerRead:
+        """Her state, the budget counters asked for and, with a transaction id, its stored receipt and the
+        customer holding its claim. Writes nothing."""
+        ...
+
+    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
+        """Claims a transaction id for a customer unless another holds it; returns the holder."""
+        ...
+
+    async def read_for_return(
+        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime
+    ) -> ReturnRead: ...
+
+    async def claim_return(self, return_id: str, customer_id: str) -> str:
+        """Claims a return id for a customer unless another holds it; returns the holder."""
+        ...
+
+    async def commit_purchase(
+        self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
+    ) -> CommitResult:
+        """Applies a purchase evaluated on state `expected_version`, exactly once per transaction id."""
+        ...
+
+    async def apply_return(
+        self,
+        outcome: ReturnOutcome,
+        facts: PurchaseFacts,
+        *,
+        return_id: str,
+        digest: str,
+        receipt_bytes: bytes,
+        voided: bool,
+        expected_version: int,
+        now: datetime,
+    ) -> CommitResult: ...
+
+    async def expire_points(
+        self, customer_id: str, *, cutoff: datetime, last_purchase_at: datetime, expected_version: int, now: datetime
+    ) -> int:
+        """Takes her balance if she still has not bought since `last_purchase_at`; the points taken (0: nothing
+        to do, -1: not held)."""
+        ...
+
+    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> bool:
+        """Sets her profile from a CRM import; False when `exists` but she is no longer held (rebuild, retry)."""
+        ...
+
+    async def has_pending_changes(self, customer_id: str) -> bool:
+        """True while changes of hers have not reached the profile of record yet."""
+        ...
+
+    async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime, keep_s: int = 0) -> HydrateResult:
+        """Rebuilds her from the profile of record unless she is held or changes of hers are still on their way."""
+        ...
+
+
+class OfferBudgets(Protocol):
+    """Counters of offers' total redemption budgets, shared by all servers (Redis)."""
+
+    async def reserve_budget(self, offer_id: str, limit: int) -> tuple[BudgetReservation, str]: ...
+
+    async def release_budget(self, offer_id: str, *, epoch: str = "", returned_at_ms: int = 0) -> bool: ...
+
+    async def confirm_budget(self, offer_id: str, epoch: str) -> bool: ...
+
+    async def seed_budget(self, offer_id: str, used: int) -> bool: ...
+
+    async def budget_counters(self, offer_ids: Sequence[str]) -> dict[str, int]: ...
+
+    async def offer_in_outbox(self, offer_id: str) -> OfferOutbox | None: ...
+
+
+class CatalogVersions(Protocol):
+    """The catalog's version, shared by all servers: bumped by every admin change, polled by every server."""
+
+    async def catalog_version(self) -> int: ...
+
+    async def bump_catalog_version(self) -> int: ...
+
+
+class ProfileStore(Protocol):
+    """The profile of record (SQL), read off the till path: rebuilds, older purchases, budgets, batch jobs."""
+
+    async def load_customer(
+        self, customer_id: str, *, receipts_since: datetime, spend_since: datetime, now: datetime
+    ) -> CustomerSnapshot | None: ...
+
+    async def offer_redemptions(
+        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+    ) -> int: ...
+
+    async def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None: ...
+
+    async def returned_quantities(self, transaction_id: str) -> dict[str, int]: ...
+
+    async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]: ...
+
+
+class CatalogStore(Protocol):
+    """Offers, stores and settings of record (SQL)."""
+
+    async def load_catalog(self) -> CatalogRecords: ...
+
+    async def upsert_offer(self, offer_id: str, title: str, definition: str, archived: bool) -> None: ...
+
+    async def get_offer(self, offer_id: str) -> StoredOffer | None: ...
+
+    async def list_offers(self, *, include_archived: bool, after_offer_id: str, limit: int) -> list[StoredOffer]: ...
+
+    async def upsert_store(self, store: Store) -> None: ...
+
+    async def list_stores(self) -> list[Store]: ...
+
+    async def get_setting(self, key: str) -> tuple[str, int] | None: ...
+
+    async def put_setting(self, key: str, value: str) -> None: ...
+
+
+class ReceiptCodec(Protocol):
+    """The wire format of stored receipts: what the till got back is what a replay or a return reads."""
+
+    def purchase_receipt(self, receipt: Receipt) -> bytes: ...
+
+    def facts(self, purchase_receipt: bytes) -> PurchaseFacts: ...
+
+    def return_receipt(
+        self, outcome: ReturnOutcome, *, return_id: str, facts: PurchaseFacts, voided: bool, at: datetime
+    ) -> bytes: ...
+
+
+class OfferCodec(Protocol):
+    """The format offer definitions and the tier policy are kept in by the catalog store."""
+
+    def definition(self, offer: Offer) -> str: ...
+
+    def offer(self, stored: StoredOffer) -> Offer: ...
+
+    def tier_policy(self, rules: Sequence[TierRule]) -> str: ...
+
+    def tier_rules(self, value: str) -> tuple[TierRule, ...]: ...

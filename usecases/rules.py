@@ -1,0 +1,23 @@
+"""The rules the use cases apply, as one typed value: built from the settings by bootstrap, chosen by tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from domain.model import PointsPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    points: PointsPolicy = field(default_factory=PointsPolicy)
+    max_basket_lines: int = 500
+    max_line_quantity: int = 10_000
+    max_unit_price_minor: int = 100_000_000_00
+    points_pending_days: int = 0  # earned points spendable this long after the sale; 0 = at once
+    points_expire_after_days: int = 0  # 0 = never
+    points_expiring_soon_days: int = 30
+    receipt_retention: timedelta = timedelta(days=30)  # replays of a transaction id answered from Redis
+    occurred_at_grace: timedelta = timedelta(hours=72)  # an offline sale evaluated at its own time within this
+    clock_skew: timedelta = timedelta(seconds=300)  # how far in the future an occurred_at may be
+    write_attempts: int = 8  # optimistic retries of a write that raced another write to the same customer
