@@ -211,12 +211,13 @@ def test_unknown_enum_values_are_invalid_argument(
 
     offer = demo_offer(datetime.now(UTC))
     offer.offer_id = "offer-bad-enum"
-    offer.reward.type = 99  # type: ignore[assignment]
+    offer.reward.type = pb.RewardType.ValueType(99)  # a number the enum does not define
     with pytest.raises(grpc.RpcError) as err:
         admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    unknown_channel = pb.Channel.ValueType(42)  # nor this one
     with pytest.raises(grpc.RpcError) as err:
-        stub.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=fresh_customer_id, channel=42))  # type: ignore[arg-type]
+        stub.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=fresh_customer_id, channel=unknown_channel))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 

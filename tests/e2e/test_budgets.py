@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+from collections.abc import Callable
 
 import grpc
 from posoffers.v1 import admin_service_pb2 as admin_pb
@@ -25,30 +25,30 @@ async def _commit_all(target: str, requests: list[svc.CommitPurchaseRequest]) ->
 
 
 def test_total_budget_is_never_exceeded_and_a_sold_out_offer_disappears(
-    server_target: str, admin_stub: admin_grpc.OfferAdminStub, demo_server: ServerThread
+    make_server: Callable[..., ServerThread],
 ) -> None:
-    tier = f"budget-{uuid.uuid4().hex[:8]}"
-    offer = bonus_offer(tier, "scarves", 500, limit=3)  # for the first three members only
-    admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
-    members = [clone_samantha(admin_stub, tier=tier) for _ in range(8)]
+    server = make_server(demo_data=True)  # its own: a new offer changes what every member earns
+    with grpc.insecure_channel(server.target) as channel:
+        admin, till = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
+        offer = bonus_offer("gold", "scarves", 500, limit=3)  # for the first three members only
+        admin.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
+        members = [clone_samantha(admin) for _ in range(8)]  # gold, like the demo member
 
-    receipts = asyncio.run(_commit_all(server_target, [commit_request(basket(m, SCARF)) for m in members]))
-    winners = [r for r in receipts if any(a.offer_id == offer.offer_id for a in r.evaluation.applied_offers)]
-    assert len(winners) == 3
-    assert all(r.evaluation.points_earned == 40 + 500 for r in winners)
-    assert all(r.evaluation.points_earned == 40 for r in receipts if r not in winners)
-    counter = demo_server.service.customers.keys.offer_redemptions(offer.offer_id)
-    redis = demo_server.service.redis
+        receipts = asyncio.run(_commit_all(server.target, [commit_request(basket(m, SCARF)) for m in members]))
+        winners = [r for r in receipts if any(a.offer_id == offer.offer_id for a in r.evaluation.applied_offers)]
+        assert len(winners) == 3
+        assert all(r.evaluation.points_earned == 40 + 500 for r in winners)
+        assert all(r.evaluation.points_earned == 40 for r in receipts if r not in winners)
+        counter = server.service.customers.keys.offer_redemptions(offer.offer_id)
+        redis = server.service.redis
 
-    async def used() -> int:
-        return int(await redis.get(counter) or 0)
+        async def used() -> int:
+            return int(await redis.get(counter) or 0)
 
-    assert demo_server.run(used()) == 3  # nothing leaked or lost
+        assert server.run(used()) == 3  # nothing leaked or lost
 
-    with grpc.insecure_channel(server_target) as channel:
-        stub = svc_grpc.OfferServiceStub(channel)
-        latecomer = clone_samantha(admin_stub, tier=tier)
-        listed = stub.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=latecomer))
+        latecomer = clone_samantha(admin)
+        listed = till.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=latecomer))
         assert offer.offer_id not in {o.offer_id for o in listed.offers}
-        late = stub.EvaluateBasket(svc.EvaluateBasketRequest(basket=basket(latecomer, SCARF)))
+        late = till.EvaluateBasket(svc.EvaluateBasketRequest(basket=basket(latecomer, SCARF)))
         assert not late.applied_offers

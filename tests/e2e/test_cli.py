@@ -1,8 +1,9 @@
 """The `pos-offers` CLI, walked the way a store engineer would: in-process through main() with captured output.
 
-Tests taking `server_target` / `fresh_customer_id` (tests/e2e/conftest.py) run against a real server with the demo
-catalog: store "soho", offer "dress-shoes-2x" (double points on dresses with 1 item from shoes, once per customer),
-and a fresh clone of customer "samantha" (gold, buys only dresses, 500 points).
+Tests taking `server_target` / `fresh_customer_id` (tests/e2e/conftest.py) run against this module's read-only server
+with the demo catalog: store "soho", offer "dress-shoes-2x" (double points on dresses with 1 item from shoes, once
+per customer), and a fresh clone of customer "samantha" (gold, buys only dresses, 500 points). The admin commands
+get a server of their own.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from client.cli import main
+from tests.support.server_thread import ServerThread
 
 DRESS = "dress-1:dresses:1:120.00"
 SHOES = "shoe-1:shoes:1:8000"  # minor units work too
@@ -273,8 +275,11 @@ def test_json_output_parses(capsys: pytest.CaptureFixture[str], server_target: s
     assert "dress-shoes-2x" in [o["offer_id"] for o in json.loads(out)["offers"]]
 
 
-def test_admin_commands(capsys: pytest.CaptureFixture[str], server_target: str, tmp_path: Path) -> None:
-    target = ["--target", server_target]
+def test_admin_commands(
+    capsys: pytest.CaptureFixture[str], make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    server = make_server(demo_data=True)  # its own: a new store and offer change what every member is offered
+    target = ["--target", server.target]
     code, out, err = run(capsys, *target, "admin", "offers")
     assert code == 0, err
     assert any(line.startswith("dress-shoes-2x v") for line in out.splitlines())
@@ -283,9 +288,7 @@ def test_admin_commands(capsys: pytest.CaptureFixture[str], server_target: str, 
     assert code == 0, err
     assert "per customer 1" in out
 
-    # Ids unique to this run, and the offer only reaches its own store, so other tests never see it.
-    suffix = uuid.uuid4().hex[:8]
-    store_id, offer_id = f"cli-store-{suffix}", f"cli-offer-{suffix}"
+    store_id, offer_id = "cli-store", "cli-offer"
     code, out, err = run(
         capsys,
         *target,
@@ -329,7 +332,7 @@ def test_admin_commands(capsys: pytest.CaptureFixture[str], server_target: str, 
     assert code == 0, err
     assert offer_id in [o["offer_id"] for o in json.loads(out)["offers"]]
 
-    customer_id = f"cli-customer-{suffix}"
+    customer_id = "cli-customer"
     path = tmp_path / "customer.json"
     path.write_text(
         json.dumps({"customer_id": customer_id, "tier": "silver", "currency": "USD", "lifetime_value_minor": "12345"})

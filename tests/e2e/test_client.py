@@ -1,7 +1,7 @@
 """The client library: typed errors, request ids, deadlines and retries, basket helpers, price parsing.
 
-Tests taking `server_target` / `fresh_customer_id` (tests/e2e/conftest.py) run against a real server with the demo
-catalog; the others need no server.
+Tests taking `server_target` / `fresh_customer_id` (tests/e2e/conftest.py) run against this module's read-only server
+with the demo catalog, the admin upserts against a server of their own; the others need no server.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from client import (
 from client.cli import format_money, parse_line, parse_price
 from client.client import IDEMPOTENT_METHODS, parse_channel, service_config
 from client.errors import from_rpc_error
+from tests.support.server_thread import ServerThread
 
 DRESS = ("1", "dress-1", "dresses", 1, 120_00)
 SHOES = ("2", "shoe-1", "shoes", 1, 80_00)
@@ -339,40 +340,40 @@ def test_admin_offer_listing_follows_pages(client: PosOffersClient) -> None:
     assert sorted(paged) == sorted(o.offer_id for o in client.iter_offers(page_size=500))
 
 
-def test_admin_upserts_and_archive(client: PosOffersClient) -> None:
-    # Ids unique to this run, and the offer only reaches its own store, so other tests never see it.
-    suffix = uuid.uuid4().hex[:8]
-    store = client.upsert_store(
-        types_pb2.Store(
-            store_id=f"test-{suffix}",
-            name="Test store",
-            location=types_pb2.GeoPoint(latitude=40.0, longitude=-73.0),
-            timezone="America/New_York",
+def test_admin_upserts_and_archive(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server(demo_data=True)  # its own: a new store and offer change what every member is offered
+    with PosOffersClient(server.target, timeout=5.0) as client:
+        store = client.upsert_store(
+            types_pb2.Store(
+                store_id="test-store",
+                name="Test store",
+                location=types_pb2.GeoPoint(latitude=40.0, longitude=-73.0),
+                timezone="America/New_York",
+            )
         )
-    )
-    assert store.store_id == f"test-{suffix}"
-    offer = types_pb2.Offer(
-        offer_id=f"test-offer-{suffix}",
-        title="Test socks bonus",
-        description="10 points for socks",
-        eligibility=types_pb2.Eligibility(store_ids=[store.store_id]),
-        condition=types_pb2.Condition(required_category="socks", min_quantity=1),
-        reward=types_pb2.Reward(type=types_pb2.BONUS_POINTS, target_category="socks", bonus_points=10),
-        per_customer_limit=1,
-    )
-    offer.starts_at.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
-    offer.ends_at.FromDatetime(datetime(2099, 1, 1, tzinfo=UTC))
-    saved = client.upsert_offer(offer)
-    assert saved.version >= 1
-    assert client.get_offer(offer.offer_id).title == "Test socks bonus"
-    archived = client.archive_offer(offer.offer_id)
-    assert archived.archived
-    assert offer.offer_id not in [o.offer_id for o in client.iter_offers()]
-    assert offer.offer_id in [o.offer_id for o in client.iter_offers(include_archived=True)]
+        assert store.store_id == "test-store"
+        offer = types_pb2.Offer(
+            offer_id="test-offer",
+            title="Test socks bonus",
+            description="10 points for socks",
+            eligibility=types_pb2.Eligibility(store_ids=[store.store_id]),
+            condition=types_pb2.Condition(required_category="socks", min_quantity=1),
+            reward=types_pb2.Reward(type=types_pb2.BONUS_POINTS, target_category="socks", bonus_points=10),
+            per_customer_limit=1,
+        )
+        offer.starts_at.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
+        offer.ends_at.FromDatetime(datetime(2099, 1, 1, tzinfo=UTC))
+        saved = client.upsert_offer(offer)
+        assert saved.version >= 1
+        assert client.get_offer(offer.offer_id).title == "Test socks bonus"
+        archived = client.archive_offer(offer.offer_id)
+        assert archived.archived
+        assert offer.offer_id not in [o.offer_id for o in client.iter_offers()]
+        assert offer.offer_id in [o.offer_id for o in client.iter_offers(include_archived=True)]
 
-    customer = client.upsert_customer(
-        types_pb2.CustomerProfile(
-            customer_id=f"test-customer-{suffix}", tier="silver", currency="USD", lifetime_value_minor=1_000_00
+        customer = client.upsert_customer(
+            types_pb2.CustomerProfile(
+                customer_id="test-customer", tier="silver", currency="USD", lifetime_value_minor=1_000_00
+            )
         )
-    )
-    assert client.get_profile(customer.customer_id).tier == "silver"
+        assert client.get_profile(customer.customer_id).tier == "silver"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -175,26 +174,25 @@ def test_unknown_customer_commit_is_not_found_and_frees_the_id(
     assert not stub.CommitPurchase(retry).replayed
 
 
-def test_channel_restricted_offers_follow_the_channel(
-    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub
-) -> None:
-    tier = f"app-only-{uuid.uuid4().hex[:8]}"
+def test_channel_restricted_offers_follow_the_channel(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server(demo_data=True)  # its own: a new offer changes what every member is offered
     offer = demo_offer(datetime.now(UTC))
-    offer.offer_id = f"{tier}-offer"
-    offer.eligibility.tiers[:] = [tier]
+    offer.offer_id = "app-only-offer"
     offer.eligibility.channels[:] = [pb.CHANNEL_APP]
-    admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
-    member = clone_samantha(admin_stub, tier=tier)
+    with grpc.insecure_channel(server.target) as grpc_channel:
+        admin_stub, stub = admin_grpc.OfferAdminStub(grpc_channel), svc_grpc.OfferServiceStub(grpc_channel)
+        admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
+        member = clone_samantha(admin_stub)
 
-    def ids(channel: int) -> set[str]:
-        request = svc.ListActiveOffersRequest(customer_id=member, channel=channel)  # type: ignore[arg-type]
-        return {o.offer_id for o in stub.ListActiveOffers(request).offers}
+        def ids(channel: pb.Channel.ValueType) -> set[str]:
+            request = svc.ListActiveOffersRequest(customer_id=member, channel=channel)
+            return {o.offer_id for o in stub.ListActiveOffers(request).offers}
 
-    assert offer.offer_id in ids(pb.CHANNEL_APP)
-    assert offer.offer_id not in ids(pb.CHANNEL_POS)
-    # At the till (POS) the app-only offer is not applied either.
-    evaluation = stub.EvaluateBasket(svc.EvaluateBasketRequest(basket=basket(member, DRESS, SHOES)))
-    assert offer.offer_id not in {a.offer_id for a in evaluation.applied_offers}
+        assert offer.offer_id in ids(pb.CHANNEL_APP)
+        assert offer.offer_id not in ids(pb.CHANNEL_POS)
+        # At the till (POS) the app-only offer is not applied either.
+        evaluation = stub.EvaluateBasket(svc.EvaluateBasketRequest(basket=basket(member, DRESS, SHOES)))
+        assert offer.offer_id not in {a.offer_id for a in evaluation.applied_offers}
 
 
 def test_a_customer_lost_while_her_purchase_waits_for_sql_is_not_rebuilt_without_it(

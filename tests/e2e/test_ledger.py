@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from posoffers.v1 import admin_service_pb2 as admin_pb
@@ -19,14 +20,14 @@ from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
 
 
-def redis_ledger(server: ServerThread, customer_id: str) -> tuple[int, list[dict[str, object]]]:
+def redis_ledger(server: ServerThread, customer_id: str) -> tuple[int, list[dict[str, Any]]]:
     return server.run(server.service.customers.ledger(customer_id))
 
 
 def assert_ledger_adds_up(server: ServerThread, till: svc_grpc.OfferServiceStub, customer_id: str) -> None:
     profile = till.GetProfile(svc.GetProfileRequest(customer_id=customer_id))
     base, entries = redis_ledger(server, customer_id)
-    assert base + sum(int(e["p"]) for e in entries) == profile.points_balance - profile.points_debt  # type: ignore[call-overload]
+    assert base + sum(int(e["p"]) for e in entries) == profile.points_balance - profile.points_debt
 
 
 def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(

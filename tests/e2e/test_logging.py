@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 
 import grpc
@@ -15,16 +14,17 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from telemetry.logs import JsonFormatter
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_until
 
 
 def _rpc_records(caplog: pytest.LogCaptureFixture, expected: int) -> list[logging.LogRecord]:
     """The access lines, once `expected` of them are there: a line is written just after the status is sent."""
-    deadline = time.monotonic() + 5
-    while True:
+
+    def enough() -> list[logging.LogRecord]:
         records = [r for r in caplog.records if r.name == "pos_offers.access" and r.getMessage() == "rpc"]
-        if len(records) >= expected or time.monotonic() > deadline:
-            return records
-        time.sleep(0.02)
+        return records if len(records) >= expected else []
+
+    return wait_until(enough, timeout=5, message=f"fewer than {expected} access log lines")
 
 
 def test_each_rpc_logs_one_json_line_with_the_callers_request_id(

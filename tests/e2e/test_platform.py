@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from collections.abc import Callable
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from posoffers.v1 import offer_service_pb2 as svc
@@ -14,6 +14,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from tests.integration.sql_queries import ledger_balance
 from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -57,10 +58,8 @@ def test_health_follows_redis_and_requests_fail_unavailable(make_server: Callabl
     assert _health(server.target) == SERVING
     assert server.service.embedded is not None
     server.service.embedded.stop()
-    deadline = time.monotonic() + 10
-    while _health(server.target) != NOT_SERVING:
-        assert time.monotonic() < deadline, "health still SERVING with Redis down"
-        time.sleep(0.2)
+    # The server probes Redis once a second.
+    wait_until(lambda: _health(server.target) == NOT_SERVING, message="health still SERVING with Redis down")
     with grpc.insecure_channel(server.target) as channel:
         try:
             svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"), timeout=10)
@@ -95,10 +94,12 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
     from tests.support.builders import DRESS, SHOES, basket, commit_request
 
     def wait_for_sql(member: str, points: int) -> None:
-        deadline = time.monotonic() + 30
-        while ledger_balance(server.service.sql_engine, member) != points:
-            assert time.monotonic() < deadline, "purchase never reached SQL"
-            time.sleep(0.1)
+        wait_until(
+            lambda: ledger_balance(server.service.sql_engine, member) == points,
+            timeout=30,
+            interval=0.05,
+            message="purchase never reached SQL",
+        )
 
     server = make_server(writer_process=True, demo_data=True)
     with grpc.insecure_channel(server.target) as channel:
@@ -119,18 +120,20 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
         assert server.service.writer_pid != old_pid
 
 
-def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(make_server: Callable[..., ServerThread]) -> None:
+def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(
+    make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = make_server(demo_data=True)
     repo = server.service.repo
 
     def sql_down() -> None:
         raise OSError("connection refused")  # what an unreachable database looks like to the probe
 
-    repo.ping = sql_down  # type: ignore[method-assign]
-    deadline = time.monotonic() + 10
-    while _health(server.target, "posoffers.v1.OfferAdmin") != NOT_SERVING:
-        assert time.monotonic() < deadline, "admin still SERVING with SQL down"
-        time.sleep(0.2)
+    monkeypatch.setattr(repo, "ping", sql_down)
+    wait_until(
+        lambda: _health(server.target, "posoffers.v1.OfferAdmin") == NOT_SERVING,
+        message="admin still SERVING with SQL down",
+    )
     assert _health(server.target, "posoffers.v1.OfferService") == SERVING
     assert _health(server.target) == SERVING
     with grpc.insecure_channel(server.target) as channel:

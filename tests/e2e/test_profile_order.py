@@ -4,13 +4,14 @@ rebuilt from SQL looks as she did in Redis."""
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+import pytest
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
@@ -21,7 +22,9 @@ from server.rpc.convert import customer_to_pb
 from tests.support.server_thread import ServerThread
 
 
-def test_concurrent_crm_updates_leave_redis_and_sql_agreeing(make_server: Callable[..., ServerThread]) -> None:
+def test_concurrent_crm_updates_leave_redis_and_sql_agreeing(
+    make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = make_server(demo_data=True)
     channel = grpc.insecure_channel(server.target)
     admin, till = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
@@ -31,13 +34,21 @@ def test_concurrent_crm_updates_leave_redis_and_sql_agreeing(make_server: Callab
 
     customers = server.service.customers
     upsert = customers.upsert_customer
+    one_stamped = threading.Event()  # "one" has its timestamp and is on its way to Redis
+    two_applied = asyncio.Event()  # on the server's loop
 
-    async def slow_first(state: Any, record: Any, **kw: Any) -> Any:
+    async def one_lands_after_two(state: Any, record: Any, **kw: Any) -> Any:
         if state.display_name == "one":
-            await asyncio.sleep(0.3)  # a slow Redis round trip, a GC pause, another server's call in flight...
-        return await upsert(state, record, **kw)
+            one_stamped.set()
+            async with asyncio.timeout(10):  # a slow Redis round trip, a GC pause, another server's call...
+                await two_applied.wait()
+            return await upsert(state, record, **kw)
+        applied = await upsert(state, record, **kw)
+        if state.display_name == "two":
+            two_applied.set()
+        return applied
 
-    customers.upsert_customer = slow_first  # type: ignore[method-assign]
+    monkeypatch.setattr(customers, "upsert_customer", one_lands_after_two)
 
     def rename(name: str) -> None:
         changed = admin_pb.UpsertCustomerRequest(customer=profile)
@@ -46,7 +57,7 @@ def test_concurrent_crm_updates_leave_redis_and_sql_agreeing(make_server: Callab
 
     with ThreadPoolExecutor(2) as pool:
         one = pool.submit(rename, "one")  # stamped first, runs last
-        time.sleep(0.1)
+        assert one_stamped.wait(10), "the first rename never reached Redis"
         two = pool.submit(rename, "two")
         one.result(10), two.result(10)
     in_redis = till.GetProfile(svc.GetProfileRequest(customer_id=member)).display_name

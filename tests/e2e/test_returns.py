@@ -12,6 +12,7 @@ import pytest
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+from posoffers.v1 import types_pb2 as pb
 
 from server.demo import OFFER_ID
 from tests.e2e.conftest import clone_samantha, visit
@@ -26,7 +27,7 @@ def stub(server_target: str) -> Iterator[svc_grpc.OfferServiceStub]:
         yield svc_grpc.OfferServiceStub(channel)
 
 
-def profile(stub: svc_grpc.OfferServiceStub, customer_id: str) -> svc.pb.CustomerProfile:  # type: ignore[name-defined]
+def profile(stub: svc_grpc.OfferServiceStub, customer_id: str) -> pb.CustomerProfile:
     return stub.GetProfile(svc.GetProfileRequest(customer_id=customer_id))
 
 

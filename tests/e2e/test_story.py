@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -26,9 +27,15 @@ def stub(server_target: str) -> Iterator[svc_grpc.OfferServiceStub]:
         yield svc_grpc.OfferServiceStub(channel)
 
 
-def listed(stub: svc_grpc.OfferServiceStub, customer_id: str, **kwargs: object) -> dict[str, svc.ActiveOffer]:
-    reply = stub.ListActiveOffers(svc.ListActiveOffersRequest(customer_id=customer_id, **kwargs))  # type: ignore[arg-type]
-    return {o.offer_id: o for o in reply.offers}
+def listed(
+    stub: svc_grpc.OfferServiceStub,
+    customer_id: str,
+    *,
+    channel: pb.Channel.ValueType,
+    location: pb.GeoPoint | None = None,
+) -> dict[str, svc.ActiveOffer]:
+    request = svc.ListActiveOffersRequest(customer_id=customer_id, channel=channel, location=location)
+    return {o.offer_id: o for o in stub.ListActiveOffers(request).offers}
 
 
 def test_the_whole_story(
@@ -99,7 +106,7 @@ def test_the_whole_story(
     ],
 )
 def test_offer_is_not_listed_for_members_it_is_not_for(
-    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub, who: str, changes: dict[str, object]
+    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub, who: str, changes: dict[str, Any]
 ) -> None:
     member = clone_samantha(admin_stub, **changes)
     assert OFFER_ID not in listed(stub, member, channel=pb.CHANNEL_APP), who
@@ -117,30 +124,29 @@ def test_distance_uses_the_request_location_else_home(
     assert OFFER_ID in offers and "km from SoHo" in offers[OFFER_ID].reason
 
 
-def test_offer_is_listed_only_between_its_start_and_end(
-    stub: svc_grpc.OfferServiceStub, admin_stub: admin_grpc.OfferAdminStub
-) -> None:
+def test_offer_is_listed_only_between_its_start_and_end(make_server: Callable[..., ServerThread]) -> None:
+    server = make_server(demo_data=True)  # its own: new offers change what every member is offered
     now = datetime.now(UTC)
-    tier = f"timing-{now.timestamp():.0f}"
     windows = {
         "current": (now - timedelta(hours=1), now + timedelta(hours=1)),
         "future": (now + timedelta(hours=1), now + timedelta(days=2)),
         "past": (now - timedelta(days=2), now - timedelta(hours=1)),
     }
-    for name, (start, end) in windows.items():
-        offer = demo_offer(now)
-        offer.offer_id = f"{tier}-{name}"
-        offer.eligibility.tiers[:] = [tier]  # only this test's member can see these
-        offer.starts_at.FromDatetime(start)
-        offer.ends_at.FromDatetime(end)
-        admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
-    member = clone_samantha(admin_stub, tier=tier)
-    ids = set(listed(stub, member, channel=pb.CHANNEL_APP))
-    assert f"{tier}-current" in ids
-    assert f"{tier}-future" not in ids and f"{tier}-past" not in ids
-    for name in windows:
-        admin_stub.ArchiveOffer(admin_pb.ArchiveOfferRequest(offer_id=f"{tier}-{name}"))
-    assert f"{tier}-current" not in listed(stub, member, channel=pb.CHANNEL_APP)
+    with grpc.insecure_channel(server.target) as channel:
+        admin_stub, stub = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
+        for name, (start, end) in windows.items():
+            offer = demo_offer(now)
+            offer.offer_id = f"timing-{name}"
+            offer.starts_at.FromDatetime(start)
+            offer.ends_at.FromDatetime(end)
+            admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
+        member = clone_samantha(admin_stub)
+        ids = set(listed(stub, member, channel=pb.CHANNEL_APP))
+        assert "timing-current" in ids
+        assert "timing-future" not in ids and "timing-past" not in ids
+        for name in windows:
+            admin_stub.ArchiveOffer(admin_pb.ArchiveOfferRequest(offer_id=f"timing-{name}"))
+        assert "timing-current" not in listed(stub, member, channel=pb.CHANNEL_APP)
 
 
 def test_offers_come_best_first_and_page_size_is_honoured(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -15,6 +14,11 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from telemetry import tracing
 from tests.support.builders import DRESS, SHOES, basket, commit_request
 from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_until
+
+
+def rpc_span_exported(spans: InMemorySpanExporter, method: str) -> bool:
+    return any(s.name.endswith(f"/{method}") for s in spans.get_finished_spans())
 
 
 @pytest.fixture
@@ -33,10 +37,7 @@ def test_a_commit_is_one_trace_with_its_redis_calls_and_the_trace_id_is_logged(
     spans.clear()
     with grpc.insecure_channel(server.target) as channel:
         svc_grpc.OfferServiceStub(channel).CommitPurchase(commit_request(basket("samantha", DRESS, SHOES)))
-    deadline = time.monotonic() + 5
-    while not any(s.name.endswith("/CommitPurchase") for s in spans.get_finished_spans()):
-        assert time.monotonic() < deadline, "no RPC span exported"
-        time.sleep(0.02)
+    wait_until(lambda: rpc_span_exported(spans, "CommitPurchase"), timeout=5, message="no RPC span exported")
 
     finished = spans.get_finished_spans()
     rpc = next(s for s in finished if s.name == "posoffers.v1.OfferService/CommitPurchase")
@@ -60,6 +61,7 @@ def test_no_customer_data_in_span_attributes(
     server = make_server(demo_data=True)
     with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError):
         svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="someone-secret"))
-    time.sleep(0.2)
+    # The RPC's span ends last (its Redis calls are inside it): once it is exported, so is everything to check.
+    wait_until(lambda: rpc_span_exported(spans, "GetProfile"), timeout=5, message="no RPC span exported")
     dumped = "".join(s.to_json() for s in spans.get_finished_spans())
     assert "samantha" not in dumped and "someone-secret" not in dumped

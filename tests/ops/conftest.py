@@ -145,5 +145,5 @@ def drive_traffic(target: str, seconds: float, pause_s: float = 0.02) -> Counter
             stub.GetProfile(svc.GetProfileRequest(customer_id=CUSTOMER), timeout=RPC_TIMEOUT_S)
             for method in ("ListActiveOffers", "EvaluateBasket", "CommitPurchase", "GetProfile"):
                 calls[method] += 1
-            time.sleep(pause_s)
+            time.sleep(pause_s)  # paces the traffic over the scrapes: the spread in time is the point, no wait
     return calls

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from bench.processes import Child, free_port, wait_until
+from bench.processes import Child, free_port
+from bench.processes import wait_until as wait_for_child
 from tests.ops.conftest import (
     ALERTS,
     DASHBOARD,
@@ -27,6 +28,7 @@ from tests.ops.conftest import (
     Service,
     drive_traffic,
 )
+from tests.support.waiting import wait_until
 
 TRAFFIC_S = 10.0
 SCRAPE_INTERVAL = "1s"
@@ -106,13 +108,13 @@ def prometheus(prometheus_bin: str, service: Service, tmp_path_factory: pytest.T
             with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
                 return bool(response.status == 200)
 
-        wait_until(child, ready, "prometheus", timeout=30)
+        wait_for_child(child, ready, "prometheus", timeout=30)
 
         def scraped() -> bool:
             targets = server.get("/api/v1/targets")["activeTargets"]
             return bool(targets) and all(t["health"] == "up" for t in targets)
 
-        wait_until(child, scraped, "prometheus scraping the service", timeout=30)
+        wait_for_child(child, scraped, "prometheus scraping the service", timeout=30)
         yield server
     finally:
         child.stop()
@@ -122,7 +124,19 @@ def prometheus(prometheus_bin: str, service: Service, tmp_path_factory: pytest.T
 def traffic(prometheus: Prometheus, service: Service) -> Counter[str]:
     """~10 s of till traffic while Prometheus scrapes, then two more scrapes so the last of it is in."""
     calls = drive_traffic(service.target, seconds=TRAFFIC_S)
-    time.sleep(2.5)
+    ended = time.time()  # Prometheus runs on this machine's clock too
+
+    def scrapes_since_the_traffic() -> int:
+        since_ms = max(1, int((time.time() - ended) * 1000))
+        result = prometheus.query(f'count_over_time(up{{job="pos-offers"}}[{since_ms}ms])')
+        return int(float(result[0]["value"][1])) if result else 0
+
+    wait_until(
+        lambda: scrapes_since_the_traffic() >= 2,
+        timeout=30,
+        interval=0.2,
+        message=lambda: f"Prometheus scraped {scrapes_since_the_traffic()} times since the traffic, not 2",
+    )
     return calls
 
 

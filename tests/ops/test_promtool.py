@@ -21,6 +21,7 @@ from tests.ops.conftest import (
     Service,
     drive_traffic,
 )
+from tests.support.waiting import wait_until
 
 RUNBOOK_BASE = "https://github.com/pos-offers/pos-offers/blob/main/docs/operations.md#"
 TILL_METHODS = ("ListActiveOffers", "EvaluateBasket", "CommitPurchase", "GetProfile")
@@ -159,14 +160,17 @@ def test_one_scrape_shows_the_writer_child_beside_the_server(service: Service) -
     # Records are written to SQL by the server's writer child process: its counters reach the server's /metrics
     # only through the shared multiprocess directory.
     drive_traffic(service.target, seconds=0.5)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def with_the_writers_records() -> str:
         text = service.scrape()
-        applied = _sample(text, r'^pos_offers_writer_records_total\{result="applied"\} (\S+)$')
-        if applied > 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert applied > 0, "the writer child's records are missing from the scrape"
+        return text if _sample(text, r'^pos_offers_writer_records_total\{result="applied"\} (\S+)$') > 0 else ""
+
+    text = wait_until(
+        with_the_writers_records,
+        timeout=20,
+        interval=0.1,
+        message="the writer child's records are missing from the scrape",
+    )
     # Gauges the child declares but never sets must not hide the server's values.
     assert _sample(text, r"^pos_offers_catalog_version (\S+)$") >= 1
     assert _sample(text, r"^pos_offers_catalog_loaded_timestamp_seconds (\S+)$") > time.time() - 3600

@@ -40,7 +40,7 @@ def commit_request(b: pb.Basket, transaction_id: str | None = None) -> svc.Commi
 
 
 def bonus_offer(tier: str, category: str, bonus_points: int, *, limit: int) -> pb.Offer:
-    """Bonus points on a category for members of one tier (each test its own), with a total budget."""
+    """Bonus points on a category for members of one tier, with a total budget."""
     offer = pb.Offer(
         offer_id=f"{tier}-{category}-bonus",
         title=f"{bonus_points} bonus points on {category}",
