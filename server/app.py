@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import redis.asyncio as aioredis
-import sqlalchemy as sa
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
@@ -24,11 +22,7 @@ from server.bootstrap import Components, bootstrap
 from server.config import Settings
 from server.rpc.grpc_server import build_server, set_health
 from store.embedded_redis import EmbeddedRedis
-from store.redis_state import CustomerStore
-from store.sql_profile import SqlProfiles
-from store.writer import OutboxWriter
 from telemetry import metrics, metrics_setup, tracing
-from usecases.catalog import CatalogCache
 
 log = logging.getLogger(__name__)
 
@@ -61,31 +55,6 @@ class Service:
     def target(self) -> str:
         host = self.settings.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
-
-    # The parts tests and operators' scripts reach for.
-    @property
-    def customers(self) -> CustomerStore:
-        return self.components.customers_store
-
-    @property
-    def repo(self) -> SqlProfiles:
-        return self.components.repo
-
-    @property
-    def sql_engine(self) -> sa.Engine:
-        return self.components.sql_engine
-
-    @property
-    def redis(self) -> aioredis.Redis:
-        return self.components.redis
-
-    @property
-    def catalog(self) -> CatalogCache:
-        return self.components.catalog
-
-    @property
-    def writer(self) -> OutboxWriter:
-        return self.components.writer
 
     @classmethod
     async def start(cls, settings: Settings) -> Service:
@@ -205,7 +174,7 @@ class Service:
         current: tuple[bool, bool] | None = (True, True)
         while not self._stop.is_set():
             redis_ok, sql_ok = await self._probe()
-            catalog_ok = self.catalog.ready
+            catalog_ok = self.components.catalog.ready
             for component, ok in (("redis", redis_ok), ("sql", sql_ok), ("catalog", catalog_ok)):
                 metrics.COMPONENT_UP.labels(component).set(1 if ok else 0)
             wanted = (redis_ok and catalog_ok, redis_ok and catalog_ok and sql_ok)
@@ -220,9 +189,9 @@ class Service:
         """Gauges read from Redis, off the request path: outbox lag and offer budgets."""
         while not self._stop.is_set():
             with contextlib.suppress(RedisError, OSError):
-                metrics.OUTBOX_BACKLOG.set(await self.writer.backlog())
-                metrics.OUTBOX_OLDEST_AGE.set(await self.writer.oldest_age_s())
-                limits = {o.offer_id: o.total_redemption_limit for o in self.catalog.current.offers}
+                metrics.OUTBOX_BACKLOG.set(await self.components.writer.backlog())
+                metrics.OUTBOX_OLDEST_AGE.set(await self.components.writer.oldest_age_s())
+                limits = {o.offer_id: o.total_redemption_limit for o in self.components.catalog.current.offers}
                 budgeted = sorted(o for o, limit in limits.items() if limit > 0)
                 for offer_id, used in (await self.components.customers_store.budget_counters(budgeted)).items():
                     metrics.OFFER_BUDGET_USED.labels(offer_id).set(used)

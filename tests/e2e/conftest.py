@@ -39,7 +39,7 @@ def demo_server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def catalog_version(server: ServerThread) -> int:
-    return server.run(server.service.customers.catalog_version())
+    return server.run(server.service.components.customers_store.catalog_version())
 
 
 @pytest.fixture(autouse=True)

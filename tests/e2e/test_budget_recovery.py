@@ -86,7 +86,7 @@ class Shop:
         """Every server applies the offer as now defined (the others follow the catalog version within ~0.1 s)."""
 
         async def current(server: ServerThread) -> bool:
-            live = server.service.catalog.current.offer(self.offer_id)
+            live = server.service.components.catalog.current.offer(self.offer_id)
             return live is not None and live.total_redemption_limit == self.offer.total_redemption_limit
 
         def applied(server: ServerThread) -> bool:
@@ -130,10 +130,10 @@ class Shop:
         )
 
     def counter(self) -> bytes | None:
-        key = self.server.service.customers.keys.offer_redemptions(self.offer_id)
+        key = self.server.service.components.customers_store.keys.offer_redemptions(self.offer_id)
 
         async def get() -> bytes | None:
-            raw = await self.server.service.redis.get(key)
+            raw = await self.server.service.components.redis.get(key)
             assert raw is None or isinstance(raw, bytes)
             return raw
 
@@ -141,10 +141,10 @@ class Shop:
 
     def lose_counter(self) -> None:
         """What a Redis restart without persistence or a flush does to it."""
-        key = self.server.service.customers.keys.offer_redemptions(self.offer_id)
+        key = self.server.service.components.customers_store.keys.offer_redemptions(self.offer_id)
 
         async def delete() -> int:
-            return int(await self.server.service.redis.delete(key))
+            return int(await self.server.service.components.redis.delete(key))
 
         assert self.server.run(delete()) == 1
 
@@ -218,7 +218,7 @@ def test_redemptions_still_in_the_outbox_count_too(
     assert sum(shop.got_it(r) for r in receipts) == 1
     assert shop.counter() == b"4"
     server.drain()  # and SQL agrees once written
-    assert SqlBudgets(server.service.sql_engine).offer_redemptions(shop.offer_id) == 4
+    assert SqlBudgets(server.service.components.sql_engine).offer_redemptions(shop.offer_id) == 4
 
 
 def test_a_return_after_the_loss_gives_its_redemption_back_once(

@@ -39,8 +39,8 @@ def test_total_budget_is_never_exceeded_and_a_sold_out_offer_disappears(
         assert len(winners) == 3
         assert all(r.evaluation.points_earned == 40 + 500 for r in winners)
         assert all(r.evaluation.points_earned == 40 for r in receipts if r not in winners)
-        counter = server.service.customers.keys.offer_redemptions(offer.offer_id)
-        redis = server.service.redis
+        counter = server.service.components.customers_store.keys.offer_redemptions(offer.offer_id)
+        redis = server.service.components.redis
 
         async def used() -> int:
             return int(await redis.get(counter) or 0)

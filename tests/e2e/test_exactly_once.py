@@ -104,7 +104,7 @@ def test_redis_losing_the_customer_rebuilds_her_from_sql_and_old_ids_still_pay_n
     profile = stub.GetProfile(svc.GetProfileRequest(customer_id=fresh_customer_id))
     demo_server.drain()
 
-    customers = demo_server.service.customers
+    customers = demo_server.service.components.customers_store
     demo_server.run(customers.forget_customer(fresh_customer_id, [request.transaction_id]))
     assert demo_server.run(customers.read(fresh_customer_id)).state is None
 
@@ -131,7 +131,7 @@ def test_upserting_a_customer_keeps_sql_ledger_equal_to_balance(
     assert after.points_balance == 2_000
     assert "shoes" in after.categories_purchased  # an import adds categories, never forgets purchases
     demo_server.drain()
-    assert ledger_balance(demo_server.service.sql_engine, member) == 2_000
+    assert ledger_balance(demo_server.service.components.sql_engine, member) == 2_000
 
 
 def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) -> None:
@@ -143,8 +143,8 @@ def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) 
         members = [clone_samantha(admin) for _ in range(3)]
         for member in members:
             till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
-    assert first.run(first.service.writer.backlog()) >= 3 + 3
-    assert all(ledger_balance(first.service.sql_engine, member) == 0 for member in members)
+    assert first.run(first.service.components.writer.backlog()) >= 3 + 3
+    assert all(ledger_balance(first.service.components.sql_engine, member) == 0 for member in members)
     settings = first.settings
     first.stop()
 
@@ -156,7 +156,7 @@ def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) 
         writer_claim_idle_ms=0,
     )
     second.drain()
-    engine = second.service.sql_engine
+    engine = second.service.components.sql_engine
     for member in members:
         assert ledger_balance(engine, member) == 500 + 329
         assert "shoes" in list_categories(engine, member)
@@ -204,7 +204,7 @@ def test_a_customer_lost_while_her_purchase_waits_for_sql_is_not_rebuilt_without
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         request = commit_request(basket(member, DRESS, SHOES))
         till.CommitPurchase(request)
-        server.run(server.service.customers.forget_customer(member, [request.transaction_id]))
+        server.run(server.service.components.customers_store.forget_customer(member, [request.transaction_id]))
         # SQL does not have her purchase yet: rebuilding now would pay the replay again, so she must wait.
         with pytest.raises(grpc.RpcError) as err:
             till.CommitPurchase(request)

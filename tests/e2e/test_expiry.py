@@ -47,7 +47,7 @@ def test_inactive_members_points_expire_once_and_active_members_keep_theirs(
         server.drain()
         again = admin.ExpirePoints(admin_pb.ExpirePointsRequest())  # safe to run twice
         assert again.points_expired == 0
-        engine = server.service.sql_engine
+        engine = server.service.components.sql_engine
         assert ledger_balance(engine, idle) == 0 and ledger_balance(engine, active) == 620
 
 
@@ -82,14 +82,14 @@ def test_points_that_come_back_after_an_expiry_expire_again_in_redis_and_sql(
         server.drain()
         assert admin.ExpirePoints(admin_pb.ExpirePointsRequest()).points_expired == 300
         server.drain()
-        assert ledger_balance(server.service.sql_engine, idle) == 0  # SQL took both, not only the first
+        assert ledger_balance(server.service.components.sql_engine, idle) == 0  # SQL took both, not only the first
 
 
 def test_lapsed_members_rebuilt_only_for_the_job_leave_redis_again_unless_they_buy(
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True, points_expire_after_days=1)
-    customers = server.service.customers
+    customers = server.service.components.customers_store
     with visit(server) as v:
         admin, till = v.admin, v.till
         lapsed, returning = v.member, v.another_member()
@@ -122,7 +122,7 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
     """A member rebuilt for the expiry job leaves Redis after an hour; an import landing just then must not create
     her from scratch (SQL would get her whole balance and lifetime value again as deltas)."""
     server = make_server(demo_data=True, points_expire_after_days=30)
-    customers = server.service.customers
+    customers = server.service.components.customers_store
     cid = f"cust-ttl-{uuid.uuid4().hex[:8]}"
     k = customers.keys.customer(cid)
     with grpc.insecure_channel(server.target) as channel:
@@ -158,6 +158,6 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
         in_redis = till.GetProfile(svc.GetProfileRequest(customer_id=cid))
         assert in_redis.display_name == "Renamed" and in_redis.points_balance == before.points_balance
         server.drain()
-        snap = server.service.repo.load_customer(cid, receipts_since=datetime.now(UTC) - timedelta(days=1))
+        snap = server.service.components.repo.load_customer(cid, receipts_since=datetime.now(UTC) - timedelta(days=1))
         assert snap is not None
         assert snap.points_balance == before.points_balance, (before.points_balance, snap.points_balance)

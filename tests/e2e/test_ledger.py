@@ -21,7 +21,7 @@ from tests.support.server_thread import ServerThread
 
 
 def redis_ledger(server: ServerThread, customer_id: str) -> tuple[int, list[dict[str, Any]]]:
-    return server.run(server.service.customers.ledger(customer_id))
+    return server.run(server.service.components.customers_store.ledger(customer_id))
 
 
 def assert_ledger_adds_up(server: ServerThread, till: svc_grpc.OfferServiceStub, customer_id: str) -> None:
@@ -59,15 +59,15 @@ def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(
         _, entries = redis_ledger(server, member)
         assert [e["k"] for e in entries] == ["adjust", "earn", "bonus", "redeem", "reverse", "adjust"]
         server.drain()
-        repo = server.service.repo
+        repo = server.service.components.repo
         now = till.GetProfile(svc.GetProfileRequest(customer_id=member))
-        assert ledger_balance(server.service.sql_engine, member) == now.points_balance - now.points_debt
+        assert ledger_balance(server.service.components.sql_engine, member) == now.points_balance - now.points_debt
         snapshot = repo.load_customer(member, receipts_since=now.last_purchase_at.ToDatetime().astimezone())
         assert snapshot is not None
         # The same entries, by the same ids (SQL orders entries of one instant by id, Redis by when appended).
         assert sorted(e.entry_id for e in snapshot.ledger) == sorted(str(e["id"]) for e in entries)
 
-        server.run(server.service.customers.forget_customer(member))
+        server.run(server.service.components.customers_store.forget_customer(member))
         assert till.GetProfile(svc.GetProfileRequest(customer_id=member)).points_balance == now.points_balance
         assert_ledger_adds_up(server, till, member)
         assert sorted(str(e["id"]) for e in redis_ledger(server, member)[1]) == sorted(str(e["id"]) for e in entries)

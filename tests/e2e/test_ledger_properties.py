@@ -526,7 +526,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         """Redis loses the member (profile, ledger, pending points, receipts, returns): the next call rebuilds her
         from SQL, and everything after goes on as if nothing happened (replays still replay)."""
         self.server.drain()
-        customers, member = self.server.service.customers, self.member
+        customers, member = self.server.service.components.customers_store, self.member
         k = customers.keys.customer(member)
         purchases = [p.transaction_id for p in self.purchases]
         returns = [r.return_id for p in self.purchases for r, _ in p.returns]
@@ -549,7 +549,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
     def check(self, *, sql: bool) -> None:
         profile, a = self.profile(), self.account
         # Needs no model: what any member's profile and ledger must satisfy.
-        base, entries = self.server.run(self.server.service.customers.ledger(self.member))
+        base, entries = self.server.run(self.server.service.components.customers_store.ledger(self.member))
         assert base + sum(int(e["p"]) for e in entries) == profile.points_balance - profile.points_debt
         assert profile.points_balance >= 0 and profile.points_debt >= 0
         assert profile.points_balance == 0 or profile.points_debt == 0, "a balance and a debt at once"
@@ -584,7 +584,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         assert set(profile.categories_purchased) == a.categories
         if sql:
             self.server.drain()
-            engine = self.server.service.sql_engine
+            engine = self.server.service.components.sql_engine
             assert ledger_balance(engine, self.member) == profile.points_balance - profile.points_debt
             pending_sql = sum(points for _, points in pending_points(engine, self.member, datetime.now(UTC)))
             assert pending_sql == a.pending_entries
@@ -615,8 +615,10 @@ class LoyaltyMachine(RuleBasedStateMachine):
         )
         assert (end.lifetime_value_minor, end.spend_12m_minor) == (start.lifetime_value_minor, start.spend_12m_minor)
         assert end.purchase_count == start.purchase_count + sum(not p.voided for p in self.purchases)
-        assert pending_points(self.server.service.sql_engine, self.member, datetime.now(UTC)) == []
-        snapshot = self.server.service.repo.load_customer(self.member, receipts_since=datetime.now(UTC) - timedelta(1))
+        assert pending_points(self.server.service.components.sql_engine, self.member, datetime.now(UTC)) == []
+        snapshot = self.server.service.components.repo.load_customer(
+            self.member, receipts_since=datetime.now(UTC) - timedelta(1)
+        )
         assert snapshot is not None
         assert (snapshot.points_balance, snapshot.points_debt, snapshot.lifetime_value_minor) == (
             start.points_balance,

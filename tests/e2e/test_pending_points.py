@@ -94,7 +94,7 @@ def test_a_return_within_the_window_takes_back_pending_points_and_leaves_no_debt
             after = v.profile()
             outcomes[days] = (back.points_debt_after, after.points_balance, after.points_pending)
             server.drain()
-            engine = server.service.sql_engine
+            engine = server.service.components.sql_engine
             assert ledger_balance(engine, member) == after.points_balance - after.points_debt
             assert pending_points(engine, member, datetime.now(UTC)) == []
     assert outcomes[0] == (329, 0, 0)  # she spent points she then had to give back
@@ -137,9 +137,12 @@ def assert_pending_points_survive_a_rebuild(server: ServerThread) -> None:
         before = v.profile()
         assert before.points_pending == 329 + 120
         server.drain()
-        assert sum(p for _, p in pending_points(server.service.sql_engine, member, datetime.now(UTC))) == 329 + 120
+        assert (
+            sum(p for _, p in pending_points(server.service.components.sql_engine, member, datetime.now(UTC)))
+            == 329 + 120
+        )
 
-        server.run(server.service.customers.forget_customer(member, [sale.transaction_id]))
+        server.run(server.service.components.customers_store.forget_customer(member, [sale.transaction_id]))
         rebuilt = v.profile()
         assert (rebuilt.points_balance, rebuilt.points_available, rebuilt.points_pending) == (
             before.points_balance,

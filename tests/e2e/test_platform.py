@@ -95,7 +95,7 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
 
     def wait_for_sql(member: str, points: int) -> None:
         wait_until(
-            lambda: ledger_balance(server.service.sql_engine, member) == points,
+            lambda: ledger_balance(server.service.components.sql_engine, member) == points,
             timeout=30,
             interval=0.05,
             message="purchase never reached SQL",
@@ -124,7 +124,7 @@ def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(
     make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = make_server(demo_data=True)
-    repo = server.service.repo
+    repo = server.service.components.repo
 
     def sql_down() -> None:
         raise OSError("connection refused")  # what an unreachable database looks like to the probe

@@ -29,11 +29,11 @@ def test_story_on_postgres_including_redis_loss(postgres_schema: str, make_serve
         receipt = till.CommitPurchase(request)
         assert [a.offer_id for a in receipt.evaluation.applied_offers] == ["dress-shoes-2x"]
         server.drain()
-        engine = server.service.sql_engine
+        engine = server.service.components.sql_engine
         assert ledger_balance(engine, member) == 500 + 329
         assert "shoes" in list_categories(engine, member)
 
-        server.run(server.service.customers.forget_customer(member, [request.transaction_id]))
+        server.run(server.service.components.customers_store.forget_customer(member, [request.transaction_id]))
         again = till.CommitPurchase(request)
         assert again.replayed
         profile = till.GetProfile(svc.GetProfileRequest(customer_id=member))

@@ -32,7 +32,7 @@ def test_concurrent_crm_updates_leave_redis_and_sql_agreeing(
     profile = customer_to_pb(demo_customer(member))
     admin.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))
 
-    customers = server.service.customers
+    customers = server.service.components.customers_store
     upsert = customers.upsert_customer
     one_stamped = threading.Event()  # "one" has its timestamp and is on its way to Redis
     two_applied = asyncio.Event()  # on the server's loop

@@ -79,11 +79,11 @@ def test_returning_the_shoes_takes_back_their_points_and_the_dress_bonus(
     assert err.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
 
     demo_server.drain()
-    repo = demo_server.service.repo
+    repo = demo_server.service.components.repo
     snapshot = repo.load_customer(member, receipts_since=datetime.now(UTC) - timedelta(days=1))
     assert snapshot is not None
     assert snapshot.points_balance == after.points_balance and snapshot.points_debt == 0
-    assert ledger_balance(demo_server.service.sql_engine, member) == after.points_balance
+    assert ledger_balance(demo_server.service.components.sql_engine, member) == after.points_balance
     assert snapshot.lifetime_value_minor == before.lifetime_value_minor
 
 
@@ -117,7 +117,7 @@ def test_a_return_never_drives_the_balance_below_zero_and_the_debt_is_repaid_fir
     assert now.points_balance == later.evaluation.points_earned - repaid
 
     demo_server.drain()
-    engine = demo_server.service.sql_engine
+    engine = demo_server.service.components.sql_engine
     assert ledger_balance(engine, member) == now.points_balance - now.points_debt
 
 
@@ -211,7 +211,10 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
         again = till.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
         assert [a.offer_id for a in again.evaluation.applied_offers] == [OFFER_ID]
         server.drain()
-        assert list_categories(server.service.sql_engine, member) == ["dresses", "shoes"]  # the second sale's
+        assert list_categories(server.service.components.sql_engine, member) == [
+            "dresses",
+            "shoes",
+        ]  # the second sale's
 
         other = v.another_member()
         first = commit_request(basket(other, SHOES))
@@ -220,16 +223,16 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
         till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=first.transaction_id, customer_id=other))
         assert "shoes" in v.profile(other).categories_purchased
         server.drain()
-        assert "shoes" in list_categories(server.service.sql_engine, other)
+        assert "shoes" in list_categories(server.service.components.sql_engine, other)
 
         voided_alone = v.another_member()
         only = commit_request(basket(voided_alone, SHOES))
         till.CommitPurchase(only)
         server.drain()  # SQL has her shoes before the void arrives
-        assert "shoes" in list_categories(server.service.sql_engine, voided_alone)
+        assert "shoes" in list_categories(server.service.components.sql_engine, voided_alone)
         till.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=only.transaction_id, customer_id=voided_alone))
         server.drain()
-        assert list_categories(server.service.sql_engine, voided_alone) == ["dresses"]
+        assert list_categories(server.service.components.sql_engine, voided_alone) == ["dresses"]
 
 
 def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., ServerThread]) -> None:
@@ -243,7 +246,7 @@ def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., Se
         first = return_request(member, purchase.transaction_id, ("sock-1", 2))
         till.ReturnPurchase(first)
         server.drain()
-        k, redis = server.service.customers.keys.customer(member), server.service.redis
+        k, redis = server.service.components.customers_store.keys.customer(member), server.service.components.redis
 
         async def lose_her() -> None:
             await redis.delete(
@@ -305,7 +308,7 @@ def test_returns_of_purchases_redis_no_longer_keeps_go_through_sql_once(
         purchase = commit_request(basket(member, DRESS, SHOES))
         till.CommitPurchase(purchase)
         server.drain()
-        k, redis = server.service.customers.keys, server.service.redis
+        k, redis = server.service.components.customers_store.keys, server.service.components.redis
 
         async def expire_receipt() -> None:  # what the retention window does after 30 days
             await redis.delete(

@@ -88,13 +88,13 @@ def test_the_whole_story(
 
     # The unified profile in SQL has the same purchase, once.
     demo_server.drain()
-    repo = demo_server.service.repo
+    repo = demo_server.service.components.repo
     snapshot = repo.load_customer(member, receipts_since=datetime.now(UTC) - timedelta(days=1))
     assert snapshot is not None
     assert snapshot.points_balance == after.points_balance
     assert snapshot.lifetime_value_minor == after.lifetime_value_minor
     assert "shoes" in snapshot.categories and snapshot.purchase_count == 1
-    assert ledger_balance(demo_server.service.sql_engine, member) == after.points_balance
+    assert ledger_balance(demo_server.service.components.sql_engine, member) == after.points_balance
 
 
 @pytest.mark.parametrize(

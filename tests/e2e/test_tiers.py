@@ -53,12 +53,12 @@ def test_a_purchase_crossing_the_threshold_upgrades_the_tier_and_the_next_one_ea
         assert "tier:gold" in {a.offer_id for a in third.evaluation.applied_offers}
 
         server.drain()
-        snapshot = server.service.repo.load_customer(
+        snapshot = server.service.components.repo.load_customer(
             member, receipts_since=profile.last_purchase_at.ToDatetime(tzinfo=UTC)
         )
         assert snapshot is not None and snapshot.tier == "gold"
         # Redis loses her: the rebuilt profile keeps the rolling spend.
-        k, redis = server.service.customers.keys.customer(member), server.service.redis
+        k, redis = server.service.components.customers_store.keys.customer(member), server.service.components.redis
 
         async def lose_her() -> None:
             await redis.delete(k.profile, k.categories, k.offer_uses, k.spend)

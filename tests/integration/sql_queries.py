@@ -1,7 +1,7 @@
 """Reads of the profile database that only tests need: what the repositories wrote, read back.
 
-Plain functions over the engine (the service's is `server.service.sql_engine`), so the repository classes keep
-only what the service itself calls.
+Plain functions over the engine (the service's is `server.service.components.sql_engine`), so the repository
+classes keep only what the service itself calls.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class ServerThread:
 
     def drain(self, timeout: float = 10) -> None:
         """Waits until every committed purchase is in SQL."""
-        self.run(self.service.writer.drain(timeout_s=timeout), timeout=timeout + 5)
+        self.run(self.service.components.writer.drain(timeout_s=timeout), timeout=timeout + 5)
 
     def stop(self) -> None:
         if self._loop.is_closed():
