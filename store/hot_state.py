@@ -45,10 +45,13 @@ class RedisHotState:
     async def commit_purchase(
         self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
     ) -> CommitResult:
-        record = purchase_record(receipt, digest)
-        occurred_at = receipt.occurred_at or receipt.committed_at
+        record = purchase_record(receipt, digest)  # refuses a receipt without its basket or sale time
         return await self.store.commit(
-            record, expected_version=expected_version, receipt=receipt_bytes, occurred_at=occurred_at, now=now
+            record,
+            expected_version=expected_version,
+            receipt=receipt_bytes,
+            occurred_at=datetime.fromisoformat(record.occurred_at),
+            now=now,
         )
 
     async def apply_return(

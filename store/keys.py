@@ -9,15 +9,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from store.redis_limits import RECENT_CATEGORY_WINDOW_S
-
-__all__ = [
-    "RECENT_CATEGORY_WINDOW_S",
-    "CustomerKeys",
-    "Keys",
-    "OutboxKeys",
-]  # the window is defined in store/redis_limits.py
-
 
 @dataclass(frozen=True, slots=True)
 class CustomerKeys:

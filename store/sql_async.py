@@ -104,9 +104,6 @@ class SqlCatalogStore:
     async def upsert_store(self, store: Store) -> None:
         await _in_thread("upsert_store", lambda: self._sql.upsert_store(store))
 
-    async def list_stores(self) -> list[Store]:
-        return await _in_thread("list_stores", self._sql.list_stores)
-
     async def get_setting(self, key: str) -> tuple[str, int] | None:
         return await _in_thread("get_setting", lambda: self._sql.get_setting(key))
 

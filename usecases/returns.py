@@ -136,16 +136,17 @@ class ReturnsApp:
             if read.state is None:
                 await self._customers.rehydrate(cid)
                 return Retry.REBUILT
-            if not claimed:
-                if await self._hot.claim_return(return_id, cid) != cid:
-                    raise AlreadyExists(f"return_id {return_id!r} was used for another customer")
-                claimed = True
             purchase, returned = await self._purchase(read, cid, request.transaction_id)
             facts = self._codec.facts(purchase)
             if facts.customer_id != cid:
                 raise NotFound("purchase", request.transaction_id)  # never reveal another customer's purchase
             if request.voided:
                 self._check_void_window(facts)
+            if not claimed:
+                # Claimed once the purchase is known to be hers: a call naming the wrong customer claims nothing.
+                if await self._hot.claim_return(return_id, cid) != cid:
+                    raise AlreadyExists(f"return_id {return_id!r} was used for another customer")
+                claimed = True
             wanted = remaining_lines(facts, returned) if request.lines is None else request.lines
             outcome = evaluate_return(facts, read.state, returned, wanted)
             return await self._write(read.state.version, facts, outcome, request)

@@ -124,9 +124,12 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
 
     async def UpsertOffer(self, request: admin_pb.UpsertOfferRequest, context: Context) -> pb.Offer:
         _required(request, "offer")
-        offer = convert.offer_from_pb(request.offer)
-        keep_status = request.offer.status == pb.OFFER_STATUS_UNSPECIFIED  # an edit keeps a paused offer paused
-        return convert.offer_to_pb(await self._admin.upsert_offer(offer, keep_status=keep_status))
+        sent = pb.Offer()
+        sent.CopyFrom(request.offer)
+        for server_owned in ("version", "updated_at"):  # set by the server, ignored when sent
+            sent.ClearField(server_owned)
+        keep_status = sent.status == pb.OFFER_STATUS_UNSPECIFIED  # an edit keeps a paused offer paused
+        return convert.offer_to_pb(await self._admin.upsert_offer(convert.offer_from_pb(sent), keep_status=keep_status))
 
     async def GetOffer(self, request: admin_pb.GetOfferRequest, context: Context) -> pb.Offer:
         return convert.offer_to_pb(await self._admin.get_offer(request.offer_id))

@@ -87,7 +87,7 @@ class FakeHotState:
         self.counters: dict[str, tuple[int, str]] = {}  # offer id -> (used, epoch)
         self.outbox_offers: list[tuple[str, str]] = []  # (transaction id, offer id) of sales in the outbox
         self.calls: list[str] = []
-        self._epochs = itertools.count(1)
+        self._clock_ms = itertools.count(1)  # Redis time, ms: when counters were created and returns written
         self._versions = itertools.count(1_000)
 
     # -- set-up and inspection --------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ class FakeHotState:
         held.returned[facts.transaction_id] = dict(outcome.returned_after)
         held.returns[return_id] = StoredTransaction(digest, receipt_bytes)
         self.outbox.append((facts.customer_id, outcome))
-        return CommitResult("ok", written_at_ms=int(now.timestamp() * 1000))
+        return CommitResult("ok", written_at_ms=next(self._clock_ms))
 
     async def expire_points(
         self, customer_id: str, *, cutoff: datetime, last_purchase_at: datetime, expected_version: int, now: datetime
@@ -297,9 +297,12 @@ class FakeHotState:
 
     async def release_budget(self, offer_id: str, *, epoch: str = "", returned_at_ms: int = 0) -> bool:
         self.calls.append("release_budget")
+        await self.gates.passing("release_budget")
         counter = self.counters.get(offer_id)
         if counter is None or counter[0] == 0 or (epoch and counter[1] != epoch):
             return False
+        if returned_at_ms and int(counter[1]) >= returned_at_ms * 1000:
+            return False  # the counter was rebuilt after the return was written: the rebuild left it out
         self.counters[offer_id] = (counter[0] - 1, counter[1])
         return True
 
@@ -314,7 +317,7 @@ class FakeHotState:
         self.calls.append("seed_budget")
         if offer_id in self.counters:
             return False
-        self.counters[offer_id] = (used, f"epoch-{next(self._epochs)}")
+        self.counters[offer_id] = (used, str(next(self._clock_ms) * 1000))  # µs, as the script's epoch
         return True
 
     async def budget_counters(self, offer_ids: Sequence[str]) -> dict[str, int]:
@@ -353,9 +356,6 @@ class FakeCatalog:
 
     async def upsert_store(self, store: Store) -> None:
         self.stores[store.store_id] = store
-
-    async def list_stores(self) -> list[Store]:
-        return list(self.stores.values())
 
     async def get_setting(self, key: str) -> tuple[str, int] | None:
         return self.settings.get(key)

@@ -240,6 +240,46 @@ async def test_a_commit_holds_no_reservation_while_another_offers_counter_is_reb
     assert world.hot.counters[held_first][0] == before + 1 and world.hot.counters[lost][0] == 1
 
 
+async def test_a_commit_landing_after_a_rebuild_that_missed_it_is_counted_again(world: World) -> None:
+    """The rare case the settle time is there for, forced: Alice's write lands after Bob's rebuild read the outbox.
+    Her commit confirms its reservation against the counter's epoch, finds it rebuilt and counts itself again
+    (an offer may then undersell by one, never oversell)."""
+    budgeted = dataclasses.replace(demo_offer(NOW), offer_id="budgeted", total_redemption_limit=10, priority=20)
+    await world.app.admin.upsert_offer(budgeted)
+    alice, bob = world.member(), world.member()
+    alices_write = world.hot.gates.arm("commit_purchase")
+    alices = asyncio.create_task(commit(world, "t-alice", shoes_and_dress(alice)))
+    await alices_write.arrived.wait()  # reserved (1 of 10), not yet written
+    del world.hot.counters["budgeted"]
+    await commit(world, "t-bob", shoes_and_dress(bob))  # rebuilds from SQL and the outbox: Alice is in neither
+    assert world.hot.counters["budgeted"][0] == 1
+    alices_write.open()
+    await alices
+
+    assert "budgeted" in world.hot.state(alice).offer_uses
+    assert world.hot.counters["budgeted"][0] == 2
+
+
+async def test_a_return_released_after_a_rebuild_that_left_it_out_gives_nothing_back(world: World) -> None:
+    """Alice returns the shoes, so the offer no longer holds and its redemption goes back to the budget; the
+    release comes late, after Redis lost the counter and a rebuild already left her redemption out."""
+    budgeted = dataclasses.replace(demo_offer(NOW), offer_id="budgeted", total_redemption_limit=10, priority=20)
+    await world.app.admin.upsert_offer(budgeted)
+    alice, bob = world.member(), world.member()
+    await commit(world, "t-alice", shoes_and_dress(alice))
+    release = world.hot.gates.arm("release_budget")
+    shoes_back = [ReturnRequestLine("shoes-1", 1)]
+    back = asyncio.create_task(world.app.returns.return_lines("r-alice", "t-alice", alice, shoes_back, "rd"))
+    await release.arrived.wait()  # the return is written; its release is slow
+    del world.hot.counters["budgeted"]
+    world.hot.write_outbox()  # SQL has her sale and her return: nothing used
+    await commit(world, "t-bob", shoes_and_dress(bob))  # rebuilds at 0, then takes 1
+    release.open()
+    assert not (await back).replayed
+
+    assert world.hot.counters["budgeted"][0] == 1  # Bob's: Alice's late release gave nothing back
+
+
 async def test_a_sold_out_offer_is_not_applied_and_the_sale_goes_through(world: World) -> None:
     budgeted = dataclasses.replace(demo_offer(NOW), offer_id="budgeted", total_redemption_limit=1, priority=20)
     await world.app.admin.upsert_offer(budgeted)
@@ -323,3 +363,12 @@ def _snapshot(state: CustomerState) -> CustomerSnapshot:
         propensity=dict(state.propensity),
         offer_uses=dict(state.offer_uses),
     )
+
+
+async def test_a_void_naming_the_wrong_customer_leaves_the_real_void_free(world: World) -> None:
+    alice, bob = world.member(), world.member()
+    await commit(world, "t-alice", shoes_and_dress(alice))
+    with pytest.raises(NotFound):
+        await world.app.returns.void("t-alice", bob, "vd-bob")  # a till keyed the wrong card
+    result = await world.app.returns.void("t-alice", alice, "vd-alice")
+    assert not result.replayed and "void:t-alice" in world.hot.customers[alice].returns
