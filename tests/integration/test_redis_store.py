@@ -27,8 +27,9 @@ from store.records import (
 from store.redis_limits import RedisLimits
 from store.redis_state import CustomerStore
 from store.writer import GROUP, OutboxWriter, parse_entry
+from tests.support.snapshots import customer_snapshot
 from usecases.ports import StoredTransaction
-from usecases.snapshot import CustomerSnapshot, LedgerRow
+from usecases.snapshot import LedgerRow
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -162,21 +163,7 @@ async def test_a_commit_on_a_stale_version_is_refused(store: CustomerStore) -> N
 
 async def test_hydration_never_overwrites_live_state(store: CustomerStore) -> None:
     await store.upsert_customer(member(balance=900), crm_record("m1"))
-    snapshot = CustomerSnapshot(
-        customer_id="m1",
-        display_name="Old",
-        tier="",
-        currency="USD",
-        lifetime_value_minor=0,
-        points_balance=1,
-        purchase_count=0,
-        last_purchase_at=None,
-        home_latitude=None,
-        home_longitude=None,
-        categories=[],
-        propensity={},
-        offer_uses={},
-    )
+    snapshot = customer_snapshot("m1", display_name="Old", points_balance=1)
     assert await store.hydrate(snapshot, now=NOW) == "present"
     state = (await store.read("m1")).state
     assert state is not None and state.points_balance == 900
@@ -312,8 +299,8 @@ def test_a_record_of_an_older_server_keeps_its_inline_receipt() -> None:
 
 
 async def test_a_member_rebuilt_from_sql_reads_back_as_sql_has_her(store: CustomerStore) -> None:
-    snapshot = CustomerSnapshot(
-        customer_id="m1",
+    snapshot = customer_snapshot(
+        "m1",
         display_name="Sam",
         tier="gold",
         currency="EUR",

@@ -11,7 +11,7 @@ from store.keys import OutboxKeys
 from store.records import ExpiryRecord, OutboxRecord, dump_record
 from store.redis_state import CustomerStore
 from store.writer import GROUP, OutboxWriter
-from usecases.snapshot import CustomerSnapshot
+from tests.support.snapshots import customer_snapshot
 
 from .records_builders import DAY, T0, Member, line, purchase_receipt, return_receipt
 
@@ -55,24 +55,6 @@ async def buy(store: CustomerStore, m: Member, txn: str) -> None:
         now=T0 + DAY,
     )
     assert result.status == "ok"
-
-
-def snapshot(customer_id: str) -> CustomerSnapshot:
-    return CustomerSnapshot(
-        customer_id=customer_id,
-        display_name="From SQL",
-        tier="",
-        currency="USD",
-        lifetime_value_minor=0,
-        points_balance=7,
-        purchase_count=0,
-        last_purchase_at=None,
-        home_latitude=None,
-        home_longitude=None,
-        categories=[],
-        propensity={},
-        offer_uses={},
-    )
 
 
 async def test_every_record_of_hers_counts_until_the_writer_has_written_it(store: CustomerStore) -> None:
@@ -169,10 +151,11 @@ async def test_a_rebuild_waits_while_her_count_is_above_zero(store: CustomerStor
     m = Member("m1")
     await store.upsert_customer(state("m1"), m.crm(at=T0, balance=500, ltv=0))
     await store.forget_customer("m1")  # Redis loses her profile, not the outbox
-    assert await store.hydrate(snapshot("m1"), now=T0 + timedelta(hours=1)) == "pending"
+    from_sql = customer_snapshot("m1", display_name="From SQL", points_balance=7)
+    assert await store.hydrate(from_sql, now=T0 + timedelta(hours=1)) == "pending"
     assert (await store.read("m1")).state is None
     await OutboxWriter(store.redis, store.keys, ListSink(), consumer="w").drain(timeout_s=5)
-    assert await store.hydrate(snapshot("m1"), now=T0 + timedelta(hours=1)) == "rebuilt"
+    assert await store.hydrate(from_sql, now=T0 + timedelta(hours=1)) == "rebuilt"
     rebuilt = (await store.read("m1")).state
     assert rebuilt is not None and rebuilt.points_balance == 7
 

@@ -24,6 +24,7 @@ from server.bootstrap import Components, bootstrap
 from server.config import Settings
 from server.demo import demo_customer, demo_offer, demo_store
 from tests.support.fakes import FakeCatalog, FakeHotState, FakeProfiles
+from tests.support.snapshots import customer_snapshot
 from usecases.commit import CommitOutcome
 from usecases.snapshot import CustomerSnapshot
 
@@ -348,19 +349,15 @@ async def test_two_tills_sending_the_same_return_at_once_take_the_points_back_on
 
 
 def _snapshot(state: CustomerState) -> CustomerSnapshot:
-    return CustomerSnapshot(
-        customer_id=state.customer_id,
+    """Her profile of record, as the writer left it in SQL."""
+    return customer_snapshot(
+        state.customer_id,
         display_name=state.display_name,
         tier=state.tier,
-        currency=state.currency,
         lifetime_value_minor=state.lifetime_value_minor,
         points_balance=state.points_balance,
         purchase_count=state.purchase_count,
-        last_purchase_at=state.last_purchase_at,
-        home_latitude=state.home.latitude if state.home else None,
-        home_longitude=state.home.longitude if state.home else None,
         categories=sorted(state.categories),
-        propensity=dict(state.propensity),
         offer_uses=dict(state.offer_uses),
     )
 
