@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
@@ -47,6 +48,40 @@ _STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
     (Conflict, grpc.StatusCode.ABORTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
+
+
+# A status message or log field quotes at most this much of what the caller sent: a 1 MB field must not come back
+# in a status (some clients drop a connection over ~64 kB of trailers) nor fill the log.
+MAX_MESSAGE_CHARS = 300
+MAX_FACT_CHARS = 64
+
+
+def bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Undecodable:
+    """What the request deserializer hands the method when the bytes are not a valid message of its type."""
+
+    __slots__ = ()
+
+
+UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The method's deserializer, except that bytes it cannot parse (corrupt wire data, bad UTF-8 in a string)
+    become UNDECODABLE: answered INVALID_ARGUMENT with a request id by the interceptor, not UNKNOWN by gRPC."""
+    if deserializer is None:
+        return None
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError:
+            return UNDECODABLE
+
+    return decode
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -86,7 +121,9 @@ class RequestFacts:
             names = source.DESCRIPTOR.fields_by_name
         except AttributeError:  # not a protobuf message
             return {}
-        facts = {key: getattr(source, key) for key in ("store_id", "terminal_id") if key in names}
+        facts = {
+            key: bounded(getattr(source, key), MAX_FACT_CHARS) for key in ("store_id", "terminal_id") if key in names
+        }
         customer = getattr(source, "customer_id", "") if "customer_id" in names else ""
         if customer and self._hash_customers:
             facts["customer_hash"] = hashlib.sha256(self._salt + customer.encode()).hexdigest()[:16]
@@ -120,7 +157,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         observed = _ObservedUnary(handler_call_details, inner, access_log=self._access_log, facts=self._facts)
         return grpc.unary_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -172,6 +209,8 @@ class _ObservedUnary:
     async def _answer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> Any:
         """The handler's response; a failure sets `call.code` and, unless it already is one, becomes an abort."""
         try:
+            if request is UNDECODABLE:
+                raise InvalidArgument("request", f"is not a valid {self._method} request message")
             return await self._inner(request, context)
         except asyncio.CancelledError:
             # The caller went away: its deadline passed, or it cancelled.
@@ -195,7 +234,7 @@ class _ObservedUnary:
                     type(exc).__name__,
                     extra={"request_id": call.request_id},
                 )
-            await context.abort(call.code, message)
+            await context.abort(call.code, bounded(message, MAX_MESSAGE_CHARS))
 
     def _finish(self, request: Any, call: _Call) -> None:
         """Metrics, the access log line and the span's status code, once the call's status is known."""
