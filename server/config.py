@@ -65,6 +65,8 @@ class Settings:
     """How long a transaction id's receipt is kept in Redis for replays (SQL keeps it forever)."""
     occurred_at_grace_hours: int = 72
     """An offline till's sale is evaluated at its occurred_at when no older than this; else at now."""
+    occurred_at_max_age_days: int = 730
+    """A sale dated more than this many days ago is refused (INVALID_ARGUMENT): no till is offline that long."""
     clock_skew_seconds: int = 300
     """How far in the future an occurred_at may be before it is refused."""
     catalog_refresh_ms: int = 500
@@ -159,6 +161,7 @@ class Settings:
             points_expiring_soon_days=self.points_expiring_soon_days,
             receipt_retention=timedelta(days=self.idempotency_retention_days),
             occurred_at_grace=timedelta(hours=self.occurred_at_grace_hours),
+            occurred_at_max_age=timedelta(days=self.occurred_at_max_age_days),
             clock_skew=timedelta(seconds=self.clock_skew_seconds),
             write_attempts=self.commit_max_attempts,
         )

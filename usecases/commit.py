@@ -112,9 +112,7 @@ class CommitPurchase:
         state = read.state
         if state is None:
             return Retry.CONFLICT
-        evaluation = self._evaluator.evaluate(
-            catalog, state, sale.basket, at=sale.at, sold_at=sale.sold_at, used=read.redemptions_used
-        )
+        evaluation = self._evaluator.evaluate(catalog, state, sale.basket, at=sale.at, used=read.redemptions_used)
         if month_key(sale.sold_at) not in last_12_months(self._clock()):
             # A sale older than the rolling window does not count towards a tier.
             evaluation = dataclasses.replace(evaluation, tier_after=evaluation.tier_before)

@@ -41,6 +41,8 @@ class BasketEvaluator:
             return now
         if occurred_at > now + self._rules.clock_skew:
             raise InvalidArgument(field, "is in the future")
+        if occurred_at < now - self._rules.occurred_at_max_age:
+            raise InvalidArgument(field, f"is more than {self._rules.occurred_at_max_age.days} days ago")
         if occurred_at < now - self._rules.occurred_at_grace:
             return now
         return occurred_at
@@ -52,24 +54,24 @@ class BasketEvaluator:
         basket: Basket,
         *,
         at: datetime,
-        sold_at: datetime,
         used: Mapping[str, int],
     ) -> BasketEvaluation:
-        """Evaluates at `at`; the points earned become spendable a pending period after the sale, `sold_at`."""
+        """Evaluates at `at`; the points earned become spendable a pending period after now: the returns window
+        runs from when the service accepted the sale, whatever time the till gave it (a backdated sale would
+        otherwise earn points spendable at once, to be spent before its goods are returned)."""
         ctx = OfferContext(now=at, channel=Channel.POS, store_id=basket.store_id)
         try:
             evaluation = evaluate_basket(catalog, state, basket, ctx, self._rules.points, redemptions_used=used)
         except FailedPrecondition as exc:
             metrics.REDEMPTIONS_REFUSED.labels(reason=exc.reason).inc()
             raise
-        available_at = self.points_available_at(sold_at)
+        available_at = self.points_available_at()
         if evaluation.points_earned and available_at is not None:
             evaluation = dataclasses.replace(evaluation, points_available_at=available_at)
         return evaluation
 
-    def points_available_at(self, sold_at: datetime) -> datetime | None:
-        """When points earned by a sale become spendable: None when that is now (no pending period, or past)."""
+    def points_available_at(self) -> datetime | None:
+        """When points earned by a sale accepted now become spendable: None without a pending period."""
         if self._rules.points_pending_days <= 0:
             return None
-        at = pending_until(sold_at, self._rules.points_pending_days)
-        return at if at > self._clock() else None
+        return pending_until(self._clock(), self._rules.points_pending_days)

@@ -63,9 +63,7 @@ class OffersApp:
         self._evaluator.validate(basket, catalog)
         at = self._evaluator.evaluation_time(occurred_at)
         state, read = await self._customers.state(basket.customer_id, "basket.customer_id", catalog)
-        evaluation = self._evaluator.evaluate(
-            catalog, state, basket, at=at, sold_at=occurred_at or at, used=read.redemptions_used
-        )
+        evaluation = self._evaluator.evaluate(catalog, state, basket, at=at, used=read.redemptions_used)
         for miss in evaluation.near_misses:
             metrics.NEAR_MISSES.labels(offer_id=miss.offer_id).inc()
         return evaluation

@@ -19,5 +19,6 @@ class Rules:
     points_expiring_soon_days: int = 30
     receipt_retention: timedelta = timedelta(days=30)  # replays of a transaction id answered from Redis
     occurred_at_grace: timedelta = timedelta(hours=72)  # an offline sale evaluated at its own time within this
+    occurred_at_max_age: timedelta = timedelta(days=730)  # a sale dated earlier is refused (INVALID_ARGUMENT)
     clock_skew: timedelta = timedelta(seconds=300)  # how far in the future an occurred_at may be
     write_attempts: int = 8  # optimistic retries of a write that raced another write to the same customer

@@ -9,7 +9,7 @@ points") predicts every receipt and the profile after each step; invariants that
 - the Redis ledger adds up (`lbase + sum(entries) == balance - debt`), and SQL's after the writer drains;
 - balance and debt are never negative and never both positive; available + pending == balance;
   the pending schedule adds up to the pending points; SQL's pending entries cover the pending part;
-  with a returns window and only sales within it, never a debt;
+  with a returns window never a debt (every sale's points wait out the window from when it was accepted);
 - a redemption above what is available, or above the bill, is refused and changes nothing;
 - replayed commits, returns and voids pay once; a transaction or return id reused for something else is refused;
 - returning, line by line, everything that is left of every purchase restores balance, debt, lifetime value and
@@ -348,7 +348,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         )
         assert ev.points_debt_repaid == repaid
         assert ev.balance_after == a.balance - redeem + earned - repaid
-        pending = earned > 0 and days_ago < self.pending_days  # else spendable at once
+        pending = earned > 0 and self.pending_days > 0  # the window runs from acceptance, whatever the sale's date
         assert ev.HasField("points_available_at") == pending
         assert sorted(receipt.new_categories) == sorted({x.category for x in lines} - a.categories)
 

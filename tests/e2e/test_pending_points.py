@@ -155,16 +155,36 @@ def assert_pending_points_survive_a_rebuild(server: ServerThread) -> None:
         assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_a_sale_older_than_the_pending_period_is_spendable_at_once(make_server: Callable[..., ServerThread]) -> None:
-    server = make_server(demo_data=True, points_pending_days=1)
+def test_a_backdated_sale_earns_points_pending_for_the_window_from_when_it_was_accepted(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """The returns window runs from when the service took the sale: a till dating it back past the window (40
+    days against 30) must not earn points spendable at once, to be spent before the goods come back."""
+    server = make_server(demo_data=True, points_pending_days=30)
     with visit(server) as v:
         till, member = v.till, v.member
-        offline = commit_request(basket(member, DRESS))
-        offline.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(days=2))  # an offline till, 2 days ago
-        receipt = till.CommitPurchase(offline)
-        assert not receipt.evaluation.HasField("points_available_at")
+        backdated = commit_request(basket(member, DRESS))
+        backdated.occurred_at.FromDatetime(datetime.now(UTC) - timedelta(days=40))
+        accepted = datetime.now(UTC)
+        receipt = till.CommitPurchase(backdated)
+        assert is_window_end(receipt.evaluation.points_available_at.ToDatetime(UTC), 30, accepted)
         after = v.profile()
-        assert (after.points_available, after.points_pending) == (620, 0)
+        assert (after.points_available, after.points_pending) == (500, 120)
+        with pytest.raises(grpc.RpcError) as refused:  # so they cannot be spent, then the dress returned
+            till.CommitPurchase(commit_request(basket(member, GIFT_CARD, points_to_redeem=600)))
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize("year", [1, 1970])
+def test_a_sale_dated_far_in_the_past_is_invalid_argument(make_server: Callable[..., ServerThread], year: int) -> None:
+    server = make_server(demo_data=True)
+    with visit(server) as v:
+        ancient = commit_request(basket(v.member, DRESS))
+        ancient.occurred_at.FromDatetime(datetime(year, 1, 2, tzinfo=UTC))
+        with pytest.raises(grpc.RpcError) as refused:
+            v.till.CommitPurchase(ancient)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "occurred_at: is more than 730 days ago"
 
 
 def test_a_pending_period_as_long_as_the_expiry_period_is_refused_at_start() -> None:
