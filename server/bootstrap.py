@@ -144,9 +144,7 @@ def bootstrap(
     """Builds the components for `settings` (whose redis_url must be set: the server starts an embedded Redis
     first when it is not). No I/O happens here. A port given (an in-memory fake in tests) replaces its adapter
     for every use case."""
-    redis = redis or aioredis.Redis.from_url(
-        settings.redis_url, decode_responses=False, socket_timeout=5, max_connections=256
-    )
+    redis = redis or redis_client(settings)
     sql_engine = sql_engine or make_engine(settings.sql_url, schema=settings.database_schema or None)
     rules = settings.rules()
     keys = Keys(settings.redis_prefix, settings.partitions)
@@ -182,6 +180,19 @@ def bootstrap(
         expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
         writer=build_writer(settings, redis, keys, SqlOutboxSink(sql_engine)),
     )
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """A client whose calls wait for a free connection when all of the pool's are busy (a burst beyond the pool
+    queues briefly instead of failing), and fail UNAVAILABLE only after POS_OFFERS_REDIS_POOL_TIMEOUT_MS."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_ms / 1000,
+        decode_responses=False,
+        socket_timeout=5,
+    )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 def build_writer(settings: Settings, redis: aioredis.Redis, keys: Keys, sink: SqlOutboxSink) -> OutboxWriter:

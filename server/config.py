@@ -41,6 +41,10 @@ class Settings:
     """Where the embedded Redis and SQLite keep their files."""
     demo_data: bool = False
     """Load a demo store, member and offer at start (make run sets it)."""
+    redis_max_connections: int = 256
+    """Connections to Redis per process; calls beyond them wait for one (see redis_pool_timeout_ms)."""
+    redis_pool_timeout_ms: int = 2000
+    """How long a call waits for a free Redis connection before it fails UNAVAILABLE."""
     redis_prefix: str = "po"
     """Prefix of every Redis key, so several deployments or test runs can share one Redis."""
     partitions: int = 16
@@ -137,6 +141,8 @@ class Settings:
         return replace(self, **changes)
 
     def validate(self) -> None:
+        if self.redis_max_connections < 1 or self.redis_pool_timeout_ms < 1:
+            raise ValueError("POS_OFFERS_REDIS_MAX_CONNECTIONS and POS_OFFERS_REDIS_POOL_TIMEOUT_MS must be positive")
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:
