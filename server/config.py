@@ -88,6 +88,17 @@ class Settings:
     """Pending outbox entries idle this long are claimed from a dead writer."""
     commit_max_attempts: int = 8
     """Optimistic retries of a commit that raced another write to the same customer."""
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest request or response message; a bigger request is refused by gRPC (RESOURCE_EXHAUSTED)."""
+    max_concurrent_streams: int = 100
+    """Calls one connection may have open at once; more wait for one to end."""
+    max_connection_idle_ms: int = 300_000
+    """A connection without calls for this long is closed (the client reconnects when it next calls)."""
+    max_connection_age_ms: int = 1_800_000
+    """A connection is asked to close after this long, and its calls get max_connection_age_grace_ms to finish:
+    a call whose request never arrives cannot hold server memory for longer."""
+    max_connection_age_grace_ms: int = 30_000
+    """How long calls on a connection past its age may still run."""
     reflection: bool = True
     """Serve gRPC server reflection (grpcurl)."""
     shutdown_grace_s: float = 5.0
@@ -141,6 +152,9 @@ class Settings:
         return replace(self, **changes)
 
     def validate(self) -> None:
+        limits = (self.max_message_bytes, self.max_concurrent_streams, self.max_connection_idle_ms)
+        if min(*limits, self.max_connection_age_ms, self.max_connection_age_grace_ms) < 1:
+            raise ValueError("message, stream and connection limits must be positive")
         if self.redis_max_connections < 1 or self.redis_pool_timeout_ms < 1:
             raise ValueError("POS_OFFERS_REDIS_MAX_CONNECTIONS and POS_OFFERS_REDIS_POOL_TIMEOUT_MS must be positive")
         if self.partitions < 1:

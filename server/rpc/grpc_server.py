@@ -28,7 +28,15 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
             )
         ],
-        options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+            ("grpc.max_connection_idle_ms", settings.max_connection_idle_ms),
+            ("grpc.max_connection_age_ms", settings.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_ms),
+        ],
     )
     offer_service_pb2_grpc.add_OfferServiceServicer_to_server(
         OfferServicer(c.offers, c.commits, c.returns, c.customers), server

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import cast
 
@@ -100,3 +102,31 @@ async def test_a_burst_beyond_the_redis_pool_waits_for_connections_instead_of_fa
         calls = [till.GetProfile(svc.GetProfileRequest(customer_id="samantha"), timeout=10) for _ in range(64)]
         profiles = await asyncio.gather(*calls)
     assert {p.customer_id for p in profiles} == {"samantha"}
+
+
+def test_a_call_whose_request_never_arrives_is_ended_by_the_connection_age(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """A client opens a call and never sends its message: the server must not hold it (and its memory) forever."""
+    server = make_server(demo_data=True, max_connection_age_ms=500, max_connection_age_grace_ms=500)
+    hold = threading.Event()
+
+    def never_sends() -> Iterator[bytes]:
+        hold.wait(30)
+        yield from ()
+
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.stream_unary(  # a unary method, asked as a stream that never delivers its one message
+            "/posoffers.v1.OfferService/GetProfile", request_serializer=None, response_deserializer=None
+        )
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ended:
+            call(never_sends(), timeout=20)
+        hold.set()
+    assert cast(grpc.Call, ended.value).code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 10  # the age and its grace, not the client's 20 s deadline
+
+
+def test_a_request_over_the_message_size_limit_is_resource_exhausted(channel: grpc.Channel) -> None:
+    error = raw_call(channel, "GetProfile", b"\x0a" + b"\xff" * (4 * 1024 * 1024 + 16))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
