@@ -1,10 +1,10 @@
 """Pending points: points earned become spendable only once the returns window has passed (pure).
 
-The ledger decides: every entry carries when its points become spendable (earned points at the sale's time plus
-the pending period, a return's reversal at the same moment as the points it takes back, everything else at
-once). The pending part of the balance is what the entries not yet spendable add up to (never more than the
-balance); the rest she can spend. A return within the window thus takes its points out of the purchase's own
-pending points and never out of what she already spent, so it leaves no debt behind.
+The ledger decides: every entry carries when its points become spendable (earned points when the service
+accepted the sale plus the pending period, a return's reversal at the same moment as the points it takes back,
+everything else at once). The pending part of the balance is what the entries not yet spendable add up to
+(never more than the balance); the rest she can spend. A return within the window thus takes its points out of
+the purchase's own pending points and never out of what she already spent, so it leaves no debt behind.
 
 Earnings that repaid a points debt stay counted as pending until their date, although they never reached the
 balance: the pending part may be overstated then, never understated (she can never spend points early).

@@ -43,8 +43,9 @@ class Settings:
     """Load a demo store, member and offer at start (make run sets it)."""
     redis_max_connections: int = 256
     """Connections to Redis per process; calls beyond them wait for one (see redis_pool_timeout_ms)."""
-    redis_pool_timeout_ms: int = 2000
-    """How long a call waits for a free Redis connection before it fails UNAVAILABLE."""
+    redis_pool_timeout_ms: int = 500
+    """How long a call waits for a free Redis connection before it fails UNAVAILABLE (well inside the clients'
+    deadlines, so they see UNAVAILABLE and retry rather than run out of time)."""
     redis_prefix: str = "po"
     """Prefix of every Redis key, so several deployments or test runs can share one Redis."""
     partitions: int = 16
@@ -60,7 +61,8 @@ class Settings:
     max_unit_price_minor: int = 100_000_000_00
     """Largest unit price in minor units."""
     points_pending_days: int = 0
-    """Points earned become spendable this many days after the sale (the returns window); 0 = at once."""
+    """Points earned become spendable this many days after the service accepted the sale (the returns window);
+    0 = at once."""
     points_expire_after_days: int = 0
     """Points expire after this many days without a purchase (the expiry job takes them); 0 = never."""
     points_expiring_soon_days: int = 30
@@ -94,10 +96,10 @@ class Settings:
     """Calls one connection may have open at once; more wait for one to end."""
     max_connection_idle_ms: int = 300_000
     """A connection without calls for this long is closed (the client reconnects when it next calls)."""
-    max_connection_age_ms: int = 1_800_000
+    max_connection_age_ms: int = 300_000
     """A connection is asked to close after this long, and its calls get max_connection_age_grace_ms to finish:
     a call whose request never arrives cannot hold server memory for longer."""
-    max_connection_age_grace_ms: int = 30_000
+    max_connection_age_grace_ms: int = 60_000
     """How long calls on a connection past its age may still run."""
     reflection: bool = True
     """Serve gRPC server reflection (grpcurl)."""
@@ -155,6 +157,10 @@ class Settings:
         limits = (self.max_message_bytes, self.max_concurrent_streams, self.max_connection_idle_ms)
         if min(*limits, self.max_connection_age_ms, self.max_connection_age_grace_ms) < 1:
             raise ValueError("message, stream and connection limits must be positive")
+        if self.occurred_at_max_age_days * 24 <= self.occurred_at_grace_hours:
+            raise ValueError(
+                "POS_OFFERS_OCCURRED_AT_MAX_AGE_DAYS must be longer than POS_OFFERS_OCCURRED_AT_GRACE_HOURS"
+            )
         if self.redis_max_connections < 1 or self.redis_pool_timeout_ms < 1:
             raise ValueError("POS_OFFERS_REDIS_MAX_CONNECTIONS and POS_OFFERS_REDIS_POOL_TIMEOUT_MS must be positive")
         if self.partitions < 1:

@@ -14,7 +14,7 @@ class Rules:
     max_basket_lines: int = 500
     max_line_quantity: int = 10_000
     max_unit_price_minor: int = 100_000_000_00
-    points_pending_days: int = 0  # earned points spendable this long after the sale; 0 = at once
+    points_pending_days: int = 0  # earned points spendable this long after the sale was accepted; 0 = at once
     points_expire_after_days: int = 0  # 0 = never
     points_expiring_soon_days: int = 30
     receipt_retention: timedelta = timedelta(days=30)  # replays of a transaction id answered from Redis

@@ -53,7 +53,7 @@ _STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
 # A status message or log field quotes at most this much of what the caller sent: a 1 MB field must not come back
 # in a status (some clients drop a connection over ~64 kB of trailers) nor fill the log.
 MAX_MESSAGE_CHARS = 300
-MAX_FACT_CHARS = 64
+MAX_FACT_CHARS = 128  # as long as an id may be (validate_id)
 
 
 def bounded(text: str, limit: int) -> str:

@@ -3,7 +3,6 @@ a defined status with a request id, quotes at most a short prefix of what was se
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -91,17 +90,6 @@ def test_a_megabyte_store_or_terminal_id_leaves_a_bounded_log_line(
     line = wait_until(access_line, timeout=5, message="no access line for the call")
     assert line.__dict__["status"] == "INVALID_ARGUMENT"
     assert len(line.__dict__["store_id"]) == len(line.__dict__["terminal_id"]) == MAX_FACT_CHARS
-
-
-async def test_a_burst_beyond_the_redis_pool_waits_for_connections_instead_of_failing(
-    make_server: Callable[..., ServerThread],
-) -> None:
-    server = make_server(demo_data=True, redis_max_connections=2)
-    async with grpc.aio.insecure_channel(server.target) as channel:
-        till = svc_grpc.OfferServiceStub(channel)
-        calls = [till.GetProfile(svc.GetProfileRequest(customer_id="samantha"), timeout=10) for _ in range(64)]
-        profiles = await asyncio.gather(*calls)
-    assert {p.customer_id for p in profiles} == {"samantha"}
 
 
 def test_a_call_whose_request_never_arrives_is_ended_by_the_connection_age(
