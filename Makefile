@@ -6,14 +6,15 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard proto/posoffers/v1/*.proto)
 PROTO_STAMP := gen/.generated
 
-.PHONY: all install proto run test test-fast lint fmt mypy bench clean ops-tools
+.PHONY: all install proto run test test-fast lint fmt mypy bench clean ops-tools lock
 
 all: lint test
 
-# The venv holds exactly the versions in requirements.lock; the project itself is installed editable.
+# The venv holds exactly the versions in requirements.lock, each file checked against its hash (a tampered package
+# cannot install); the project itself is installed editable.
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'pos_offers_gen.pth').write_text(str(pathlib.Path('gen').resolve()) + '\n')"
 	touch $(STAMP)
@@ -63,3 +64,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) gen var .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+
+# After changing a pin in requirements.lock (or `.venv/bin/pip freeze --exclude-editable` into it): hash every file.
+lock:
+	$(PY) -m scripts.lock_hashes
