@@ -1,0 +1,25 @@
+"""After real till traffic, nothing the service logs or exports as metrics names a member: not her id, not her
+name, not where she lives (the access log carries a salted hash; metric labels are bounded and name no one)."""
+
+from __future__ import annotations
+
+from server.demo import CUSTOMER_ID, SAMANTHA_HOME, demo_customer
+from tests.ops.conftest import Service, drive_traffic
+
+
+def test_logs_and_metrics_of_a_run_name_no_member(service: Service) -> None:
+    drive_traffic(service.target, seconds=1.0)
+    member = demo_customer()
+    personal = {
+        "customer id": CUSTOMER_ID,
+        "name": member.display_name,
+        "home latitude": f"{SAMANTHA_HOME.latitude}",
+        "home longitude": f"{SAMANTHA_HOME.longitude}",
+    }
+    # The JSON log lines (stderr); the human start-up banner on stdout names the demo member on purpose.
+    log_lines = [line for line in service.child.log.read_text().splitlines() if line.startswith("{")]
+    assert len(log_lines) > 10, "the run logged too little to tell"
+    metrics = service.scrape()
+    for what, value in personal.items():
+        assert not [line for line in log_lines if value in line], f"the log names the member's {what}"
+        assert value not in metrics, f"the metrics name the member's {what}"
