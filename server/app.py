@@ -160,7 +160,7 @@ class Service:
         except (RedisError, OSError, TimeoutError):
             redis_ok = False
         if self._sql_probe is None or self._sql_probe.done():
-            self._sql_probe = asyncio.ensure_future(asyncio.to_thread(self.components.repo.ping))
+            self._sql_probe = asyncio.ensure_future(asyncio.to_thread(self.components.sql_profiles.ping))
         try:
             await asyncio.wait_for(asyncio.shield(self._sql_probe), timeout=2.0)
             sql_ok = True

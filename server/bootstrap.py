@@ -61,12 +61,12 @@ def utc_now() -> datetime:
 class ObservedSink:
     """The SQL repository as the writer sees it, timed and counted like every other SQL call."""
 
-    def __init__(self, repo: SqlOutboxSink) -> None:
-        self._repo = repo
+    def __init__(self, sink: SqlOutboxSink) -> None:
+        self._sink = sink
 
     def apply_records(self, records: list[OutboxRecord]) -> int:
         with sql_call("apply_records"):
-            return self._repo.apply_records(records)
+            return self._sink.apply_records(records)
 
 
 def writer_alive() -> None:
@@ -96,7 +96,7 @@ class Components:
     settings: Settings
     redis: aioredis.Redis
     sql_engine: sa.Engine
-    repo: SqlProfiles
+    sql_profiles: SqlProfiles  # the profile of record's reads, synchronous (health probe, tests)
     customers_store: CustomerStore  # Redis: keys and scripts (also the budget counters and catalog version)
     hot: CustomerHotState
     catalog: CatalogCache
@@ -148,14 +148,14 @@ def bootstrap(
     sql_engine = sql_engine or make_engine(settings.sql_url, schema=settings.database_schema or None)
     rules = settings.rules()
     keys = Keys(settings.redis_prefix, settings.partitions)
-    repo = SqlProfiles(sql_engine)
+    sql_profiles = SqlProfiles(sql_engine)
     store = CustomerStore(
         redis, keys, receipt_retention_s=int(rules.receipt_retention.total_seconds()), observe=redis_call
     )
     hot = hot or RedisHotState(store)
     counters = budgets or store
     versions = versions or store
-    profiles = profiles or SqlProfileStore(repo, SqlBudgets(sql_engine))
+    profiles = profiles or SqlProfileStore(sql_profiles, SqlBudgets(sql_engine))
     catalog_store = catalog_store or SqlCatalogStore(SqlCatalog(sql_engine))
     offer_codec = offer_codec or ProtobufOfferDefinitions()
     receipts = receipts or ProtobufReceipts()
@@ -167,7 +167,7 @@ def bootstrap(
         settings=settings,
         redis=redis,
         sql_engine=sql_engine,
-        repo=repo,
+        sql_profiles=sql_profiles,
         customers_store=store,
         hot=hot,
         catalog=catalog,

@@ -158,6 +158,8 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
         in_redis = till.GetProfile(svc.GetProfileRequest(customer_id=cid))
         assert in_redis.display_name == "Renamed" and in_redis.points_balance == before.points_balance
         server.drain()
-        snap = server.service.components.repo.load_customer(cid, receipts_since=datetime.now(UTC) - timedelta(days=1))
+        snap = server.service.components.sql_profiles.load_customer(
+            cid, receipts_since=datetime.now(UTC) - timedelta(days=1)
+        )
         assert snap is not None
         assert snap.points_balance == before.points_balance, (before.points_balance, snap.points_balance)

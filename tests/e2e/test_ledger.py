@@ -59,7 +59,7 @@ def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(
         _, entries = redis_ledger(server, member)
         assert [e["k"] for e in entries] == ["adjust", "earn", "bonus", "redeem", "reverse", "adjust"]
         server.drain()
-        repo = server.service.components.repo
+        repo = server.service.components.sql_profiles
         now = till.GetProfile(svc.GetProfileRequest(customer_id=member))
         assert ledger_balance(server.service.components.sql_engine, member) == now.points_balance - now.points_debt
         snapshot = repo.load_customer(member, receipts_since=now.last_purchase_at.ToDatetime().astimezone())

@@ -616,7 +616,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         assert (end.lifetime_value_minor, end.spend_12m_minor) == (start.lifetime_value_minor, start.spend_12m_minor)
         assert end.purchase_count == start.purchase_count + sum(not p.voided for p in self.purchases)
         assert pending_points(self.server.service.components.sql_engine, self.member, datetime.now(UTC)) == []
-        snapshot = self.server.service.components.repo.load_customer(
+        snapshot = self.server.service.components.sql_profiles.load_customer(
             self.member, receipts_since=datetime.now(UTC) - timedelta(1)
         )
         assert snapshot is not None

@@ -124,7 +124,7 @@ def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(
     make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = make_server(demo_data=True)
-    repo = server.service.components.repo
+    repo = server.service.components.sql_profiles
 
     def sql_down() -> None:
         raise OSError("connection refused")  # what an unreachable database looks like to the probe

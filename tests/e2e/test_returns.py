@@ -79,7 +79,7 @@ def test_returning_the_shoes_takes_back_their_points_and_the_dress_bonus(
     assert err.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
 
     demo_server.drain()
-    repo = demo_server.service.components.repo
+    repo = demo_server.service.components.sql_profiles
     snapshot = repo.load_customer(member, receipts_since=datetime.now(UTC) - timedelta(days=1))
     assert snapshot is not None
     assert snapshot.points_balance == after.points_balance and snapshot.points_debt == 0

@@ -88,7 +88,7 @@ def test_the_whole_story(
 
     # The unified profile in SQL has the same purchase, once.
     demo_server.drain()
-    repo = demo_server.service.components.repo
+    repo = demo_server.service.components.sql_profiles
     snapshot = repo.load_customer(member, receipts_since=datetime.now(UTC) - timedelta(days=1))
     assert snapshot is not None
     assert snapshot.points_balance == after.points_balance

@@ -53,7 +53,7 @@ def test_a_purchase_crossing_the_threshold_upgrades_the_tier_and_the_next_one_ea
         assert "tier:gold" in {a.offer_id for a in third.evaluation.applied_offers}
 
         server.drain()
-        snapshot = server.service.components.repo.load_customer(
+        snapshot = server.service.components.sql_profiles.load_customer(
             member, receipts_since=profile.last_purchase_at.ToDatetime(tzinfo=UTC)
         )
         assert snapshot is not None and snapshot.tier == "gold"
