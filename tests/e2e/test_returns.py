@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+import redis
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
+from domain.ids import void_return_id
 from server.demo import OFFER_ID
 from tests.e2e.conftest import clone_samantha, visit
 from tests.integration.sql_queries import ledger_balance, list_categories
@@ -191,6 +193,42 @@ def test_void_undoes_the_purchase_whole_on_its_business_day_only(
         stub.VoidPurchase(svc.VoidPurchaseRequest(transaction_id=old.transaction_id, customer_id=fresh_customer_id))
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "business day" in (err.value.details() or "")
+
+
+def test_a_void_or_return_naming_the_wrong_customer_claims_nothing_and_blocks_no_one(
+    demo_server: ServerThread,
+    stub: svc_grpc.OfferServiceStub,
+    admin_stub: admin_grpc.OfferAdminStub,
+    fresh_customer_id: str,
+) -> None:
+    """A junk call (a mistyped card, or someone trying to block a receipt) is NOT_FOUND and leaves no claim behind:
+    the real void and return still go through."""
+    stranger = clone_samantha(admin_stub)
+    purchase = commit_request(basket(fresh_customer_id, DRESS, SHOES))
+    stub.CommitPurchase(purchase)
+    junk_return = svc.ReturnPurchaseRequest(
+        return_id=f"ret-{uuid.uuid4().hex[:12]}",
+        transaction_id=purchase.transaction_id,
+        customer_id=stranger,
+        lines=[svc.ReturnLine(line_id=DRESS[0], quantity=1)],
+    )
+    junk_void = svc.VoidPurchaseRequest(transaction_id=purchase.transaction_id, customer_id=stranger)
+    with pytest.raises(grpc.RpcError) as refused_void:
+        stub.VoidPurchase(junk_void)
+    with pytest.raises(grpc.RpcError) as refused_return:
+        stub.ReturnPurchase(junk_return)
+    assert refused_void.value.code() is refused_return.value.code() is grpc.StatusCode.NOT_FOUND
+    keys = demo_server.service.components.customers_store.keys
+    claims = [keys.return_claim(junk_return.return_id), keys.return_claim(void_return_id(purchase.transaction_id))]
+    with redis.Redis.from_url(demo_server.settings.redis_url) as client:
+        assert client.exists(*claims) == 0
+
+    real_return = svc.ReturnPurchaseRequest()
+    real_return.CopyFrom(junk_return)
+    real_return.customer_id = fresh_customer_id
+    assert stub.ReturnPurchase(real_return).points_reversed > 0
+    void = svc.VoidPurchaseRequest(transaction_id=purchase.transaction_id, customer_id=fresh_customer_id)
+    assert stub.VoidPurchase(void).voided
 
 
 def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_again(
