@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from posoffers.v1 import admin_service_pb2, offer_service_pb2, types_pb2
 
+from client.auth import API_KEY_ENV
 from client.client import DEFAULT_TARGET, PosOffersClient, make_basket, new_transaction_id
 from client.errors import PosOffersError
 from domain.money import CURRENCY_EXPONENTS  # the pure engine, no I/O: one table of minor units
@@ -394,6 +395,11 @@ def _global_options() -> argparse.ArgumentParser:
         "--timeout", type=_positive_float, default=argparse.SUPPRESS, help="deadline per call in seconds (default 2)"
     )
     common.add_argument(
+        "--api-key",
+        default=argparse.SUPPRESS,
+        help=f"the API key's secret (default: ${API_KEY_ENV}; prefer the variable: arguments show in `ps`)",
+    )
+    common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the response message as JSON"
     )
     return common
@@ -515,7 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = getattr(args, "target", None) or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
     handler: Handler = args.handler
     try:
-        with PosOffersClient(target, timeout=getattr(args, "timeout", 2.0)) as client:
+        api_key = getattr(args, "api_key", None)
+        with PosOffersClient(target, timeout=getattr(args, "timeout", 2.0), api_key=api_key) as client:
             message, lines = handler(args, client)
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc, types_pb2
 
+from client.auth import api_key_from_env, bearer_metadata
 from client.errors import REQUEST_ID_KEY, from_rpc_error
 
 __all__ = [
@@ -153,7 +154,10 @@ class PosOffersClient:
         timeout: float = 2.0,
         max_attempts: int = 4,
         metadata: Sequence[tuple[str, str]] = (),
+        api_key: str | None = None,
     ) -> None:
+        """`api_key`: the secret of an API key (default: $POS_OFFERS_API_KEY); every call sends it as
+        `authorization: Bearer <secret>`. Without one every call but health checks is UNAUTHENTICATED."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if not 1 <= max_attempts <= _MAX_GRPC_ATTEMPTS:
@@ -161,7 +165,10 @@ class PosOffersClient:
         self.target = target
         self.timeout = timeout
         # gRPC metadata keys are lowercase on the wire; normalise so our x-request-id check sees the caller's.
-        self._metadata = tuple((key.lower(), value) for key, value in metadata)
+        self._metadata = tuple((key.lower(), value) for key, value in metadata if key.lower() != "authorization")
+        secret = api_key_from_env() if api_key is None else api_key.strip()
+        if secret:
+            self._metadata = (*self._metadata, bearer_metadata(secret))
         self._has_request_id = any(key == REQUEST_ID_KEY for key, _ in self._metadata)
         self._channel = grpc.insecure_channel(
             target,
@@ -319,3 +326,34 @@ class PosOffersClient:
     ) -> types_pb2.CustomerProfile:
         request = admin_service_pb2.UpsertCustomerRequest(customer=customer)
         return self._call(self._admin.UpsertCustomer, request, timeout)
+
+    # API keys (admin role)
+
+    def create_api_key(
+        self,
+        *,
+        role: int,
+        name: str = "",
+        store_ids: Sequence[str] = (),
+        expires_at: datetime | None = None,
+        rate_limit_per_second: int = 0,
+        timeout: float | None = None,
+    ) -> admin_service_pb2.CreateApiKeyResponse:
+        """A new key; `role` is an admin_service_pb2.API_KEY_ROLE_* value. The secret is in the response only."""
+        key = admin_service_pb2.ApiKey(
+            name=name, store_ids=list(store_ids), rate_limit_per_second=rate_limit_per_second
+        )
+        key.role = role  # type: ignore[assignment]  # an int from the caller, checked by the server
+        expiry = _timestamp(expires_at)
+        if expiry is not None:
+            key.expires_at.CopyFrom(expiry)
+        return self._call(self._admin.CreateApiKey, admin_service_pb2.CreateApiKeyRequest(key=key), timeout)
+
+    def list_api_keys(
+        self, *, include_revoked: bool = False, timeout: float | None = None
+    ) -> admin_service_pb2.ListApiKeysResponse:
+        request = admin_service_pb2.ListApiKeysRequest(include_revoked=include_revoked)
+        return self._call(self._admin.ListApiKeys, request, timeout)
+
+    def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> admin_service_pb2.ApiKey:
+        return self._call(self._admin.RevokeApiKey, admin_service_pb2.RevokeApiKeyRequest(key_id=key_id), timeout)

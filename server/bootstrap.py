@@ -24,7 +24,8 @@ from store.hot_state import RedisHotState
 from store.keys import Keys
 from store.records import OutboxRecord
 from store.redis_state import CustomerStore
-from store.sql_async import SqlCatalogStore, SqlProfileStore
+from store.sql_api_keys import SqlApiKeys
+from store.sql_async import SqlApiKeyStore, SqlCatalogStore, SqlProfileStore
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
@@ -34,6 +35,7 @@ from store.writer import OutboxWriter, WriterStats
 from telemetry import metrics
 from telemetry.observe import redis_call, sql_call
 from usecases.admin import AdminApp
+from usecases.api_keys import ApiKeys, KeyRing
 from usecases.budgets import Budgets
 from usecases.catalog import CatalogCache
 from usecases.commit import CommitPurchase
@@ -42,6 +44,7 @@ from usecases.evaluation import BasketEvaluator
 from usecases.expiry import PointsExpiry
 from usecases.offers import OffersApp
 from usecases.ports import (
+    ApiKeyStore,
     CatalogStore,
     CatalogVersions,
     Clock,
@@ -108,12 +111,15 @@ class Components:
     admin: AdminApp
     expiry: PointsExpiry
     writer: OutboxWriter
+    key_ring: KeyRing  # the keys calls are checked against, in memory
+    api_keys: ApiKeys  # creating, listing, revoking them
 
     async def open(self, *, demo_data: bool = False) -> None:
         """Connects and prepares: Redis answers, SQL is migrated, the catalog is loaded, the outbox groups exist."""
         await self.redis.ping()
         await self.migrate()
         await self.catalog.refresh(force=True)
+        await self.key_ring.refresh(force=True)
         if demo_data:
             await load_demo(self.admin, self.customers)
         await self.writer.ensure_groups()
@@ -140,6 +146,7 @@ def bootstrap(
     versions: CatalogVersions | None = None,
     profiles: ProfileStore | None = None,
     catalog_store: CatalogStore | None = None,
+    api_key_store: ApiKeyStore | None = None,
 ) -> Components:
     """Builds the components for `settings` (whose redis_url must be set: the server starts an embedded Redis
     first when it is not). No I/O happens here. A port given (an in-memory fake in tests) replaces its adapter
@@ -163,6 +170,8 @@ def bootstrap(
     budget_keeper = Budgets(counters, profiles)
     customers = Customers(rules, hot, profiles, catalog, budget_keeper, clock)
     evaluator = BasketEvaluator(rules, clock)
+    api_key_store = api_key_store or SqlApiKeyStore(SqlApiKeys(sql_engine))
+    key_ring = KeyRing(api_key_store, store, clock)
     return Components(
         settings=settings,
         redis=redis,
@@ -179,6 +188,8 @@ def bootstrap(
         admin=AdminApp(catalog_store, versions, counters, catalog, offer_codec),
         expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
         writer=build_writer(settings, redis, keys, SqlOutboxSink(sql_engine)),
+        key_ring=key_ring,
+        api_keys=ApiKeys(api_key_store, store, key_ring, clock),
     )
 
 

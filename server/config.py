@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -20,6 +21,17 @@ def _bool(raw: str) -> bool:
     if value in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(f"not a boolean: {raw!r}")
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a host:port listen address only accepts connections from this machine."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or empty (all interfaces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,14 @@ class Settings:
     a call whose request never arrives cannot hold server memory for longer."""
     max_connection_age_grace_ms: int = 60_000
     """How long calls on a connection past its age may still run."""
+    auth: bool = True
+    """Every call but health checks needs an API key. `off` only for local experiments: refused unless `listen`
+    is a loopback address, and logged loudly."""
+    api_key_refresh_ms: int = 500
+    """How often a server checks the shared API key version (a new or revoked key counts within this, plus the
+    reload)."""
+    demo_credentials: bool = True
+    """With demo data: create one key per role and write them to DATA_DIR/demo-credentials.json (mode 0600)."""
     reflection: bool = True
     """Serve gRPC server reflection (grpcurl)."""
     shutdown_grace_s: float = 5.0
@@ -163,6 +183,10 @@ class Settings:
             )
         if self.redis_max_connections < 1 or self.redis_pool_timeout_ms < 1:
             raise ValueError("POS_OFFERS_REDIS_MAX_CONNECTIONS and POS_OFFERS_REDIS_POOL_TIMEOUT_MS must be positive")
+        if not self.auth and not is_loopback(self.listen):
+            raise ValueError(f"POS_OFFERS_AUTH=off is refused unless POS_OFFERS_LISTEN is loopback (is {self.listen})")
+        if not 100 <= self.api_key_refresh_ms <= 1_000:
+            raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:

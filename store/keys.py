@@ -137,3 +137,6 @@ class Keys:
 
     def catalog_version(self) -> str:
         return f"{self.prefix}:catalog:version"
+
+    def api_keys_version(self) -> str:
+        return f"{self.prefix}:apikeys:version"

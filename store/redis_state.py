@@ -476,6 +476,15 @@ class CustomerStore:
         with self._observe("bump_catalog_version"):
             return int(await self._redis.incr(self.keys.catalog_version()))
 
+    async def api_keys_version(self) -> int:
+        with self._observe("api_keys_version"):
+            raw = await self._redis.get(self.keys.api_keys_version())
+            return int(raw) if raw else 0
+
+    async def bump_api_keys_version(self) -> int:
+        with self._observe("bump_api_keys_version"):
+            return int(await self._redis.incr(self.keys.api_keys_version()))
+
     async def budget_counters(self, offer_ids: Sequence[str]) -> dict[str, int]:
         """Redemptions taken from each offer's total budget, for the offers whose counter Redis holds (for the budget
         gauges and the rebuild; off the request path)."""

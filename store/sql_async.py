@@ -8,12 +8,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from domain.access import ApiKey
 from domain.model import Store
+from store.sql_api_keys import SqlApiKeys
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import OfferTuple, SqlCatalog
 from store.sql_profile import SqlProfiles
 from telemetry.observe import sql_call
-from usecases.ports import TIER_POLICY, CatalogRecords, StoredOffer
+from usecases.ports import TIER_POLICY, CatalogRecords, StoredApiKey, StoredOffer
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 T = TypeVar("T")
@@ -109,3 +111,19 @@ class SqlCatalogStore:
 
     async def put_setting(self, key: str, value: str) -> None:
         await _in_thread("put_setting", lambda: self._sql.put_setting(key, value))
+
+
+class SqlApiKeyStore:
+    """ApiKeyStore: keys of record, read whole by each server's key ring (off the call path)."""
+
+    def __init__(self, keys: SqlApiKeys) -> None:
+        self._sql = keys
+
+    async def add_api_key(self, stored: StoredApiKey) -> None:
+        await _in_thread("add_api_key", lambda: self._sql.add(stored))
+
+    async def all_api_keys(self) -> list[StoredApiKey]:
+        return await _in_thread("load_api_keys", self._sql.all)
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey | None:
+        return await _in_thread("revoke_api_key", lambda: self._sql.revoke(key_id, at))

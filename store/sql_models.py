@@ -248,3 +248,20 @@ class StoreRow(SQLModel, table=True):
     latitude: float | None = Field(default=None, sa_type=sa.Float)
     longitude: float | None = Field(default=None, sa_type=sa.Float)
     timezone: str = Field(default="UTC", sa_type=SHORT)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An API key of record. The secret is never stored: only its SHA-256 (usecases/api_keys.py says why)."""
+
+    __tablename__ = "api_keys"
+
+    key_id: str = Field(primary_key=True, sa_type=SHORT)
+    name: str = Field(default="", sa_type=sa.String(128))
+    role: str = Field(sa_type=sa.String(16))
+    store_ids_json: str = Field(default="[]", sa_type=sa.Text)
+    secret_hash: str = Field(sa_type=SHORT)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    rate_limit_per_second: int = Field(default=0, sa_type=sa.Integer)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str = Field(default="", sa_type=SHORT)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+from domain.access import ApiKey
 from domain.model import CustomerState, Offer, PurchaseFacts, Receipt, ReturnOutcome, Store, TierRule
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
@@ -180,6 +181,30 @@ class CatalogVersions(Protocol):
     async def catalog_version(self) -> int: ...
 
     async def bump_catalog_version(self) -> int: ...
+
+
+class ApiKeyVersions(Protocol):
+    """A shared counter every server polls: it moves when a key is created or revoked anywhere."""
+
+    async def api_keys_version(self) -> int: ...
+
+    async def bump_api_keys_version(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredApiKey:
+    key: ApiKey
+    secret_hash: str  # hash_secret(secret): the secret itself is never stored
+
+
+class ApiKeyStore(Protocol):
+    """API keys of record (SQL): read whole by every server's key ring, written by the admin API and the CLI."""
+
+    async def add_api_key(self, stored: StoredApiKey) -> None: ...
+
+    async def all_api_keys(self) -> list[StoredApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey | None: ...
 
 
 class ProfileStore(Protocol):

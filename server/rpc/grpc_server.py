@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection
 from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc
 
 from server.bootstrap import Components
+from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
 from server.rpc.servicers import AdminServicer, OfferServicer
 
@@ -24,6 +25,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     server = grpc.aio.server(
         interceptors=[
             ServerInterceptor(
+                guard=Guard(c.key_ring) if settings.auth else None,
                 access_log=settings.access_log,
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
             )
@@ -41,7 +43,9 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     offer_service_pb2_grpc.add_OfferServiceServicer_to_server(
         OfferServicer(c.offers, c.commits, c.returns, c.customers), server
     )
-    admin_service_pb2_grpc.add_OfferAdminServicer_to_server(AdminServicer(c.admin, c.customers, c.expiry), server)
+    admin_service_pb2_grpc.add_OfferAdminServicer_to_server(
+        AdminServicer(c.admin, c.customers, c.expiry, c.api_keys), server
+    )
     initialize_rpc_metrics(SERVICES)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

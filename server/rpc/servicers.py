@@ -15,7 +15,10 @@ from posoffers.v1 import types_pb2 as pb
 from domain.errors import InvalidArgument
 from domain.model import Channel, ReturnRequestLine
 from server.rpc import convert
+from server.rpc.authorization import CALLER
+from server.rpc.convert_access import api_key_to_pb, role_from_pb
 from usecases.admin import AdminApp, TierPolicy
+from usecases.api_keys import ApiKeys
 from usecases.commit import CommitPurchase
 from usecases.customers import Customers
 from usecases.expiry import PointsExpiry
@@ -117,10 +120,34 @@ def _tier_policy(policy: TierPolicy) -> pb.TierPolicy:
 
 
 class AdminServicer(admin_grpc.OfferAdminServicer):
-    def __init__(self, admin: AdminApp, customers: Customers, expiry: PointsExpiry) -> None:
+    def __init__(self, admin: AdminApp, customers: Customers, expiry: PointsExpiry, api_keys: ApiKeys) -> None:
         self._admin = admin
         self._customers = customers
         self._expiry = expiry
+        self._api_keys = api_keys
+
+    async def CreateApiKey(
+        self, request: admin_pb.CreateApiKeyRequest, context: Context
+    ) -> admin_pb.CreateApiKeyResponse:
+        _required(request, "key")
+        sent = request.key
+        caller = CALLER.get()
+        key, secret = await self._api_keys.create(
+            name=sent.name,
+            role=role_from_pb(sent.role),
+            store_ids=list(sent.store_ids),
+            expires_at=convert.to_datetime(sent.expires_at, sent.HasField("expires_at"), "key.expires_at"),
+            rate_limit_per_second=sent.rate_limit_per_second,
+            created_by=caller.key_id if caller else "",
+        )
+        return admin_pb.CreateApiKeyResponse(key=api_key_to_pb(key), secret=secret)
+
+    async def ListApiKeys(self, request: admin_pb.ListApiKeysRequest, context: Context) -> admin_pb.ListApiKeysResponse:
+        keys = await self._api_keys.list(include_revoked=request.include_revoked)
+        return admin_pb.ListApiKeysResponse(keys=[api_key_to_pb(key) for key in keys])
+
+    async def RevokeApiKey(self, request: admin_pb.RevokeApiKeyRequest, context: Context) -> admin_pb.ApiKey:
+        return api_key_to_pb(await self._api_keys.revoke(request.key_id))
 
     async def UpsertOffer(self, request: admin_pb.UpsertOfferRequest, context: Context) -> pb.Offer:
         _required(request, "offer")

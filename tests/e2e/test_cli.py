@@ -20,14 +20,18 @@ from typing import Any
 import pytest
 
 from client.cli import main
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import KEYS_BY_TARGET, ServerThread, key_for
 
 DRESS = "dress-1:dresses:1:120.00"
 SHOES = "shoe-1:shoes:1:8000"  # minor units work too
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    """main(argv), with the admin key of the test server `--target` names (as an operator passes --api-key)."""
+    args = list(argv)
+    if "--target" in args and (target := args[args.index("--target") + 1]) in KEYS_BY_TARGET:
+        args += ["--api-key", key_for(target)]
+    code = main(args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -348,7 +352,7 @@ def test_admin_commands(
 def test_return_and_void_by_hand(
     server_target: str, fresh_customer_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = ["--target", server_target]
+    base = ["--target", server_target, "--api-key", key_for(server_target)]
     line_args = ["--line", "DRESS-RED:dresses:1:120.00", "--line", "SHOE-BLK:shoes:1:89.00"]
     assert (
         main([*base, "commit", fresh_customer_id, "--store", "soho", "--txn", f"t-{fresh_customer_id}", *line_args])

@@ -19,12 +19,12 @@ from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_queries import ledger_balance, list_categories
 from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, aio_channel_to, channel_to
 
 
 @pytest.fixture(scope="module")
 def stub(server_target: str) -> Iterator[svc_grpc.OfferServiceStub]:
-    with grpc.insecure_channel(server_target) as channel:
+    with channel_to(server_target) as channel:
         yield svc_grpc.OfferServiceStub(channel)
 
 
@@ -60,7 +60,7 @@ def test_same_id_for_another_customer_is_refused(
 
 
 async def _commit_all(target: str, requests: list[svc.CommitPurchaseRequest]) -> list[object]:
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with aio_channel_to(target) as channel:
         aio_stub = svc_grpc.OfferServiceStub(channel)
         calls = [aio_stub.CommitPurchase(r, timeout=30) for r in requests]
         return await asyncio.gather(*calls, return_exceptions=True)
@@ -137,7 +137,7 @@ def test_upserting_a_customer_keeps_sql_ledger_equal_to_balance(
 def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) -> None:
     # A server whose writer is off accepts purchases; they wait in the outbox, not in SQL.
     first = make_server(writer_enabled=False, demo_data=True)
-    with grpc.insecure_channel(first.target) as channel:
+    with first.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         admin = admin_grpc.OfferAdminStub(channel)
         members = [clone_samantha(admin) for _ in range(3)]
@@ -179,7 +179,7 @@ def test_channel_restricted_offers_follow_the_channel(make_server: Callable[...,
     offer = demo_offer(datetime.now(UTC))
     offer.offer_id = "app-only-offer"
     offer.eligibility.channels[:] = [pb.CHANNEL_APP]
-    with grpc.insecure_channel(server.target) as grpc_channel:
+    with server.channel() as grpc_channel:
         admin_stub, stub = admin_grpc.OfferAdminStub(grpc_channel), svc_grpc.OfferServiceStub(grpc_channel)
         admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
         member = clone_samantha(admin_stub)
@@ -199,7 +199,7 @@ def test_a_customer_lost_while_her_purchase_waits_for_sql_is_not_rebuilt_without
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(writer_enabled=False, demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         request = commit_request(basket(member, DRESS, SHOES))

@@ -124,7 +124,7 @@ def fuzzed(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A server of this module's own: the fuzzer may change its catalog and members."""
     server = ServerThread(build_settings(redis_url, tmp_path_factory.mktemp("fuzzed"), demo_data=True))
     try:
-        with grpc.insecure_channel(server.target) as channel:
+        with server.channel() as channel:
             yield channel
     finally:
         server.stop()

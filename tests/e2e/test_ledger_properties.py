@@ -648,7 +648,7 @@ def test_random_purchases_returns_and_voids_keep_the_books(
     request: pytest.FixtureRequest, make_server: Callable[..., ServerThread], backend: str, pending_days: int
 ) -> None:
     server = make_server(demo_data=True, points_pending_days=pending_days, **profile_database(request, backend))
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
 
         class Machine(LoyaltyMachine):
             pass

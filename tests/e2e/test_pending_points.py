@@ -200,9 +200,9 @@ def test_the_cli_shows_when_pending_points_become_spendable(
     from client.cli import main
 
     server = make_server(demo_data=True, points_pending_days=14)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
-    target = ["--target", server.target]
+    target = ["--target", server.target, "--api-key", server.keys.admin]
     sold_after = datetime.now(UTC)
     assert main([*target, "commit", member, "--store", "soho", "--line", "dress-1:dresses:1:120.00"]) == 0
     [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("the points earned are spendable")]

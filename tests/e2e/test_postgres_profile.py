@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import grpc
 import pytest
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.postgres
 
 def test_story_on_postgres_including_redis_loss(postgres_schema: str, make_server: Callable[..., ServerThread]) -> None:
     server = make_server(demo_data=True, database_url=postgres_url(), database_schema=postgres_schema)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         request = commit_request(basket(member, DRESS, SHOES))

@@ -20,12 +20,12 @@ from server.demo import OFFER_ID
 from tests.e2e.conftest import clone_samantha, visit
 from tests.integration.sql_queries import ledger_balance, list_categories
 from tests.support.builders import DRESS, SHOES, basket, commit_request
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, aio_channel_to, channel_to
 
 
 @pytest.fixture(scope="module")
 def stub(server_target: str) -> Iterator[svc_grpc.OfferServiceStub]:
-    with grpc.insecure_channel(server_target) as channel:
+    with channel_to(server_target) as channel:
         yield svc_grpc.OfferServiceStub(channel)
 
 
@@ -154,7 +154,7 @@ def test_another_customers_purchase_cannot_be_returned(
 
 
 async def _return_all(target: str, requests: list[svc.ReturnPurchaseRequest]) -> list[object]:
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with aio_channel_to(target) as channel:
         aio = svc_grpc.OfferServiceStub(channel)
         return await asyncio.gather(*(aio.ReturnPurchase(r, timeout=30) for r in requests), return_exceptions=True)
 
@@ -275,7 +275,7 @@ def test_a_void_takes_back_the_new_category_so_the_new_category_offer_applies_ag
 
 def test_returns_survive_redis_losing_the_customer(make_server: Callable[..., ServerThread]) -> None:
     server = make_server(demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         three = ("sock-1", "SKU-SOCK", "socks", 3, 1_000)
@@ -340,7 +340,7 @@ def test_returns_of_purchases_redis_no_longer_keeps_go_through_sql_once(
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         purchase = commit_request(basket(member, DRESS, SHOES))

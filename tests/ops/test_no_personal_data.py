@@ -8,7 +8,7 @@ from tests.ops.conftest import Service, drive_traffic
 
 
 def test_logs_and_metrics_of_a_run_name_no_member(service: Service) -> None:
-    drive_traffic(service.target, seconds=1.0)
+    drive_traffic(service, seconds=1.0)
     member = demo_customer()
     personal = {
         "customer id": CUSTOMER_ID,

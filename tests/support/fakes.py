@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from domain.access import ApiKey
 from domain.model import CustomerState, PurchaseFacts, Receipt, ReturnOutcome, Store
 from usecases.ports import (
     TIER_POLICY,
@@ -25,6 +26,7 @@ from usecases.ports import (
     HydrateResult,
     OfferOutbox,
     ReturnRead,
+    StoredApiKey,
     StoredOffer,
     StoredTransaction,
 )
@@ -403,3 +405,33 @@ class FakeProfiles:
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
         return []
+
+
+class FakeApiKeys:
+    """ApiKeyStore and ApiKeyVersions in memory (the SQL table and the Redis counter)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, StoredApiKey] = {}
+        self.version = 0
+
+    async def add_api_key(self, stored: StoredApiKey) -> None:
+        self.keys[stored.key.key_id] = stored
+
+    async def all_api_keys(self) -> list[StoredApiKey]:
+        return list(self.keys.values())
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey | None:
+        stored = self.keys.get(key_id)
+        if stored is None:
+            return None
+        if stored.key.revoked_at is None:
+            stored = StoredApiKey(dataclasses.replace(stored.key, revoked_at=at), stored.secret_hash)
+            self.keys[key_id] = stored
+        return stored.key
+
+    async def api_keys_version(self) -> int:
+        return self.version
+
+    async def bump_api_keys_version(self) -> int:
+        self.version += 1
+        return self.version
