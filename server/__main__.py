@@ -73,6 +73,13 @@ def main() -> int:
     if not settings.metrics_dir:
         settings = settings.with_(metrics_dir=str((settings.data_dir / "prometheus").resolve()))
     metrics_setup.prepare(Path(settings.metrics_dir))
+    from server.rpc.grpc_server import profile_fields  # after prepare, as serve's imports
+
+    try:
+        profile_fields(settings)  # checked against the contract before anything starts
+    except ValueError as exc:
+        print(f"pos-offers: bad setting: {exc}", file=sys.stderr)
+        return 2
     # The only fork is the writer child's fork+exec, which never uses gRPC: without this gRPC's fork handlers
     # log "skipping fork() handlers" when it starts. Read by gRPC at import, hence before serve() imports it.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

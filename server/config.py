@@ -135,6 +135,18 @@ class Settings:
     """How customer ids appear in logs: "hash" (salted SHA-256, 16 hex) or "omit". Never in plain text."""
     log_hash_salt: str = ""
     """Secret salt for hashed customer ids, so a hash cannot be looked up from a list of ids."""
+    app_profile_fields: str = (
+        "customer_id,tier,points_balance,points_available,points_pending,pending_points,points_expiring,"
+        "points_expire_at,points_debt"
+    )
+    """CustomerProfile fields GetProfile returns to app keys (comma-separated; the rest are cleared): what the app
+    shows a member about her points. Checked at start against the contract; home_location and propensity never."""
+    pos_profile_fields: str = (
+        "customer_id,display_name,tier,points_balance,points_available,points_pending,pending_points,"
+        "points_expiring,points_expire_at,points_debt"
+    )
+    """CustomerProfile fields GetProfile returns to pos keys: the balance and tier, and the name the cashier greets
+    her by. Admin keys see every field."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -187,6 +199,9 @@ class Settings:
             raise ValueError(f"POS_OFFERS_AUTH=off is refused unless POS_OFFERS_LISTEN is loopback (is {self.listen})")
         if not 100 <= self.api_key_refresh_ms <= 1_000:
             raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
+        for name in ("app_profile_fields", "pos_profile_fields"):
+            if not all(part.strip() for part in getattr(self, name).split(",")):
+                raise ValueError(f"POS_OFFERS_{name.upper()} must be comma-separated CustomerProfile field names")
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:

@@ -9,8 +9,10 @@ from grpc_reflection.v1alpha import reflection
 from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc
 
 from server.bootstrap import Components
+from server.config import Settings
 from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
+from server.rpc.profile_fields import ProfileFields
 from server.rpc.servicers import AdminServicer, OfferServicer
 
 SERVICES = (
@@ -18,6 +20,11 @@ SERVICES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["OfferAdmin"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
+
+
+def profile_fields(settings: Settings) -> ProfileFields:
+    """What GetProfile shows pos and app keys; ValueError naming the setting when a field is unknown or forbidden."""
+    return ProfileFields(pos=settings.pos_profile_fields, app=settings.app_profile_fields)
 
 
 def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
@@ -41,7 +48,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
         ],
     )
     offer_service_pb2_grpc.add_OfferServiceServicer_to_server(
-        OfferServicer(c.offers, c.commits, c.returns, c.customers), server
+        OfferServicer(c.offers, c.commits, c.returns, c.customers, profile_fields(settings)), server
     )
     admin_service_pb2_grpc.add_OfferAdminServicer_to_server(
         AdminServicer(c.admin, c.customers, c.expiry, c.api_keys), server

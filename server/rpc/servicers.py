@@ -17,6 +17,7 @@ from domain.model import Channel, ReturnRequestLine
 from server.rpc import convert
 from server.rpc.authorization import CALLER
 from server.rpc.convert_access import api_key_to_pb, role_from_pb
+from server.rpc.profile_fields import ProfileFields
 from usecases.admin import AdminApp, TierPolicy
 from usecases.api_keys import ApiKeys
 from usecases.commit import CommitPurchase
@@ -46,11 +47,19 @@ def request_digest(request: Any) -> str:
 
 
 class OfferServicer(svc_grpc.OfferServiceServicer):
-    def __init__(self, app: OffersApp, commits: CommitPurchase, returns: ReturnsApp, customers: Customers) -> None:
+    def __init__(
+        self,
+        app: OffersApp,
+        commits: CommitPurchase,
+        returns: ReturnsApp,
+        customers: Customers,
+        profile_fields: ProfileFields,
+    ) -> None:
         self._app = app
         self._commits = commits
         self._returns = returns
         self._customers = customers
+        self._profile_fields = profile_fields
 
     async def ListActiveOffers(
         self, request: svc.ListActiveOffersRequest, context: Context
@@ -91,7 +100,7 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
         if points:
             profile.points_expiring = points
             convert.set_timestamp(profile.points_expire_at, at)
-        return profile
+        return self._profile_fields.shown(profile, CALLER.get())
 
     async def ReturnPurchase(self, request: svc.ReturnPurchaseRequest, context: Context) -> svc.ReturnReceipt:
         lines = [ReturnRequestLine(line.line_id, line.quantity) for line in request.lines]
