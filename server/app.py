@@ -22,6 +22,7 @@ from domain.model import Catalog
 from server.bootstrap import Components, bootstrap
 from server.config import Settings
 from server.demo_keys import ensure_demo_keys
+from server.rpc.dropped_calls import CoreDrops
 from server.rpc.grpc_server import build_server, set_health
 from store.embedded_redis import EmbeddedRedis
 from telemetry import metrics, metrics_setup, tracing
@@ -57,6 +58,7 @@ class Service:
     metrics_port: int = 0
     writer_pid: int | None = None  # the writer child, when it runs as one
     demo_credentials: Path | None = None  # where the demo keys were written (demo mode only)
+    core_drops: CoreDrops | None = None  # calls the gRPC core dropped before our code saw them
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _metrics_server: Any = None
@@ -93,12 +95,13 @@ class Service:
         if settings.demo_data and settings.demo_credentials:
             credentials = await ensure_demo_keys(components.api_keys, components.key_ring, settings.data_dir)
         _announce_auth(settings)
-        server, health = build_server(components)
+        server, health, drops = build_server(components)
         port = server.add_insecure_port(settings.listen)
         if port == 0:
             raise RuntimeError(f"cannot listen on {settings.listen}")
         await server.start()
         service = cls(settings, components, server, port, health, embedded=embedded, demo_credentials=credentials)
+        service.core_drops = drops
         service._start_metrics()
         await set_health(health, till=True, admin=True)
         service._start_tasks()
@@ -110,6 +113,7 @@ class Service:
         self._spawn(c.key_ring.run(self._stop, s.api_key_refresh_ms / 1000))
         self._spawn(self._watch_health())
         self._spawn(self._watch_gauges())
+        self._spawn(self._count_core_drops())
         if s.writer_enabled and s.writer_process:
             self._spawn(self._supervise_writer(s.redis_url))
         elif s.writer_enabled:
@@ -221,10 +225,19 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
 
+    async def _count_core_drops(self) -> None:
+        """Once a second: calls the gRPC core started but never handed to us (server/rpc/dropped_calls.py)."""
+        while not self._stop.is_set() and self.core_drops is not None:
+            self.core_drops.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+
     async def stop(self) -> None:
         """Graceful: NOT_SERVING first so balancers move away, then let in-flight RPCs finish, then stop tasks."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace_s)
+        if self.core_drops is not None:
+            self.core_drops.sample()  # the last count: the server's channelz node goes with it
         self._stop.set()
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):

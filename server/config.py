@@ -113,6 +113,10 @@ class Settings:
     a call whose request never arrives cannot hold server memory for longer."""
     max_connection_age_grace_ms: int = 60_000
     """How long calls on a connection past its age may still run."""
+    max_concurrent_rpcs: int = 1000
+    """Calls (health checks aside) this server handles at once, those still waiting for their request message
+    included; more are refused at once with RESOURCE_EXHAUSTED and counted in pos_offers_rpc_dropped_total. 0 = no
+    bound (each waiting call then holds memory until its connection's age ends it)."""
     auth: bool = True
     """Every call but health checks needs an API key. `off` only for local experiments: refused unless `listen`
     is a loopback address, and logged loudly."""
@@ -199,6 +203,8 @@ class Settings:
             raise ValueError(f"POS_OFFERS_AUTH=off is refused unless POS_OFFERS_LISTEN is loopback (is {self.listen})")
         if not 100 <= self.api_key_refresh_ms <= 1_000:
             raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
+        if self.max_concurrent_rpcs < 0:
+            raise ValueError("POS_OFFERS_MAX_CONCURRENT_RPCS must be 0 (no bound) or positive")
         for name in ("app_profile_fields", "pos_profile_fields"):
             if not all(part.strip() for part in getattr(self, name).split(",")):
                 raise ValueError(f"POS_OFFERS_{name.upper()} must be comma-separated CustomerProfile field names")

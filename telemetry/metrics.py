@@ -39,6 +39,25 @@ RPC_IN_FLIGHT = Gauge(
     ["grpc_service", "grpc_method"],
     multiprocess_mode="livesum",
 )
+RPC_DROPPED = Counter(
+    "pos_offers_rpc_dropped_total",
+    "Calls the service refused unhandled because it was saturated: reason concurrency_limit (RESOURCE_EXHAUSTED "
+    "beyond POS_OFFERS_MAX_CONCURRENT_RPCS; also in grpc_server_handled_total and the access log). Calls the gRPC "
+    "core dropped before the service saw them are pos_offers_rpc_transport_started_total - "
+    "pos_offers_rpc_received_total.",
+    ["reason"],
+)
+RPC_TRANSPORT_STARTED = Counter(
+    "pos_offers_rpc_transport_started_total",
+    "Calls the gRPC transport started (channelz calls_started, copied once a second), whether or not they reached "
+    "the service.",
+)
+RPC_RECEIVED = Counter(
+    "pos_offers_rpc_received_total",
+    "Calls gRPC handed to the service's code (copied once a second with the one above): started - received is what "
+    "the gRPC core dropped (beyond its queue, or a deadline passed in it; the caller saw CANCELLED or "
+    "DEADLINE_EXCEEDED), plus calls still in its queue.",
+)
 
 # -- access control ---------------------------------------------------------------------------------------------
 AUTH_REFUSED = Counter(

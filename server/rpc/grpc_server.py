@@ -11,6 +11,7 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 from server.bootstrap import Components
 from server.config import Settings
 from server.rpc.authorization import Guard
+from server.rpc.dropped_calls import CoreDrops
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
 from server.rpc.profile_fields import ProfileFields
 from server.rpc.servicers import AdminServicer, OfferServicer
@@ -27,26 +28,28 @@ def profile_fields(settings: Settings) -> ProfileFields:
     return ProfileFields(pos=settings.pos_profile_fields, app=settings.app_profile_fields)
 
 
-def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
+def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer, CoreDrops]:
     settings = c.settings
-    server = grpc.aio.server(
-        interceptors=[
-            ServerInterceptor(
-                guard=Guard(c.key_ring) if settings.auth else None,
-                access_log=settings.access_log,
-                facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
-            )
-        ],
-        options=[
-            ("grpc.so_reuseport", 1),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
-            ("grpc.max_connection_idle_ms", settings.max_connection_idle_ms),
-            ("grpc.max_connection_age_ms", settings.max_connection_age_ms),
-            ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_ms),
-        ],
+    interceptor = ServerInterceptor(
+        guard=Guard(c.key_ring) if settings.auth else None,
+        access_log=settings.access_log,
+        facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
+    drops = CoreDrops(lambda: interceptor.received)
+    options = [
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.max_connection_idle_ms", settings.max_connection_idle_ms),
+        ("grpc.max_connection_age_ms", settings.max_connection_age_ms),
+        ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_ms),
+        ("grpc.enable_channelz", 1),  # the default; CoreDrops counts from it
+    ]
+    # The bound is the interceptor's (max_concurrent_rpcs), not grpc.aio's: grpc.aio refuses beyond its own after
+    # the interceptor has looked the method up but before any of its code runs, so nothing would log or count it.
+    server = drops.create(lambda: grpc.aio.server(interceptors=[interceptor], options=options))
     offer_service_pb2_grpc.add_OfferServiceServicer_to_server(
         OfferServicer(c.offers, c.commits, c.returns, c.customers, profile_fields(settings)), server
     )
@@ -59,7 +62,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     if settings.reflection:
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-    return server, health
+    return server, health, drops
 
 
 async def set_health(health: HealthServicer, *, till: bool, admin: bool) -> None:

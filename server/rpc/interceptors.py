@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
+from domain.access import ApiKey
 from domain.errors import (
     AlreadyExists,
     Conflict,
@@ -101,11 +103,19 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
-def _request_id(details: grpc.HandlerCallDetails) -> str:
+_PRINTABLE_ID = re.compile(r"[\x20-\x7e]{1,128}")
+
+
+def _request_id(details: grpc.HandlerCallDetails) -> tuple[str, bool]:
+    """(the call's request id, whether the caller's was usable). The caller's id comes back in the trailers, which
+    gRPC sends only in printable ASCII: a tab or a non-ASCII byte there ended the call INTERNAL (and 1 MB of it
+    would fill the log). A malformed one is answered INVALID_ARGUMENT under a fresh id."""
     for key, value in details.invocation_metadata or ():
-        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
-            return value
-    return uuid.uuid4().hex
+        if key == "x-request-id" and value:
+            if isinstance(value, str) and _PRINTABLE_ID.fullmatch(value):
+                return value, True
+            return uuid.uuid4().hex, False
+    return uuid.uuid4().hex, True
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -143,7 +153,13 @@ def initialize_rpc_metrics(services: Sequence[ServiceDescriptor]) -> None:
             metrics.RPC_STARTED.labels("unary", service.full_name, method.name)
             for code in grpc.StatusCode:
                 metrics.RPC_HANDLED.labels("unary", service.full_name, method.name, code.name)
+    for reason in DROP_REASONS:
+        metrics.RPC_DROPPED.labels(reason)
 
+
+DROP_REASONS = ("concurrency_limit",)
+"""Why the service dropped a call unhandled: refused beyond POS_OFFERS_MAX_CONCURRENT_RPCS. (Calls the gRPC core drops
+never reach the service: server/rpc/dropped_calls.py counts them.)"""
 
 HEALTH_SERVICE = "grpc.health.v1.Health"  # exempt from authentication: load balancers and probes carry no key
 
@@ -154,18 +170,48 @@ def short_method(full_method: str) -> tuple[str, str]:
     return service, f"{service.rsplit('.', 1)[-1]}/{method}"
 
 
+class CallBound:
+    """At most `limit` unary calls in progress at once (0: no bound), counted from when a call's headers arrive,
+    so calls whose request message never comes count too. The server's event loop is the only caller."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> bool:
+        if self.limit and self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in the stubs
-    def __init__(self, *, guard: Guard | None, access_log: bool = True, facts: RequestFacts | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        guard: Guard | None,
+        access_log: bool = True,
+        facts: RequestFacts | None = None,
+        max_concurrent_rpcs: int = 0,
+    ) -> None:
         """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only)."""
         self._guard = guard
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
+        self._bound = CallBound(max_concurrent_rpcs)
+        self.received = 0
+        """Calls gRPC handed to this server's code (every method, known or not): with the calls its transport
+        started (channelz), what the gRPC core dropped before any of our code saw them (server/rpc/dropped_calls.py)."""
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        self.received += 1
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -175,11 +221,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                 return handler  # health Watch: exempt; streaming calls are otherwise left as gRPC runs them
             return _guarded_stream(handler, handler_call_details, self._guard)  # reflection: any valid key
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
-        guard = None if service == HEALTH_SERVICE else self._guard
+        health = service == HEALTH_SERVICE
         observed = _ObservedUnary(
-            handler_call_details, inner, guard=guard, access_log=self._access_log, facts=self._facts
+            handler_call_details,
+            inner,
+            guard=None if health else self._guard,
+            access_log=self._access_log,
+            facts=self._facts,
+            bound=None if health else self._bound,  # a saturated server still answers its probes
         )
-        return grpc.unary_unary_rpc_method_handler(
+        # Served as client-streaming (the same bytes on the wire): gRPC then runs our code as soon as the headers
+        # arrive, not once the message has, so a call whose message never comes, or that gRPC fails while reading
+        # it, still ends in the log and the metrics, and counts against the bound while it waits.
+        return grpc.stream_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
@@ -226,19 +280,28 @@ def _count_refusal(method: str, exc: Exception) -> None:
     metrics.AUTH_REFUSED.labels(service, name, reason).inc()
 
 
+class _NoRequest(Exception):
+    """The call's request stream ended without a message: the caller sent none, went away first, or gRPC failed
+    the call while reading it (a compressed message it cannot read)."""
+
+
 @dataclass(slots=True)
 class _Call:
-    """One call as it goes: its request id, when it started, its caller's key id, and its status so far."""
+    """One call as it goes: its request id, when it started, its caller's key id, its status so far, its request
+    once read, and whether it holds a place under the server's bound."""
 
     request_id: str
     started: float
     code: grpc.StatusCode = grpc.StatusCode.OK
     key_id: str = ""
+    request: Any = None
+    received: bool = False
+    bounded: bool = False
 
 
 class _ObservedUnary:
-    """A unary method's behavior with the cross-cutting work around each call: request id, metrics, the RPC span,
-    the status of a failure, the access log."""
+    """A unary method's behavior with the cross-cutting work around each call: the server's bound, request id,
+    metrics, the RPC span, the status of a failure, the access log."""
 
     def __init__(
         self,
@@ -248,21 +311,23 @@ class _ObservedUnary:
         guard: Guard | None,
         access_log: bool,
         facts: RequestFacts,
+        bound: CallBound | None,
     ) -> None:
         self._details = details
         self._inner = inner
         self._guard = guard
         self._access_log = access_log
         self._facts = facts
+        self._bound = bound
         _, self._service, self._method = details.method.split("/", 2)
         self._policy_name = short_method(details.method)[1]
-        # Label children looked up once per method, not per call.
         self._started_total = metrics.RPC_STARTED.labels("unary", self._service, self._method)
         self._in_flight = metrics.RPC_IN_FLIGHT.labels(self._service, self._method)
         self._latency = metrics.RPC_LATENCY.labels("unary", self._service, self._method)
 
-    async def behavior(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        request_id = _request_id(self._details)
+    async def behavior(self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """Client-streaming in shape (see intercept_service); reads the one request message itself."""
+        request_id, usable_id = _request_id(self._details)
         token = REQUEST_ID.set(request_id)
         caller_token = CALLER.set(None)
         try:
@@ -274,60 +339,91 @@ class _ObservedUnary:
             # _finish, and rpc_span records no exception (an error status travels as one, AbortError).
             with tracing.rpc_span(self._details.method):
                 try:
-                    return await self._answer(request, context, call)
+                    return await self._answer(context, call, usable_id)
                 finally:
-                    self._finish(request, call)
+                    self._finish(call)
         finally:
             CALLER.reset(caller_token)
             REQUEST_ID.reset(token)
 
-    async def _answer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> Any:
+    async def _answer(self, context: grpc.aio.ServicerContext[Any, Any], call: _Call, usable_id: bool) -> Any:
         """The handler's response; a failure sets `call.code` and, unless it already is one, becomes an abort."""
         try:
-            self._admit(request, context, call)
+            self._enter_bound(call)
+            key = self._admit_key(call)  # before waiting for the message: a caller without a key holds nothing
+            request = call.request = await self._receive(context, call)
+            self._admit_request(key, request, context)
+            if not usable_id:
+                raise InvalidArgument("x-request-id", "must be 1 to 128 printable ASCII characters")
             if request is UNDECODABLE:
                 raise InvalidArgument("request", f"is not a valid {self._method} request message")
             return await self._inner(request, context)
         except asyncio.CancelledError:
-            # The caller went away: its deadline passed, or it cancelled.
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            call.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            call.code = _gone(context)  # the caller went away: its deadline passed, or it cancelled
             raise
         except grpc.aio.AbortError:
             call.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
+        except _NoRequest:
+            if _gone(context) is grpc.StatusCode.DEADLINE_EXCEEDED:
+                call.code = grpc.StatusCode.DEADLINE_EXCEEDED
+                raise asyncio.CancelledError from None  # gRPC has answered DEADLINE_EXCEEDED itself
+            call.code = grpc.StatusCode.INVALID_ARGUMENT
+            await _abort(context, call, "request: no request message arrived")
         except Exception as exc:
-            if isinstance(exc, Unauthenticated | PermissionDenied):
-                _count_refusal(self._policy_name, exc)
-            call.code, message = status_of(exc)
-            if call.code is grpc.StatusCode.INTERNAL:
-                log.exception("unhandled error in %s", self._method, extra={"request_id": call.request_id})
-                message = f"internal error (request id {call.request_id})"
-            elif call.code is grpc.StatusCode.UNAVAILABLE:
-                # The type only: a driver's message can quote bound parameters (customer ids).
-                log.warning(
-                    "store unavailable in %s: %s",
-                    self._method,
-                    type(exc).__name__,
-                    extra={"request_id": call.request_id},
-                )
-            await context.abort(call.code, bounded(message, MAX_MESSAGE_CHARS))
+            call.code, message = self._status(exc, call)
+            await _abort(context, call, bounded(message, MAX_MESSAGE_CHARS))
 
-    def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
-        """Authentication, then permission (the role, then the store the request acts for): before the handler
-        validates anything, so a caller without the right key learns nothing about its request."""
-        if self._guard is None:
+    def _enter_bound(self, call: _Call) -> None:
+        if self._bound is None:
             return
+        if not self._bound.enter():
+            metrics.RPC_DROPPED.labels("concurrency_limit").inc()
+            raise ResourceExhausted(f"server busy: {self._bound.limit} calls in progress; retry shortly")
+        call.bounded = True
+
+    async def _receive(self, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> Any:
+        request = await context.read()
+        if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # not in grpc-stubs
+            raise _NoRequest
+        call.received = True
+        return request
+
+    def _status(self, exc: Exception, call: _Call) -> tuple[grpc.StatusCode, str]:
+        """The status and message of a failure, logged when it is the server's (INTERNAL) or a store's."""
+        if isinstance(exc, Unauthenticated | PermissionDenied):
+            _count_refusal(self._policy_name, exc)
+        code, message = status_of(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("unhandled error in %s", self._method, extra={"request_id": call.request_id})
+            message = f"internal error (request id {call.request_id})"
+        elif code is grpc.StatusCode.UNAVAILABLE:
+            # The type only: a driver's message can quote bound parameters (customer ids).
+            log.warning(
+                "store unavailable in %s: %s", self._method, type(exc).__name__, extra={"request_id": call.request_id}
+            )
+        return code, message
+
+    def _admit_key(self, call: _Call) -> ApiKey | None:
+        """Authentication, then permission by role: before the handler validates anything, so a caller without the
+        right key learns nothing about its request."""
+        if self._guard is None:
+            return None
         key = self._guard.admit(self._policy_name, self._details.invocation_metadata)
         call.key_id = key.key_id
         CALLER.set(key)  # reset when the call ends (behavior)
-        if request is not UNDECODABLE:
+        return key
+
+    def _admit_request(self, key: ApiKey | None, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Permission by store: the store the request acts for, for a store-bound key."""
+        if self._guard is not None and key is not None and request is not UNDECODABLE:
             self._guard.check_store(key, self._policy_name, request, context)
 
-    def _finish(self, request: Any, call: _Call) -> None:
+    def _finish(self, call: _Call) -> None:
         """Metrics, the access log line and the span's status code, once the call's status is known."""
         elapsed = time.perf_counter() - call.started
+        if call.bounded and self._bound is not None:
+            self._bound.leave()
         self._in_flight.dec()
         metrics.RPC_HANDLED.labels("unary", self._service, self._method, call.code.name).inc()
         self._latency.observe(elapsed)
@@ -340,8 +436,29 @@ class _ObservedUnary:
                     "status": call.code.name,
                     "duration_ms": round(elapsed * 1000, 3),
                     **({"key_id": call.key_id} if call.key_id else {}),
-                    **self._facts.of(request),
+                    **({} if call.received else {"request_received": False}),
+                    **self._facts.of(call.request),
                     **({"trace_id": trace_id} if (trace_id := tracing.current_trace_id()) else {}),
                 },
             )
         tracing.set_attribute("rpc.grpc.status_code", call.code.value[0])
+
+
+def _gone(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """Why a call ended without our answer: its deadline passed, else it was cancelled."""
+    remaining = context.time_remaining()
+    expired = remaining is not None and remaining <= 0
+    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], call: _Call, message: str) -> None:
+    """Ends the call with `call.code`. When gRPC can no longer send a status (the caller went away, or gRPC failed
+    the call itself, e.g. a compressed message it could not read) the call ends CANCELLED, quietly: gRPC would
+    otherwise log an ExecuteBatchError per such call."""
+    try:
+        await context.abort(call.code, message)
+    except grpc.aio.AbortError:
+        raise
+    except Exception:  # grpc's own error types for a status it could not send are private (cygrpc)
+        call.code = grpc.StatusCode.CANCELLED
+        raise asyncio.CancelledError from None

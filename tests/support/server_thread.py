@@ -62,6 +62,11 @@ class ServerThread:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout)
 
+    def freeze(self, until: threading.Event, limit_s: float = 60) -> None:
+        """Blocks the server's event loop until `until` is set (at most `limit_s`): as a long pause or a starved CPU
+        would, nothing of the server's Python runs meanwhile, while gRPC's core still accepts calls."""
+        self._loop.call_soon_threadsafe(until.wait, limit_s)
+
     def drain(self, timeout: float = 10) -> None:
         """Waits until every committed purchase is in SQL."""
         self.run(self.service.components.writer.drain(timeout_s=timeout), timeout=timeout + 5)

@@ -51,12 +51,16 @@ class Context:
 
     def __init__(self, remaining: float | None = None) -> None:
         self.remaining = remaining
+        self.request: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # what read() returns: set by `wrap`
         self.trailing: tuple[tuple[str, str], ...] = ()
         self.aborted: list[tuple[grpc.StatusCode, str]] = []
         self._code: grpc.StatusCode | None = None
 
     def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self.trailing = metadata
+
+    async def read(self) -> Any:
+        return self.request
 
     def time_remaining(self) -> float | None:
         return self.remaining
@@ -79,7 +83,18 @@ async def wrap(handler: Handler, interceptor: tuple[ServerInterceptor, RoleKeys]
 
     chosen, keys = interceptor or await keyed()
     wrapped = await chosen.intercept_service(continuation, Details("rid-1", secret=keys.admin))
-    return wrapped.unary_unary
+    return as_unary(wrapped)
+
+
+def as_unary(wrapped: Any) -> Callable[[Any, Context], Awaitable[Any]]:
+    """The wrapped method called as a unary one: the interceptor serves it client-streaming, reading the request
+    from the context."""
+
+    async def call(request: Any, context: Context) -> Any:
+        context.request = request
+        return await wrapped.stream_unary(iter(()), context)
+
+    return call
 
 
 def handled(code: str) -> float:
@@ -259,7 +274,7 @@ async def test_a_new_request_id_without_one_from_the_caller() -> None:
     interceptor, keys = await keyed()
     wrapped: Any = await interceptor.intercept_service(continuation, Details(secret=keys.admin))
     context = Context()
-    request_id = await wrapped.unary_unary(svc.GetProfileRequest(customer_id="x"), context)
+    request_id = await as_unary(wrapped)(svc.GetProfileRequest(customer_id="x"), context)
     assert len(request_id) == 32 and context.trailing == (("x-request-id", request_id),)
 
 
