@@ -12,7 +12,9 @@ from client.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     PosOffersError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
@@ -23,8 +25,10 @@ __all__ = [
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PosOffersClient",
     "PosOffersError",
+    "UnauthenticatedError",
     "UnavailableError",
     "make_basket",
     "new_transaction_id",
