@@ -113,6 +113,9 @@ class Settings:
     a call whose request never arrives cannot hold server memory for longer."""
     max_connection_age_grace_ms: int = 60_000
     """How long calls on a connection past its age may still run."""
+    max_call_ms: int = 30_000
+    """Any call still running after this long ends DEADLINE_EXCEEDED, whatever deadline the caller set (or none):
+    well above the till path's milliseconds and an admin call's seconds, below the connection age grace."""
     auth: bool = True
     """Every call but health checks needs an API key. `off` only for local experiments: refused unless `listen`
     is a loopback address, and logged loudly."""
@@ -177,6 +180,10 @@ class Settings:
         limits = (self.max_message_bytes, self.max_concurrent_streams, self.max_connection_idle_ms)
         if min(*limits, self.max_connection_age_ms, self.max_connection_age_grace_ms) < 1:
             raise ValueError("message, stream and connection limits must be positive")
+        if not 1 <= self.max_call_ms <= self.max_connection_age_grace_ms:
+            raise ValueError(
+                "POS_OFFERS_MAX_CALL_MS must be positive and at most POS_OFFERS_MAX_CONNECTION_AGE_GRACE_MS"
+            )
         if self.occurred_at_max_age_days * 24 <= self.occurred_at_grace_hours:
             raise ValueError(
                 "POS_OFFERS_OCCURRED_AT_MAX_AGE_DAYS must be longer than POS_OFFERS_OCCURRED_AT_GRACE_HOURS"

@@ -28,6 +28,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
                 guard=Guard(c.key_ring) if settings.auth else None,
                 access_log=settings.access_log,
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
+                max_call_s=settings.max_call_ms / 1000,
             )
         ],
         options=[

@@ -26,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 from domain.errors import (
     AlreadyExists,
     Conflict,
+    DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -51,6 +52,7 @@ _STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Conflict, grpc.StatusCode.ABORTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -155,9 +157,17 @@ def short_method(full_method: str) -> tuple[str, str]:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in the stubs
-    def __init__(self, *, guard: Guard | None, access_log: bool = True, facts: RequestFacts | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        guard: Guard | None,
+        access_log: bool = True,
+        facts: RequestFacts | None = None,
+        max_call_s: float = 30.0,
+    ) -> None:
         """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only)."""
         self._guard = guard
+        self._max_call_s = max_call_s
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
 
@@ -177,7 +187,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
         guard = None if service == HEALTH_SERVICE else self._guard
         observed = _ObservedUnary(
-            handler_call_details, inner, guard=guard, access_log=self._access_log, facts=self._facts
+            handler_call_details,
+            inner,
+            guard=guard,
+            access_log=self._access_log,
+            facts=self._facts,
+            max_call_s=self._max_call_s,
         )
         return grpc.unary_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
@@ -248,10 +263,12 @@ class _ObservedUnary:
         guard: Guard | None,
         access_log: bool,
         facts: RequestFacts,
+        max_call_s: float,
     ) -> None:
         self._details = details
         self._inner = inner
         self._guard = guard
+        self._max_call_s = max_call_s
         self._access_log = access_log
         self._facts = facts
         _, self._service, self._method = details.method.split("/", 2)
@@ -287,7 +304,7 @@ class _ObservedUnary:
             self._admit(request, context, call)
             if request is UNDECODABLE:
                 raise InvalidArgument("request", f"is not a valid {self._method} request message")
-            return await self._inner(request, context)
+            return await self._within_limit(request, context)
         except asyncio.CancelledError:
             # The caller went away: its deadline passed, or it cancelled.
             remaining = context.time_remaining()
@@ -313,6 +330,18 @@ class _ObservedUnary:
                     extra={"request_id": call.request_id},
                 )
             await context.abort(call.code, bounded(message, MAX_MESSAGE_CHARS))
+
+    async def _within_limit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """The handler, ended after max_call_s whatever the caller's deadline (or none) says: no call holds the
+        server's memory and a Redis connection indefinitely."""
+        limit = asyncio.timeout(self._max_call_s)
+        try:
+            async with limit:
+                return await self._inner(request, context)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise DeadlineExceeded(f"the call ran past the server's limit of {self._max_call_s:g} s; retry") from None
 
     def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
         """Authentication, then permission (the role, then the store the request acts for): before the handler
