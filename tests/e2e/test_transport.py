@@ -4,9 +4,11 @@ it does not know. A till on TLS or mutual TLS still sends its API key; its certi
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -18,6 +20,7 @@ from posoffers.v1 import offer_service_pb2 as svc_pb
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
+from bench.processes import Child, free_port, wait_until
 from client import PosOffersClient
 from client.errors import PosOffersError, UnavailableError
 from domain.access import Role
@@ -26,6 +29,7 @@ from tests.e2e.conftest import clone_samantha
 from tests.support.builders import DRESS, basket, commit_request
 from tests.support.certs import CertificateAuthority, Pem
 from tests.support.keys import keyed_channel
+from tests.support.redis_env import delete_prefix, new_prefix
 from tests.support.server_thread import ServerThread
 
 StartServer = Callable[..., ServerThread]
@@ -94,26 +98,36 @@ def test_a_tls_server_serves_tills_that_trust_its_ca_and_refuses_plaintext(
 
 
 def test_the_client_library_and_cli_speak_mutual_tls_and_still_send_the_key(
-    make_server: StartServer, ca: CertificateAuthority, server_pem: Pem, capsys: pytest.CaptureFixture[str]
+    make_server: StartServer,
+    ca: CertificateAuthority,
+    server_pem: Pem,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from client.cli import main as cli
 
     server = tls_server(make_server, server_pem, client_ca=ca)
     till = ca.client("till-cli", stores=("soho",))
-    files = {"tls_ca": str(ca.cert), "tls_cert": str(till.cert), "tls_key": str(till.key)}
-    with PosOffersClient(server.target, api_key=server.keys.pos, **files) as client:
+    ca_file, cert_file, key_file = str(ca.cert), str(till.cert), str(till.key)
+    till_client = partial(PosOffersClient, server.target, tls_ca=ca_file, tls_cert=cert_file, tls_key=key_file)
+    with till_client(api_key=server.keys.pos) as client:
         assert client.list_active_offers("samantha").offers[0].offer_id == "dress-shoes-2x"
-    with PosOffersClient(server.target, api_key="", **files) as keyless:  # the certificate is not a key
+    with till_client(api_key="") as keyless:  # the certificate is not a key
         assert status_of_client(lambda: keyless.get_profile("samantha")) == "UNAUTHENTICATED"
-    no_cert = PosOffersClient(server.target, api_key=server.keys.pos, tls_ca=files["tls_ca"], max_attempts=1)
+    no_cert = PosOffersClient(server.target, api_key=server.keys.pos, tls_ca=ca_file, max_attempts=1)
     with no_cert, pytest.raises(UnavailableError):
         no_cert.get_profile("samantha")
-    args = ["--target", server.target, "--api-key", server.keys.pos, "--tls-ca", files["tls_ca"]]
-    args += ["--tls-cert", files["tls_cert"], "--tls-key", files["tls_key"]]
-    assert cli(["profile", "samantha", *args]) == 0
+
+    args = ["--target", server.target, "--api-key", server.keys.pos, "--tls-ca", ca_file]
+    assert cli(["profile", "samantha", *args, "--tls-cert", cert_file, "--tls-key", key_file]) == 0
     assert "points balance" in capsys.readouterr().out
-    assert cli(["profile", "samantha", *args[:-2]]) == 2  # a certificate without its key
+    assert cli(["profile", "samantha", *args, "--tls-cert", cert_file]) == 2
     assert "needs its key" in capsys.readouterr().err
+    for variable, value in (("TLS_CA", ca_file), ("TLS_CLIENT_CERT", cert_file), ("TLS_CLIENT_KEY", key_file)):
+        monkeypatch.setenv(f"POS_OFFERS_{variable}", value)
+    monkeypatch.setenv("POS_OFFERS_API_KEY", server.keys.pos)
+    assert cli(["profile", "samantha", "--target", server.target]) == 0
+    assert "points balance" in capsys.readouterr().out
 
 
 def status_of_client(call: Callable[[], object]) -> str:
@@ -273,3 +287,44 @@ def test_plaintext_on_a_public_address_starts_only_when_allowed(make_server: Sta
         assert status_of(lambda: svc_grpc.OfferServiceStub(channel).GetProfile(profile, timeout=5)) == (
             grpc.StatusCode.NOT_FOUND  # served: the key was checked, the member looked up
         )
+
+
+def test_a_running_server_takes_a_renewed_certificate_on_sighup(
+    redis_url: str, tmp_path: Path, ca: CertificateAuthority, foreign_ca: CertificateAuthority
+) -> None:
+    """The way an operator rotates: replace the files, `kill -HUP` the server process (no restart)."""
+    live = Pem(tmp_path / "live.crt", tmp_path / "live.key")
+    first = ca.server("first")
+    live.cert.write_bytes(first.cert_bytes)
+    live.key.write_bytes(first.key_bytes)
+    listen, prefix = f"127.0.0.1:{free_port()}", new_prefix()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POS_OFFERS_")}
+    env.update(
+        POS_OFFERS_LISTEN=listen, POS_OFFERS_METRICS_LISTEN="", POS_OFFERS_REDIS_URL=redis_url,
+        POS_OFFERS_REDIS_PREFIX=prefix, POS_OFFERS_DATA_DIR=str(tmp_path), POS_OFFERS_WRITER_PROCESS="0",
+        POS_OFFERS_TLS_CERT=str(live.cert), POS_OFFERS_TLS_KEY=str(live.key),
+    )  # fmt: skip
+    child = Child.start(
+        "service", [sys.executable, "-m", "server"], tmp_path / "service.log", env=env, fail=pytest.fail
+    )
+
+    def serves(trusting: CertificateAuthority) -> Callable[[], bool]:
+        def probe() -> bool:
+            with grpc.secure_channel(listen, tls(trusting)) as channel:
+                return bool(health(channel) == health_pb2.HealthCheckResponse.SERVING)
+
+        return probe
+
+    try:
+        wait_until(child, serves(ca), "TLS server (gRPC health)")
+        assert "(gRPC, TLS; " in child.log_tail()
+        renewed = foreign_ca.server("renewed")
+        live.cert.write_bytes(renewed.cert_bytes)
+        live.key.write_bytes(renewed.key_bytes)
+        child.process.send_signal(signal.SIGHUP)
+        wait_until(child, serves(foreign_ca), "the renewed certificate", timeout=10)
+        assert status_of(serves(ca)) == grpc.StatusCode.UNAVAILABLE
+        assert "TLS certificates reloaded" in child.log_tail()
+    finally:
+        child.stop()
+        delete_prefix(redis_url, prefix)
