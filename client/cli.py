@@ -29,6 +29,7 @@ from posoffers.v1 import admin_service_pb2, offer_service_pb2, types_pb2
 from client.auth import API_KEY_ENV
 from client.client import DEFAULT_TARGET, PosOffersClient, make_basket, new_transaction_id
 from client.errors import PosOffersError
+from client.tls import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV
 from domain.money import CURRENCY_EXPONENTS  # the pure engine, no I/O: one table of minor units
 
 TARGET_ENV = "POS_OFFERS_TARGET"
@@ -402,7 +403,32 @@ def _global_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the response message as JSON"
     )
+    _add_tls_options(common)
     return common
+
+
+def _add_tls_options(common: argparse.ArgumentParser) -> None:
+    common.add_argument(
+        "--tls", action="store_true", default=argparse.SUPPRESS, help=f"TLS with the system's roots (or ${TLS_ENV}=1)"
+    )
+    common.add_argument(
+        "--tls-ca",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"TLS: the CA that signed the server's certificate (default: ${TLS_CA_ENV})",
+    )
+    common.add_argument(
+        "--tls-cert",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"mutual TLS: this terminal's certificate (default: ${TLS_CERT_ENV})",
+    )
+    common.add_argument(
+        "--tls-key",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"mutual TLS: this terminal's private key (default: ${TLS_KEY_ENV})",
+    )
 
 
 def _add_basket_options(parser: argparse.ArgumentParser) -> None:
@@ -421,6 +447,21 @@ def _add_basket_options(parser: argparse.ArgumentParser) -> None:
 
 
 Handler = Callable[[argparse.Namespace, PosOffersClient], Result]
+
+
+def _client(args: argparse.Namespace, target: str) -> PosOffersClient:
+    try:
+        return PosOffersClient(
+            target,
+            timeout=getattr(args, "timeout", 2.0),
+            api_key=getattr(args, "api_key", None),
+            tls=True if getattr(args, "tls", False) else None,
+            tls_ca=getattr(args, "tls_ca", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+        )
+    except ValueError as exc:  # TLS files that cannot be read, a certificate without its key
+        raise UsageError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -521,8 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = getattr(args, "target", None) or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
     handler: Handler = args.handler
     try:
-        api_key = getattr(args, "api_key", None)
-        with PosOffersClient(target, timeout=getattr(args, "timeout", 2.0), api_key=api_key) as client:
+        with _client(args, target) as client:
             message, lines = handler(args, client)
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

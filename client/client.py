@@ -16,6 +16,7 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 
 from client.auth import api_key_from_env, bearer_metadata
 from client.errors import REQUEST_ID_KEY, from_rpc_error
+from client.tls import channel_credentials, open_channel
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -140,7 +141,8 @@ def _timestamp(when: datetime | None) -> Timestamp | None:
 
 
 class PosOffersClient:
-    """Blocking client over one insecure channel. Use as a context manager, or call close().
+    """Blocking client over one channel (plaintext, or TLS: see __init__). Use as a context manager, or call
+    close().
 
     Every call has a deadline (`timeout` seconds, overridable per call), sends an x-request-id, and raises
     client.errors.PosOffersError (or a subclass) instead of grpc.RpcError. UNAVAILABLE is retried by gRPC itself
@@ -155,9 +157,18 @@ class PosOffersClient:
         max_attempts: int = 4,
         metadata: Sequence[tuple[str, str]] = (),
         api_key: str | None = None,
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         """`api_key`: the secret of an API key (default: $POS_OFFERS_API_KEY); every call sends it as
-        `authorization: Bearer <secret>`. Without one every call but health checks is UNAUTHENTICATED."""
+        `authorization: Bearer <secret>`. Without one every call but health checks is UNAUTHENTICATED.
+
+        TLS (client/tls.py): `tls_ca` is the PEM file of the CA that signed the server's certificate (default
+        $POS_OFFERS_TLS_CA, else the system's roots); `tls_cert` and `tls_key` the till's own certificate and key
+        for a server that requires mutual TLS (default $POS_OFFERS_TLS_CLIENT_CERT/KEY). Any of them, or
+        `tls=True` ($POS_OFFERS_TLS=1), makes the channel TLS; a file that cannot be read is a ValueError."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if not 1 <= max_attempts <= _MAX_GRPC_ATTEMPTS:
@@ -170,13 +181,13 @@ class PosOffersClient:
         if secret:
             self._metadata = (*self._metadata, bearer_metadata(secret))
         self._has_request_id = any(key == REQUEST_ID_KEY for key, _ in self._metadata)
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.enable_retries", 1),
-                ("grpc.service_config", service_config(max_attempts)),
-            ],
-        )
+        credentials = channel_credentials(tls=tls, ca=tls_ca, cert=tls_cert, key=tls_key)
+        self.tls = credentials is not None
+        options: list[tuple[str, object]] = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(max_attempts)),
+        ]
+        self._channel = open_channel(target, credentials, options)
         self._offers = offer_service_pb2_grpc.OfferServiceStub(self._channel)
         self._admin = admin_service_pb2_grpc.OfferAdminStub(self._channel)
 

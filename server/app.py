@@ -20,9 +20,10 @@ from redis.exceptions import RedisError
 
 from domain.model import Catalog
 from server.bootstrap import Components, bootstrap
-from server.config import Settings
+from server.config import Settings, is_loopback
 from server.demo_keys import ensure_demo_keys
-from server.rpc.grpc_server import build_server, set_health
+from server.rpc.grpc_server import build_server, listen, set_health
+from server.rpc.transport import ServerCertificates
 from store.embedded_redis import EmbeddedRedis
 from telemetry import metrics, metrics_setup, tracing
 
@@ -34,6 +35,12 @@ def _announce_auth(settings: Settings) -> None:
     if not settings.auth:
         log.error(
             "AUTHENTICATION IS OFF (POS_OFFERS_AUTH=off): any local process can move points; never in production",
+            extra={"listen": settings.listen},
+        )
+    if not settings.tls_cert and not is_loopback(settings.listen):
+        log.warning(
+            "plaintext gRPC on a non-loopback address (POS_OFFERS_ALLOW_PLAINTEXT=1): keys travel in clear unless a "
+            "proxy or mesh in front terminates TLS",
             extra={"listen": settings.listen},
         )
 
@@ -57,6 +64,7 @@ class Service:
     metrics_port: int = 0
     writer_pid: int | None = None  # the writer child, when it runs as one
     demo_credentials: Path | None = None  # where the demo keys were written (demo mode only)
+    certificates: ServerCertificates | None = None  # TLS only: what reload_certificates() swaps
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _metrics_server: Any = None
@@ -94,15 +102,29 @@ class Service:
             credentials = await ensure_demo_keys(components.api_keys, components.key_ring, settings.data_dir)
         _announce_auth(settings)
         server, health = build_server(components)
-        port = server.add_insecure_port(settings.listen)
+        port, certificates = listen(server, settings)
         if port == 0:
             raise RuntimeError(f"cannot listen on {settings.listen}")
         await server.start()
         service = cls(settings, components, server, port, health, embedded=embedded, demo_credentials=credentials)
+        service.certificates = certificates
         service._start_metrics()
         await set_health(health, till=True, admin=True)
         service._start_tasks()
         return service
+
+    @property
+    def transport(self) -> str:
+        if self.certificates is None:
+            return "plaintext"
+        return "mutual TLS" if self.certificates.mutual else "TLS"
+
+    def reload_certificates(self) -> bool:
+        """SIGHUP: read the TLS files again; connections made from now on use them (False: kept the old ones)."""
+        if self.certificates is None:
+            log.warning("SIGHUP: no TLS certificates to reload (plaintext)")
+            return False
+        return self.certificates.reload()
 
     def _start_tasks(self) -> None:
         c, s = self.components, self.settings

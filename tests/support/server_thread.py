@@ -52,11 +52,12 @@ class ServerThread:
     def target(self) -> str:
         return self.service.target
 
-    def channel(self, role: Role = Role.ADMIN) -> grpc.Channel:
-        return keyed_channel(self.target, self.keys.of(role))
+    def channel(self, role: Role = Role.ADMIN, tls: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+        """A channel with `role`'s key; `tls`: the client's credentials for a server with TLS settings."""
+        return keyed_channel(self.target, self.keys.of(role), tls)
 
-    def aio_channel(self, role: Role = Role.ADMIN) -> grpc.aio.Channel:
-        return keyed_aio_channel(self.target, self.keys.of(role))
+    def aio_channel(self, role: Role = Role.ADMIN, tls: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+        return keyed_aio_channel(self.target, self.keys.of(role), tls)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
