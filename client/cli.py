@@ -190,8 +190,12 @@ def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
 
 def format_return(receipt: offer_service_pb2.ReturnReceipt) -> list[str]:
     kind = "void" if receipt.voided else "return"
-    head = f"{kind} {receipt.return_id} of {receipt.transaction_id}" + (" (replayed)" if receipt.replayed else "")
-    out = [head, f"returned at {format_time(receipt.returned_at)}"]
+    head = f"{kind} {receipt.return_id} of {receipt.transaction_id}"
+    head += f" at {receipt.store_id}" if receipt.store_id else ""
+    head += " (replayed)" if receipt.replayed else ""
+    taken_back = receipt.returning_store_id
+    where = f" in {taken_back}" if taken_back and taken_back != receipt.store_id else ""
+    out = [head, f"returned{where} at {format_time(receipt.returned_at)}"]
     out += [
         f"line {line.line_id}: {line.quantity} back, {line.points_reversed} points taken back, "
         f"{format_money(line.value_minor, receipt.currency or 'USD')}"
@@ -302,12 +306,14 @@ def cmd_return(args: argparse.Namespace, client: PosOffersClient) -> Result:
     return_id = args.return_id or f"ret-{new_transaction_id().removeprefix('txn-')}"
     if not args.return_id and not args.json:
         print(f"return id: {return_id}")  # printed first, so a timed-out return can be retried with it
-    receipt = client.return_purchase(return_id, args.txn, args.customer, lines)
+    receipt = client.return_purchase(
+        return_id, args.txn, args.customer, lines, store_id=args.store, returning_store_id=args.returning_store
+    )
     return receipt, format_return(receipt)
 
 
 def cmd_void(args: argparse.Namespace, client: PosOffersClient) -> Result:
-    receipt = client.void_purchase(args.txn, args.customer)
+    receipt = client.void_purchase(args.txn, args.customer, store_id=args.store)
     return receipt, format_return(receipt)
 
 
@@ -498,12 +504,15 @@ def _add_till_commands(commands: _Commands) -> None:
 
     p = commands.add("return", cmd_return, "take back lines of a purchase, once per return id")
     p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--store", required=True, help="the purchase's store, as printed on the receipt")
     p.add_argument("--txn", required=True, metavar="TXN_ID", help="the purchase's transaction id")
     p.add_argument("--line", action="append", required=True, metavar="LINE_ID:QTY", help="repeat for more lines")
-    p.add_argument("--return-id", default="", help="idempotency key (default: a new one, printed)")
+    p.add_argument("--return-id", default="", help="idempotency key within the purchase (default: a new one, printed)")
+    p.add_argument("--returning-store", default="", help="the store taking the goods back")
 
     p = commands.add("void", cmd_void, "undo a purchase whole, on its business day")
     p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--store", required=True, help="the purchase's store, as printed on the receipt")
     p.add_argument("--txn", required=True, metavar="TXN_ID")
 
     p = commands.add("profile", cmd_profile, "a customer's tier, lifetime value, points and categories")

@@ -34,8 +34,9 @@ DEFAULT_TARGET: Final = "127.0.0.1:50051"
 # (line_id, sku, category, quantity, unit_price_minor): the field order of posoffers.v1.LineItem.
 LineTuple = tuple[str, str, str, int, int]
 
-# Only calls that are safe to repeat are retried. CommitPurchase is: the server keys it by transaction_id and
-# returns the stored receipt on a retry; ReturnPurchase likewise by return_id, VoidPurchase by transaction_id.
+# Only calls that are safe to repeat are retried. CommitPurchase is: the server keys it by (store, transaction_id)
+# and returns the stored receipt on a retry; ReturnPurchase likewise by the purchase and return_id, VoidPurchase by
+# the purchase.
 # Upserts are keyed by id; archiving twice leaves the same state.
 IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
     ("posoffers.v1.OfferService", None),  # None = every method of the service
@@ -263,22 +264,30 @@ class PosOffersClient:
         customer_id: str,
         lines: Iterable[tuple[str, int]],
         *,
+        store_id: str,
+        returning_store_id: str = "",
         timeout: float | None = None,
     ) -> offer_service_pb2.ReturnReceipt:
-        """Take back (line_id, quantity) of a purchase, once per return_id; a retry returns the stored receipt."""
+        """Take back (line_id, quantity) of the purchase `store_id`'s `transaction_id` (both as printed on the
+        receipt), once per return_id of that purchase; a retry returns the stored receipt. `returning_store_id`:
+        the store taking the goods back."""
         request = offer_service_pb2.ReturnPurchaseRequest(
             return_id=return_id,
             transaction_id=transaction_id,
             customer_id=customer_id,
             lines=[offer_service_pb2.ReturnLine(line_id=line_id, quantity=qty) for line_id, qty in lines],
+            store_id=store_id,
+            returning_store_id=returning_store_id,
         )
         return self._call(self._offers.ReturnPurchase, request, timeout)
 
     def void_purchase(
-        self, transaction_id: str, customer_id: str, *, timeout: float | None = None
+        self, transaction_id: str, customer_id: str, *, store_id: str, timeout: float | None = None
     ) -> offer_service_pb2.ReturnReceipt:
-        """Undo a purchase whole, on its business day."""
-        request = offer_service_pb2.VoidPurchaseRequest(transaction_id=transaction_id, customer_id=customer_id)
+        """Undo the purchase `store_id`'s `transaction_id` whole, on its business day."""
+        request = offer_service_pb2.VoidPurchaseRequest(
+            transaction_id=transaction_id, customer_id=customer_id, store_id=store_id
+        )
         return self._call(self._offers.VoidPurchase, request, timeout)
 
     # OfferAdmin

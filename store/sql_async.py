@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from domain.access import ApiKey
-from domain.model import Store
+from domain.model import PurchaseKey, Store
 from store.sql_api_keys import SqlApiKeys
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import OfferTuple, SqlCatalog
@@ -46,7 +46,11 @@ class SqlProfileStore:
         )
 
     async def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+        self,
+        offer_id: str,
+        *,
+        pending_purchases: Sequence[PurchaseKey] = (),
+        pending_returns: Sequence[PurchaseKey] = (),
     ) -> int:
         return await _in_thread(
             "offer_redemptions",
@@ -55,11 +59,11 @@ class SqlProfileStore:
             ),
         )
 
-    async def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None:
-        return await _in_thread("load_purchase", lambda: self._sql.get_purchase_receipt(transaction_id))
+    async def get_purchase_receipt(self, purchase: PurchaseKey) -> StoredReceipt | None:
+        return await _in_thread("load_purchase", lambda: self._sql.get_purchase_receipt(purchase))
 
-    async def returned_quantities(self, transaction_id: str) -> dict[str, int]:
-        return await _in_thread("load_purchase", lambda: self._sql.returned_quantities(transaction_id))
+    async def returned_quantities(self, purchase: PurchaseKey) -> dict[str, int]:
+        return await _in_thread("load_purchase", lambda: self._sql.returned_quantities(purchase))
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
         return await _in_thread(

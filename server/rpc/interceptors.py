@@ -97,6 +97,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, exc.message
     if isinstance(exc, DomainError):
         return grpc.StatusCode.FAILED_PRECONDITION, exc.message
+    if isinstance(exc, NotImplementedError):  # a method of the contract this server does not implement (yet)
+        return grpc.StatusCode.UNIMPLEMENTED, "not implemented by this server"
     # Only "cannot reach it" is UNAVAILABLE (clients retry that); a script or data error is INTERNAL.
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OperationalError | ConnectionError):
         return grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry"

@@ -13,9 +13,9 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
 from domain.errors import InvalidArgument
-from domain.model import Channel, ReturnRequestLine
+from domain.model import Channel, PurchaseKey, ReturnRequestLine
 from server.rpc import convert
-from server.rpc.authorization import CALLER
+from server.rpc.authorization import CALLER, only_store
 from server.rpc.convert_access import api_key_to_pb, role_from_pb
 from usecases.admin import AdminApp, TierPolicy
 from usecases.api_keys import ApiKeys
@@ -95,17 +95,30 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
 
     async def ReturnPurchase(self, request: svc.ReturnPurchaseRequest, context: Context) -> svc.ReturnReceipt:
         lines = [ReturnRequestLine(line.line_id, line.quantity) for line in request.lines]
-        # The digest covers what the return does, not when the till says it happened (a retry may re-stamp it).
+        # The digest covers what the return does: not when the till says it happened (a retry may re-stamp it), nor
+        # the purchase's store (part of the key it is stored under), nor which store took the goods (recorded from
+        # the first call), so a return retried across the upgrade to store-scoped ids still matches.
         what = svc.ReturnPurchaseRequest()
         what.CopyFrom(request)
-        what.ClearField("occurred_at")
+        for name in ("occurred_at", "store_id", "returning_store_id"):
+            what.ClearField(name)
         result = await self._returns.return_lines(
-            request.return_id, request.transaction_id, request.customer_id, lines, request_digest(what)
+            request.return_id,
+            PurchaseKey(request.store_id, request.transaction_id),
+            request.customer_id,
+            lines,
+            request_digest(what),
+            # A till key of one store takes goods back at that store unless the request names another of its own.
+            returning_store_id=request.returning_store_id or only_store(CALLER.get()),
         )
         return _return_receipt(result)
 
     async def VoidPurchase(self, request: svc.VoidPurchaseRequest, context: Context) -> svc.ReturnReceipt:
-        result = await self._returns.void(request.transaction_id, request.customer_id, request_digest(request))
+        what = svc.VoidPurchaseRequest()
+        what.CopyFrom(request)
+        what.ClearField("store_id")  # part of the key, as for returns
+        purchase = PurchaseKey(request.store_id, request.transaction_id)
+        result = await self._returns.void(purchase, request.customer_id, request_digest(what))
         return _return_receipt(result)
 
 
