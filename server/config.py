@@ -119,6 +119,9 @@ class Settings:
     api_key_refresh_ms: int = 500
     """How often a server checks the shared API key version (a new or revoked key counts within this, plus the
     reload)."""
+    audit_flush_ms: int = 5_000
+    """How often a server sends each finished minute of refused calls (and velocity alerts) to the audit outbox in
+    Redis, from which the writer puts them in the audit table."""
     demo_credentials: bool = True
     """With demo data: create one key per role and write them to DATA_DIR/demo-credentials.json (mode 0600)."""
     reflection: bool = True
@@ -187,6 +190,8 @@ class Settings:
             raise ValueError(f"POS_OFFERS_AUTH=off is refused unless POS_OFFERS_LISTEN is loopback (is {self.listen})")
         if not 100 <= self.api_key_refresh_ms <= 1_000:
             raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
+        if not 100 <= self.audit_flush_ms <= 60_000:
+            raise ValueError("POS_OFFERS_AUDIT_FLUSH_MS must be between 100 and 60000")
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:

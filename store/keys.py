@@ -119,6 +119,17 @@ class Keys:
     def outbox_keys(self) -> list[OutboxKeys]:
         return [OutboxKeys(self.outbox(p), self.unwritten(p), self.outbox(p) + ":dead") for p in range(self.partitions)]
 
+    def audit_outbox(self) -> OutboxKeys:
+        """Stream of audit events of the till path (refused calls per key and minute, velocity alerts), in a slot
+        of its own, drained into SQL's audit table by the writer like a partition's outbox (its "unwritten" hash
+        stays empty: its entries belong to no customer)."""
+        tag = f"{self.prefix}:{{audit}}"
+        return OutboxKeys(tag + ":outbox", tag + ":unwritten", tag + ":outbox:dead")
+
+    def writer_outboxes(self) -> list[OutboxKeys]:
+        """Every stream the writer drains: the partitions' outboxes, then the audit outbox."""
+        return [*self.outbox_keys(), self.audit_outbox()]
+
     def transaction_claim(self, transaction_id: str) -> str:
         """String "<customer_id>": makes a transaction id unique across customers."""
         return f"{self.prefix}:{{t}}:claim:{transaction_id}"

@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection
 from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc
 
 from server.bootstrap import Components
+from server.rpc.audit import AdminAudit
 from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
 from server.rpc.servicers import AdminServicer, OfferServicer
@@ -22,12 +23,14 @@ SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     settings = c.settings
+    guard = Guard(c.key_ring) if settings.auth else None
     server = grpc.aio.server(
         interceptors=[
             ServerInterceptor(
-                guard=Guard(c.key_ring) if settings.auth else None,
+                guard=guard,
                 access_log=settings.access_log,
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
+                audit=AdminAudit(c.audit, c.refusals, guard, c.clock),
             )
         ],
         options=[
@@ -44,7 +47,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
         OfferServicer(c.offers, c.commits, c.returns, c.customers), server
     )
     admin_service_pb2_grpc.add_OfferAdminServicer_to_server(
-        AdminServicer(c.admin, c.customers, c.expiry, c.api_keys), server
+        AdminServicer(c.admin, c.customers, c.expiry, c.api_keys, c.audit), server
     )
     initialize_rpc_metrics(SERVICES)
     health = HealthServicer()

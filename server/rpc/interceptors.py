@@ -35,6 +35,7 @@ from domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from server.rpc.audit import AdminAudit
 from server.rpc.authorization import CALLER, Guard
 from telemetry import metrics, tracing
 from telemetry.logs import REQUEST_ID
@@ -155,9 +156,18 @@ def short_method(full_method: str) -> tuple[str, str]:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in the stubs
-    def __init__(self, *, guard: Guard | None, access_log: bool = True, facts: RequestFacts | None = None) -> None:
-        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only)."""
+    def __init__(
+        self,
+        *,
+        guard: Guard | None,
+        access_log: bool = True,
+        facts: RequestFacts | None = None,
+        audit: AdminAudit | None = None,
+    ) -> None:
+        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only). `audit`: admin changes and
+        refused calls go to the audit log (server/rpc/audit.py)."""
         self._guard = guard
+        self._audit = audit
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
 
@@ -175,9 +185,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                 return handler  # health Watch: exempt; streaming calls are otherwise left as gRPC runs them
             return _guarded_stream(handler, handler_call_details, self._guard)  # reflection: any valid key
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
+        if self._audit is not None:
+            inner = self._audit.wrap(short_method(handler_call_details.method)[1], inner, status_of)
         guard = None if service == HEALTH_SERVICE else self._guard
         observed = _ObservedUnary(
-            handler_call_details, inner, guard=guard, access_log=self._access_log, facts=self._facts
+            handler_call_details, inner, guard=guard, access_log=self._access_log, facts=self._facts, audit=self._audit
         )
         return grpc.unary_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
@@ -248,8 +260,10 @@ class _ObservedUnary:
         guard: Guard | None,
         access_log: bool,
         facts: RequestFacts,
+        audit: AdminAudit | None = None,
     ) -> None:
         self._details = details
+        self._audit = audit
         self._inner = inner
         self._guard = guard
         self._access_log = access_log
@@ -300,6 +314,8 @@ class _ObservedUnary:
         except Exception as exc:
             if isinstance(exc, Unauthenticated | PermissionDenied):
                 _count_refusal(self._policy_name, exc)
+                if self._audit is not None:
+                    self._audit.refused(self._policy_name, exc, self._details.invocation_metadata, context.peer())
             call.code, message = status_of(exc)
             if call.code is grpc.StatusCode.INTERNAL:
                 log.exception("unhandled error in %s", self._method, extra={"request_id": call.request_id})
