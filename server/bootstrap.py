@@ -166,8 +166,7 @@ def bootstrap(
         redis, keys, receipt_retention_s=int(rules.receipt_retention.total_seconds()), observe=redis_call
     )
     hot = hot or RedisHotState(store)
-    counters = budgets or store
-    versions = versions or store
+    counters, versions = budgets or store, versions or store
     profiles = profiles or SqlProfileStore(sql_profiles, SqlBudgets(sql_engine))
     catalog_store = catalog_store or SqlCatalogStore(SqlCatalog(sql_engine))
     offer_codec = offer_codec or ProtobufOfferDefinitions()
