@@ -24,6 +24,7 @@ from store.hot_state import RedisHotState
 from store.keys import Keys
 from store.records import OutboxRecord
 from store.redis_audit import RedisAuditOutbox
+from store.redis_guards import GuardParams
 from store.redis_state import CustomerStore
 from store.sql_api_keys import SqlApiKeys
 from store.sql_async import SqlApiKeyStore, SqlAuditStore, SqlCatalogStore, SqlProfileStore
@@ -162,9 +163,7 @@ def bootstrap(
     rules = settings.rules()
     keys = Keys(settings.redis_prefix, settings.partitions)
     sql_profiles = SqlProfiles(sql_engine)
-    store = CustomerStore(
-        redis, keys, receipt_retention_s=int(rules.receipt_retention.total_seconds()), observe=redis_call
-    )
+    store = customer_store(settings, redis, keys)
     hot = hot or RedisHotState(store)
     counters, versions = budgets or store, versions or store
     profiles = profiles or SqlProfileStore(sql_profiles, SqlBudgets(sql_engine))
@@ -198,6 +197,18 @@ def bootstrap(
         audit=AuditTrail(SqlAuditStore(SqlAuditLog(sql_engine))),
         refusals=RefusalTally(RedisAuditOutbox(redis, keys), clock),
         clock=clock,
+    )
+
+
+def customer_store(settings: Settings, redis: aioredis.Redis, keys: Keys) -> CustomerStore:
+    """The Redis adapter: customers' hot state (with the fraud guards), budget counters, versions."""
+    rules = settings.rules()
+    return CustomerStore(
+        redis,
+        keys,
+        receipt_retention_s=int(rules.receipt_retention.total_seconds()),
+        observe=redis_call,
+        guards=GuardParams(rules.guards, settings.log_hash_salt.encode()),
     )
 
 

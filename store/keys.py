@@ -47,6 +47,16 @@ class CustomerKeys:
         """Hash {digest, receipt}: the stored receipt of one return, for replays."""
         return self.profile + ":rtn:" + return_id
 
+    def offer_uses_by_day(self) -> str:
+        """Hash "<offer_id>@<YYYYMMDD>" -> her uses that day (UTC) of offers limited per day; days before yesterday
+        are pruned by the commit that counts a new use, and the hash expires two days after the last one."""
+        return self.profile + ":uday"
+
+    def velocity(self, kind: str, bucket: str) -> str:
+        """Her velocity counter of one window (kind "commits", "returns": a count; "stores": a set of store ids),
+        expiring with the window; `bucket` numbers the window (epoch seconds // window length)."""
+        return f"{self.profile}:vel:{kind}:{bucket}"
+
     def state(self) -> list[str]:
         """Her own keys of every request (not the transactions', not the shared outbox)."""
         return [

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from domain.errors import InvalidArgument, Unavailable
+from telemetry import metrics
 from usecases.ports import AuditEvent, AuditLog, AuditOutbox, AuditPosition, Clock
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class AuditTrail:
             await self._log.append_audit([event])
         except Exception as exc:
             # The facts go to the log, so the change is not untraceable (the caller is told to retry).
+            metrics.AUDIT_WRITE_FAILURES.inc()
             log.error(
                 "audit log write failed: %s",
                 type(exc).__name__,

@@ -70,6 +70,7 @@ class CommitResult:
     receipt: bytes = b""  # the stored receipt, on replay
     available: int = 0  # the spendable points that refused a redemption, on insufficient
     written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
+    alerts: tuple[str, ...] = ()  # velocity thresholds this write reached first in their window ("commits" ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ def test_an_admin_change_is_audited_with_who_what_where_and_the_request(make_ser
     server = make_server()
     with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
-        admin.UpsertStore(admin_pb.UpsertStoreRequest(store=store("audit-1")), metadata=[("x-request-id", "req-42")])
+        admin.UpsertStore(admin_pb.UpsertStoreRequest(store=store("audit-1")), metadata=(("x-request-id", "req-42"),))
         with pytest.raises(grpc.RpcError) as refused:
             admin.ArchiveOffer(admin_pb.ArchiveOfferRequest(offer_id="no-such-offer"))
         assert refused.value.code() is grpc.StatusCode.NOT_FOUND
@@ -117,7 +117,8 @@ def test_refused_calls_reach_the_audit_log_aggregated_through_redis_never_sql_on
     with sql_statements(server) as statements:
         with grpc.insecure_channel(server.target) as bare:
             till = svc_grpc.OfferServiceStub(bare)
-            for metadata in ([], [], [("authorization", f"Bearer {secret}")]):
+            bearer: tuple[tuple[str, str | bytes], ...] = (("authorization", f"Bearer {secret}"),)
+            for metadata in ((), (), bearer):
                 with pytest.raises(grpc.RpcError) as no_key:
                     till.CommitPurchase(svc.CommitPurchaseRequest(transaction_id="t", basket=basket), metadata=metadata)
                 assert no_key.value.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -149,7 +150,7 @@ def test_a_wrong_secret_for_an_existing_key_records_that_key(make_server: Server
     forged = f"pok_{admin_key.key_id}_" + "y" * 43
     with grpc.insecure_channel(server.target) as bare, pytest.raises(grpc.RpcError):
         admin_grpc.OfferAdminStub(bare).UpsertStore(
-            admin_pb.UpsertStoreRequest(store=store("x")), metadata=[("authorization", f"Bearer {forged}")]
+            admin_pb.UpsertStoreRequest(store=store("x")), metadata=(("authorization", f"Bearer {forged}"),)
         )
     server.drain()
     with server.channel() as channel:
