@@ -22,6 +22,7 @@ from posoffers.v1 import types_pb2 as pb
 
 from client.cli import main
 from domain.access import Role
+from tests.conftest import postgres_url
 from tests.support.server_thread import ServerThread
 
 ServerFactory = Callable[..., ServerThread]
@@ -203,3 +204,24 @@ def test_cli_audit_log(make_server: ServerFactory, capsys: pytest.CaptureFixture
     assert main(["admin", "audit-log", "--since", tomorrow, *common]) == 0
     assert capsys.readouterr().out.strip() == "no audit events"
     assert main(["admin", "audit-log", "--since", "yesterday", *common]) == 2
+
+
+@pytest.mark.postgres
+def test_the_audit_log_on_postgres(postgres_schema: str, make_server: ServerFactory) -> None:
+    """Admin rows written synchronously and refusal rows written by the writer, paged back, on PostgreSQL."""
+    server = make_server(database_url=postgres_url(), database_schema=postgres_schema)
+    with server.channel() as channel:
+        admin = admin_grpc.OfferAdminStub(channel)
+        for n in range(3):
+            admin.UpsertStore(admin_pb.UpsertStoreRequest(store=store(f"pg-{n}")))
+    with grpc.insecure_channel(server.target) as bare, pytest.raises(grpc.RpcError):
+        admin_grpc.OfferAdminStub(bare).ListOffers(admin_pb.ListOffersRequest())
+    server.drain()
+    with server.channel() as channel:
+        events = all_events(admin_grpc.OfferAdminStub(channel), page_size=2)
+    # The refusals' row is dated at the start of their minute: oldest first puts it before the changes of that minute.
+    assert [e.target for e in events if e.action == "OfferAdmin/UpsertStore"] == ["pg-0", "pg-1", "pg-2"]
+    refused = [e for e in events if e.action == "refused.unauthenticated"]
+    assert [(e.target, e.count) for e in refused] == [("OfferAdmin/ListOffers", 1)]
+    times = [(e.occurred_at.ToDatetime(), e.event_id) for e in events]
+    assert times == sorted(times) and len(events) == 4
