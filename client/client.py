@@ -377,3 +377,35 @@ class PosOffersClient:
 
     def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> admin_service_pb2.ApiKey:
         return self._call(self._admin.RevokeApiKey, admin_service_pb2.RevokeApiKeyRequest(key_id=key_id), timeout)
+
+    # The audit log (admin role)
+
+    def list_audit_events(
+        self,
+        *,
+        since: datetime | None = None,
+        key_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> admin_service_pb2.ListAuditEventsResponse:
+        """One page of the audit log, oldest first: events at or after `since` (aware), of `key_id` if given."""
+        request = admin_service_pb2.ListAuditEventsRequest(key_id=key_id, page_size=page_size, page_token=page_token)
+        start = _timestamp(since)
+        if start is not None:
+            request.since.CopyFrom(start)
+        return self._call(self._admin.ListAuditEvents, request, timeout)
+
+    def iter_audit_events(
+        self, *, since: datetime | None = None, key_id: str = "", page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[admin_service_pb2.AuditEvent]:
+        """Every audit event from `since`, oldest first, following next_page_token (a call per page)."""
+        token = ""
+        while True:
+            page = self.list_audit_events(
+                since=since, key_id=key_id, page_size=page_size, page_token=token, timeout=timeout
+            )
+            yield from page.events
+            token = page.next_page_token
+            if not token:
+                return

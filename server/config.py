@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.model import PointsPolicy
-from usecases.rules import Rules
+from usecases.rules import FraudGuards, Rules
 
 
 def _bool(raw: str) -> bool:
@@ -155,6 +155,25 @@ class Settings:
     api_key_refresh_ms: int = 500
     """How often a server checks the shared API key version (a new or revoked key counts within this, plus the
     reload)."""
+    offer_uses_per_customer_per_day: int = 1
+    """Uses per member per day (UTC) of an offer whose reward is fixed per basket (bonus points, amount off), so
+    splitting a basket never earns it more often than the whole basket; 0 = no limit. Multipliers and percentages
+    follow the lines and are never limited by it."""
+    velocity_commits: int = 20
+    """A member's commits within POS_OFFERS_VELOCITY_COMMITS_WINDOW_S that raise a velocity alert; 0 = off."""
+    velocity_commits_window_s: int = 600
+    """The window of velocity_commits."""
+    velocity_stores: int = 4
+    """Different stores a member buys at within POS_OFFERS_VELOCITY_STORES_WINDOW_S that raise an alert; 0 = off."""
+    velocity_stores_window_s: int = 3_600
+    """The window of velocity_stores."""
+    velocity_returns: int = 10
+    """A member's returns and voids within POS_OFFERS_VELOCITY_RETURNS_WINDOW_S that raise an alert; 0 = off."""
+    velocity_returns_window_s: int = 86_400
+    """The window of velocity_returns."""
+    audit_flush_ms: int = 5_000
+    """How often a server sends each finished minute of refused calls (and velocity alerts) to the audit outbox in
+    Redis, from which the writer puts them in the audit table."""
     demo_credentials: bool = True
     """With demo data: create one key per role and write them to DATA_DIR/demo-credentials.json (mode 0600)."""
     reflection: bool = True
@@ -228,6 +247,12 @@ class Settings:
         self._validate_transport()
         if not 100 <= self.api_key_refresh_ms <= 1_000:
             raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
+        guards = (self.offer_uses_per_customer_per_day, self.velocity_commits, self.velocity_stores)
+        windows = (self.velocity_commits_window_s, self.velocity_stores_window_s, self.velocity_returns_window_s)
+        if min(*guards, self.velocity_returns) < 0 or min(windows) < 1:
+            raise ValueError("fraud guard thresholds must not be negative, and their windows must be positive")
+        if not 100 <= self.audit_flush_ms <= 60_000:
+            raise ValueError("POS_OFFERS_AUDIT_FLUSH_MS must be between 100 and 60000")
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:
@@ -268,6 +293,15 @@ class Settings:
             occurred_at_max_age=timedelta(days=self.occurred_at_max_age_days),
             clock_skew=timedelta(seconds=self.clock_skew_seconds),
             write_attempts=self.commit_max_attempts,
+            guards=FraudGuards(
+                offer_uses_per_day=self.offer_uses_per_customer_per_day,
+                velocity_commits=self.velocity_commits,
+                velocity_commits_window_s=self.velocity_commits_window_s,
+                velocity_stores=self.velocity_stores,
+                velocity_stores_window_s=self.velocity_stores_window_s,
+                velocity_returns=self.velocity_returns,
+                velocity_returns_window_s=self.velocity_returns_window_s,
+            ),
         )
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from domain.eligibility import limited_per_day
 from domain.model import CustomerState, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome
 from store.record_builders import customer_record, expiry_record, purchase_record, return_record
 from store.redis_state import CustomerStore
@@ -50,6 +51,7 @@ class RedisHotState:
             receipt=receipt_bytes,
             occurred_at=datetime.fromisoformat(record.occurred_at),
             now=now,
+            day_limited=[o.offer_id for o in receipt.offers if limited_per_day(o)],
         )
 
     async def apply_return(

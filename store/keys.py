@@ -67,6 +67,16 @@ class CustomerKeys:
         """A return's stored receipt as servers before store-scoped ids kept it (by return id alone): read only."""
         return self.profile + ":rtn:" + return_id
 
+    def offer_uses_by_day(self) -> str:
+        """Hash "<offer_id>@<YYYYMMDD>" -> her uses that day (UTC) of offers limited per day; days before yesterday
+        are pruned by the commit that counts a new use, and the hash expires two days after the last one."""
+        return self.profile + ":uday"
+
+    def velocity(self, kind: str, bucket: str) -> str:
+        """Her velocity counter of one window (kind "commits", "returns": a count; "stores": a set of store ids),
+        expiring with the window; `bucket` numbers the window (epoch seconds // window length)."""
+        return f"{self.profile}:vel:{kind}:{bucket}"
+
     def state(self) -> list[str]:
         """Her own keys of every request (not the transactions', not the shared outbox)."""
         return [
@@ -138,6 +148,17 @@ class Keys:
 
     def outbox_keys(self) -> list[OutboxKeys]:
         return [OutboxKeys(self.outbox(p), self.unwritten(p), self.outbox(p) + ":dead") for p in range(self.partitions)]
+
+    def audit_outbox(self) -> OutboxKeys:
+        """Stream of audit events of the till path (refused calls per key and minute, velocity alerts), in a slot
+        of its own, drained into SQL's audit table by the writer like a partition's outbox (its "unwritten" hash
+        stays empty: its entries belong to no customer)."""
+        tag = f"{self.prefix}:{{audit}}"
+        return OutboxKeys(tag + ":outbox", tag + ":unwritten", tag + ":outbox:dead")
+
+    def writer_outboxes(self) -> list[OutboxKeys]:
+        """Every stream the writer drains: the partitions' outboxes, then the audit outbox."""
+        return [*self.outbox_keys(), self.audit_outbox()]
 
     def transaction_claim(self, purchase: PurchaseKey) -> str:
         """String "<customer_id>": makes a purchase, a store's transaction id, one customer's. Until store-scoped

@@ -147,7 +147,27 @@ class ExpiryRecord:
     kind: Literal["expiry"] = "expiry"
 
 
-OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit event of the till path (refused calls of one minute, a velocity alert), on its way to the audit
+    table (usecases/audit.py). Its event id is also the audit row's."""
+
+    event_id: str
+    occurred_at: str  # ISO 8601, UTC
+    action: str
+    key_id: str = ""
+    key_name: str = ""
+    target: str = ""
+    peer: str = ""
+    request_id: str = ""
+    outcome: str = ""
+    detail: str = "{}"
+    count: int = 1
+    customer_id: str = ""  # never set: the record belongs to no customer (the writer's records all have the field)
+    kind: Literal["audit"] = "audit"
+
+
+OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord | AuditRecord
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -190,6 +210,8 @@ def load_record(raw: str | bytes) -> OutboxRecord:
         return _build(CustomerRecord, data)
     if kind == "expiry":
         return _build(ExpiryRecord, data)
+    if kind == "audit":
+        return _build(AuditRecord, data)
     if kind == "return":
         data["lines"] = [_build(ReturnLineRecord, line) for line in data["lines"]]
         data["ledger"] = [_build(LedgerEntry, e) for e in data["ledger"]]

@@ -47,6 +47,16 @@ AUTH_REFUSED = Counter(
     "(UNAUTHENTICATED), or permission (PERMISSION_DENIED).",
     ["grpc_service", "grpc_method", "reason"],
 )
+VELOCITY_ALERTS = Counter(
+    "pos_offers_velocity_alerts_total",
+    "Members whose activity first reached a velocity threshold in its window (kind commits, stores or returns); "
+    "each is also an audit event (action velocity.<kind>, target the member's salted hash).",
+    ["kind"],
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "pos_offers_audit_write_failures_total",
+    "Admin calls answered UNAVAILABLE because their audit event could not be written to SQL.",
+)
 AUTH_ENABLED = Gauge(
     "pos_offers_auth_enabled",
     "1 when every call must carry an API key; 0 only with POS_OFFERS_AUTH=off (loopback only).",

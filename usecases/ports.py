@@ -74,6 +74,7 @@ class CommitResult:
     receipt: bytes = b""  # the stored receipt, on replay
     available: int = 0  # the spendable points that refused a redemption, on insufficient
     written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
+    alerts: tuple[str, ...] = ()  # velocity thresholds this write reached first in their window ("commits" ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,3 +284,45 @@ class OfferCodec(Protocol):
     def tier_policy(self, rules: Sequence[TierRule]) -> str: ...
 
     def tier_rules(self, value: str) -> tuple[TierRule, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One entry of the append-only audit log (usecases/audit.py): who did what to what, when, from where."""
+
+    event_id: str  # unique; a record delivered twice is written once
+    occurred_at: datetime  # aggregated events: the start of their minute
+    action: str  # "OfferAdmin/UpsertOffer", "refused.unauthenticated", "velocity.commits" ...
+    key_id: str = ""  # "" when no valid key was presented
+    key_name: str = ""
+    target: str = ""  # the offer, store, customer (hashed for velocity) or key acted on
+    peer: str = ""
+    request_id: str = ""
+    outcome: str = ""  # the gRPC status name ("OK", "PERMISSION_DENIED" ...)
+    detail: str = "{}"  # JSON of safe facts: never a secret, a name or contact data
+    count: int = 1  # how many calls an aggregated event stands for
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPosition:
+    """Where a page of the audit log ended (keyset paging: oldest first by time, then id)."""
+
+    occurred_at: datetime
+    event_id: str
+
+
+class AuditLog(Protocol):
+    """The audit log of record (SQL): appended to, never updated or deleted; read by the admin API."""
+
+    async def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    async def audit_events(
+        self, *, since: datetime | None, key_id: str, after: AuditPosition | None, limit: int
+    ) -> list[AuditEvent]: ...
+
+
+class AuditOutbox(Protocol):
+    """Audit events on their way to SQL through Redis and the writer: refusals and alerts of the till path,
+    which must never wait for SQL."""
+
+    async def append_audit_outbox(self, events: Sequence[AuditEvent]) -> None: ...

@@ -10,6 +10,7 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 
 from server.bootstrap import Components
 from server.config import Settings
+from server.rpc.audit import AdminAudit
 from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
 from server.rpc.servicers import AdminServicer, OfferServicer
@@ -25,13 +26,15 @@ SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     settings = c.settings
     narrowing = certificate_stores if settings.tls_client_ca else None  # mutual TLS: certificates name stores
+    guard = Guard(c.key_ring, narrowing) if settings.auth else None
     server = grpc.aio.server(
         interceptors=[
             ServerInterceptor(
-                guard=Guard(c.key_ring, narrowing) if settings.auth else None,
+                guard=guard,
                 access_log=settings.access_log,
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
                 max_call_s=settings.max_call_ms / 1000,
+                audit=AdminAudit(c.audit, c.refusals, guard, c.clock),
             )
         ],
         options=[
@@ -48,7 +51,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
         OfferServicer(c.offers, c.commits, c.returns, c.customers), server
     )
     admin_service_pb2_grpc.add_OfferAdminServicer_to_server(
-        AdminServicer(c.admin, c.customers, c.expiry, c.api_keys), server
+        AdminServicer(c.admin, c.customers, c.expiry, c.api_keys, c.audit), server
     )
     initialize_rpc_metrics(SERVICES)
     health = HealthServicer()

@@ -36,6 +36,7 @@ from domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from server.rpc.audit import AdminAudit
 from server.rpc.authorization import CALLER, Guard
 from telemetry import metrics, tracing
 from telemetry.logs import REQUEST_ID
@@ -166,10 +167,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         access_log: bool = True,
         facts: RequestFacts | None = None,
         max_call_s: float = 30.0,
+        audit: AdminAudit | None = None,
     ) -> None:
-        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only)."""
+        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only). `audit`: admin changes and
+        refused calls go to the audit log (server/rpc/audit.py)."""
         self._guard = guard
         self._max_call_s = max_call_s
+        self._audit = audit
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
 
@@ -187,6 +191,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                 return handler  # health Watch: exempt; streaming calls are otherwise left as gRPC runs them
             return _guarded_stream(handler, handler_call_details, self._guard)  # reflection: any valid key
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
+        if self._audit is not None:
+            inner = self._audit.wrap(short_method(handler_call_details.method)[1], inner, status_of)
         guard = None if service == HEALTH_SERVICE else self._guard
         observed = _ObservedUnary(
             handler_call_details,
@@ -195,6 +201,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
             access_log=self._access_log,
             facts=self._facts,
             max_call_s=self._max_call_s,
+            audit=self._audit,
         )
         return grpc.unary_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
@@ -266,8 +273,10 @@ class _ObservedUnary:
         access_log: bool,
         facts: RequestFacts,
         max_call_s: float,
+        audit: AdminAudit | None = None,
     ) -> None:
         self._details = details
+        self._audit = audit
         self._inner = inner
         self._guard = guard
         self._max_call_s = max_call_s
@@ -319,6 +328,8 @@ class _ObservedUnary:
         except Exception as exc:
             if isinstance(exc, Unauthenticated | PermissionDenied):
                 _count_refusal(self._policy_name, exc)
+                if self._audit is not None:
+                    self._audit.refused(self._policy_name, exc, self._details.invocation_metadata, context.peer())
             call.code, message = status_of(exc)
             if call.code is grpc.StatusCode.INTERNAL:
                 log.exception("unhandled error in %s", self._method, extra={"request_id": call.request_id})

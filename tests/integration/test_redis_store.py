@@ -377,3 +377,29 @@ async def test_a_member_rebuilt_from_sql_reads_back_as_sql_has_her(store: Custom
     )
     base, entries = await store.ledger("m1")
     assert (base, [e["id"] for e in entries]) == (400, ["t9:earn"])
+
+
+async def test_the_commit_script_refuses_a_day_limited_offer_used_up_meanwhile(store: CustomerStore) -> None:
+    """The per-day limit holds in the write itself: a commit evaluated before another of hers used the offer today
+    is sent back to be evaluated again (stale), whatever its evaluation said."""
+    await store.upsert_customer(member(), crm_record("m1"))
+
+    async def commit_using(txn: str, version: int) -> str:
+        result = await store.commit(
+            purchase("m1", txn),
+            expected_version=version,
+            receipt=b"r",
+            occurred_at=NOW,
+            now=NOW,
+            day_limited=["scarf-bonus"],
+        )
+        return result.status
+
+    read = await store.read("m1", now=NOW)
+    assert read.state is not None and read.state.offer_uses_today == {}
+    assert await commit_using("t1", read.state.version) == "ok"
+    after = await store.read("m1", now=NOW)
+    assert after.state is not None and after.state.offer_uses_today == {"scarf-bonus": 1}
+    assert await commit_using("t2", after.state.version) == "stale"  # its state is current: only the day refuses
+    tomorrow = await store.read("m1", now=NOW + timedelta(days=1))
+    assert tomorrow.state is not None and tomorrow.state.offer_uses_today == {}
