@@ -23,6 +23,7 @@ from server.rpc.codecs import ProtobufOfferDefinitions, ProtobufReceipts
 from store.hot_state import RedisHotState
 from store.keys import Keys
 from store.records import OutboxRecord
+from store.redis_rate_limits import RedisRateBuckets
 from store.redis_state import CustomerStore
 from store.sql_api_keys import SqlApiKeys
 from store.sql_async import SqlApiKeyStore, SqlCatalogStore, SqlProfileStore
@@ -54,6 +55,7 @@ from usecases.ports import (
     ProfileStore,
     ReceiptCodec,
 )
+from usecases.rate_limits import RateLimiter
 from usecases.returns import ReturnsApp
 
 
@@ -113,6 +115,7 @@ class Components:
     writer: OutboxWriter
     key_ring: KeyRing  # the keys calls are checked against, in memory
     api_keys: ApiKeys  # creating, listing, revoking them
+    rate_limiter: RateLimiter  # per-key and per-customer limits, shared through Redis
 
     async def open(self, *, demo_data: bool = False) -> None:
         """Connects and prepares: Redis answers, SQL is migrated, the catalog is loaded, the outbox groups exist."""
@@ -190,6 +193,7 @@ def bootstrap(
         writer=build_writer(settings, redis, keys, SqlOutboxSink(sql_engine)),
         key_ring=key_ring,
         api_keys=ApiKeys(api_key_store, store, key_ring, clock),
+        rate_limiter=RateLimiter(RedisRateBuckets(redis, keys, observe=redis_call), settings.rate_limits()),
     )
 
 

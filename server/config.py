@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from domain.limits import RateLimits
 from domain.model import PointsPolicy
 from usecases.rules import Rules
 
@@ -119,6 +120,16 @@ class Settings:
     api_key_refresh_ms: int = 500
     """How often a server checks the shared API key version (a new or revoked key counts within this, plus the
     reload)."""
+    rate_limit_per_key: int = 100
+    """Calls per second of an API key whose own rate_limit_per_second is 0, across every server (a till makes a
+    few a second at most, a store's tills sharing one key stay well under; give the app backend's key its own)."""
+    rate_limit_key_burst_s: int = 2
+    """A key's bucket holds this many seconds of its rate: the calls it may make at once after a quiet spell."""
+    rate_limit_per_customer: int = 5
+    """Calls per second about one customer (the request's customer_id or basket.customer_id), whichever keys make
+    them; 0 = no per-customer limit."""
+    rate_limit_customer_burst_s: int = 4
+    """A customer's bucket holds this many seconds of her rate (5 x 4 = 20 calls at once)."""
     demo_credentials: bool = True
     """With demo data: create one key per role and write them to DATA_DIR/demo-credentials.json (mode 0600)."""
     reflection: bool = True
@@ -187,6 +198,12 @@ class Settings:
             raise ValueError(f"POS_OFFERS_AUTH=off is refused unless POS_OFFERS_LISTEN is loopback (is {self.listen})")
         if not 100 <= self.api_key_refresh_ms <= 1_000:
             raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
+        if not 1 <= self.rate_limit_per_key <= 1_000_000 or not 0 <= self.rate_limit_per_customer <= 1_000_000:
+            raise ValueError(
+                "POS_OFFERS_RATE_LIMIT_PER_KEY must be 1..1000000 and POS_OFFERS_RATE_LIMIT_PER_CUSTOMER 0..1000000"
+            )
+        if not 1 <= self.rate_limit_key_burst_s <= 3_600 or not 1 <= self.rate_limit_customer_burst_s <= 3_600:
+            raise ValueError("POS_OFFERS_RATE_LIMIT_KEY_BURST_S and ..._CUSTOMER_BURST_S must be 1..3600 seconds")
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:
@@ -214,6 +231,15 @@ class Settings:
             occurred_at_max_age=timedelta(days=self.occurred_at_max_age_days),
             clock_skew=timedelta(seconds=self.clock_skew_seconds),
             write_attempts=self.commit_max_attempts,
+        )
+
+    def rate_limits(self) -> RateLimits:
+        """The per-key and per-customer rate limits, from these settings."""
+        return RateLimits(
+            per_key=self.rate_limit_per_key,
+            key_burst_seconds=self.rate_limit_key_burst_s,
+            per_customer=self.rate_limit_per_customer,
+            customer_burst_seconds=self.rate_limit_customer_burst_s,
         )
 
     @property

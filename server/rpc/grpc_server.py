@@ -11,6 +11,7 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 from server.bootstrap import Components
 from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
+from server.rpc.rate_limiting import RateGate
 from server.rpc.servicers import AdminServicer, OfferServicer
 
 SERVICES = (
@@ -28,6 +29,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
                 guard=Guard(c.key_ring) if settings.auth else None,
                 access_log=settings.access_log,
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
+                limits=RateGate(c.rate_limiter),
             )
         ],
         options=[

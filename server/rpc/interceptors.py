@@ -35,7 +35,9 @@ from domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from domain.limits import RateLimited
 from server.rpc.authorization import CALLER, Guard
+from server.rpc.rate_limiting import RateGate, retry_trailers
 from telemetry import metrics, tracing
 from telemetry.logs import REQUEST_ID
 
@@ -155,9 +157,18 @@ def short_method(full_method: str) -> tuple[str, str]:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in the stubs
-    def __init__(self, *, guard: Guard | None, access_log: bool = True, facts: RequestFacts | None = None) -> None:
-        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only)."""
+    def __init__(
+        self,
+        *,
+        guard: Guard | None,
+        access_log: bool = True,
+        facts: RequestFacts | None = None,
+        limits: RateGate | None = None,
+    ) -> None:
+        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only); `limits`: the rate limits of
+        authenticated calls (none without)."""
         self._guard = guard
+        self._limits = limits
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
 
@@ -177,7 +188,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
         guard = None if service == HEALTH_SERVICE else self._guard
         observed = _ObservedUnary(
-            handler_call_details, inner, guard=guard, access_log=self._access_log, facts=self._facts
+            handler_call_details,
+            inner,
+            guard=guard,
+            access_log=self._access_log,
+            facts=self._facts,
+            limits=self._limits,
         )
         return grpc.unary_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
@@ -248,8 +264,10 @@ class _ObservedUnary:
         guard: Guard | None,
         access_log: bool,
         facts: RequestFacts,
+        limits: RateGate | None = None,
     ) -> None:
         self._details = details
+        self._limits = limits
         self._inner = inner
         self._guard = guard
         self._access_log = access_log
@@ -284,7 +302,7 @@ class _ObservedUnary:
     async def _answer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> Any:
         """The handler's response; a failure sets `call.code` and, unless it already is one, becomes an abort."""
         try:
-            self._admit(request, context, call)
+            await self._admit(request, context, call)
             if request is UNDECODABLE:
                 raise InvalidArgument("request", f"is not a valid {self._method} request message")
             return await self._inner(request, context)
@@ -312,11 +330,16 @@ class _ObservedUnary:
                     type(exc).__name__,
                     extra={"request_id": call.request_id},
                 )
-            await context.abort(call.code, bounded(message, MAX_MESSAGE_CHARS))
+            message = bounded(message, MAX_MESSAGE_CHARS)
+            if isinstance(exc, RateLimited):  # abort's trailers replace those set before: repeat the request id
+                trailers = (("x-request-id", call.request_id), *retry_trailers(exc, message))
+                await context.abort(call.code, message, trailing_metadata=trailers)
+            await context.abort(call.code, message)
 
-    def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
-        """Authentication, then permission (the role, then the store the request acts for): before the handler
-        validates anything, so a caller without the right key learns nothing about its request."""
+    async def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
+        """Authentication, then permission (the role, then the store the request acts for), then the rate limits:
+        before the handler validates anything, so a caller without the right key learns nothing about its request
+        and a limited caller gets no work done, not even validation."""
         if self._guard is None:
             return
         key = self._guard.admit(self._policy_name, self._details.invocation_metadata)
@@ -324,6 +347,8 @@ class _ObservedUnary:
         CALLER.set(key)  # reset when the call ends (behavior)
         if request is not UNDECODABLE:
             self._guard.check_store(key, self._policy_name, request, context)
+        if self._limits is not None:
+            await self._limits.admit(key, request)
 
     def _finish(self, request: Any, call: _Call) -> None:
         """Metrics, the access log line and the span's status code, once the call's status is known."""
