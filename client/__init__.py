@@ -13,6 +13,7 @@ from client.errors import (
     InvalidArgumentError,
     NotFoundError,
     PosOffersError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "NotFoundError",
     "PosOffersClient",
     "PosOffersError",
+    "ResourceExhaustedError",
     "UnavailableError",
     "make_basket",
     "new_transaction_id",
