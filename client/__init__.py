@@ -14,6 +14,7 @@ from client.errors import (
     NotFoundError,
     PermissionDeniedError,
     PosOffersError,
+    ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "PermissionDeniedError",
     "PosOffersClient",
     "PosOffersError",
+    "ResourceExhaustedError",
     "UnauthenticatedError",
     "UnavailableError",
     "make_basket",

@@ -25,6 +25,7 @@ from store.keys import Keys
 from store.records import OutboxRecord
 from store.redis_audit import RedisAuditOutbox
 from store.redis_guards import GuardParams
+from store.redis_rate_limits import RedisRateBuckets
 from store.redis_state import CustomerStore
 from store.sql_api_keys import SqlApiKeys
 from store.sql_async import SqlApiKeyStore, SqlAuditStore, SqlCatalogStore, SqlProfileStore
@@ -58,6 +59,7 @@ from usecases.ports import (
     ProfileStore,
     ReceiptCodec,
 )
+from usecases.rate_limits import RateLimiter
 from usecases.returns import ReturnsApp
 
 
@@ -120,6 +122,7 @@ class Components:
     audit: AuditTrail  # the audit log of record: admin calls written to it, ListAuditEvents reads it
     refusals: RefusalTally  # till-path audit events counted per minute, flushed to Redis for the writer
     clock: Clock
+    rate_limiter: RateLimiter  # per-key and per-customer limits, shared through Redis
 
     async def open(self, *, demo_data: bool = False) -> None:
         """Connects and prepares: Redis answers, SQL is migrated, the catalog is loaded, the outbox groups exist."""
@@ -197,6 +200,7 @@ def bootstrap(
         audit=AuditTrail(SqlAuditStore(SqlAuditLog(sql_engine))),
         refusals=RefusalTally(RedisAuditOutbox(redis, keys), clock),
         clock=clock,
+        rate_limiter=RateLimiter(RedisRateBuckets(redis, keys, observe=redis_call), settings.rate_limits()),
     )
 
 

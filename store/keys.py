@@ -183,3 +183,10 @@ class Keys:
 
     def api_keys_version(self) -> str:
         return f"{self.prefix}:apikeys:version"
+
+    def rate_bucket(self, kind: str, owner: str) -> str:
+        """Hash {m, t}: one token bucket (store/lua/take_rate_tokens.lua), `kind` "key" (owner: a key id) or
+        "customer" (owner: a customer id). Expires when full again. Every bucket shares the one hash tag `{rl}`, so
+        one script takes from a key's bucket and a customer's atomically on Redis Cluster too (that slot's node
+        then serves every call's limit check: see docs/decisions.md)."""
+        return f"{self.prefix}:{{rl}}:{kind}:{owner}"

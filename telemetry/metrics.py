@@ -62,6 +62,19 @@ AUTH_ENABLED = Gauge(
     "1 when every call must carry an API key; 0 only with POS_OFFERS_AUTH=off (loopback only).",
     multiprocess_mode="livemin",
 )
+RATE_LIMITED = Counter(
+    "pos_offers_rate_limited_total",
+    "Calls refused RESOURCE_EXHAUSTED by a rate limit, before their handler ran, by the caller's role and the "
+    "bucket that refused (key: the API key's; customer: the customer the request names). Never a key or a "
+    "customer id.",
+    ["role", "bucket"],
+)
+RATE_LIMIT_UNCHECKED = Counter(
+    "pos_offers_rate_limit_unchecked_total",
+    "Calls whose rate limits could not be checked (Redis refused or unreachable), by the caller's role: pos and "
+    "app calls went ahead (fail-open), admin calls were refused UNAVAILABLE.",
+    ["role"],
+)
 API_KEYS_LOADED = Gauge(
     "pos_offers_api_keys_loaded",
     "API keys (revoked included) in this server's key ring.",

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from domain.access import ApiKey
+from domain.limits import Bucket, Refusal
 from domain.model import CustomerState, Offer, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome, Store, TierRule
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
@@ -326,3 +327,11 @@ class AuditOutbox(Protocol):
     which must never wait for SQL."""
 
     async def append_audit_outbox(self, events: Sequence[AuditEvent]) -> None: ...
+
+
+class RateBuckets(Protocol):
+    """Token buckets shared by every server (Redis). Raises domain.errors.Unavailable when they cannot be checked."""
+
+    async def take(self, buckets: Sequence[Bucket]) -> Refusal | None:
+        """One token from each of `buckets` if every one has a token (then None), else from none (the refusal)."""
+        ...

@@ -13,6 +13,7 @@ from server.config import Settings
 from server.rpc.audit import AdminAudit
 from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
+from server.rpc.rate_limiting import RateGate
 from server.rpc.servicers import AdminServicer, OfferServicer
 from server.rpc.transport import ServerCertificates, certificate_stores
 
@@ -35,6 +36,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
                 max_call_s=settings.max_call_ms / 1000,
                 audit=AdminAudit(c.audit, c.refusals, guard, c.clock),
+                limits=RateGate(c.rate_limiter),
             )
         ],
         options=[

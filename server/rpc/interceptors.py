@@ -36,8 +36,10 @@ from domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from domain.limits import RateLimited
 from server.rpc.audit import AdminAudit
 from server.rpc.authorization import CALLER, Guard
+from server.rpc.rate_limiting import RateGate, retry_trailers
 from telemetry import metrics, tracing
 from telemetry.logs import REQUEST_ID
 
@@ -168,12 +170,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         facts: RequestFacts | None = None,
         max_call_s: float = 30.0,
         audit: AdminAudit | None = None,
+        limits: RateGate | None = None,
     ) -> None:
         """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only). `audit`: admin changes and
-        refused calls go to the audit log (server/rpc/audit.py)."""
+        refused calls go to the audit log (server/rpc/audit.py). `limits`: the rate limits of authenticated calls."""
         self._guard = guard
         self._max_call_s = max_call_s
         self._audit = audit
+        self._limits = limits
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
 
@@ -202,6 +206,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
             facts=self._facts,
             max_call_s=self._max_call_s,
             audit=self._audit,
+            limits=self._limits,
         )
         return grpc.unary_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
@@ -274,9 +279,11 @@ class _ObservedUnary:
         facts: RequestFacts,
         max_call_s: float,
         audit: AdminAudit | None = None,
+        limits: RateGate | None = None,
     ) -> None:
         self._details = details
         self._audit = audit
+        self._limits = limits
         self._inner = inner
         self._guard = guard
         self._max_call_s = max_call_s
@@ -312,7 +319,7 @@ class _ObservedUnary:
     async def _answer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> Any:
         """The handler's response; a failure sets `call.code` and, unless it already is one, becomes an abort."""
         try:
-            self._admit(request, context, call)
+            await self._admit(request, context, call)
             if request is UNDECODABLE:
                 raise InvalidArgument("request", f"is not a valid {self._method} request message")
             return await self._within_limit(request, context)
@@ -342,7 +349,11 @@ class _ObservedUnary:
                     type(exc).__name__,
                     extra={"request_id": call.request_id},
                 )
-            await context.abort(call.code, bounded(message, MAX_MESSAGE_CHARS))
+            message = bounded(message, MAX_MESSAGE_CHARS)
+            if isinstance(exc, RateLimited):  # abort's trailers replace those set before: repeat the request id
+                trailers = (("x-request-id", call.request_id), *retry_trailers(exc, message))
+                await context.abort(call.code, message, trailing_metadata=trailers)
+            await context.abort(call.code, message)
 
     async def _within_limit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         """The handler, ended after max_call_s whatever the caller's deadline (or none) says: no call holds the
@@ -356,9 +367,10 @@ class _ObservedUnary:
                 raise
             raise DeadlineExceeded(f"the call ran past the server's limit of {self._max_call_s:g} s; retry") from None
 
-    def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
-        """Authentication, then permission (the role, then the store the request acts for): before the handler
-        validates anything, so a caller without the right key learns nothing about its request."""
+    async def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
+        """Authentication, then permission (the role, then the store the request acts for), then the rate limits:
+        before the handler validates anything, so a caller without the right key learns nothing about its request
+        and a limited caller gets no work done, not even validation."""
         if self._guard is None:
             return
         key = self._guard.admit(self._policy_name, self._details.invocation_metadata)
@@ -366,6 +378,8 @@ class _ObservedUnary:
         CALLER.set(key)  # reset when the call ends (behavior)
         if request is not UNDECODABLE:
             self._guard.check_store(key, self._policy_name, request, context)
+        if self._limits is not None:
+            await self._limits.admit(key, request)
 
     def _finish(self, request: Any, call: _Call) -> None:
         """Metrics, the access log line and the span's status code, once the call's status is known."""
