@@ -12,7 +12,10 @@ from client.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     PosOffersError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
@@ -23,8 +26,11 @@ __all__ = [
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PosOffersClient",
     "PosOffersError",
+    "ResourceExhaustedError",
+    "UnauthenticatedError",
     "UnavailableError",
     "make_basket",
     "new_transaction_id",

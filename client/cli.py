@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, Inexact, localcontext
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from posoffers.v1 import admin_service_pb2, offer_service_pb2, types_pb2
 from client.auth import API_KEY_ENV
 from client.client import DEFAULT_TARGET, PosOffersClient, make_basket, new_transaction_id
 from client.errors import PosOffersError
+from client.tls import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV
 from domain.money import CURRENCY_EXPONENTS  # the pure engine, no I/O: one table of minor units
 
 TARGET_ENV = "POS_OFFERS_TARGET"
@@ -189,8 +190,12 @@ def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
 
 def format_return(receipt: offer_service_pb2.ReturnReceipt) -> list[str]:
     kind = "void" if receipt.voided else "return"
-    head = f"{kind} {receipt.return_id} of {receipt.transaction_id}" + (" (replayed)" if receipt.replayed else "")
-    out = [head, f"returned at {format_time(receipt.returned_at)}"]
+    head = f"{kind} {receipt.return_id} of {receipt.transaction_id}"
+    head += f" at {receipt.store_id}" if receipt.store_id else ""
+    head += " (replayed)" if receipt.replayed else ""
+    taken_back = receipt.returning_store_id
+    where = f" in {taken_back}" if taken_back and taken_back != receipt.store_id else ""
+    out = [head, f"returned{where} at {format_time(receipt.returned_at)}"]
     out += [
         f"line {line.line_id}: {line.quantity} back, {line.points_reversed} points taken back, "
         f"{format_money(line.value_minor, receipt.currency or 'USD')}"
@@ -301,12 +306,14 @@ def cmd_return(args: argparse.Namespace, client: PosOffersClient) -> Result:
     return_id = args.return_id or f"ret-{new_transaction_id().removeprefix('txn-')}"
     if not args.return_id and not args.json:
         print(f"return id: {return_id}")  # printed first, so a timed-out return can be retried with it
-    receipt = client.return_purchase(return_id, args.txn, args.customer, lines)
+    receipt = client.return_purchase(
+        return_id, args.txn, args.customer, lines, store_id=args.store, returning_store_id=args.returning_store
+    )
     return receipt, format_return(receipt)
 
 
 def cmd_void(args: argparse.Namespace, client: PosOffersClient) -> Result:
-    receipt = client.void_purchase(args.txn, args.customer)
+    receipt = client.void_purchase(args.txn, args.customer, store_id=args.store)
     return receipt, format_return(receipt)
 
 
@@ -373,6 +380,43 @@ def cmd_admin_upsert_customer(args: argparse.Namespace, client: PosOffersClient)
     return saved, format_profile(saved)
 
 
+_AGO = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time with its zone (2026-12-01T00:00:00Z) or a span back from now (90s, 15m, 1h, 7d)."""
+    ago = _AGO.fullmatch(text.strip())
+    if ago:
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r}: expected a time like 2026-12-01T00:00:00Z or a span like 1h") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"--since {text!r}: give the zone (Z or +01:00)")
+    return moment
+
+
+def format_audit_event(event: admin_service_pb2.AuditEvent) -> str:
+    when = event.occurred_at.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    who = f"{event.key_id} ({event.key_name})" if event.key_name else (event.key_id or "no key")
+    times = f" x{event.count}" if event.count > 1 else ""
+    parts = [when, event.action + times, event.target or "-", who, event.outcome, event.peer or "-"]
+    if event.request_id:
+        parts.append(f"request {event.request_id}")
+    if event.detail and event.detail != "{}":
+        parts.append(event.detail)
+    return "  ".join(parts)
+
+
+def cmd_admin_audit_log(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    since = parse_since(args.since) if args.since else None
+    events = list(client.iter_audit_events(since=since, key_id=args.key))
+    response = admin_service_pb2.ListAuditEventsResponse(events=events)
+    return response, [format_audit_event(e) for e in events] or ["no audit events"]
+
+
 # Parser
 
 
@@ -402,7 +446,32 @@ def _global_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the response message as JSON"
     )
+    _add_tls_options(common)
     return common
+
+
+def _add_tls_options(common: argparse.ArgumentParser) -> None:
+    common.add_argument(
+        "--tls", action="store_true", default=argparse.SUPPRESS, help=f"TLS with the system's roots (or ${TLS_ENV}=1)"
+    )
+    common.add_argument(
+        "--tls-ca",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"TLS: the CA that signed the server's certificate (default: ${TLS_CA_ENV})",
+    )
+    common.add_argument(
+        "--tls-cert",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"mutual TLS: this terminal's certificate (default: ${TLS_CERT_ENV})",
+    )
+    common.add_argument(
+        "--tls-key",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"mutual TLS: this terminal's private key (default: ${TLS_KEY_ENV})",
+    )
 
 
 def _add_basket_options(parser: argparse.ArgumentParser) -> None:
@@ -421,6 +490,21 @@ def _add_basket_options(parser: argparse.ArgumentParser) -> None:
 
 
 Handler = Callable[[argparse.Namespace, PosOffersClient], Result]
+
+
+def _client(args: argparse.Namespace, target: str) -> PosOffersClient:
+    try:
+        return PosOffersClient(
+            target,
+            timeout=getattr(args, "timeout", 2.0),
+            api_key=getattr(args, "api_key", None),
+            tls=True if getattr(args, "tls", False) else None,
+            tls_ca=getattr(args, "tls_ca", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+        )
+    except ValueError as exc:  # TLS files that cannot be read, a certificate without its key
+        raise UsageError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -457,12 +541,15 @@ def _add_till_commands(commands: _Commands) -> None:
 
     p = commands.add("return", cmd_return, "take back lines of a purchase, once per return id")
     p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--store", required=True, help="the purchase's store, as printed on the receipt")
     p.add_argument("--txn", required=True, metavar="TXN_ID", help="the purchase's transaction id")
     p.add_argument("--line", action="append", required=True, metavar="LINE_ID:QTY", help="repeat for more lines")
-    p.add_argument("--return-id", default="", help="idempotency key (default: a new one, printed)")
+    p.add_argument("--return-id", default="", help="idempotency key within the purchase (default: a new one, printed)")
+    p.add_argument("--returning-store", default="", help="the store taking the goods back")
 
     p = commands.add("void", cmd_void, "undo a purchase whole, on its business day")
     p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--store", required=True, help="the purchase's store, as printed on the receipt")
     p.add_argument("--txn", required=True, metavar="TXN_ID")
 
     p = commands.add("profile", cmd_profile, "a customer's tier, lifetime value, points and categories")
@@ -495,6 +582,9 @@ def _add_admin_commands(commands: _Commands) -> None:
     p.add_argument("--timezone", default="", help="IANA zone, e.g. America/New_York")
     p = admin_commands.add("upsert-customer", cmd_admin_upsert_customer, "import a customer profile from JSON")
     p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.CustomerProfile as JSON; - reads stdin")
+    p = admin_commands.add("audit-log", cmd_admin_audit_log, "the audit log, oldest first")
+    p.add_argument("--since", default="", help="from this time (2026-12-01T00:00:00Z) or this long ago (1h, 7d)")
+    p.add_argument("--key", default="", metavar="KEY_ID", help="only this key's events")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -521,8 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = getattr(args, "target", None) or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
     handler: Handler = args.handler
     try:
-        api_key = getattr(args, "api_key", None)
-        with PosOffersClient(target, timeout=getattr(args, "timeout", 2.0), api_key=api_key) as client:
+        with _client(args, target) as client:
             message, lines = handler(args, client)
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

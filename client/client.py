@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -15,7 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc, types_pb2
 
 from client.auth import api_key_from_env, bearer_metadata
-from client.errors import REQUEST_ID_KEY, from_rpc_error
+from client.errors import REQUEST_ID_KEY, PosOffersError, ResourceExhaustedError, from_rpc_error
+from client.tls import channel_credentials, open_channel
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -33,8 +35,9 @@ DEFAULT_TARGET: Final = "127.0.0.1:50051"
 # (line_id, sku, category, quantity, unit_price_minor): the field order of posoffers.v1.LineItem.
 LineTuple = tuple[str, str, str, int, int]
 
-# Only calls that are safe to repeat are retried. CommitPurchase is: the server keys it by transaction_id and
-# returns the stored receipt on a retry; ReturnPurchase likewise by return_id, VoidPurchase by transaction_id.
+# Only calls that are safe to repeat are retried. CommitPurchase is: the server keys it by (store, transaction_id)
+# and returns the stored receipt on a retry; ReturnPurchase likewise by the purchase and return_id, VoidPurchase by
+# the purchase.
 # Upserts are keyed by id; archiving twice leaves the same state.
 IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
     ("posoffers.v1.OfferService", None),  # None = every method of the service
@@ -79,6 +82,11 @@ def service_config(max_attempts: int) -> str:
             "retryableStatusCodes": ["UNAVAILABLE"],
         }
     return json.dumps({"methodConfig": [method_config]})
+
+
+def _rate_limit_delay(error: PosOffersError) -> float | None:
+    """How long to wait before sending a call again that a rate limit refused before it ran; None otherwise."""
+    return error.retry_delay if isinstance(error, ResourceExhaustedError) else None
 
 
 def parse_channel(channel: types_pb2.Channel.ValueType | str) -> types_pb2.Channel.ValueType:
@@ -140,11 +148,15 @@ def _timestamp(when: datetime | None) -> Timestamp | None:
 
 
 class PosOffersClient:
-    """Blocking client over one insecure channel. Use as a context manager, or call close().
+    """Blocking client over one channel (plaintext, or TLS: see __init__). Use as a context manager, or call
+    close().
 
     Every call has a deadline (`timeout` seconds, overridable per call), sends an x-request-id, and raises
     client.errors.PosOffersError (or a subclass) instead of grpc.RpcError. UNAVAILABLE is retried by gRPC itself
-    for the idempotent methods (all of them today), up to max_attempts within the deadline.
+    for the idempotent methods (all of them today), up to max_attempts within the deadline. A call a rate limit
+    refused (RESOURCE_EXHAUSTED with a retry delay: nothing ran on the server) is sent again after that delay, any
+    method, up to max_attempts times, while the delay ends before the deadline; otherwise the
+    ResourceExhaustedError is raised at once with its `retry_delay`.
     """
 
     def __init__(
@@ -155,28 +167,38 @@ class PosOffersClient:
         max_attempts: int = 4,
         metadata: Sequence[tuple[str, str]] = (),
         api_key: str | None = None,
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         """`api_key`: the secret of an API key (default: $POS_OFFERS_API_KEY); every call sends it as
-        `authorization: Bearer <secret>`. Without one every call but health checks is UNAUTHENTICATED."""
+        `authorization: Bearer <secret>`. Without one every call but health checks is UNAUTHENTICATED.
+
+        TLS (client/tls.py): `tls_ca` is the PEM file of the CA that signed the server's certificate (default
+        $POS_OFFERS_TLS_CA, else the system's roots); `tls_cert` and `tls_key` the till's own certificate and key
+        for a server that requires mutual TLS (default $POS_OFFERS_TLS_CLIENT_CERT/KEY). Any of them, or
+        `tls=True` ($POS_OFFERS_TLS=1), makes the channel TLS; a file that cannot be read is a ValueError."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if not 1 <= max_attempts <= _MAX_GRPC_ATTEMPTS:
             raise ValueError(f"max_attempts must be between 1 and {_MAX_GRPC_ATTEMPTS}")
         self.target = target
         self.timeout = timeout
+        self.max_attempts = max_attempts
         # gRPC metadata keys are lowercase on the wire; normalise so our x-request-id check sees the caller's.
         self._metadata = tuple((key.lower(), value) for key, value in metadata if key.lower() != "authorization")
         secret = api_key_from_env() if api_key is None else api_key.strip()
         if secret:
             self._metadata = (*self._metadata, bearer_metadata(secret))
         self._has_request_id = any(key == REQUEST_ID_KEY for key, _ in self._metadata)
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.enable_retries", 1),
-                ("grpc.service_config", service_config(max_attempts)),
-            ],
-        )
+        credentials = channel_credentials(tls=tls, ca=tls_ca, cert=tls_cert, key=tls_key)
+        self.tls = credentials is not None
+        options: list[tuple[str, object]] = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(max_attempts)),
+        ]
+        self._channel = open_channel(target, credentials, options)
         self._offers = offer_service_pb2_grpc.OfferServiceStub(self._channel)
         self._admin = admin_service_pb2_grpc.OfferAdminStub(self._channel)
 
@@ -194,11 +216,21 @@ class PosOffersClient:
     def _call(self, method: Callable[..., _Resp], request: Message, timeout: float | None) -> _Resp:
         metadata = self._metadata
         if not self._has_request_id:
-            metadata = (*metadata, (REQUEST_ID_KEY, uuid.uuid4().hex))
-        try:
-            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=metadata)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            metadata = (*metadata, (REQUEST_ID_KEY, uuid.uuid4().hex))  # the same id for every attempt
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        attempt = 1
+        while True:
+            try:
+                return method(request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata)
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+            delay = _rate_limit_delay(error)
+            # Not gRPC's retry policy: it would sleep a pushback past the deadline and end DEADLINE_EXCEEDED,
+            # losing the delay the caller could act on (docs/decisions.md).
+            if delay is None or attempt >= self.max_attempts or time.monotonic() + delay >= deadline:
+                raise error from None
+            time.sleep(delay)
+            attempt += 1
 
     # OfferService
 
@@ -252,22 +284,30 @@ class PosOffersClient:
         customer_id: str,
         lines: Iterable[tuple[str, int]],
         *,
+        store_id: str,
+        returning_store_id: str = "",
         timeout: float | None = None,
     ) -> offer_service_pb2.ReturnReceipt:
-        """Take back (line_id, quantity) of a purchase, once per return_id; a retry returns the stored receipt."""
+        """Take back (line_id, quantity) of the purchase `store_id`'s `transaction_id` (both as printed on the
+        receipt), once per return_id of that purchase; a retry returns the stored receipt. `returning_store_id`:
+        the store taking the goods back."""
         request = offer_service_pb2.ReturnPurchaseRequest(
             return_id=return_id,
             transaction_id=transaction_id,
             customer_id=customer_id,
             lines=[offer_service_pb2.ReturnLine(line_id=line_id, quantity=qty) for line_id, qty in lines],
+            store_id=store_id,
+            returning_store_id=returning_store_id,
         )
         return self._call(self._offers.ReturnPurchase, request, timeout)
 
     def void_purchase(
-        self, transaction_id: str, customer_id: str, *, timeout: float | None = None
+        self, transaction_id: str, customer_id: str, *, store_id: str, timeout: float | None = None
     ) -> offer_service_pb2.ReturnReceipt:
-        """Undo a purchase whole, on its business day."""
-        request = offer_service_pb2.VoidPurchaseRequest(transaction_id=transaction_id, customer_id=customer_id)
+        """Undo the purchase `store_id`'s `transaction_id` whole, on its business day."""
+        request = offer_service_pb2.VoidPurchaseRequest(
+            transaction_id=transaction_id, customer_id=customer_id, store_id=store_id
+        )
         return self._call(self._offers.VoidPurchase, request, timeout)
 
     # OfferAdmin
@@ -357,3 +397,35 @@ class PosOffersClient:
 
     def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> admin_service_pb2.ApiKey:
         return self._call(self._admin.RevokeApiKey, admin_service_pb2.RevokeApiKeyRequest(key_id=key_id), timeout)
+
+    # The audit log (admin role)
+
+    def list_audit_events(
+        self,
+        *,
+        since: datetime | None = None,
+        key_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> admin_service_pb2.ListAuditEventsResponse:
+        """One page of the audit log, oldest first: events at or after `since` (aware), of `key_id` if given."""
+        request = admin_service_pb2.ListAuditEventsRequest(key_id=key_id, page_size=page_size, page_token=page_token)
+        start = _timestamp(since)
+        if start is not None:
+            request.since.CopyFrom(start)
+        return self._call(self._admin.ListAuditEvents, request, timeout)
+
+    def iter_audit_events(
+        self, *, since: datetime | None = None, key_id: str = "", page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[admin_service_pb2.AuditEvent]:
+        """Every audit event from `since`, oldest first, following next_page_token (a call per page)."""
+        token = ""
+        while True:
+            page = self.list_audit_events(
+                since=since, key_id=key_id, page_size=page_size, page_token=token, timeout=timeout
+            )
+            yield from page.events
+            token = page.next_page_token
+            if not token:
+                return

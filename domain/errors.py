@@ -63,3 +63,7 @@ class Unauthenticated(DomainError):
 
 class PermissionDenied(DomainError):
     """The key is valid but may not do this, e.g. a till key committing another store's basket."""
+
+
+class DeadlineExceeded(DomainError):
+    """The call ran past the server's own limit on any call (→ DEADLINE_EXCEEDED); the caller may retry."""

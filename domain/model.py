@@ -155,6 +155,8 @@ class CustomerState:
     home: GeoPoint | None = None
     propensity: Mapping[str, float] = field(default_factory=dict)
     offer_uses: Mapping[str, int] = field(default_factory=dict)
+    # offer_id -> her uses today (UTC, the service's clock) of offers limited per day (see limited_per_day).
+    offer_uses_today: Mapping[str, int] = field(default_factory=dict)
     currency: str = "USD"
     # Points a return took back that the balance could not cover; repaid first from later earnings.
     points_debt: int = 0
@@ -210,6 +212,9 @@ class OfferContext:
     channel: Channel = Channel.UNSPECIFIED
     store_id: str = ""
     location: GeoPoint | None = None
+    # Uses per member per day of an offer whose reward is fixed per basket (0 = no limit): splitting a basket
+    # into several sales must not earn such a reward more often than the whole basket would.
+    fixed_reward_uses_per_day: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +292,15 @@ class ActiveOffer:
 
 
 @dataclass(frozen=True, slots=True)
+class PurchaseKey:
+    """What names one purchase, and its idempotency key: the store's transaction id. Tills number their own sales,
+    so the same transaction id at two stores is two purchases."""
+
+    store_id: str
+    transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     transaction_id: str
     evaluation: BasketEvaluation
@@ -318,6 +332,10 @@ class PurchaseFacts:
     occurred_at: datetime
     points_available_at: datetime | None = None  # its points were pending until then (None: spendable at once)
     new_categories: tuple[str, ...] = ()  # categories it added to her profile (a void takes them back)
+
+    @property
+    def key(self) -> PurchaseKey:
+        return PurchaseKey(self.basket.store_id, self.transaction_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,11 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_certificates)  # certificate rotation
     redis_where = service.embedded.url if service.embedded else "external"
     metrics_where = f"http://127.0.0.1:{service.metrics_port}/metrics" if service.metrics_port else "off"
     print(
-        f"pos-offers listening on {service.target} (gRPC; health and reflection on)\n"
+        f"pos-offers listening on {service.target} (gRPC, {service.transport}; health and reflection on)\n"
         f"  metrics: {metrics_where}\n  redis:   {redis_where}\n  sql:     {settings.sql_url.split('@')[-1]}\n"
         f"  demo:    {'customer samantha, store soho, offer dress-shoes-2x' if settings.demo_data else 'off'}\n"
         f"  keys:    {_keys_line(service.demo_credentials, settings.auth)}\n"

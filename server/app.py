@@ -20,10 +20,11 @@ from redis.exceptions import RedisError
 
 from domain.model import Catalog
 from server.bootstrap import Components, bootstrap
-from server.config import Settings
+from server.config import Settings, is_loopback
 from server.demo_keys import ensure_demo_keys
 from server.rpc.dropped_calls import CoreDrops
-from server.rpc.grpc_server import build_server, set_health
+from server.rpc.grpc_server import build_server, listen, set_health
+from server.rpc.transport import ServerCertificates
 from store.embedded_redis import EmbeddedRedis
 from telemetry import metrics, metrics_setup, tracing
 
@@ -35,6 +36,12 @@ def _announce_auth(settings: Settings) -> None:
     if not settings.auth:
         log.error(
             "AUTHENTICATION IS OFF (POS_OFFERS_AUTH=off): any local process can move points; never in production",
+            extra={"listen": settings.listen},
+        )
+    if not settings.tls_cert and not is_loopback(settings.listen):
+        log.warning(
+            "plaintext gRPC on a non-loopback address (POS_OFFERS_ALLOW_PLAINTEXT=1): keys travel in clear unless a "
+            "proxy or mesh in front terminates TLS",
             extra={"listen": settings.listen},
         )
 
@@ -59,6 +66,7 @@ class Service:
     writer_pid: int | None = None  # the writer child, when it runs as one
     demo_credentials: Path | None = None  # where the demo keys were written (demo mode only)
     core_drops: CoreDrops | None = None  # calls the gRPC core dropped before our code saw them
+    certificates: ServerCertificates | None = None  # TLS only: what reload_certificates() swaps
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _metrics_server: Any = None
@@ -96,16 +104,30 @@ class Service:
             credentials = await ensure_demo_keys(components.api_keys, components.key_ring, settings.data_dir)
         _announce_auth(settings)
         server, health, drops = build_server(components)
-        port = server.add_insecure_port(settings.listen)
+        port, certificates = listen(server, settings)
         if port == 0:
             raise RuntimeError(f"cannot listen on {settings.listen}")
         await server.start()
         service = cls(settings, components, server, port, health, embedded=embedded, demo_credentials=credentials)
         service.core_drops = drops
+        service.certificates = certificates
         service._start_metrics()
         await set_health(health, till=True, admin=True)
         service._start_tasks()
         return service
+
+    @property
+    def transport(self) -> str:
+        if self.certificates is None:
+            return "plaintext"
+        return "mutual TLS" if self.certificates.mutual else "TLS"
+
+    def reload_certificates(self) -> bool:
+        """SIGHUP: read the TLS files again; connections made from now on use them (False: kept the old ones)."""
+        if self.certificates is None:
+            log.warning("SIGHUP: no TLS certificates to reload (plaintext)")
+            return False
+        return self.certificates.reload()
 
     def _start_tasks(self) -> None:
         c, s = self.components, self.settings
@@ -114,6 +136,7 @@ class Service:
         self._spawn(self._watch_health())
         self._spawn(self._watch_gauges())
         self._spawn(self._count_core_drops())
+        self._spawn(self._flush_audit())
         if s.writer_enabled and s.writer_process:
             self._spawn(self._supervise_writer(s.redis_url))
         elif s.writer_enabled:
@@ -231,6 +254,16 @@ class Service:
             self.core_drops.sample()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+
+    async def _flush_audit(self) -> None:
+        """Sends each finished minute of refused calls and velocity alerts to the audit outbox (Redis)."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.audit_flush_ms / 1000)
+            try:
+                await self.components.refusals.flush(everything=self._stop.is_set())
+            except (RedisError, OSError):
+                log.warning("audit outbox unreachable; %d counted events kept", self.components.refusals.pending)
 
     async def stop(self) -> None:
         """Graceful: NOT_SERVING first so balancers move away, then let in-flight RPCs finish, then stop tasks."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from domain.limits import RateLimits
 from domain.model import PointsPolicy
-from usecases.rules import Rules
+from usecases.rules import FraudGuards, Rules
 
 
 def _bool(raw: str) -> bool:
@@ -32,6 +34,27 @@ def is_loopback(listen: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name, or empty (all interfaces)
+
+
+def check_tls_files(cert: str, key: str, client_ca: str = "") -> None:
+    """Whether the PEM files exist and parse, and the key is the certificate's; else a ValueError that says which
+    file and why (the server refuses to start, or a reload keeps the certificate it has)."""
+    for setting, path in (("TLS_CERT", cert), ("TLS_KEY", key), ("TLS_CLIENT_CA", client_ca)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"POS_OFFERS_{setting}: no such file: {path}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")  # an encrypted key fails: gRPC cannot use one
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(
+            f"POS_OFFERS_TLS_CERT/POS_OFFERS_TLS_KEY: {cert} and {key} are not a PEM certificate chain and its "
+            f"unencrypted private key ({exc})"
+        ) from None
+    if client_ca:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"POS_OFFERS_TLS_CLIENT_CA: {client_ca} holds no PEM CA certificate ({exc})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +140,55 @@ class Settings:
     """Calls (health checks aside) this server handles at once, those still waiting for their request message
     included; more are refused at once with RESOURCE_EXHAUSTED and counted in pos_offers_rpc_dropped_total. 0 = no
     bound (each waiting call then holds memory until its connection's age ends it)."""
+    max_call_ms: int = 30_000
+    """Any call still running after this long ends DEADLINE_EXCEEDED, whatever deadline the caller set (or none):
+    well above the till path's milliseconds and an admin call's seconds, below the connection age grace."""
+    tls_cert: str = ""
+    """PEM file of the server's certificate chain: with tls_key, gRPC is served over TLS only. Reloaded on
+    SIGHUP (connections made after it get the new certificate)."""
+    tls_key: str = ""
+    """PEM file of the private key of tls_cert (unencrypted; keep it mode 0600)."""
+    tls_client_ca: str = ""
+    """PEM file of the CA(s) that sign terminals' certificates: every connection must then present one (mutual
+    TLS). A certificate's SAN URIs `urn:pos-offers:store:<id>` narrow a pos key's stores further."""
+    allow_plaintext: bool = False
+    """Serve plaintext gRPC on a non-loopback address (behind a proxy or mesh that terminates TLS). Without TLS
+    settings and without this, only a loopback listen address starts."""
     auth: bool = True
     """Every call but health checks needs an API key. `off` only for local experiments: refused unless `listen`
     is a loopback address, and logged loudly."""
     api_key_refresh_ms: int = 500
     """How often a server checks the shared API key version (a new or revoked key counts within this, plus the
     reload)."""
+    offer_uses_per_customer_per_day: int = 1
+    """Uses per member per day (UTC) of an offer whose reward is fixed per basket (bonus points, amount off), so
+    splitting a basket never earns it more often than the whole basket; 0 = no limit. Multipliers and percentages
+    follow the lines and are never limited by it."""
+    velocity_commits: int = 20
+    """A member's commits within POS_OFFERS_VELOCITY_COMMITS_WINDOW_S that raise a velocity alert; 0 = off."""
+    velocity_commits_window_s: int = 600
+    """The window of velocity_commits."""
+    velocity_stores: int = 4
+    """Different stores a member buys at within POS_OFFERS_VELOCITY_STORES_WINDOW_S that raise an alert; 0 = off."""
+    velocity_stores_window_s: int = 3_600
+    """The window of velocity_stores."""
+    velocity_returns: int = 10
+    """A member's returns and voids within POS_OFFERS_VELOCITY_RETURNS_WINDOW_S that raise an alert; 0 = off."""
+    velocity_returns_window_s: int = 86_400
+    """The window of velocity_returns."""
+    audit_flush_ms: int = 5_000
+    """How often a server sends each finished minute of refused calls (and velocity alerts) to the audit outbox in
+    Redis, from which the writer puts them in the audit table."""
+    rate_limit_per_key: int = 100
+    """Calls per second of an API key whose own rate_limit_per_second is 0, across every server (a till makes a
+    few a second at most, a store's tills sharing one key stay well under; give the app backend's key its own)."""
+    rate_limit_key_burst_s: int = 2
+    """A key's bucket holds this many seconds of its rate: the calls it may make at once after a quiet spell."""
+    rate_limit_per_customer: int = 5
+    """Calls per second about one customer (the request's customer_id or basket.customer_id), whichever keys make
+    them; 0 = no per-customer limit."""
+    rate_limit_customer_burst_s: int = 4
+    """A customer's bucket holds this many seconds of her rate (5 x 4 = 20 calls at once)."""
     demo_credentials: bool = True
     """With demo data: create one key per role and write them to DATA_DIR/demo-credentials.json (mode 0600)."""
     reflection: bool = True
@@ -193,6 +259,10 @@ class Settings:
         limits = (self.max_message_bytes, self.max_concurrent_streams, self.max_connection_idle_ms)
         if min(*limits, self.max_connection_age_ms, self.max_connection_age_grace_ms) < 1:
             raise ValueError("message, stream and connection limits must be positive")
+        if not 1 <= self.max_call_ms <= self.max_connection_age_grace_ms:
+            raise ValueError(
+                "POS_OFFERS_MAX_CALL_MS must be positive and at most POS_OFFERS_MAX_CONNECTION_AGE_GRACE_MS"
+            )
         if self.occurred_at_max_age_days * 24 <= self.occurred_at_grace_hours:
             raise ValueError(
                 "POS_OFFERS_OCCURRED_AT_MAX_AGE_DAYS must be longer than POS_OFFERS_OCCURRED_AT_GRACE_HOURS"
@@ -201,13 +271,10 @@ class Settings:
             raise ValueError("POS_OFFERS_REDIS_MAX_CONNECTIONS and POS_OFFERS_REDIS_POOL_TIMEOUT_MS must be positive")
         if not self.auth and not is_loopback(self.listen):
             raise ValueError(f"POS_OFFERS_AUTH=off is refused unless POS_OFFERS_LISTEN is loopback (is {self.listen})")
-        if not 100 <= self.api_key_refresh_ms <= 1_000:
-            raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
         if self.max_concurrent_rpcs < 0:
             raise ValueError("POS_OFFERS_MAX_CONCURRENT_RPCS must be 0 (no bound) or positive")
-        for name in ("app_profile_fields", "pos_profile_fields"):
-            if not all(part.strip() for part in getattr(self, name).split(",")):
-                raise ValueError(f"POS_OFFERS_{name.upper()} must be comma-separated CustomerProfile field names")
+        self._validate_transport()
+        self._validate_access()
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:
@@ -219,6 +286,39 @@ class Settings:
         if 0 < self.points_expire_after_days <= self.points_pending_days:
             # Otherwise an idle member's points would expire before she could ever spend them.
             raise ValueError("POS_OFFERS_POINTS_EXPIRE_AFTER_DAYS must be longer than POS_OFFERS_POINTS_PENDING_DAYS")
+
+    def _validate_access(self) -> None:
+        """Keys, profile fields by role, audit, fraud guards and rate limits."""
+        if not 100 <= self.api_key_refresh_ms <= 1_000:
+            raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
+        for name in ("app_profile_fields", "pos_profile_fields"):
+            if not all(part.strip() for part in getattr(self, name).split(",")):
+                raise ValueError(f"POS_OFFERS_{name.upper()} must be comma-separated CustomerProfile field names")
+        guards = (self.offer_uses_per_customer_per_day, self.velocity_commits, self.velocity_stores)
+        windows = (self.velocity_commits_window_s, self.velocity_stores_window_s, self.velocity_returns_window_s)
+        if min(*guards, self.velocity_returns) < 0 or min(windows) < 1:
+            raise ValueError("fraud guard thresholds must not be negative, and their windows must be positive")
+        if not 100 <= self.audit_flush_ms <= 60_000:
+            raise ValueError("POS_OFFERS_AUDIT_FLUSH_MS must be between 100 and 60000")
+        if not 1 <= self.rate_limit_per_key <= 1_000_000 or not 0 <= self.rate_limit_per_customer <= 1_000_000:
+            raise ValueError(
+                "POS_OFFERS_RATE_LIMIT_PER_KEY must be 1..1000000 and POS_OFFERS_RATE_LIMIT_PER_CUSTOMER 0..1000000"
+            )
+        if not 1 <= self.rate_limit_key_burst_s <= 3_600 or not 1 <= self.rate_limit_customer_burst_s <= 3_600:
+            raise ValueError("POS_OFFERS_RATE_LIMIT_KEY_BURST_S and ..._CUSTOMER_BURST_S must be 1..3600 seconds")
+
+    def _validate_transport(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("POS_OFFERS_TLS_CERT and POS_OFFERS_TLS_KEY go together: set both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("POS_OFFERS_TLS_CLIENT_CA needs POS_OFFERS_TLS_CERT and POS_OFFERS_TLS_KEY (mutual TLS)")
+        if not self.tls_cert and not self.allow_plaintext and not is_loopback(self.listen):
+            raise ValueError(
+                f"plaintext gRPC is refused on non-loopback POS_OFFERS_LISTEN={self.listen}: set POS_OFFERS_TLS_CERT "
+                "and POS_OFFERS_TLS_KEY, listen on loopback, or set POS_OFFERS_ALLOW_PLAINTEXT=1 behind a TLS proxy"
+            )
+        if self.tls_cert:
+            check_tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)
 
     def rules(self) -> Rules:
         """The rules the use cases apply, from these settings."""
@@ -235,6 +335,24 @@ class Settings:
             occurred_at_max_age=timedelta(days=self.occurred_at_max_age_days),
             clock_skew=timedelta(seconds=self.clock_skew_seconds),
             write_attempts=self.commit_max_attempts,
+            guards=FraudGuards(
+                offer_uses_per_day=self.offer_uses_per_customer_per_day,
+                velocity_commits=self.velocity_commits,
+                velocity_commits_window_s=self.velocity_commits_window_s,
+                velocity_stores=self.velocity_stores,
+                velocity_stores_window_s=self.velocity_stores_window_s,
+                velocity_returns=self.velocity_returns,
+                velocity_returns_window_s=self.velocity_returns_window_s,
+            ),
+        )
+
+    def rate_limits(self) -> RateLimits:
+        """The per-key and per-customer rate limits, from these settings."""
+        return RateLimits(
+            per_key=self.rate_limit_per_key,
+            key_burst_seconds=self.rate_limit_key_burst_s,
+            per_customer=self.rate_limit_per_customer,
+            customer_burst_seconds=self.rate_limit_customer_burst_s,
         )
 
     @property

@@ -9,6 +9,17 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from domain.model import PurchaseKey
+
+
+def scoped(purchase: PurchaseKey, *more: str) -> str:
+    """A purchase (and what follows, a return id) in a key: "<len(store)>:<store>:<transaction>", the transaction
+    also length-prefixed when more follows, so store "a:b" with transaction "c" is never store "a" with "b:c"."""
+    head = f"{len(purchase.store_id)}:{purchase.store_id}:"
+    if not more:
+        return head + purchase.transaction_id
+    return head + f"{len(purchase.transaction_id)}:{purchase.transaction_id}:" + ":".join(more)
+
 
 @dataclass(frozen=True, slots=True)
 class CustomerKeys:
@@ -35,17 +46,36 @@ class CustomerKeys:
     unwritten: str
     """Her partition's hash customer id -> her records in the outbox not yet written to SQL (see OutboxKeys)."""
 
-    def transaction(self, transaction_id: str) -> str:
-        """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
+    def transaction(self, purchase: PurchaseKey) -> str:
+        """Hash {digest, receipt}: the stored receipt of one committed purchase, kept for the retention window."""
+        return f"{self.profile}:p:{scoped(purchase)}"
+
+    def returned(self, purchase: PurchaseKey) -> str:
+        """Hash line_id -> quantity returned so far, of one purchase (kept as long as its receipt)."""
+        return f"{self.profile}:pret:{scoped(purchase)}"
+
+    def return_record(self, purchase: PurchaseKey, return_id: str) -> str:
+        """Hash {digest, receipt}: the stored receipt of one return of the purchase, for replays."""
+        return f"{self.profile}:prtn:{scoped(purchase, return_id)}"
+
+    def legacy_transaction(self, transaction_id: str) -> str:
+        """The stored receipt as servers before store-scoped ids kept it (by transaction id alone): read, never
+        written, so a sale retried across the upgrade still replays. Gone after one retention window."""
         return self.profile + ":txn:" + transaction_id
 
-    def returned(self, transaction_id: str) -> str:
-        """Hash line_id -> quantity returned so far, of one purchase (kept as long as its receipt)."""
-        return self.profile + ":ret:" + transaction_id
-
-    def return_record(self, return_id: str) -> str:
-        """Hash {digest, receipt}: the stored receipt of one return, for replays."""
+    def legacy_return_record(self, return_id: str) -> str:
+        """A return's stored receipt as servers before store-scoped ids kept it (by return id alone): read only."""
         return self.profile + ":rtn:" + return_id
+
+    def offer_uses_by_day(self) -> str:
+        """Hash "<offer_id>@<YYYYMMDD>" -> her uses that day (UTC) of offers limited per day; days before yesterday
+        are pruned by the commit that counts a new use, and the hash expires two days after the last one."""
+        return self.profile + ":uday"
+
+    def velocity(self, kind: str, bucket: str) -> str:
+        """Her velocity counter of one window (kind "commits", "returns": a count; "stores": a set of store ids),
+        expiring with the window; `bucket` numbers the window (epoch seconds // window length)."""
+        return f"{self.profile}:vel:{kind}:{bucket}"
 
     def state(self) -> list[str]:
         """Her own keys of every request (not the transactions', not the shared outbox)."""
@@ -119,13 +149,26 @@ class Keys:
     def outbox_keys(self) -> list[OutboxKeys]:
         return [OutboxKeys(self.outbox(p), self.unwritten(p), self.outbox(p) + ":dead") for p in range(self.partitions)]
 
-    def transaction_claim(self, transaction_id: str) -> str:
-        """String "<customer_id>": makes a transaction id unique across customers."""
-        return f"{self.prefix}:{{t}}:claim:{transaction_id}"
+    def audit_outbox(self) -> OutboxKeys:
+        """Stream of audit events of the till path (refused calls per key and minute, velocity alerts), in a slot
+        of its own, drained into SQL's audit table by the writer like a partition's outbox (its "unwritten" hash
+        stays empty: its entries belong to no customer)."""
+        tag = f"{self.prefix}:{{audit}}"
+        return OutboxKeys(tag + ":outbox", tag + ":unwritten", tag + ":outbox:dead")
 
-    def return_claim(self, return_id: str) -> str:
-        """String "<customer_id>": makes a return id unique across customers, like transaction ids."""
-        return f"{self.prefix}:{{t}}:rclaim:{return_id}"
+    def writer_outboxes(self) -> list[OutboxKeys]:
+        """Every stream the writer drains: the partitions' outboxes, then the audit outbox."""
+        return [*self.outbox_keys(), self.audit_outbox()]
+
+    def transaction_claim(self, purchase: PurchaseKey) -> str:
+        """String "<customer_id>": makes a purchase, a store's transaction id, one customer's. Until store-scoped
+        ids it was "{t}:claim:<transaction id>" (unique across stores too); those claims expire unread."""
+        return f"{self.prefix}:{{t}}:pclaim:{scoped(purchase)}"
+
+    def return_claim(self, purchase: PurchaseKey, return_id: str) -> str:
+        """String "<customer_id>": makes a return id of a purchase one customer's, like the purchase's claim (until
+        store-scoped ids "{t}:rclaim:<return id>", unique across purchases)."""
+        return f"{self.prefix}:{{t}}:prclaim:{scoped(purchase, return_id)}"
 
     def offer_redemptions(self, offer_id: str) -> str:
         """Counter of an offer's redemptions across all customers (its total budget)."""
@@ -140,3 +183,10 @@ class Keys:
 
     def api_keys_version(self) -> str:
         return f"{self.prefix}:apikeys:version"
+
+    def rate_bucket(self, kind: str, owner: str) -> str:
+        """Hash {m, t}: one token bucket (store/lua/take_rate_tokens.lua), `kind` "key" (owner: a key id) or
+        "customer" (owner: a customer id). Expires when full again. Every bucket shares the one hash tag `{rl}`, so
+        one script takes from a key's bucket and a customer's atomically on Redis Cluster too (that slot's node
+        then serves every call's limit check: see docs/decisions.md)."""
+        return f"{self.prefix}:{{rl}}:{kind}:{owner}"

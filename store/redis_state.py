@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from domain.model import CustomerState
+from domain.model import CustomerState, PurchaseKey
 from domain.spend import last_12_months, month_key
 from store.keys import CustomerKeys, Keys
 from store.records import (
@@ -24,6 +24,7 @@ from store.records import (
     dump_record,
     load_record,
 )
+from store.redis_guards import GuardParams, day_key
 from store.redis_limits import RedisLimits
 from store.redis_profile import ProfileField, display_fields, epoch_ms, parse_profile, snapshot_fields
 from store.scripts import lua
@@ -37,6 +38,7 @@ from usecases.ports import (
     ReturnRead,
     StoredTransaction,
 )
+from usecases.rules import FraudGuards
 from usecases.snapshot import CustomerSnapshot
 
 
@@ -72,6 +74,12 @@ def _text(raw: bytes | None) -> str:
     return raw.decode() if raw is not None else ""
 
 
+def _stored(pair: Sequence[bytes | None]) -> StoredTransaction | None:
+    """A {digest, receipt} hash read with HMGET: None when it is not there."""
+    digest, receipt = pair
+    return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
+
+
 def _read_state(pipe: Any, ck: CustomerKeys, now: datetime) -> None:
     """Queues the reads of her state that parse_profile takes, in its order (_STATE_READS replies)."""
     pipe.hgetall(ck.profile)
@@ -79,14 +87,18 @@ def _read_state(pipe: Any, ck: CustomerKeys, now: datetime) -> None:
     pipe.hgetall(ck.offer_uses)
     pipe.hmget(ck.spend, last_12_months(now))
     pipe.hgetall(ck.pending)
+    pipe.hgetall(ck.offer_uses_by_day())
 
 
-_STATE_READS = 5
+_STATE_READS = 6
 
 
 def _parse_state(customer_id: str, replies: Sequence[Any], now: datetime) -> CustomerState | None:
-    profile, categories, uses, spend, pending = replies[:_STATE_READS]
-    return parse_profile(customer_id, profile, categories, uses, spend, pending, now)
+    profile, categories, uses, spend, pending, by_day = replies[:_STATE_READS]
+    state = parse_profile(customer_id, profile, categories, uses, spend, pending, now)
+    suffix = "@" + day_key(now)
+    today = {k.decode().removesuffix(suffix): int(v) for k, v in by_day.items() if k.decode().endswith(suffix)}
+    return dataclasses.replace(state, offer_uses_today=today) if state is not None and today else state
 
 
 class CustomerStore:
@@ -98,8 +110,10 @@ class CustomerStore:
         receipt_retention_s: int,
         limits: RedisLimits | None = None,
         observe: Callable[[str], AbstractContextManager[None]] | None = None,
+        guards: GuardParams | None = None,
     ) -> None:
         self._redis = client
+        self._guards = guards or GuardParams(FraudGuards(), b"")
         # Wraps every Redis call with the caller's timing, error counting and tracing, by operation name.
         self._observe = observe or (lambda operation: nullcontext())
         self.keys = keys
@@ -127,19 +141,21 @@ class CustomerStore:
         self,
         customer_id: str,
         *,
-        transaction_id: str = "",
+        purchase: PurchaseKey | None = None,
         budget_offer_ids: Sequence[str] = (),
         now: datetime | None = None,
     ) -> CustomerRead:
         """One round trip, writing nothing: profile, categories, offer uses, spend, pending points, the budget counters
-        asked for; with a transaction id also its stored receipt and who claimed it (see `claim_transaction`)."""
+        asked for; with a purchase also its stored receipt (and one stored by transaction id alone before
+        store-scoped ids) and who claimed it (see `claim_transaction`)."""
         k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
         _read_state(pipe, ck, now)
-        if transaction_id:
-            pipe.get(k.transaction_claim(transaction_id))
-            pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
+        if purchase is not None:
+            pipe.get(k.transaction_claim(purchase))
+            pipe.hmget(ck.transaction(purchase), "digest", "receipt")
+            pipe.hmget(ck.legacy_transaction(purchase.transaction_id), "digest", "receipt")
         for offer_id in budget_offer_ids:
             pipe.get(k.offer_redemptions(offer_id))
         with self._observe("read"):
@@ -151,41 +167,45 @@ class CustomerStore:
             if count is None:
                 lost.append(offer_id)  # shown as nothing used until rebuilt (see OffersApp._read)
             used[offer_id] = int(count or 0)
-        if not transaction_id:
+        if purchase is None:
             return CustomerRead(state, redemptions_used=used, lost_budgets=tuple(lost))
-        owner, (digest, receipt) = results[_STATE_READS : _STATE_READS + 2]
-        stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
-        return CustomerRead(state, stored, owner.decode() if owner is not None else None, used, tuple(lost))
+        owner, stored, legacy = results[_STATE_READS : _STATE_READS + 3]
+        return CustomerRead(
+            state,
+            _stored(stored),
+            owner.decode() if owner is not None else None,
+            used,
+            tuple(lost),
+            legacy=_stored(legacy),
+        )
 
     async def read_for_return(
-        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime | None = None
+        self, customer_id: str, purchase: PurchaseKey, return_id: str, *, now: datetime | None = None
     ) -> ReturnRead:
         """One round trip, writing nothing: the customer, the purchase's receipt and returned quantities and who
-        claimed its transaction id, this return's receipt and who claimed the return id (see `claim_return`)."""
+        claimed it, this return's receipt (also as stored by return id alone before store-scoped ids) and who
+        claimed the return id (see `claim_return`)."""
         k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
         _read_state(pipe, ck, now)
-        pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
-        pipe.hgetall(ck.returned(transaction_id))
-        pipe.hmget(ck.return_record(return_id), "digest", "receipt")
-        pipe.get(k.transaction_claim(transaction_id))
-        pipe.get(k.return_claim(return_id))
+        pipe.hmget(ck.transaction(purchase), "digest", "receipt")
+        pipe.hgetall(ck.returned(purchase))
+        pipe.hmget(ck.return_record(purchase, return_id), "digest", "receipt")
+        pipe.get(k.transaction_claim(purchase))
+        pipe.get(k.return_claim(purchase, return_id))
+        pipe.hmget(ck.legacy_return_record(return_id), "digest", "receipt")
         with self._observe("read_for_return"):
             results = await pipe.execute()
-        purchase, returned, stored, owner, return_owner = results[_STATE_READS:]
-
-        def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
-            digest, receipt = pair
-            return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
-
+        receipt, returned, stored, owner, return_owner, legacy = results[_STATE_READS:]
         return ReturnRead(
             state=_parse_state(customer_id, results, now),
-            purchase=stored_of(purchase),
+            purchase=_stored(receipt),
             returned={line.decode(): int(qty) for line, qty in returned.items()},
-            stored=stored_of(stored),
+            stored=_stored(stored),
             owner=owner.decode() if owner is not None else None,
             return_owner=return_owner.decode() if return_owner is not None else None,
+            legacy=_stored(legacy),
         )
 
     async def apply_return(
@@ -216,13 +236,19 @@ class CustomerStore:
             returned_after=dict(sorted(returned_after.items())),
             ledger_entries=[_entry(e, committed) for e in record.ledger],
             offers_lost=record.offers_lost,
+            guards=self._guards.params(record.customer_id, now),
             void_categories=sorted(set(void_categories)),
             added_categories=sorted(set(added_categories)),
             now_ms=epoch_ms(now),
             retention_s=self._retention_s,
             ledger_keep=self._limits.ledger_keep,
         )
-        keys = ck.script_keys(ck.returned(record.transaction_id), ck.return_record(record.return_id))
+        purchase = PurchaseKey(record.store_id, record.transaction_id)
+        keys = ck.script_keys(
+            ck.returned(purchase),
+            ck.return_record(purchase, record.return_id),
+            *self._guards.return_keys(ck, purchase, now),
+        )
         args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("return"):
             reply: list[bytes] = await self._return(keys=keys, args=args)
@@ -230,7 +256,8 @@ class CustomerStore:
         if status == "replay":
             return CommitResult("replay", receipt=reply[1])
         if status == "ok":
-            return CommitResult("ok", written_at_ms=int(reply[1].split(b"-")[0]))
+            alerts = tuple(kind.decode() for kind in reply[2:])
+            return CommitResult("ok", written_at_ms=int(reply[1].split(b"-")[0]), alerts=alerts)
         if status in ("digest_mismatch", "missing", "stale"):
             return CommitResult(_PLAIN_STATUSES[status])
         raise RuntimeError(f"return script returned {status!r}")
@@ -302,8 +329,8 @@ class CustomerStore:
             await self._offer_outbox(keys=[stream], args=[needle, self._limits.outbox_scan_limit], client=pipe)
         with self._observe("offer_in_outbox"):
             replies: list[list[Any]] = await pipe.execute()
-        purchases: list[str] = []
-        returns: list[str] = []
+        purchases: list[PurchaseKey] = []
+        returns: list[PurchaseKey] = []
         for reply in replies:
             if int(reply[0]) < 0:
                 return None
@@ -313,21 +340,21 @@ class CustomerStore:
                 except (KeyError, ValueError, TypeError):
                     continue  # the writer parks it with the dead letters: it never reaches SQL either
                 if isinstance(record, PurchaseRecord) and any(a.offer_id == offer_id for a in record.applied_offers):
-                    purchases.append(record.transaction_id)
+                    purchases.append(PurchaseKey(record.store_id, record.transaction_id))
                 elif isinstance(record, ReturnRecord) and offer_id in record.offers_lost:
-                    returns.append(record.transaction_id)
+                    returns.append(PurchaseKey(record.store_id, record.transaction_id))
         return OfferOutbox(tuple(purchases), tuple(returns))
 
-    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
-        """Claims a transaction id for a customer unless another holds it (for the retention window): one round
-        trip. Returns the customer who holds it after the call (hers, unless another claimed it first)."""
+    async def claim_transaction(self, purchase: PurchaseKey, customer_id: str) -> str:
+        """Claims a purchase (a store's transaction id) for a customer unless another holds it (for the retention
+        window): one round trip. Returns the customer who holds it after the call (hers, unless another was first)."""
         with self._observe("claim_transaction"):
-            return await self._claim(self.keys.transaction_claim(transaction_id), customer_id)
+            return await self._claim(self.keys.transaction_claim(purchase), customer_id)
 
-    async def claim_return(self, return_id: str, customer_id: str) -> str:
-        """Claims a return id for a customer, like `claim_transaction`; returns who holds it after the call."""
+    async def claim_return(self, purchase: PurchaseKey, return_id: str, customer_id: str) -> str:
+        """Claims a return id of a purchase for a customer, like `claim_transaction`; returns who holds it."""
         with self._observe("claim_return"):
-            return await self._claim(self.keys.return_claim(return_id), customer_id)
+            return await self._claim(self.keys.return_claim(purchase, return_id), customer_id)
 
     async def _claim(self, key: str, customer_id: str) -> str:
         pipe = self._redis.pipeline(transaction=True)  # MULTI: the GET sees this SET or the one that won
@@ -344,11 +371,13 @@ class CustomerStore:
         receipt: bytes,
         occurred_at: datetime,
         now: datetime | None = None,
+        day_limited: Sequence[str] = (),
     ) -> CommitResult:
         """Applies a purchase evaluated on `expected_version` of her profile, with its write-behind record; the
         receipt is stored and goes beside the record (the record's own receipt_b64 is not sent)."""
         ck = self.keys.customer(record.customer_id)
         committed = datetime.fromisoformat(record.committed_at)
+        now = now or datetime.now(UTC)
         params = _params(
             customer_id=record.customer_id,
             digest=record.request_digest,
@@ -364,17 +393,23 @@ class CustomerStore:
             basket_categories=sorted({line.category for line in record.lines}),
             ledger_entries=[_entry(e, committed) for e in record.ledger],
             offers_applied=[a.offer_id for a in record.applied_offers],
-            now_ms=epoch_ms(now or datetime.now(UTC)),
+            day_limited=list(day_limited),
+            guards=self._guards.params(record.customer_id, now, record.store_id),
+            now_ms=epoch_ms(now),
             retention_s=self._retention_s,
             ledger_keep=self._limits.ledger_keep,
             spend_retention_s=self._limits.spend_retention_s,
             category_window_s=self._limits.recent_category_window_s,
         )
-        keys = ck.script_keys(ck.transaction(record.transaction_id))
+        keys = ck.script_keys(
+            ck.transaction(PurchaseKey(record.store_id, record.transaction_id)), *self._guards.commit_keys(ck, now)
+        )
         args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
         status = reply[0].decode()
+        if status == "ok":
+            return CommitResult("ok", alerts=tuple(kind.decode() for kind in reply[1:]))
         if status == "replay":
             return CommitResult("replay", receipt=reply[1])
         if status == "insufficient":
@@ -401,17 +436,17 @@ class CustomerStore:
                 restored.append({"key": keys.index(key) + 1, "ttl": ttl, "count": len(pairs)})
                 values.extend(v for pair in pairs for v in pair)
 
-        ttl_of: dict[str, int] = {}
+        ttl_of: dict[PurchaseKey, int] = {}
         for receipt in snapshot.receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
-            ttl_of[receipt.transaction_id] = ttl
+            ttl_of[receipt.purchase] = ttl
             restore(
-                ck.transaction(receipt.transaction_id),
+                ck.transaction(receipt.purchase),
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
-        for transaction_id, lines in snapshot.returned.items():
-            restore(ck.returned(transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
+        for purchase, lines in snapshot.returned.items():
+            restore(ck.returned(purchase), ttl_of.get(purchase, 0), sorted(lines.items()))
         spend = sorted((month, str(v)) for month, v in snapshot.spend_by_month.items())
         restore(ck.spend, self._limits.spend_retention_s, spend)
         pending: dict[int, int] = {}
@@ -427,7 +462,7 @@ class CustomerStore:
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
-                ck.return_record(receipt.transaction_id),
+                ck.return_record(receipt.purchase, receipt.return_id),
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
@@ -507,7 +542,7 @@ class CustomerStore:
         base, raw = await pipe.execute()
         return int(base or 0), [json.loads(item) for item in raw]
 
-    async def forget_customer(self, customer_id: str, transaction_ids: Sequence[str] = ()) -> None:
+    async def forget_customer(self, customer_id: str, purchases: Sequence[PurchaseKey] = ()) -> None:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
         ck = self.keys.customer(customer_id)
-        await self._redis.delete(*ck.state(), *(ck.transaction(t) for t in transaction_ids))
+        await self._redis.delete(*ck.state(), *(ck.transaction(p) for p in purchases))

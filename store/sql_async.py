@@ -9,13 +9,21 @@ from datetime import datetime
 from typing import TypeVar
 
 from domain.access import ApiKey
-from domain.model import Store
+from domain.model import PurchaseKey, Store
 from store.sql_api_keys import SqlApiKeys
+from store.sql_audit import SqlAuditLog
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import OfferTuple, SqlCatalog
 from store.sql_profile import SqlProfiles
 from telemetry.observe import sql_call
-from usecases.ports import TIER_POLICY, CatalogRecords, StoredApiKey, StoredOffer
+from usecases.ports import (
+    TIER_POLICY,
+    AuditEvent,
+    AuditPosition,
+    CatalogRecords,
+    StoredApiKey,
+    StoredOffer,
+)
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 T = TypeVar("T")
@@ -46,7 +54,11 @@ class SqlProfileStore:
         )
 
     async def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+        self,
+        offer_id: str,
+        *,
+        pending_purchases: Sequence[PurchaseKey] = (),
+        pending_returns: Sequence[PurchaseKey] = (),
     ) -> int:
         return await _in_thread(
             "offer_redemptions",
@@ -55,11 +67,11 @@ class SqlProfileStore:
             ),
         )
 
-    async def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None:
-        return await _in_thread("load_purchase", lambda: self._sql.get_purchase_receipt(transaction_id))
+    async def get_purchase_receipt(self, purchase: PurchaseKey) -> StoredReceipt | None:
+        return await _in_thread("load_purchase", lambda: self._sql.get_purchase_receipt(purchase))
 
-    async def returned_quantities(self, transaction_id: str) -> dict[str, int]:
-        return await _in_thread("load_purchase", lambda: self._sql.returned_quantities(transaction_id))
+    async def returned_quantities(self, purchase: PurchaseKey) -> dict[str, int]:
+        return await _in_thread("load_purchase", lambda: self._sql.returned_quantities(purchase))
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
         return await _in_thread(
@@ -127,3 +139,21 @@ class SqlApiKeyStore:
 
     async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey | None:
         return await _in_thread("revoke_api_key", lambda: self._sql.revoke(key_id, at))
+
+
+class SqlAuditStore:
+    """AuditLog: the audit table, appended to by admin calls (synchronously, off the till path) and read by
+    ListAuditEvents."""
+
+    def __init__(self, log: SqlAuditLog) -> None:
+        self._sql = log
+
+    async def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        await _in_thread("append_audit", lambda: self._sql.append(events))
+
+    async def audit_events(
+        self, *, since: datetime | None, key_id: str, after: AuditPosition | None, limit: int
+    ) -> list[AuditEvent]:
+        return await _in_thread(
+            "read_audit", lambda: self._sql.page(since=since, key_id=key_id, after=after, limit=limit)
+        )

@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from domain.access import ApiKey
-from domain.model import CustomerState, Offer, PurchaseFacts, Receipt, ReturnOutcome, Store, TierRule
+from domain.limits import Bucket, Refusal
+from domain.model import CustomerState, Offer, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome, Store, TierRule
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 TIER_POLICY = "tier_policy"  # the setting that holds the tier policy
@@ -31,10 +32,13 @@ class StoredTransaction:
 @dataclass(frozen=True, slots=True)
 class CustomerRead:
     state: CustomerState | None  # None: Redis does not hold this customer (never seen, or lost)
-    stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
-    claim_owner: str | None = None  # customer who holds the asked-for transaction id
+    stored: StoredTransaction | None = None  # the receipt of the asked-for purchase, if committed
+    claim_owner: str | None = None  # customer who holds the asked-for purchase (store, transaction id)
     redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
     lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
+    # A receipt of hers stored under the transaction id alone (servers before store-scoped ids): a replay only
+    # when the request's digest matches (it then named the same store); gone after one retention window.
+    legacy: StoredTransaction | None = None
 
 
 HydrateResult = Literal["rebuilt", "present", "pending"]
@@ -46,8 +50,9 @@ class ReturnRead:
     purchase: StoredTransaction | None  # the purchase's stored receipt, while Redis keeps it
     returned: dict[str, int]  # line_id -> quantity returned so far
     stored: StoredTransaction | None  # this return's receipt, if it was already applied
-    owner: str | None = None  # customer who committed the transaction id (while its claim lives)
-    return_owner: str | None = None  # customer who claimed the return id (this one, unless another took it)
+    owner: str | None = None  # customer who committed the purchase (while its claim lives)
+    return_owner: str | None = None  # customer who claimed the purchase's return id (this one, unless another did)
+    legacy: StoredTransaction | None = None  # a return of hers stored under the return id alone (see CustomerRead)
 
 
 BudgetReservation = Literal["reserved", "sold_out", "lost"]
@@ -57,8 +62,8 @@ BudgetReservation = Literal["reserved", "sold_out", "lost"]
 class OfferOutbox:
     """Records of an offer still in the outbox streams, found when its budget counter has to be rebuilt."""
 
-    purchases: tuple[str, ...]  # transaction ids of purchases that applied the offer
-    returns: tuple[str, ...]  # transaction ids of purchases a return took it back from whole
+    purchases: tuple[PurchaseKey, ...]  # purchases that applied the offer
+    returns: tuple[PurchaseKey, ...]  # purchases a return took it back from whole
 
 
 CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
@@ -70,6 +75,7 @@ class CommitResult:
     receipt: bytes = b""  # the stored receipt, on replay
     available: int = 0  # the spendable points that refused a redemption, on insufficient
     written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
+    alerts: tuple[str, ...] = ()  # velocity thresholds this write reached first in their window ("commits" ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,30 +106,30 @@ class CustomerHotState(Protocol):
         self,
         customer_id: str,
         *,
-        transaction_id: str = "",
+        purchase: PurchaseKey | None = None,
         budget_offer_ids: Sequence[str] = (),
         now: datetime,
     ) -> CustomerRead:
-        """Her state, the budget counters asked for and, with a transaction id, its stored receipt and the
-        customer holding its claim. Writes nothing."""
+        """Her state, the budget counters asked for and, with a purchase, its stored receipt and the customer
+        holding its claim. Writes nothing."""
         ...
 
-    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
-        """Claims a transaction id for a customer unless another holds it; returns the holder."""
+    async def claim_transaction(self, purchase: PurchaseKey, customer_id: str) -> str:
+        """Claims a purchase (a store's transaction id) for a customer unless another holds it; returns the holder."""
         ...
 
     async def read_for_return(
-        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime
+        self, customer_id: str, purchase: PurchaseKey, return_id: str, *, now: datetime
     ) -> ReturnRead: ...
 
-    async def claim_return(self, return_id: str, customer_id: str) -> str:
-        """Claims a return id for a customer unless another holds it; returns the holder."""
+    async def claim_return(self, purchase: PurchaseKey, return_id: str, customer_id: str) -> str:
+        """Claims a return id of a purchase for a customer unless another holds it; returns the holder."""
         ...
 
     async def commit_purchase(
         self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
     ) -> CommitResult:
-        """Applies a purchase evaluated on state `expected_version`, exactly once per transaction id."""
+        """Applies a purchase evaluated on state `expected_version`, exactly once per (store, transaction id)."""
         ...
 
     async def apply_return(
@@ -132,12 +138,15 @@ class CustomerHotState(Protocol):
         facts: PurchaseFacts,
         *,
         return_id: str,
+        returning_store_id: str,
         digest: str,
         receipt_bytes: bytes,
         voided: bool,
         expected_version: int,
         now: datetime,
-    ) -> CommitResult: ...
+    ) -> CommitResult:
+        """Applies a return of the purchase `facts` tell, exactly once per (store, transaction id, return id)."""
+        ...
 
     async def expire_points(
         self, customer_id: str, *, cutoff: datetime, last_purchase_at: datetime, expected_version: int, now: datetime
@@ -215,12 +224,16 @@ class ProfileStore(Protocol):
     ) -> CustomerSnapshot | None: ...
 
     async def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+        self,
+        offer_id: str,
+        *,
+        pending_purchases: Sequence[PurchaseKey] = (),
+        pending_returns: Sequence[PurchaseKey] = (),
     ) -> int: ...
 
-    async def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None: ...
+    async def get_purchase_receipt(self, purchase: PurchaseKey) -> StoredReceipt | None: ...
 
-    async def returned_quantities(self, transaction_id: str) -> dict[str, int]: ...
+    async def returned_quantities(self, purchase: PurchaseKey) -> dict[str, int]: ...
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]: ...
 
@@ -251,7 +264,14 @@ class ReceiptCodec(Protocol):
     def facts(self, purchase_receipt: bytes) -> PurchaseFacts: ...
 
     def return_receipt(
-        self, outcome: ReturnOutcome, *, return_id: str, facts: PurchaseFacts, voided: bool, at: datetime
+        self,
+        outcome: ReturnOutcome,
+        *,
+        return_id: str,
+        returning_store_id: str,
+        facts: PurchaseFacts,
+        voided: bool,
+        at: datetime,
     ) -> bytes: ...
 
 
@@ -265,3 +285,53 @@ class OfferCodec(Protocol):
     def tier_policy(self, rules: Sequence[TierRule]) -> str: ...
 
     def tier_rules(self, value: str) -> tuple[TierRule, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One entry of the append-only audit log (usecases/audit.py): who did what to what, when, from where."""
+
+    event_id: str  # unique; a record delivered twice is written once
+    occurred_at: datetime  # aggregated events: the start of their minute
+    action: str  # "OfferAdmin/UpsertOffer", "refused.unauthenticated", "velocity.commits" ...
+    key_id: str = ""  # "" when no valid key was presented
+    key_name: str = ""
+    target: str = ""  # the offer, store, customer (hashed for velocity) or key acted on
+    peer: str = ""
+    request_id: str = ""
+    outcome: str = ""  # the gRPC status name ("OK", "PERMISSION_DENIED" ...)
+    detail: str = "{}"  # JSON of safe facts: never a secret, a name or contact data
+    count: int = 1  # how many calls an aggregated event stands for
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPosition:
+    """Where a page of the audit log ended (keyset paging: oldest first by time, then id)."""
+
+    occurred_at: datetime
+    event_id: str
+
+
+class AuditLog(Protocol):
+    """The audit log of record (SQL): appended to, never updated or deleted; read by the admin API."""
+
+    async def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    async def audit_events(
+        self, *, since: datetime | None, key_id: str, after: AuditPosition | None, limit: int
+    ) -> list[AuditEvent]: ...
+
+
+class AuditOutbox(Protocol):
+    """Audit events on their way to SQL through Redis and the writer: refusals and alerts of the till path,
+    which must never wait for SQL."""
+
+    async def append_audit_outbox(self, events: Sequence[AuditEvent]) -> None: ...
+
+
+class RateBuckets(Protocol):
+    """Token buckets shared by every server (Redis). Raises domain.errors.Unavailable when they cannot be checked."""
+
+    async def take(self, buckets: Sequence[Bucket]) -> Refusal | None:
+        """One token from each of `buckets` if every one has a token (then None), else from none (the refusal)."""
+        ...

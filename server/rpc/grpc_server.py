@@ -10,11 +10,14 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 
 from server.bootstrap import Components
 from server.config import Settings
+from server.rpc.audit import AdminAudit
 from server.rpc.authorization import Guard
 from server.rpc.dropped_calls import CoreDrops
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
 from server.rpc.profile_fields import ProfileFields
+from server.rpc.rate_limiting import RateGate
 from server.rpc.servicers import AdminServicer, OfferServicer
+from server.rpc.transport import ServerCertificates, certificate_stores
 
 SERVICES = (
     offer_service_pb2.DESCRIPTOR.services_by_name["OfferService"],
@@ -30,11 +33,16 @@ def profile_fields(settings: Settings) -> ProfileFields:
 
 def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer, CoreDrops]:
     settings = c.settings
+    narrowing = certificate_stores if settings.tls_client_ca else None  # mutual TLS: certificates name stores
+    guard = Guard(c.key_ring, narrowing) if settings.auth else None
     interceptor = ServerInterceptor(
-        guard=Guard(c.key_ring) if settings.auth else None,
+        guard=guard,
         access_log=settings.access_log,
         facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        max_call_s=settings.max_call_ms / 1000,
+        audit=AdminAudit(c.audit, c.refusals, guard, c.clock),
+        limits=RateGate(c.rate_limiter),
     )
     drops = CoreDrops(lambda: interceptor.received)
     options = [
@@ -54,7 +62,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer, CoreDr
         OfferServicer(c.offers, c.commits, c.returns, c.customers, profile_fields(settings)), server
     )
     admin_service_pb2_grpc.add_OfferAdminServicer_to_server(
-        AdminServicer(c.admin, c.customers, c.expiry, c.api_keys), server
+        AdminServicer(c.admin, c.customers, c.expiry, c.api_keys, c.audit), server
     )
     initialize_rpc_metrics(SERVICES)
     health = HealthServicer()
@@ -63,6 +71,15 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer, CoreDr
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
     return server, health, drops
+
+
+def listen(server: grpc.aio.Server, settings: Settings) -> tuple[int, ServerCertificates | None]:
+    """Binds the listen address: TLS (mutual with a client CA) when certificates are set, else plaintext (which
+    the settings allow only on loopback or with POS_OFFERS_ALLOW_PLAINTEXT). (port, the reloadable certificates)."""
+    if not settings.tls_cert:
+        return server.add_insecure_port(settings.listen), None
+    certificates = ServerCertificates(settings)
+    return server.add_secure_port(settings.listen, certificates.credentials()), certificates
 
 
 async def set_health(health: HealthServicer, *, till: bool, admin: bool) -> None:

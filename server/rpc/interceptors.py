@@ -28,6 +28,7 @@ from domain.access import ApiKey
 from domain.errors import (
     AlreadyExists,
     Conflict,
+    DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -37,7 +38,10 @@ from domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from domain.limits import RateLimited
+from server.rpc.audit import AdminAudit
 from server.rpc.authorization import CALLER, Guard
+from server.rpc.rate_limiting import RateGate, retry_trailers
 from telemetry import metrics, tracing
 from telemetry.logs import REQUEST_ID
 
@@ -53,6 +57,7 @@ _STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Conflict, grpc.StatusCode.ABORTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -97,6 +102,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, exc.message
     if isinstance(exc, DomainError):
         return grpc.StatusCode.FAILED_PRECONDITION, exc.message
+    if isinstance(exc, NotImplementedError):  # a method of the contract this server does not implement (yet)
+        return grpc.StatusCode.UNIMPLEMENTED, "not implemented by this server"
     # Only "cannot reach it" is UNAVAILABLE (clients retry that); a script or data error is INTERNAL.
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OperationalError | ConnectionError):
         return grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry"
@@ -196,9 +203,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         access_log: bool = True,
         facts: RequestFacts | None = None,
         max_concurrent_rpcs: int = 0,
+        max_call_s: float = 30.0,
+        audit: AdminAudit | None = None,
+        limits: RateGate | None = None,
     ) -> None:
-        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only)."""
+        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only). `audit`: admin changes and
+        refused calls go to the audit log (server/rpc/audit.py). `limits`: the rate limits of authenticated calls."""
         self._guard = guard
+        self._max_call_s = max_call_s
+        self._audit = audit
+        self._limits = limits
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
         self._bound = CallBound(max_concurrent_rpcs)
@@ -221,6 +235,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                 return handler  # health Watch: exempt; streaming calls are otherwise left as gRPC runs them
             return _guarded_stream(handler, handler_call_details, self._guard)  # reflection: any valid key
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
+        if self._audit is not None:
+            inner = self._audit.wrap(short_method(handler_call_details.method)[1], inner, status_of)
         health = service == HEALTH_SERVICE
         observed = _ObservedUnary(
             handler_call_details,
@@ -229,6 +245,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
             access_log=self._access_log,
             facts=self._facts,
             bound=None if health else self._bound,  # a saturated server still answers its probes
+            max_call_s=self._max_call_s,
+            audit=self._audit,
+            limits=self._limits,
         )
         # Served as client-streaming (the same bytes on the wire): gRPC then runs our code as soon as the headers
         # arrive, not once the message has, so a call whose message never comes, or that gRPC fails while reading
@@ -312,8 +331,14 @@ class _ObservedUnary:
         access_log: bool,
         facts: RequestFacts,
         bound: CallBound | None,
+        max_call_s: float,
+        audit: AdminAudit | None = None,
+        limits: RateGate | None = None,
     ) -> None:
         self._details = details
+        self._max_call_s = max_call_s
+        self._audit = audit
+        self._limits = limits
         self._inner = inner
         self._guard = guard
         self._access_log = access_log
@@ -321,6 +346,7 @@ class _ObservedUnary:
         self._bound = bound
         _, self._service, self._method = details.method.split("/", 2)
         self._policy_name = short_method(details.method)[1]
+        # Label children looked up once per method, not per call.
         self._started_total = metrics.RPC_STARTED.labels("unary", self._service, self._method)
         self._in_flight = metrics.RPC_IN_FLIGHT.labels(self._service, self._method)
         self._latency = metrics.RPC_LATENCY.labels("unary", self._service, self._method)
@@ -351,13 +377,7 @@ class _ObservedUnary:
         try:
             self._enter_bound(call)
             key = self._admit_key(call)  # before waiting for the message: a caller without a key holds nothing
-            request = call.request = await self._receive(context, call)
-            self._admit_request(key, request, context)
-            if not usable_id:
-                raise InvalidArgument("x-request-id", "must be 1 to 128 printable ASCII characters")
-            if request is UNDECODABLE:
-                raise InvalidArgument("request", f"is not a valid {self._method} request message")
-            return await self._inner(request, context)
+            return await self._within_limit(self._served(key, context, call, usable_id))
         except asyncio.CancelledError:
             call.code = _gone(context)  # the caller went away: its deadline passed, or it cancelled
             raise
@@ -371,8 +391,33 @@ class _ObservedUnary:
             call.code = grpc.StatusCode.INVALID_ARGUMENT
             await _abort(context, call, "request: no request message arrived")
         except Exception as exc:
-            call.code, message = self._status(exc, call)
-            await _abort(context, call, bounded(message, MAX_MESSAGE_CHARS))
+            call.code, message = self._status(exc, call, context)
+            await _abort(context, call, bounded(message, MAX_MESSAGE_CHARS), exc)
+
+    async def _served(
+        self, key: ApiKey | None, context: grpc.aio.ServicerContext[Any, Any], call: _Call, usable_id: bool
+    ) -> Any:
+        """Once the key is admitted: the message, the store it acts for, the rate limits, validation, the handler."""
+        request = call.request = await self._receive(context, call)
+        await self._admit_request(key, request, context)
+        if not usable_id:
+            raise InvalidArgument("x-request-id", "must be 1 to 128 printable ASCII characters")
+        if request is UNDECODABLE:
+            raise InvalidArgument("request", f"is not a valid {self._method} request message")
+        return await self._inner(request, context)
+
+    async def _within_limit(self, work: Awaitable[Any]) -> Any:
+        """`work` (from the wait for the message to the handler's answer), ended after max_call_s whatever the
+        caller's deadline (or none) says: no call holds the server's memory, a Redis connection or a place under
+        the bound indefinitely, not even one whose message never comes."""
+        limit = asyncio.timeout(self._max_call_s)
+        try:
+            async with limit:
+                return await work
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise DeadlineExceeded(f"the call ran past the server's limit of {self._max_call_s:g} s; retry") from None
 
     def _enter_bound(self, call: _Call) -> None:
         if self._bound is None:
@@ -389,10 +434,15 @@ class _ObservedUnary:
         call.received = True
         return request
 
-    def _status(self, exc: Exception, call: _Call) -> tuple[grpc.StatusCode, str]:
-        """The status and message of a failure, logged when it is the server's (INTERNAL) or a store's."""
+    def _status(
+        self, exc: Exception, call: _Call, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[grpc.StatusCode, str]:
+        """The status and message of a failure, logged when it is the server's (INTERNAL) or a store's; a refusal
+        counted, and audited."""
         if isinstance(exc, Unauthenticated | PermissionDenied):
             _count_refusal(self._policy_name, exc)
+            if self._audit is not None:
+                self._audit.refused(self._policy_name, exc, self._details.invocation_metadata, context.peer())
         code, message = status_of(exc)
         if code is grpc.StatusCode.INTERNAL:
             log.exception("unhandled error in %s", self._method, extra={"request_id": call.request_id})
@@ -414,10 +464,18 @@ class _ObservedUnary:
         CALLER.set(key)  # reset when the call ends (behavior)
         return key
 
-    def _admit_request(self, key: ApiKey | None, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Permission by store: the store the request acts for, for a store-bound key."""
-        if self._guard is not None and key is not None and request is not UNDECODABLE:
+    async def _admit_request(
+        self, key: ApiKey | None, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Once the message is here: permission by store (the store the request acts for, for a store-bound key),
+        then the rate limits (the key's bucket and the customer's, taken together in one script): before the
+        handler validates anything, so a limited caller gets no work done, not even validation."""
+        if self._guard is None or key is None:
+            return
+        if request is not UNDECODABLE:
             self._guard.check_store(key, self._policy_name, request, context)
+        if self._limits is not None:
+            await self._limits.admit(key, request)
 
     def _finish(self, call: _Call) -> None:
         """Metrics, the access log line and the span's status code, once the call's status is known."""
@@ -451,11 +509,16 @@ def _gone(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], call: _Call, message: str) -> None:
-    """Ends the call with `call.code`. When gRPC can no longer send a status (the caller went away, or gRPC failed
-    the call itself, e.g. a compressed message it could not read) the call ends CANCELLED, quietly: gRPC would
-    otherwise log an ExecuteBatchError per such call."""
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], call: _Call, message: str, exc: Exception | None = None
+) -> None:
+    """Ends the call with `call.code` (a rate-limited one with its retry delay). When gRPC can no longer send a
+    status (the caller went away, or gRPC failed the call itself, e.g. a compressed message it could not read) the
+    call ends CANCELLED, quietly: gRPC would otherwise log an ExecuteBatchError per such call."""
     try:
+        if isinstance(exc, RateLimited):  # abort's trailers replace those set before: repeat the request id
+            trailers = (("x-request-id", call.request_id), *retry_trailers(exc, message))
+            await context.abort(call.code, message, trailing_metadata=trailers)
         await context.abort(call.code, message)
     except grpc.aio.AbortError:
         raise

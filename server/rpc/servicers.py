@@ -13,13 +13,14 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
 from domain.errors import InvalidArgument
-from domain.model import Channel, ReturnRequestLine
-from server.rpc import convert
-from server.rpc.authorization import CALLER
+from domain.model import Channel, PurchaseKey, ReturnRequestLine
+from server.rpc import convert, convert_audit
+from server.rpc.authorization import CALLER, only_store
 from server.rpc.convert_access import api_key_to_pb, role_from_pb
 from server.rpc.profile_fields import ProfileFields
 from usecases.admin import AdminApp, TierPolicy
 from usecases.api_keys import ApiKeys
+from usecases.audit import AuditTrail
 from usecases.commit import CommitPurchase
 from usecases.customers import Customers
 from usecases.expiry import PointsExpiry
@@ -104,17 +105,30 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
 
     async def ReturnPurchase(self, request: svc.ReturnPurchaseRequest, context: Context) -> svc.ReturnReceipt:
         lines = [ReturnRequestLine(line.line_id, line.quantity) for line in request.lines]
-        # The digest covers what the return does, not when the till says it happened (a retry may re-stamp it).
+        # The digest covers what the return does: not when the till says it happened (a retry may re-stamp it), nor
+        # the purchase's store (part of the key it is stored under), nor which store took the goods (recorded from
+        # the first call), so a return retried across the upgrade to store-scoped ids still matches.
         what = svc.ReturnPurchaseRequest()
         what.CopyFrom(request)
-        what.ClearField("occurred_at")
+        for name in ("occurred_at", "store_id", "returning_store_id"):
+            what.ClearField(name)
         result = await self._returns.return_lines(
-            request.return_id, request.transaction_id, request.customer_id, lines, request_digest(what)
+            request.return_id,
+            PurchaseKey(request.store_id, request.transaction_id),
+            request.customer_id,
+            lines,
+            request_digest(what),
+            # A till key of one store takes goods back at that store unless the request names another of its own.
+            returning_store_id=request.returning_store_id or only_store(CALLER.get()),
         )
         return _return_receipt(result)
 
     async def VoidPurchase(self, request: svc.VoidPurchaseRequest, context: Context) -> svc.ReturnReceipt:
-        result = await self._returns.void(request.transaction_id, request.customer_id, request_digest(request))
+        what = svc.VoidPurchaseRequest()
+        what.CopyFrom(request)
+        what.ClearField("store_id")  # part of the key, as for returns
+        purchase = PurchaseKey(request.store_id, request.transaction_id)
+        result = await self._returns.void(purchase, request.customer_id, request_digest(what))
         return _return_receipt(result)
 
 
@@ -129,8 +143,11 @@ def _tier_policy(policy: TierPolicy) -> pb.TierPolicy:
 
 
 class AdminServicer(admin_grpc.OfferAdminServicer):
-    def __init__(self, admin: AdminApp, customers: Customers, expiry: PointsExpiry, api_keys: ApiKeys) -> None:
+    def __init__(
+        self, admin: AdminApp, customers: Customers, expiry: PointsExpiry, api_keys: ApiKeys, audit: AuditTrail
+    ) -> None:
         self._admin = admin
+        self._audit = audit
         self._customers = customers
         self._expiry = expiry
         self._api_keys = api_keys
@@ -208,3 +225,14 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
         _required(request, "customer")
         state = await self._customers.upsert_customer(convert.customer_from_pb(request.customer))
         return convert.customer_to_pb(state)
+
+    async def ListAuditEvents(
+        self, request: admin_pb.ListAuditEventsRequest, context: Context
+    ) -> admin_pb.ListAuditEventsResponse:
+        since = convert.to_datetime(request.since, request.HasField("since"), "since")
+        events, token = await self._audit.page(
+            since=since, key_id=request.key_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return admin_pb.ListAuditEventsResponse(
+            events=[convert_audit.audit_event_to_pb(e) for e in events], next_page_token=token
+        )

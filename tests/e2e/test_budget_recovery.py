@@ -236,6 +236,7 @@ def test_a_return_after_the_loss_gives_its_redemption_back_once(
         svc.ReturnPurchaseRequest(
             return_id=f"ret-{uuid.uuid4().hex[:12]}",
             transaction_id=bought.transaction_id,
+            store_id=bought.basket.store_id,
             customer_id=alice,
             lines=[svc.ReturnLine(line_id=SCARF[0], quantity=1)],
         )

@@ -140,6 +140,31 @@ def test_a_request_that_never_arrives_ends_at_its_deadline_in_the_log_and_the_me
     assert line["method"] == METHOD and line["request_received"] is False and line["key_id"]
 
 
+def test_a_request_that_never_arrives_without_a_deadline_ends_at_the_servers_limit(
+    make_server: Callable[..., ServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A caller that sends no deadline and no message holds its place under the bound only until the server's own
+    call limit (POS_OFFERS_MAX_CALL_MS): a slow or hostile client cannot keep it forever."""
+    server = make_server(max_concurrent_rpcs=1, max_call_ms=300)
+    with server.channel() as admin:
+        member = clone_samantha(admin_grpc.OfferAdminStub(admin))
+    caplog.set_level(logging.INFO, logger="pos_offers.access")
+    before = handled("DEADLINE_EXCEEDED")
+    with server.channel(Role.POS) as channel:
+        never = HeldCall(channel, member)  # no deadline from the caller
+        with pytest.raises(grpc.RpcError) as ended:
+            never.future.result(timeout=10)
+        never.send()
+        answered = svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id=member), timeout=5)
+    error: Any = ended.value
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "server's limit" in error.details()
+    request_id = dict(error.trailing_metadata())["x-request-id"]
+    assert answered.customer_id == member  # the place under the bound (1) is free again
+    assert handled("DEADLINE_EXCEEDED") == before + 1
+    (line,) = [line for line in access_lines(caplog) if line["request_id"] == request_id]
+    assert line["status"] == "DEADLINE_EXCEEDED" and line["request_received"] is False
+
+
 def test_a_caller_that_cancels_before_sending_its_request_is_logged_and_counted(
     busy_server: tuple[ServerThread, str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -14,6 +14,7 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
+from domain.model import PurchaseKey
 from server.demo import demo_customer
 from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha
@@ -105,7 +106,9 @@ def test_redis_losing_the_customer_rebuilds_her_from_sql_and_old_ids_still_pay_n
     demo_server.drain()
 
     customers = demo_server.service.components.customers_store
-    demo_server.run(customers.forget_customer(fresh_customer_id, [request.transaction_id]))
+    demo_server.run(
+        customers.forget_customer(fresh_customer_id, [PurchaseKey(request.basket.store_id, request.transaction_id)])
+    )
     assert demo_server.run(customers.read(fresh_customer_id)).state is None
 
     rebuilt = stub.GetProfile(svc.GetProfileRequest(customer_id=fresh_customer_id))
@@ -204,7 +207,11 @@ def test_a_customer_lost_while_her_purchase_waits_for_sql_is_not_rebuilt_without
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         request = commit_request(basket(member, DRESS, SHOES))
         till.CommitPurchase(request)
-        server.run(server.service.components.customers_store.forget_customer(member, [request.transaction_id]))
+        server.run(
+            server.service.components.customers_store.forget_customer(
+                member, [PurchaseKey(request.basket.store_id, request.transaction_id)]
+            )
+        )
         # SQL does not have her purchase yet: rebuilding now would pay the replay again, so she must wait.
         with pytest.raises(grpc.RpcError) as err:
             till.CommitPurchase(request)

@@ -46,6 +46,7 @@ def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(
             svc.ReturnPurchaseRequest(
                 return_id=f"r-{uuid.uuid4().hex[:8]}",
                 transaction_id=first.transaction_id,
+                store_id=first.basket.store_id,
                 customer_id=member,
                 lines=[svc.ReturnLine(line_id="dress-1", quantity=1)],
             )

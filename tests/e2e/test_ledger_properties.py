@@ -38,6 +38,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
 from domain.ids import void_return_id
+from domain.model import PurchaseKey
 from server.demo import OFFER_ID
 from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
@@ -123,6 +124,14 @@ class Bought:
     @property
     def transaction_id(self) -> str:
         return self.request.transaction_id
+
+    @property
+    def store_id(self) -> str:
+        return self.request.basket.store_id
+
+    @property
+    def key(self) -> PurchaseKey:
+        return PurchaseKey(self.store_id, self.transaction_id)
 
     def left(self, line: Line) -> int:
         return line.quantity - self.returned.get(line.line_id, 0)
@@ -447,6 +456,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         request = svc.ReturnPurchaseRequest(
             return_id=f"ret-{uuid.uuid4().hex[:12]}",
             transaction_id=bought.transaction_id,
+            store_id=bought.store_id,
             customer_id=self.member,
             lines=[svc.ReturnLine(line_id=i, quantity=q) for i, q in returning.items()],
         )
@@ -461,6 +471,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         request = svc.ReturnPurchaseRequest(
             return_id=f"ret-{uuid.uuid4().hex[:12]}",
             transaction_id=bought.transaction_id,
+            store_id=bought.store_id,
             customer_id=self.member,
             lines=[svc.ReturnLine(line_id=line.line_id, quantity=bought.left(line) + 1)],
         )
@@ -491,7 +502,9 @@ class LoyaltyMachine(RuleBasedStateMachine):
     def void(self, data: st.DataObject) -> None:
         """The whole of what is left, and the purchase count, on the sale's business day; once."""
         bought = data.draw(st.sampled_from(self.purchases), label="purchase")
-        request = svc.VoidPurchaseRequest(transaction_id=bought.transaction_id, customer_id=self.member)
+        request = svc.VoidPurchaseRequest(
+            transaction_id=bought.transaction_id, customer_id=self.member, store_id=bought.store_id
+        )
         if bought.voided:
             again = self.till.VoidPurchase(request)
             assert again.replayed and again.voided
@@ -528,10 +541,10 @@ class LoyaltyMachine(RuleBasedStateMachine):
         self.server.drain()
         customers, member = self.server.service.components.customers_store, self.member
         k = customers.keys.customer(member)
-        purchases = [p.transaction_id for p in self.purchases]
-        returns = [r.return_id for p in self.purchases for r, _ in p.returns]
-        returns += [void_return_id(p.transaction_id) for p in self.purchases if p.voided]
-        names = [k.returned(t) for t in purchases] + [k.return_record(r) for r in returns]
+        purchases = [p.key for p in self.purchases]
+        returns = [(p.key, r.return_id) for p in self.purchases for r, _ in p.returns]
+        returns += [(p.key, void_return_id(p.transaction_id)) for p in self.purchases if p.voided]
+        names = [k.returned(p) for p in purchases] + [k.return_record(p, r) for p, r in returns]
 
         async def lose_her() -> None:
             await customers.forget_customer(member, purchases)
@@ -600,6 +613,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
                 request = svc.ReturnPurchaseRequest(
                     return_id=f"ret-{uuid.uuid4().hex[:12]}",
                     transaction_id=bought.transaction_id,
+                    store_id=bought.store_id,
                     customer_id=self.member,
                     lines=[svc.ReturnLine(line_id=line.line_id, quantity=returning[line.line_id])],
                 )

@@ -43,10 +43,14 @@ async def in_memory_keys() -> tuple[KeyRing, RoleKeys]:
     return ring, keys
 
 
-def keyed_channel(target: str, secret: str) -> grpc.Channel:
-    """A plaintext channel whose every call carries `authorization: Bearer <secret>`."""
-    return grpc.intercept_channel(grpc.insecure_channel(target), BearerKey(secret))
+def keyed_channel(target: str, secret: str, tls: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel (plaintext, or TLS with `tls`) whose every call carries `authorization: Bearer <secret>`."""
+    channel = grpc.secure_channel(target, tls) if tls is not None else grpc.insecure_channel(target)
+    return grpc.intercept_channel(channel, BearerKey(secret))
 
 
-def keyed_aio_channel(target: str, secret: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, interceptors=aio_bearer_interceptors(secret))
+def keyed_aio_channel(target: str, secret: str, tls: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    interceptors = aio_bearer_interceptors(secret)
+    if tls is not None:
+        return grpc.aio.secure_channel(target, tls, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, interceptors=interceptors)

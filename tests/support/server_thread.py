@@ -52,11 +52,12 @@ class ServerThread:
     def target(self) -> str:
         return self.service.target
 
-    def channel(self, role: Role = Role.ADMIN) -> grpc.Channel:
-        return keyed_channel(self.target, self.keys.of(role))
+    def channel(self, role: Role = Role.ADMIN, tls: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+        """A channel with `role`'s key; `tls`: the client's credentials for a server with TLS settings."""
+        return keyed_channel(self.target, self.keys.of(role), tls)
 
-    def aio_channel(self, role: Role = Role.ADMIN) -> grpc.aio.Channel:
-        return keyed_aio_channel(self.target, self.keys.of(role))
+    def aio_channel(self, role: Role = Role.ADMIN, tls: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+        return keyed_aio_channel(self.target, self.keys.of(role), tls)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -68,7 +69,8 @@ class ServerThread:
         self._loop.call_soon_threadsafe(until.wait, limit_s)
 
     def drain(self, timeout: float = 10) -> None:
-        """Waits until every committed purchase is in SQL."""
+        """Waits until every committed purchase, and every refused call counted so far, is in SQL."""
+        self.run(self.service.components.refusals.flush(everything=True))
         self.run(self.service.components.writer.drain(timeout_s=timeout), timeout=timeout + 5)
 
     def stop(self) -> None:

@@ -294,3 +294,29 @@ async def test_streaming_handlers_and_unknown_methods_pass_through() -> None:
     health_watch = Details(method="/grpc.health.v1.Health/Watch")
     assert await interceptor.intercept_service(to_stream, health_watch) is streaming  # exempt: probes carry no key
     assert await interceptor.intercept_service(to_nothing, Details()) is None
+
+
+async def test_a_call_past_the_servers_own_limit_ends_deadline_exceeded() -> None:
+    """Whatever deadline the caller sent (here none), the server ends a call that runs past max_call_s."""
+    ring, keys = await in_memory_keys()
+    limited = (ServerInterceptor(guard=Guard(ring), max_call_s=0.05), keys)
+    never = asyncio.Event()
+
+    async def stuck(request: Any, context: Context) -> str:
+        await never.wait()  # a store that never answers
+        return "response"
+
+    async def own_timeout(request: Any, context: Context) -> str:
+        raise TimeoutError("the handler's own")  # not the server's limit: an internal error, as before
+
+    before = handled("DEADLINE_EXCEEDED")
+    context = Context()
+    with pytest.raises(grpc.aio.AbortError):
+        await (await wrap(stuck, limited))(REQUEST, context)
+    ((code, message),) = context.aborted
+    assert code is grpc.StatusCode.DEADLINE_EXCEEDED and "0.05 s" in message
+    assert handled("DEADLINE_EXCEEDED") == before + 1 and in_flight() == 0
+    context = Context()
+    with pytest.raises(grpc.aio.AbortError):
+        await (await wrap(own_timeout, limited))(REQUEST, context)
+    assert context.aborted[0][0] is grpc.StatusCode.INTERNAL
