@@ -93,6 +93,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     # Only "cannot reach it" is UNAVAILABLE (clients retry that); a script or data error is INTERNAL.
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OperationalError | ConnectionError):
         return grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry"
+    if isinstance(exc, NotImplementedError):  # an RPC of the contract this server does not serve yet
+        return grpc.StatusCode.UNIMPLEMENTED, "this server does not implement the method yet"
     return grpc.StatusCode.INTERNAL, "internal error"
 
 

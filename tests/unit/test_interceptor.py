@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from domain.errors import DomainError, InvalidArgument, NotFound
-from server.rpc.interceptors import RequestFacts, ServerInterceptor
+from server.rpc.interceptors import RequestFacts, ServerInterceptor, status_of
 from telemetry import tracing
 from telemetry.logs import REQUEST_ID
 from tests.support.builders import DRESS, basket, commit_request
@@ -263,3 +263,8 @@ async def test_streaming_handlers_and_unknown_methods_pass_through() -> None:
 
     assert await ServerInterceptor().intercept_service(to_stream, Details()) is streaming
     assert await ServerInterceptor().intercept_service(to_nothing, Details()) is None
+
+
+def test_an_rpc_of_the_contract_not_served_yet_is_unimplemented_not_internal() -> None:
+    assert status_of(NotImplementedError("Method not implemented!"))[0] is grpc.StatusCode.UNIMPLEMENTED
+    assert status_of(RuntimeError("boom"))[0] is grpc.StatusCode.INTERNAL
