@@ -24,15 +24,17 @@ from store.hot_state import RedisHotState
 from store.keys import Keys
 from store.records import OutboxRecord
 from store.redis_state import CustomerStore
-from store.sql_async import SqlCatalogStore, SqlProfileStore
+from store.sql_async import SqlCatalogStore, SqlPrivacyStore, SqlProfileStore
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
 from store.sql_outbox import SqlOutboxSink
+from store.sql_privacy import SqlPrivacy
 from store.sql_profile import SqlProfiles
 from store.writer import OutboxWriter, WriterStats
 from telemetry import metrics
 from telemetry.observe import redis_call, sql_call
+from usecases.adjustments import PointsAdjustments
 from usecases.admin import AdminApp
 from usecases.budgets import Budgets
 from usecases.catalog import CatalogCache
@@ -48,9 +50,11 @@ from usecases.ports import (
     CustomerHotState,
     OfferBudgets,
     OfferCodec,
+    PrivacyStore,
     ProfileStore,
     ReceiptCodec,
 )
+from usecases.privacy import CustomerPrivacy
 from usecases.returns import ReturnsApp
 
 
@@ -107,6 +111,8 @@ class Components:
     returns: ReturnsApp
     admin: AdminApp
     expiry: PointsExpiry
+    adjustments: PointsAdjustments
+    privacy: CustomerPrivacy
     writer: OutboxWriter
 
     async def open(self, *, demo_data: bool = False) -> None:
@@ -140,6 +146,7 @@ def bootstrap(
     versions: CatalogVersions | None = None,
     profiles: ProfileStore | None = None,
     catalog_store: CatalogStore | None = None,
+    privacy_store: PrivacyStore | None = None,
 ) -> Components:
     """Builds the components for `settings` (whose redis_url must be set: the server starts an embedded Redis
     first when it is not). No I/O happens here. A port given (an in-memory fake in tests) replaces its adapter
@@ -157,6 +164,7 @@ def bootstrap(
     versions = versions or store
     profiles = profiles or SqlProfileStore(sql_profiles, SqlBudgets(sql_engine))
     catalog_store = catalog_store or SqlCatalogStore(SqlCatalog(sql_engine))
+    privacy_store = privacy_store or SqlPrivacyStore(SqlPrivacy(sql_engine))
     offer_codec = offer_codec or ProtobufOfferDefinitions()
     receipts = receipts or ProtobufReceipts()
     catalog = CatalogCache(catalog_store, versions, offer_codec)
@@ -178,6 +186,8 @@ def bootstrap(
         returns=ReturnsApp(rules, hot, profiles, customers, catalog, budget_keeper, receipts, clock),
         admin=AdminApp(catalog_store, versions, counters, catalog, offer_codec),
         expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
+        adjustments=PointsAdjustments(rules, hot, profiles, customers, clock),
+        privacy=CustomerPrivacy(hot, privacy_store, clock),
         writer=build_writer(settings, redis, keys, SqlOutboxSink(sql_engine)),
     )
 

@@ -47,6 +47,15 @@ class CustomerKeys:
         """Hash {digest, receipt}: the stored receipt of one return, for replays."""
         return self.profile + ":rtn:" + return_id
 
+    def adjustment(self, adjustment_id: str) -> str:
+        """Hash {digest, result}: one AdjustPoints of hers and its result (JSON), for replays, kept for the
+        retention window (SQL's points_adjustments keeps it after that)."""
+        return self.profile + ":adj:" + adjustment_id
+
+    def erasing(self) -> str:
+        """String: set while she is being forgotten (ForgetCustomer): a rebuild of her from SQL waits meanwhile."""
+        return self.profile + ":erasing"
+
     def state(self) -> list[str]:
         """Her own keys of every request (not the transactions', not the shared outbox)."""
         return [
@@ -126,6 +135,10 @@ class Keys:
     def return_claim(self, return_id: str) -> str:
         """String "<customer_id>": makes a return id unique across customers, like transaction ids."""
         return f"{self.prefix}:{{t}}:rclaim:{return_id}"
+
+    def adjustment_claim(self, adjustment_id: str) -> str:
+        """String "<customer_id>": makes an adjustment id unique across customers, like transaction ids."""
+        return f"{self.prefix}:{{t}}:aclaim:{adjustment_id}"
 
     def offer_redemptions(self, offer_id: str) -> str:
         """Counter of an offer's redemptions across all customers (its total budget)."""

@@ -42,7 +42,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
         OfferServicer(c.offers, c.commits, c.returns, c.customers), server
     )
     # The API-key and audit RPCs of the contract come with the authentication work (until then: UNIMPLEMENTED).
-    admin = AdminServicer(c.admin, c.customers, c.expiry)  # type: ignore[abstract]
+    admin = AdminServicer(c.admin, c.customers, c.expiry, c.adjustments, c.privacy)  # type: ignore[abstract]
     admin_service_pb2_grpc.add_OfferAdminServicer_to_server(admin, server)
     initialize_rpc_metrics(SERVICES)
     health = HealthServicer()

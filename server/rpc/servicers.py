@@ -15,11 +15,14 @@ from posoffers.v1 import types_pb2 as pb
 from domain.errors import InvalidArgument
 from domain.model import Channel, ReturnRequestLine
 from server.rpc import convert
+from usecases.adjustments import PointsAdjustments
 from usecases.admin import AdminApp, TierPolicy
 from usecases.commit import CommitPurchase
 from usecases.customers import Customers
 from usecases.expiry import PointsExpiry
 from usecases.offers import OffersApp
+from usecases.ports import Adjustment
+from usecases.privacy import CustomerPrivacy
 from usecases.returns import ReturnResult, ReturnsApp
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -117,10 +120,19 @@ def _tier_policy(policy: TierPolicy) -> pb.TierPolicy:
 
 
 class AdminServicer(admin_grpc.OfferAdminServicer):
-    def __init__(self, admin: AdminApp, customers: Customers, expiry: PointsExpiry) -> None:
+    def __init__(
+        self,
+        admin: AdminApp,
+        customers: Customers,
+        expiry: PointsExpiry,
+        adjustments: PointsAdjustments,
+        privacy: CustomerPrivacy,
+    ) -> None:
         self._admin = admin
         self._customers = customers
         self._expiry = expiry
+        self._adjustments = adjustments
+        self._privacy = privacy
 
     async def UpsertOffer(self, request: admin_pb.UpsertOfferRequest, context: Context) -> pb.Offer:
         _required(request, "offer")
@@ -172,3 +184,38 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
         _required(request, "customer")
         state = await self._customers.upsert_customer(convert.customer_from_pb(request.customer))
         return convert.customer_to_pb(state)
+
+    async def AdjustPoints(
+        self, request: admin_pb.AdjustPointsRequest, context: Context
+    ) -> admin_pb.AdjustPointsResponse:
+        adjustment = Adjustment(
+            request.adjustment_id, request.customer_id, request.points, request.reason, request_digest(request)
+        )
+        answer = await self._adjustments.adjust(adjustment)
+        o = answer.outcome
+        response = admin_pb.AdjustPointsResponse(
+            adjustment_id=o.adjustment_id,
+            customer_id=o.customer_id,
+            points=o.points,
+            balance_before=o.balance_before,
+            balance_after=o.balance_after,
+            replayed=answer.replayed,
+            points_debt_before=o.debt_before,
+            points_debt_after=o.debt_after,
+        )
+        convert.set_timestamp(response.adjusted_at, o.adjusted_at)
+        return response
+
+    async def ExportCustomer(
+        self, request: admin_pb.ExportCustomerRequest, context: Context
+    ) -> admin_pb.ExportCustomerResponse:
+        document = await self._privacy.export(request.customer_id)
+        return admin_pb.ExportCustomerResponse(customer_id=request.customer_id, json=document)
+
+    async def ForgetCustomer(
+        self, request: admin_pb.ForgetCustomerRequest, context: Context
+    ) -> admin_pb.ForgetCustomerResponse:
+        forgotten_at = await self._privacy.forget(request.customer_id, request.reason)
+        response = admin_pb.ForgetCustomerResponse(customer_id=request.customer_id)
+        convert.set_timestamp(response.forgotten_at, forgotten_at)
+        return response

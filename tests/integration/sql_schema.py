@@ -8,7 +8,7 @@ from sqlmodel import SQLModel
 import store.sql_models  # noqa: F401  (registers the tables in SQLModel.metadata)
 
 # The newest migration and every table it creates (besides alembic_version): what a migrated database holds.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0008"
 PROFILE_TABLES = (
     "customers",
     "customer_categories",
@@ -24,6 +24,7 @@ PROFILE_TABLES = (
     "return_offers",
     "settings",
     "refused_records",
+    "points_adjustments",
 )
 
 

@@ -229,7 +229,7 @@ async def test_an_import_for_a_member_redis_dropped_meanwhile_is_refused_not_cre
     """Her values would otherwise reach SQL as deltas on top of what SQL already holds (doubling them there)."""
     outbox = store.keys.outbox(store.keys.partition("m1"))
     before = await store.redis.xlen(outbox)
-    assert await store.upsert_customer(member(), crm_record("m1"), exists=True) is None
+    assert await store.upsert_customer(member(), crm_record("m1"), exists=True) == "missing"
     assert (await store.read("m1")).state is None and await store.redis.xlen(outbox) == before
     assert await store.upsert_customer(member(), crm_record("m1")) == (1000, 500)  # a new member: created
 
