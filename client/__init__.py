@@ -4,6 +4,7 @@ from client.client import (
     DEFAULT_TARGET,
     PosOffersClient,
     make_basket,
+    new_adjustment_id,
     new_transaction_id,
 )
 from client.errors import (
@@ -27,5 +28,6 @@ __all__ = [
     "PosOffersError",
     "UnavailableError",
     "make_basket",
+    "new_adjustment_id",
     "new_transaction_id",
 ]
