@@ -43,8 +43,9 @@ _KEYED_BY_CUSTOMER: tuple[type[Any], ...] = (
     CustomerCategory,
     RefusedRecord,
 )
-# Event ids (and the expiry's ledger entry ids) that spell the customer id: "<kind>:<customer_id>:<rest>".
-_EVENT_KINDS = ("purchase", "return", "expire")
+# Event ids (and the expiry's ledger entry ids) that spell the customer id: "<kind>:<customer_id>:<rest>". CRM
+# records are "customer:<uuid>" today; "customer:<customer_id>:..." is rewritten too, should any spell her id.
+_EVENT_KINDS = ("purchase", "return", "expire", "customer")
 
 
 def iso(moment: datetime | None) -> str | None:
