@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domain.errors import AlreadyExists, FailedPrecondition
+from domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from domain.validation import validate_adjustment
 from usecases.customers import Customers
 from usecases.optimistic import Retry, write_optimistically
@@ -47,6 +47,9 @@ class PointsAdjustments:
         if stored is not None:
             if stored.digest != a.digest:
                 raise _reused(a.adjustment_id)
+            if stored.outcome.customer_id != a.customer_id:
+                # She was forgotten since: her adjustments belong to an anonymous id, which must not show.
+                raise NotFound("customer", a.customer_id)
             return AdjustmentAnswer(stored.outcome, replayed=True)
         await self._customers.customer(a.customer_id)  # NOT_FOUND, or rebuilt from SQL
         if await self._hot.claim_adjustment(a.adjustment_id, a.customer_id) != a.customer_id:

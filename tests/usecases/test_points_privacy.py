@@ -19,7 +19,7 @@ from server.bootstrap import Components, bootstrap
 from server.config import Settings
 from server.demo import demo_customer
 from tests.support.fakes import FakeCatalog, FakeHotState, FakeProfiles
-from usecases.ports import Adjustment, ErasedIds
+from usecases.ports import Adjustment, ErasedIds, StoredAdjustment
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 
@@ -166,3 +166,14 @@ async def test_erasure_waits_for_her_unwritten_records_then_forgets_her(world: W
         await world.app.privacy.forget(cid, "erasure request 42")
     with pytest.raises(NotFound):
         await world.app.privacy.export(cid)
+
+
+async def test_a_replayed_adjustment_of_a_forgotten_member_never_shows_her_anonymous_id(world: World) -> None:
+    cid = world.member()
+    done = await world.app.adjustments.adjust(adjustment(cid, 5))
+    # Written to SQL, then she was forgotten: her adjustment's row now belongs to an anonymous id.
+    anonymous = dataclasses.replace(done.outcome, customer_id="forgotten-abc")
+    world.profiles.adjustments["adj-1"] = StoredAdjustment(adjustment(cid, 5).digest, anonymous)
+    world.hot.forget(cid)
+    with pytest.raises(NotFound):
+        await world.app.adjustments.adjust(adjustment(cid, 5))
