@@ -34,6 +34,7 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, types_pb2
 from bench import driver, report
 from bench.echo_server import FULL_METHOD as ECHO_METHOD
 from bench.processes import Child, free_port, wait_until
+from client.auth import API_KEY_ENV, aio_bearer_interceptors
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
@@ -156,9 +157,15 @@ def bench_customer(i: int) -> types_pb2.CustomerProfile:
     )
 
 
-async def seed(target: str, customers: int) -> None:
+def demo_key(data_dir: Path, role: str) -> str:
+    """A demo key the service wrote at start (POS_OFFERS_DEMO_DATA=1): admin to seed, pos for the till calls."""
+    secret: str = json.loads((data_dir / "demo-credentials.json").read_text())[role]["secret"]
+    return secret
+
+
+async def seed(target: str, customers: int, admin_key: str) -> None:
     numbers: Iterator[int] = iter(range(customers))
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target, interceptors=aio_bearer_interceptors(admin_key)) as channel:
         admin = admin_service_pb2_grpc.OfferAdminStub(channel)
 
         async def worker() -> None:
@@ -176,7 +183,7 @@ async def seed(target: str, customers: int) -> None:
             raise BenchError(f"UpsertCustomer failed: {first.code().name}: {first.details()}") from None
 
 
-def run_driver(target: str, workload: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_driver(target: str, workload: str, args: argparse.Namespace, api_key: str = "") -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
@@ -192,7 +199,8 @@ def run_driver(target: str, workload: str, args: argparse.Namespace) -> dict[str
     ]
     budget = args.warmup + args.duration + args.timeout + 60.0
     # Own session so Ctrl-C is ours to handle; run() kills the driver if we are interrupted.
-    done = subprocess.run(command, stdout=subprocess.PIPE, timeout=budget, start_new_session=True, check=False)
+    env = {**os.environ, API_KEY_ENV: api_key}  # the till's pos key, sent to the echo server too (same bytes)
+    done = subprocess.run(command, stdout=subprocess.PIPE, timeout=budget, start_new_session=True, check=False, env=env)
     if done.returncode != 0:
         raise BenchError(f"driver for {workload} exited with code {done.returncode} (its stderr is above)")
     result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
@@ -307,6 +315,7 @@ class Server:
     child: Child
     target: str
     metrics_listen: str = ""
+    data_dir: Path | None = None  # the service's: where its demo keys are
 
 
 def start_echo(tmp: Path, stack: contextlib.ExitStack) -> Server:
@@ -357,7 +366,7 @@ def start_service(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitSta
         # Registered before stop so it runs after it (ExitStack is last in, first out).
         stack.callback(cleanup_redis, args.redis_url, redis_prefix)
     stack.callback(child.stop, STOP_GRACE_S, on_slow=note)
-    return Server(child, target, metrics_listen)
+    return Server(child, target, metrics_listen, tmp / "data")
 
 
 def prepare(echo: Server, service: Server | None, customers: int) -> float | None:
@@ -370,7 +379,8 @@ def prepare(echo: Server, service: Server | None, customers: int) -> float | Non
     note(f"service serving; seeding {customers} customers")
     started = time.monotonic()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(seed(service.target, customers))
+        assert service.data_dir is not None
+        runner.run(seed(service.target, customers, demo_key(service.data_dir, "admin")))
     seed_s = round(time.monotonic() - started, 2)
     note(f"seeded in {seed_s:.1f} s")
     wait_for_write_behind(service.child, service.metrics_listen)
@@ -387,7 +397,8 @@ def run_workload(workload: str, echo: Server, service: Server | None, args: argp
     name = driver.DISPLAY_NAMES[workload]
     note(f"{name}: {args.rate:g}/s, {args.warmup:g} s warm-up + {args.duration:g} s measured")
     try:
-        result = run_driver(server.target, workload, args)
+        key = demo_key(service.data_dir, "pos") if service and service.data_dir else ""
+        result = run_driver(server.target, workload, args, key)
     except BenchError:
         server.child.check_alive()  # a dead server explains a dead driver: show its log instead
         raise

@@ -30,6 +30,7 @@ from hdrh.histogram import HdrHistogram
 from posoffers.v1 import offer_service_pb2, types_pb2
 
 from bench.echo_server import FULL_METHOD as ECHO_METHOD
+from client.auth import api_key_from_env, bearer_metadata
 
 WORKLOADS = ("echo", "list", "evaluate", "commit")
 """Run order too: the baseline first, the one RPC that writes last."""
@@ -128,7 +129,7 @@ async def sample(channel: grpc.aio.Channel, workload: str, run_id: str) -> str:
     try:
         if workload == "echo":
             echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD, None, None)
-            reply = await echo(b"ping", timeout=SAMPLE_TIMEOUT_S)
+            reply = await echo(b"ping", timeout=SAMPLE_TIMEOUT_S, metadata=METADATA)
             return f"echoed {len(reply)} bytes"
         if workload == "list":
             offers = await _typed(channel, workload, list_request(customer), offer_service_pb2.ListActiveOffersResponse)
@@ -150,12 +151,18 @@ async def _typed(channel: grpc.aio.Channel, workload: str, request: Any, respons
         request_serializer=type(request).SerializeToString,
         response_deserializer=response_type.FromString,
     )
-    return await call(request, timeout=SAMPLE_TIMEOUT_S)
+    return await call(request, timeout=SAMPLE_TIMEOUT_S, metadata=METADATA)
 
 
 def _describe(evaluation: types_pb2.BasketEvaluation) -> str:
     applied = ", ".join(a.offer_id for a in evaluation.applied_offers) or "none"
     return f"applied: {applied}; points earned {evaluation.points_earned}"
+
+
+# Every call carries the till's key (POS_OFFERS_API_KEY, set by `make bench`), the echo server's too, so the
+# baseline sends the same bytes.
+_SECRET = api_key_from_env()
+METADATA = (bearer_metadata(_SECRET),) if _SECRET else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +212,7 @@ class OpenLoop:
 
     async def one(self, request: bytes, due: float, measured: bool) -> None:
         try:
-            await self.call(request, timeout=self.plan.timeout)
+            await self.call(request, timeout=self.plan.timeout, metadata=METADATA)
         except grpc.aio.AioRpcError as exc:
             if measured:
                 self.errors[exc.code().name] += 1

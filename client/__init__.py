@@ -13,7 +13,9 @@ from client.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     PosOffersError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
@@ -24,8 +26,10 @@ __all__ = [
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PosOffersClient",
     "PosOffersError",
+    "UnauthenticatedError",
     "UnavailableError",
     "make_basket",
     "new_adjustment_id",

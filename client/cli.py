@@ -30,8 +30,10 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from posoffers.v1 import admin_service_pb2, offer_service_pb2, types_pb2
 
+from client.auth import API_KEY_ENV
 from client.client import DEFAULT_TARGET, PosOffersClient, make_basket, new_transaction_id
 from client.errors import PosOffersError
+from client.tls import TLS_CA_ENV, TLS_CERT_ENV, TLS_ENV, TLS_KEY_ENV
 from domain.money import CURRENCY_EXPONENTS  # the pure engine, no I/O: one table of minor units
 
 TARGET_ENV = "POS_OFFERS_TARGET"
@@ -192,8 +194,12 @@ def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
 
 def format_return(receipt: offer_service_pb2.ReturnReceipt) -> list[str]:
     kind = "void" if receipt.voided else "return"
-    head = f"{kind} {receipt.return_id} of {receipt.transaction_id}" + (" (replayed)" if receipt.replayed else "")
-    out = [head, f"returned at {format_time(receipt.returned_at)}"]
+    head = f"{kind} {receipt.return_id} of {receipt.transaction_id}"
+    head += f" at {receipt.store_id}" if receipt.store_id else ""
+    head += " (replayed)" if receipt.replayed else ""
+    taken_back = receipt.returning_store_id
+    where = f" in {taken_back}" if taken_back and taken_back != receipt.store_id else ""
+    out = [head, f"returned{where} at {format_time(receipt.returned_at)}"]
     out += [
         f"line {line.line_id}: {line.quantity} back, {line.points_reversed} points taken back, "
         f"{format_money(line.value_minor, receipt.currency or 'USD')}"
@@ -304,12 +310,14 @@ def cmd_return(args: argparse.Namespace, client: PosOffersClient) -> Result:
     return_id = args.return_id or f"ret-{new_transaction_id().removeprefix('txn-')}"
     if not args.return_id and not args.json:
         print(f"return id: {return_id}")  # printed first, so a timed-out return can be retried with it
-    receipt = client.return_purchase(return_id, args.txn, args.customer, lines)
+    receipt = client.return_purchase(
+        return_id, args.txn, args.customer, lines, store_id=args.store, returning_store_id=args.returning_store
+    )
     return receipt, format_return(receipt)
 
 
 def cmd_void(args: argparse.Namespace, client: PosOffersClient) -> Result:
-    receipt = client.void_purchase(args.txn, args.customer)
+    receipt = client.void_purchase(args.txn, args.customer, store_id=args.store)
     return receipt, format_return(receipt)
 
 
@@ -421,9 +429,39 @@ def _global_options() -> argparse.ArgumentParser:
         "--timeout", type=_positive_float, default=argparse.SUPPRESS, help="deadline per call in seconds (default 2)"
     )
     common.add_argument(
+        "--api-key",
+        default=argparse.SUPPRESS,
+        help=f"the API key's secret (default: ${API_KEY_ENV}; prefer the variable: arguments show in `ps`)",
+    )
+    common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the response message as JSON"
     )
+    _add_tls_options(common)
     return common
+
+
+def _add_tls_options(common: argparse.ArgumentParser) -> None:
+    common.add_argument(
+        "--tls", action="store_true", default=argparse.SUPPRESS, help=f"TLS with the system's roots (or ${TLS_ENV}=1)"
+    )
+    common.add_argument(
+        "--tls-ca",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"TLS: the CA that signed the server's certificate (default: ${TLS_CA_ENV})",
+    )
+    common.add_argument(
+        "--tls-cert",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"mutual TLS: this terminal's certificate (default: ${TLS_CERT_ENV})",
+    )
+    common.add_argument(
+        "--tls-key",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help=f"mutual TLS: this terminal's private key (default: ${TLS_KEY_ENV})",
+    )
 
 
 def _add_basket_options(parser: argparse.ArgumentParser) -> None:
@@ -442,6 +480,21 @@ def _add_basket_options(parser: argparse.ArgumentParser) -> None:
 
 
 Handler = Callable[[argparse.Namespace, PosOffersClient], Result]
+
+
+def _client(args: argparse.Namespace, target: str) -> PosOffersClient:
+    try:
+        return PosOffersClient(
+            target,
+            timeout=getattr(args, "timeout", 2.0),
+            api_key=getattr(args, "api_key", None),
+            tls=True if getattr(args, "tls", False) else None,
+            tls_ca=getattr(args, "tls_ca", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+        )
+    except ValueError as exc:  # TLS files that cannot be read, a certificate without its key
+        raise UsageError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -478,12 +531,15 @@ def _add_till_commands(commands: _Commands) -> None:
 
     p = commands.add("return", cmd_return, "take back lines of a purchase, once per return id")
     p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--store", required=True, help="the purchase's store, as printed on the receipt")
     p.add_argument("--txn", required=True, metavar="TXN_ID", help="the purchase's transaction id")
     p.add_argument("--line", action="append", required=True, metavar="LINE_ID:QTY", help="repeat for more lines")
-    p.add_argument("--return-id", default="", help="idempotency key (default: a new one, printed)")
+    p.add_argument("--return-id", default="", help="idempotency key within the purchase (default: a new one, printed)")
+    p.add_argument("--returning-store", default="", help="the store taking the goods back")
 
     p = commands.add("void", cmd_void, "undo a purchase whole, on its business day")
     p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("--store", required=True, help="the purchase's store, as printed on the receipt")
     p.add_argument("--txn", required=True, metavar="TXN_ID")
 
     p = commands.add("profile", cmd_profile, "a customer's tier, lifetime value, points and categories")
@@ -557,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = getattr(args, "target", None) or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
     handler: Handler = args.handler
     try:
-        with PosOffersClient(target, timeout=getattr(args, "timeout", 2.0)) as client:
+        with _client(args, target) as client:
             message, lines = handler(args, client)
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

@@ -14,7 +14,9 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc, types_pb2
 
+from client.auth import api_key_from_env, bearer_metadata
 from client.errors import REQUEST_ID_KEY, from_rpc_error
+from client.tls import channel_credentials, open_channel
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -32,8 +34,9 @@ DEFAULT_TARGET: Final = "127.0.0.1:50051"
 # (line_id, sku, category, quantity, unit_price_minor): the field order of posoffers.v1.LineItem.
 LineTuple = tuple[str, str, str, int, int]
 
-# Only calls that are safe to repeat are retried. CommitPurchase is: the server keys it by transaction_id and
-# returns the stored receipt on a retry; ReturnPurchase likewise by return_id, VoidPurchase by transaction_id.
+# Only calls that are safe to repeat are retried. CommitPurchase is: the server keys it by (store, transaction_id)
+# and returns the stored receipt on a retry; ReturnPurchase likewise by the purchase and return_id, VoidPurchase by
+# the purchase.
 # Upserts are keyed by id; archiving twice leaves the same state.
 IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
     ("posoffers.v1.OfferService", None),  # None = every method of the service
@@ -147,7 +150,8 @@ def _timestamp(when: datetime | None) -> Timestamp | None:
 
 
 class PosOffersClient:
-    """Blocking client over one insecure channel. Use as a context manager, or call close().
+    """Blocking client over one channel (plaintext, or TLS: see __init__). Use as a context manager, or call
+    close().
 
     Every call has a deadline (`timeout` seconds, overridable per call), sends an x-request-id, and raises
     client.errors.PosOffersError (or a subclass) instead of grpc.RpcError. UNAVAILABLE is retried by gRPC itself
@@ -161,7 +165,19 @@ class PosOffersClient:
         timeout: float = 2.0,
         max_attempts: int = 4,
         metadata: Sequence[tuple[str, str]] = (),
+        api_key: str | None = None,
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
+        """`api_key`: the secret of an API key (default: $POS_OFFERS_API_KEY); every call sends it as
+        `authorization: Bearer <secret>`. Without one every call but health checks is UNAUTHENTICATED.
+
+        TLS (client/tls.py): `tls_ca` is the PEM file of the CA that signed the server's certificate (default
+        $POS_OFFERS_TLS_CA, else the system's roots); `tls_cert` and `tls_key` the till's own certificate and key
+        for a server that requires mutual TLS (default $POS_OFFERS_TLS_CLIENT_CERT/KEY). Any of them, or
+        `tls=True` ($POS_OFFERS_TLS=1), makes the channel TLS; a file that cannot be read is a ValueError."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if not 1 <= max_attempts <= _MAX_GRPC_ATTEMPTS:
@@ -169,15 +185,18 @@ class PosOffersClient:
         self.target = target
         self.timeout = timeout
         # gRPC metadata keys are lowercase on the wire; normalise so our x-request-id check sees the caller's.
-        self._metadata = tuple((key.lower(), value) for key, value in metadata)
+        self._metadata = tuple((key.lower(), value) for key, value in metadata if key.lower() != "authorization")
+        secret = api_key_from_env() if api_key is None else api_key.strip()
+        if secret:
+            self._metadata = (*self._metadata, bearer_metadata(secret))
         self._has_request_id = any(key == REQUEST_ID_KEY for key, _ in self._metadata)
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.enable_retries", 1),
-                ("grpc.service_config", service_config(max_attempts)),
-            ],
-        )
+        credentials = channel_credentials(tls=tls, ca=tls_ca, cert=tls_cert, key=tls_key)
+        self.tls = credentials is not None
+        options: list[tuple[str, object]] = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(max_attempts)),
+        ]
+        self._channel = open_channel(target, credentials, options)
         self._offers = offer_service_pb2_grpc.OfferServiceStub(self._channel)
         self._admin = admin_service_pb2_grpc.OfferAdminStub(self._channel)
 
@@ -253,22 +272,30 @@ class PosOffersClient:
         customer_id: str,
         lines: Iterable[tuple[str, int]],
         *,
+        store_id: str,
+        returning_store_id: str = "",
         timeout: float | None = None,
     ) -> offer_service_pb2.ReturnReceipt:
-        """Take back (line_id, quantity) of a purchase, once per return_id; a retry returns the stored receipt."""
+        """Take back (line_id, quantity) of the purchase `store_id`'s `transaction_id` (both as printed on the
+        receipt), once per return_id of that purchase; a retry returns the stored receipt. `returning_store_id`:
+        the store taking the goods back."""
         request = offer_service_pb2.ReturnPurchaseRequest(
             return_id=return_id,
             transaction_id=transaction_id,
             customer_id=customer_id,
             lines=[offer_service_pb2.ReturnLine(line_id=line_id, quantity=qty) for line_id, qty in lines],
+            store_id=store_id,
+            returning_store_id=returning_store_id,
         )
         return self._call(self._offers.ReturnPurchase, request, timeout)
 
     def void_purchase(
-        self, transaction_id: str, customer_id: str, *, timeout: float | None = None
+        self, transaction_id: str, customer_id: str, *, store_id: str, timeout: float | None = None
     ) -> offer_service_pb2.ReturnReceipt:
-        """Undo a purchase whole, on its business day."""
-        request = offer_service_pb2.VoidPurchaseRequest(transaction_id=transaction_id, customer_id=customer_id)
+        """Undo the purchase `store_id`'s `transaction_id` whole, on its business day."""
+        request = offer_service_pb2.VoidPurchaseRequest(
+            transaction_id=transaction_id, customer_id=customer_id, store_id=store_id
+        )
         return self._call(self._offers.VoidPurchase, request, timeout)
 
     # OfferAdmin
@@ -327,6 +354,37 @@ class PosOffersClient:
     ) -> types_pb2.CustomerProfile:
         request = admin_service_pb2.UpsertCustomerRequest(customer=customer)
         return self._call(self._admin.UpsertCustomer, request, timeout)
+
+    # API keys (admin role)
+
+    def create_api_key(
+        self,
+        *,
+        role: int,
+        name: str = "",
+        store_ids: Sequence[str] = (),
+        expires_at: datetime | None = None,
+        rate_limit_per_second: int = 0,
+        timeout: float | None = None,
+    ) -> admin_service_pb2.CreateApiKeyResponse:
+        """A new key; `role` is an admin_service_pb2.API_KEY_ROLE_* value. The secret is in the response only."""
+        key = admin_service_pb2.ApiKey(
+            name=name, store_ids=list(store_ids), rate_limit_per_second=rate_limit_per_second
+        )
+        key.role = role  # type: ignore[assignment]  # an int from the caller, checked by the server
+        expiry = _timestamp(expires_at)
+        if expiry is not None:
+            key.expires_at.CopyFrom(expiry)
+        return self._call(self._admin.CreateApiKey, admin_service_pb2.CreateApiKeyRequest(key=key), timeout)
+
+    def list_api_keys(
+        self, *, include_revoked: bool = False, timeout: float | None = None
+    ) -> admin_service_pb2.ListApiKeysResponse:
+        request = admin_service_pb2.ListApiKeysRequest(include_revoked=include_revoked)
+        return self._call(self._admin.ListApiKeys, request, timeout)
+
+    def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> admin_service_pb2.ApiKey:
+        return self._call(self._admin.RevokeApiKey, admin_service_pb2.RevokeApiKeyRequest(key_id=key_id), timeout)
 
     def adjust_points(
         self,

@@ -56,7 +56,17 @@ class DeadlineExceededError(PosOffersError):
     pass
 
 
+class UnauthenticatedError(PosOffersError):
+    """No valid API key: set POS_OFFERS_API_KEY (or pass api_key=) to a key's secret."""
+
+
+class PermissionDeniedError(PosOffersError):
+    """The key may not do this (its role, or a store it is not bound to)."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[PosOffersError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,

@@ -50,3 +50,20 @@ class Conflict(DomainError):
 
 class Unavailable(DomainError):
     """The request cannot be served right now but may succeed on retry (→ UNAVAILABLE)."""
+
+
+class Unauthenticated(DomainError):
+    """No valid API key: missing, malformed, unknown, revoked or expired (→ UNAUTHENTICATED). `reason` is one of
+    those words (for metrics and the audit log; the message says no more than the caller may know)."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDenied(DomainError):
+    """The key is valid but may not do this, e.g. a till key committing another store's basket."""
+
+
+class DeadlineExceeded(DomainError):
+    """The call ran past the server's own limit on any call (→ DEADLINE_EXCEEDED); the caller may retry."""

@@ -287,6 +287,15 @@ class ActiveOffer:
 
 
 @dataclass(frozen=True, slots=True)
+class PurchaseKey:
+    """What names one purchase, and its idempotency key: the store's transaction id. Tills number their own sales,
+    so the same transaction id at two stores is two purchases."""
+
+    store_id: str
+    transaction_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     transaction_id: str
     evaluation: BasketEvaluation
@@ -318,6 +327,10 @@ class PurchaseFacts:
     occurred_at: datetime
     points_available_at: datetime | None = None  # its points were pending until then (None: spendable at once)
     new_categories: tuple[str, ...] = ()  # categories it added to her profile (a void takes them back)
+
+    @property
+    def key(self) -> PurchaseKey:
+        return PurchaseKey(self.basket.store_id, self.transaction_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""`python -m server`: run pos-offers until SIGTERM or Ctrl-C."""
+"""`python -m server` (or `pos-offers-server`): run pos-offers until SIGTERM or Ctrl-C;
+`pos-offers-server keys ...` manages API keys (server/keys_cli.py)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,14 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_certificates)  # certificate rotation
     redis_where = service.embedded.url if service.embedded else "external"
     metrics_where = f"http://127.0.0.1:{service.metrics_port}/metrics" if service.metrics_port else "off"
     print(
-        f"pos-offers listening on {service.target} (gRPC; health and reflection on)\n"
+        f"pos-offers listening on {service.target} (gRPC, {service.transport}; health and reflection on)\n"
         f"  metrics: {metrics_where}\n  redis:   {redis_where}\n  sql:     {settings.sql_url.split('@')[-1]}\n"
         f"  demo:    {'customer samantha, store soho, offer dress-shoes-2x' if settings.demo_data else 'off'}\n"
+        f"  keys:    {_keys_line(service.demo_credentials, settings.auth)}\n"
         "  stop with Ctrl-C",
         flush=True,
     )
@@ -45,7 +48,23 @@ async def serve(settings: Settings) -> None:
     await service.stop()
 
 
+def _keys_line(credentials: Path | None, auth: bool) -> str:
+    if not auth:
+        return "AUTHENTICATION OFF (POS_OFFERS_AUTH=off): loopback only, never in production"
+    if credentials is None:
+        return "every call needs one; make the first with `pos-offers-server keys create --role admin`"
+    return (
+        f"demo keys (admin, pos for soho, app) in {credentials} (mode 0600); for the CLI:\n"
+        f"           export POS_OFFERS_API_KEY=$(python3 -c \"import json; print(json.load(open('{credentials}'))"
+        f"['admin']['secret'])\")"
+    )
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["keys"]:
+        from server.keys_cli import main as keys_main
+
+        return keys_main(sys.argv[2:])
     try:
         settings = Settings.from_env()
     except ValueError as exc:

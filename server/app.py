@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,12 +20,29 @@ from redis.exceptions import RedisError
 
 from domain.model import Catalog
 from server.bootstrap import Components, bootstrap
-from server.config import Settings
-from server.rpc.grpc_server import build_server, set_health
+from server.config import Settings, is_loopback
+from server.demo_keys import ensure_demo_keys
+from server.rpc.grpc_server import build_server, listen, set_health
+from server.rpc.transport import ServerCertificates
 from store.embedded_redis import EmbeddedRedis
 from telemetry import metrics, metrics_setup, tracing
 
 log = logging.getLogger(__name__)
+
+
+def _announce_auth(settings: Settings) -> None:
+    metrics.AUTH_ENABLED.set(1 if settings.auth else 0)
+    if not settings.auth:
+        log.error(
+            "AUTHENTICATION IS OFF (POS_OFFERS_AUTH=off): any local process can move points; never in production",
+            extra={"listen": settings.listen},
+        )
+    if not settings.tls_cert and not is_loopback(settings.listen):
+        log.warning(
+            "plaintext gRPC on a non-loopback address (POS_OFFERS_ALLOW_PLAINTEXT=1): keys travel in clear unless a "
+            "proxy or mesh in front terminates TLS",
+            extra={"listen": settings.listen},
+        )
 
 
 def _record_catalog(catalog: Catalog) -> None:
@@ -45,6 +63,8 @@ class Service:
     embedded: EmbeddedRedis | None = None
     metrics_port: int = 0
     writer_pid: int | None = None  # the writer child, when it runs as one
+    demo_credentials: Path | None = None  # where the demo keys were written (demo mode only)
+    certificates: ServerCertificates | None = None  # TLS only: what reload_certificates() swaps
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _metrics_server: Any = None
@@ -77,20 +97,39 @@ class Service:
         components = bootstrap(settings)
         components.catalog.on_swap = _record_catalog
         await components.open(demo_data=settings.demo_data)
+        credentials = None
+        if settings.demo_data and settings.demo_credentials:
+            credentials = await ensure_demo_keys(components.api_keys, components.key_ring, settings.data_dir)
+        _announce_auth(settings)
         server, health = build_server(components)
-        port = server.add_insecure_port(settings.listen)
+        port, certificates = listen(server, settings)
         if port == 0:
             raise RuntimeError(f"cannot listen on {settings.listen}")
         await server.start()
-        service = cls(settings, components, server, port, health, embedded=embedded)
+        service = cls(settings, components, server, port, health, embedded=embedded, demo_credentials=credentials)
+        service.certificates = certificates
         service._start_metrics()
         await set_health(health, till=True, admin=True)
         service._start_tasks()
         return service
 
+    @property
+    def transport(self) -> str:
+        if self.certificates is None:
+            return "plaintext"
+        return "mutual TLS" if self.certificates.mutual else "TLS"
+
+    def reload_certificates(self) -> bool:
+        """SIGHUP: read the TLS files again; connections made from now on use them (False: kept the old ones)."""
+        if self.certificates is None:
+            log.warning("SIGHUP: no TLS certificates to reload (plaintext)")
+            return False
+        return self.certificates.reload()
+
     def _start_tasks(self) -> None:
         c, s = self.components, self.settings
         self._spawn(c.catalog.run(self._stop, s.catalog_refresh_ms / 1000))
+        self._spawn(c.key_ring.run(self._stop, s.api_key_refresh_ms / 1000))
         self._spawn(self._watch_health())
         self._spawn(self._watch_gauges())
         if s.writer_enabled and s.writer_process:
@@ -188,6 +227,7 @@ class Service:
     async def _watch_gauges(self) -> None:
         """Gauges read from Redis, off the request path: outbox lag and offer budgets."""
         while not self._stop.is_set():
+            metrics.API_KEYS_LOADED.set(self.components.key_ring.size)
             with contextlib.suppress(RedisError, OSError):
                 metrics.OUTBOX_BACKLOG.set(await self.components.writer.backlog())
                 metrics.OUTBOX_OLDEST_AGE.set(await self.components.writer.oldest_age_s())

@@ -24,7 +24,8 @@ from store.hot_state import RedisHotState
 from store.keys import Keys
 from store.records import OutboxRecord
 from store.redis_state import CustomerStore
-from store.sql_async import SqlCatalogStore, SqlPrivacyStore, SqlProfileStore
+from store.sql_api_keys import SqlApiKeys
+from store.sql_async import SqlApiKeyStore, SqlCatalogStore, SqlPrivacyStore, SqlProfileStore
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
@@ -36,6 +37,7 @@ from telemetry import metrics
 from telemetry.observe import redis_call, sql_call
 from usecases.adjustments import PointsAdjustments
 from usecases.admin import AdminApp
+from usecases.api_keys import ApiKeys, KeyRing
 from usecases.budgets import Budgets
 from usecases.catalog import CatalogCache
 from usecases.commit import CommitPurchase
@@ -44,6 +46,7 @@ from usecases.evaluation import BasketEvaluator
 from usecases.expiry import PointsExpiry
 from usecases.offers import OffersApp
 from usecases.ports import (
+    ApiKeyStore,
     CatalogStore,
     CatalogVersions,
     Clock,
@@ -114,12 +117,15 @@ class Components:
     adjustments: PointsAdjustments
     privacy: CustomerPrivacy
     writer: OutboxWriter
+    key_ring: KeyRing  # the keys calls are checked against, in memory
+    api_keys: ApiKeys  # creating, listing, revoking them
 
     async def open(self, *, demo_data: bool = False) -> None:
         """Connects and prepares: Redis answers, SQL is migrated, the catalog is loaded, the outbox groups exist."""
         await self.redis.ping()
         await self.migrate()
         await self.catalog.refresh(force=True)
+        await self.key_ring.refresh(force=True)
         if demo_data:
             await load_demo(self.admin, self.customers)
         await self.writer.ensure_groups()
@@ -147,10 +153,10 @@ def bootstrap(
     profiles: ProfileStore | None = None,
     catalog_store: CatalogStore | None = None,
     privacy_store: PrivacyStore | None = None,
+    api_key_store: ApiKeyStore | None = None,
 ) -> Components:
     """Builds the components for `settings` (whose redis_url must be set: the server starts an embedded Redis
-    first when it is not). No I/O happens here. A port given (an in-memory fake in tests) replaces its adapter
-    for every use case."""
+    first when it is not). No I/O. A port given (an in-memory fake in tests) replaces its adapter everywhere."""
     redis = redis or redis_client(settings)
     sql_engine = sql_engine or make_engine(settings.sql_url, schema=settings.database_schema or None)
     rules = settings.rules()
@@ -164,13 +170,14 @@ def bootstrap(
     versions = versions or store
     profiles = profiles or SqlProfileStore(sql_profiles, SqlBudgets(sql_engine))
     catalog_store = catalog_store or SqlCatalogStore(SqlCatalog(sql_engine))
-    privacy_store = privacy_store or SqlPrivacyStore(SqlPrivacy(sql_engine))
     offer_codec = offer_codec or ProtobufOfferDefinitions()
     receipts = receipts or ProtobufReceipts()
     catalog = CatalogCache(catalog_store, versions, offer_codec)
     budget_keeper = Budgets(counters, profiles)
     customers = Customers(rules, hot, profiles, catalog, budget_keeper, clock)
     evaluator = BasketEvaluator(rules, clock)
+    api_key_store = api_key_store or SqlApiKeyStore(SqlApiKeys(sql_engine))
+    key_ring = KeyRing(api_key_store, store, clock)
     return Components(
         settings=settings,
         redis=redis,
@@ -187,8 +194,10 @@ def bootstrap(
         admin=AdminApp(catalog_store, versions, counters, catalog, offer_codec),
         expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
         adjustments=PointsAdjustments(rules, hot, profiles, customers, clock),
-        privacy=CustomerPrivacy(hot, privacy_store, clock),
+        privacy=CustomerPrivacy(hot, privacy_store or SqlPrivacyStore(SqlPrivacy(sql_engine)), clock),
         writer=build_writer(settings, redis, keys, SqlOutboxSink(sql_engine)),
+        key_ring=key_ring,
+        api_keys=ApiKeys(api_key_store, store, key_ring, clock),
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
@@ -20,6 +22,38 @@ def _bool(raw: str) -> bool:
     if value in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(f"not a boolean: {raw!r}")
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a host:port listen address only accepts connections from this machine."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or empty (all interfaces)
+
+
+def check_tls_files(cert: str, key: str, client_ca: str = "") -> None:
+    """Whether the PEM files exist and parse, and the key is the certificate's; else a ValueError that says which
+    file and why (the server refuses to start, or a reload keeps the certificate it has)."""
+    for setting, path in (("TLS_CERT", cert), ("TLS_KEY", key), ("TLS_CLIENT_CA", client_ca)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"POS_OFFERS_{setting}: no such file: {path}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")  # an encrypted key fails: gRPC cannot use one
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(
+            f"POS_OFFERS_TLS_CERT/POS_OFFERS_TLS_KEY: {cert} and {key} are not a PEM certificate chain and its "
+            f"unencrypted private key ({exc})"
+        ) from None
+    if client_ca:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"POS_OFFERS_TLS_CLIENT_CA: {client_ca} holds no PEM CA certificate ({exc})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +135,28 @@ class Settings:
     a call whose request never arrives cannot hold server memory for longer."""
     max_connection_age_grace_ms: int = 60_000
     """How long calls on a connection past its age may still run."""
+    max_call_ms: int = 30_000
+    """Any call still running after this long ends DEADLINE_EXCEEDED, whatever deadline the caller set (or none):
+    well above the till path's milliseconds and an admin call's seconds, below the connection age grace."""
+    tls_cert: str = ""
+    """PEM file of the server's certificate chain: with tls_key, gRPC is served over TLS only. Reloaded on
+    SIGHUP (connections made after it get the new certificate)."""
+    tls_key: str = ""
+    """PEM file of the private key of tls_cert (unencrypted; keep it mode 0600)."""
+    tls_client_ca: str = ""
+    """PEM file of the CA(s) that sign terminals' certificates: every connection must then present one (mutual
+    TLS). A certificate's SAN URIs `urn:pos-offers:store:<id>` narrow a pos key's stores further."""
+    allow_plaintext: bool = False
+    """Serve plaintext gRPC on a non-loopback address (behind a proxy or mesh that terminates TLS). Without TLS
+    settings and without this, only a loopback listen address starts."""
+    auth: bool = True
+    """Every call but health checks needs an API key. `off` only for local experiments: refused unless `listen`
+    is a loopback address, and logged loudly."""
+    api_key_refresh_ms: int = 500
+    """How often a server checks the shared API key version (a new or revoked key counts within this, plus the
+    reload)."""
+    demo_credentials: bool = True
+    """With demo data: create one key per role and write them to DATA_DIR/demo-credentials.json (mode 0600)."""
     reflection: bool = True
     """Serve gRPC server reflection (grpcurl)."""
     shutdown_grace_s: float = 5.0
@@ -157,12 +213,21 @@ class Settings:
         limits = (self.max_message_bytes, self.max_concurrent_streams, self.max_connection_idle_ms)
         if min(*limits, self.max_connection_age_ms, self.max_connection_age_grace_ms) < 1:
             raise ValueError("message, stream and connection limits must be positive")
+        if not 1 <= self.max_call_ms <= self.max_connection_age_grace_ms:
+            raise ValueError(
+                "POS_OFFERS_MAX_CALL_MS must be positive and at most POS_OFFERS_MAX_CONNECTION_AGE_GRACE_MS"
+            )
         if self.occurred_at_max_age_days * 24 <= self.occurred_at_grace_hours:
             raise ValueError(
                 "POS_OFFERS_OCCURRED_AT_MAX_AGE_DAYS must be longer than POS_OFFERS_OCCURRED_AT_GRACE_HOURS"
             )
         if self.redis_max_connections < 1 or self.redis_pool_timeout_ms < 1:
             raise ValueError("POS_OFFERS_REDIS_MAX_CONNECTIONS and POS_OFFERS_REDIS_POOL_TIMEOUT_MS must be positive")
+        if not self.auth and not is_loopback(self.listen):
+            raise ValueError(f"POS_OFFERS_AUTH=off is refused unless POS_OFFERS_LISTEN is loopback (is {self.listen})")
+        self._validate_transport()
+        if not 100 <= self.api_key_refresh_ms <= 1_000:
+            raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:
@@ -174,6 +239,19 @@ class Settings:
         if 0 < self.points_expire_after_days <= self.points_pending_days:
             # Otherwise an idle member's points would expire before she could ever spend them.
             raise ValueError("POS_OFFERS_POINTS_EXPIRE_AFTER_DAYS must be longer than POS_OFFERS_POINTS_PENDING_DAYS")
+
+    def _validate_transport(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("POS_OFFERS_TLS_CERT and POS_OFFERS_TLS_KEY go together: set both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("POS_OFFERS_TLS_CLIENT_CA needs POS_OFFERS_TLS_CERT and POS_OFFERS_TLS_KEY (mutual TLS)")
+        if not self.tls_cert and not self.allow_plaintext and not is_loopback(self.listen):
+            raise ValueError(
+                f"plaintext gRPC is refused on non-loopback POS_OFFERS_LISTEN={self.listen}: set POS_OFFERS_TLS_CERT "
+                "and POS_OFFERS_TLS_KEY, listen on loopback, or set POS_OFFERS_ALLOW_PLAINTEXT=1 behind a TLS proxy"
+            )
+        if self.tls_cert:
+            check_tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)
 
     def rules(self) -> Rules:
         """The rules the use cases apply, from these settings."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from domain.model import CustomerState, PurchaseFacts, Receipt, ReturnOutcome
+from domain.model import CustomerState, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome
 from store.record_builders import adjustment_record, customer_record, expiry_record, purchase_record, return_record
 from store.redis_state import CustomerStore
 from usecases.ports import (
@@ -33,24 +33,22 @@ class RedisHotState:
         self,
         customer_id: str,
         *,
-        transaction_id: str = "",
+        purchase: PurchaseKey | None = None,
         budget_offer_ids: Sequence[str] = (),
         now: datetime,
     ) -> CustomerRead:
-        return await self.store.read(
-            customer_id, transaction_id=transaction_id, budget_offer_ids=budget_offer_ids, now=now
-        )
+        return await self.store.read(customer_id, purchase=purchase, budget_offer_ids=budget_offer_ids, now=now)
 
-    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
-        return await self.store.claim_transaction(transaction_id, customer_id)
+    async def claim_transaction(self, purchase: PurchaseKey, customer_id: str) -> str:
+        return await self.store.claim_transaction(purchase, customer_id)
 
     async def read_for_return(
-        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime
+        self, customer_id: str, purchase: PurchaseKey, return_id: str, *, now: datetime
     ) -> ReturnRead:
-        return await self.store.read_for_return(customer_id, transaction_id, return_id, now=now)
+        return await self.store.read_for_return(customer_id, purchase, return_id, now=now)
 
-    async def claim_return(self, return_id: str, customer_id: str) -> str:
-        return await self.store.claim_return(return_id, customer_id)
+    async def claim_return(self, purchase: PurchaseKey, return_id: str, customer_id: str) -> str:
+        return await self.store.claim_return(purchase, return_id, customer_id)
 
     async def commit_purchase(
         self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
@@ -70,13 +68,16 @@ class RedisHotState:
         facts: PurchaseFacts,
         *,
         return_id: str,
+        returning_store_id: str,
         digest: str,
         receipt_bytes: bytes,
         voided: bool,
         expected_version: int,
         now: datetime,
     ) -> CommitResult:
-        record = return_record(outcome, facts, return_id, digest, voided=voided, at=now)
+        record = return_record(
+            outcome, facts, return_id, digest, voided=voided, at=now, returning_store_id=returning_store_id
+        )
         return await self.store.apply_return(
             record,
             expected_version=expected_version,
@@ -134,8 +135,8 @@ class RedisHotState:
         await self.store.finish_erasure(
             customer_id,
             anonymous_id=anonymous_id,
-            transaction_ids=erased.transaction_ids,
-            return_ids=erased.return_ids,
+            purchases=erased.purchases,
+            returns=erased.returns,
             adjustment_ids=erased.adjustment_ids,
         )
 

@@ -9,6 +9,17 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from domain.model import PurchaseKey
+
+
+def scoped(purchase: PurchaseKey, *more: str) -> str:
+    """A purchase (and what follows, a return id) in a key: "<len(store)>:<store>:<transaction>", the transaction
+    also length-prefixed when more follows, so store "a:b" with transaction "c" is never store "a" with "b:c"."""
+    head = f"{len(purchase.store_id)}:{purchase.store_id}:"
+    if not more:
+        return head + purchase.transaction_id
+    return head + f"{len(purchase.transaction_id)}:{purchase.transaction_id}:" + ":".join(more)
+
 
 @dataclass(frozen=True, slots=True)
 class CustomerKeys:
@@ -35,16 +46,25 @@ class CustomerKeys:
     unwritten: str
     """Her partition's hash customer id -> her records in the outbox not yet written to SQL (see OutboxKeys)."""
 
-    def transaction(self, transaction_id: str) -> str:
-        """Hash {digest, receipt}: the stored receipt of one committed transaction, kept for the retention window."""
+    def transaction(self, purchase: PurchaseKey) -> str:
+        """Hash {digest, receipt}: the stored receipt of one committed purchase, kept for the retention window."""
+        return f"{self.profile}:p:{scoped(purchase)}"
+
+    def returned(self, purchase: PurchaseKey) -> str:
+        """Hash line_id -> quantity returned so far, of one purchase (kept as long as its receipt)."""
+        return f"{self.profile}:pret:{scoped(purchase)}"
+
+    def return_record(self, purchase: PurchaseKey, return_id: str) -> str:
+        """Hash {digest, receipt}: the stored receipt of one return of the purchase, for replays."""
+        return f"{self.profile}:prtn:{scoped(purchase, return_id)}"
+
+    def legacy_transaction(self, transaction_id: str) -> str:
+        """The stored receipt as servers before store-scoped ids kept it (by transaction id alone): read, never
+        written, so a sale retried across the upgrade still replays. Gone after one retention window."""
         return self.profile + ":txn:" + transaction_id
 
-    def returned(self, transaction_id: str) -> str:
-        """Hash line_id -> quantity returned so far, of one purchase (kept as long as its receipt)."""
-        return self.profile + ":ret:" + transaction_id
-
-    def return_record(self, return_id: str) -> str:
-        """Hash {digest, receipt}: the stored receipt of one return, for replays."""
+    def legacy_return_record(self, return_id: str) -> str:
+        """A return's stored receipt as servers before store-scoped ids kept it (by return id alone): read only."""
         return self.profile + ":rtn:" + return_id
 
     def adjustment(self, adjustment_id: str) -> str:
@@ -128,12 +148,23 @@ class Keys:
     def outbox_keys(self) -> list[OutboxKeys]:
         return [OutboxKeys(self.outbox(p), self.unwritten(p), self.outbox(p) + ":dead") for p in range(self.partitions)]
 
-    def transaction_claim(self, transaction_id: str) -> str:
-        """String "<customer_id>": makes a transaction id unique across customers."""
+    def transaction_claim(self, purchase: PurchaseKey) -> str:
+        """String "<customer_id>": makes a purchase, a store's transaction id, one customer's. Until store-scoped
+        ids it was "{t}:claim:<transaction id>" (unique across stores too); those claims expire unread."""
+        return f"{self.prefix}:{{t}}:pclaim:{scoped(purchase)}"
+
+    def return_claim(self, purchase: PurchaseKey, return_id: str) -> str:
+        """String "<customer_id>": makes a return id of a purchase one customer's, like the purchase's claim (until
+        store-scoped ids "{t}:rclaim:<return id>", unique across purchases)."""
+        return f"{self.prefix}:{{t}}:prclaim:{scoped(purchase, return_id)}"
+
+    def legacy_transaction_claim(self, transaction_id: str) -> str:
+        """A purchase's claim as servers before store-scoped ids wrote it: never read, only deleted by an erasure
+        (it holds the customer id) before it expires."""
         return f"{self.prefix}:{{t}}:claim:{transaction_id}"
 
-    def return_claim(self, return_id: str) -> str:
-        """String "<customer_id>": makes a return id unique across customers, like transaction ids."""
+    def legacy_return_claim(self, return_id: str) -> str:
+        """A return's claim before store-scoped ids: never read, only deleted by an erasure, like the purchase's."""
         return f"{self.prefix}:{{t}}:rclaim:{return_id}"
 
     def adjustment_claim(self, adjustment_id: str) -> str:
@@ -150,3 +181,6 @@ class Keys:
 
     def catalog_version(self) -> str:
         return f"{self.prefix}:catalog:version"
+
+    def api_keys_version(self) -> str:
+        return f"{self.prefix}:apikeys:version"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from domain.ids import purchase_event_id, return_event_id
+from domain.ids import purchase_entry_id, purchase_event_id, return_entry_id, return_event_id
 from domain.model import Basket, BasketEvaluation, CustomerState, PurchaseFacts, Receipt, ReturnOutcome
 from domain.tiers import is_tier_offer_id
 from store.records import (
@@ -37,7 +37,7 @@ def purchase_record(receipt: Receipt, digest: str) -> PurchaseRecord:
     ev = receipt.evaluation
     txn = receipt.transaction_id
     return PurchaseRecord(
-        event_id=purchase_event_id(basket.customer_id, txn),
+        event_id=purchase_event_id(basket.customer_id, basket.store_id, txn),
         transaction_id=txn,
         customer_id=basket.customer_id,
         store_id=basket.store_id,
@@ -61,7 +61,7 @@ def purchase_record(receipt: Receipt, digest: str) -> PurchaseRecord:
             if not is_tier_offer_id(a.offer_id)
         ],
         new_categories=list(receipt.new_categories),
-        ledger=_purchase_ledger(txn, ev),
+        ledger=_purchase_ledger(basket.store_id, txn, ev),
         debt_repaid=ev.points_debt_repaid,
         tier_after=ev.tier_after if ev.tier_after != ev.tier_before else "",
     )
@@ -85,13 +85,17 @@ def _line_records(basket: Basket, ev: BasketEvaluation) -> list[PurchaseLineReco
     ]
 
 
-def _purchase_ledger(txn: str, ev: BasketEvaluation) -> list[LedgerEntry]:
+def _purchase_ledger(store_id: str, txn: str, ev: BasketEvaluation) -> list[LedgerEntry]:
     """What the sale adds to her points ledger; earned points are pending until the returns window ends."""
     spendable_from = _iso(ev.points_available_at) if ev.points_available_at else ""
     ledger = [
-        LedgerEntry(f"{txn}:earn", "earn", sum(r.base_points for r in ev.lines), spendable_from),
-        LedgerEntry(f"{txn}:bonus", "bonus", sum(r.bonus_points for r in ev.lines), spendable_from),
-        LedgerEntry(f"{txn}:redeem", "redeem", -ev.points_redeemed),
+        LedgerEntry(
+            purchase_entry_id(store_id, txn, "earn"), "earn", sum(r.base_points for r in ev.lines), spendable_from
+        ),
+        LedgerEntry(
+            purchase_entry_id(store_id, txn, "bonus"), "bonus", sum(r.bonus_points for r in ev.lines), spendable_from
+        ),
+        LedgerEntry(purchase_entry_id(store_id, txn, "redeem"), "redeem", -ev.points_redeemed),
     ]
     return [e for e in ledger if e.points != 0]
 
@@ -104,18 +108,24 @@ def return_record(
     *,
     voided: bool,
     at: datetime,
+    returning_store_id: str = "",
 ) -> ReturnRecord:
     # Points taken back leave the purchase's pending points while they are pending, so the reversal is stamped
     # with when those points become spendable; refunded redeemed points were spendable and are so at once.
     spendable_from = _iso(facts.points_available_at) if facts.points_available_at else ""
+    store_id, txn = facts.basket.store_id, facts.transaction_id
     ledger = [
-        LedgerEntry(f"{return_id}:reverse", "reverse", -outcome.points_reversed, spendable_from),
-        LedgerEntry(f"{return_id}:refund", "refund", outcome.points_refunded),
+        LedgerEntry(
+            return_entry_id(store_id, txn, return_id, "reverse"), "reverse", -outcome.points_reversed, spendable_from
+        ),
+        LedgerEntry(return_entry_id(store_id, txn, return_id, "refund"), "refund", outcome.points_refunded),
     ]
     return ReturnRecord(
-        event_id=return_event_id(facts.customer_id, return_id),
+        event_id=return_event_id(facts.customer_id, store_id, txn, return_id),
         return_id=return_id,
-        transaction_id=facts.transaction_id,
+        transaction_id=txn,
+        store_id=store_id,
+        returning_store_id=returning_store_id,
         customer_id=facts.customer_id,
         occurred_at=_iso(at),
         committed_at=_iso(at),

@@ -18,7 +18,7 @@ T = TypeVar("T", bound="DataclassInstance")
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    entry_id: str  # unique, e.g. "<txn>:earn"
+    entry_id: str  # unique, e.g. "sale:<store>:<txn>:earn" (domain/ids.py)
     kind: Literal["earn", "bonus", "redeem", "reverse", "refund", "expire", "adjust", "adjustment"]
     points: int  # signed: redeem is negative
     available_at: str = ""  # ISO 8601, UTC: the points are not spendable before then (pending); "" = at once
@@ -47,8 +47,8 @@ class AppliedOfferRecord:
 
 @dataclass(frozen=True, slots=True)
 class PurchaseRecord:
-    event_id: str  # "purchase:<customer_id>:<transaction_id>"
-    transaction_id: str
+    event_id: str  # "sale:<customer_id>:<store_id>:<transaction_id>" (before store-scoped ids "purchase:…")
+    transaction_id: str  # with store_id, the purchase
     customer_id: str
     store_id: str
     terminal_id: str
@@ -109,9 +109,9 @@ class ReturnLineRecord:
 class ReturnRecord:
     """A return (or a void) of a committed purchase: correcting entries, never an edit of the purchase."""
 
-    event_id: str  # "return:<customer_id>:<return_id>"
-    return_id: str
-    transaction_id: str
+    event_id: str  # "rtn:<customer_id>:<store_id>:<transaction_id>:<return_id>" (before: "return:<c>:<return_id>")
+    return_id: str  # unique within its purchase
+    transaction_id: str  # with store_id, the purchase returned
     customer_id: str
     occurred_at: str  # ISO 8601, UTC
     committed_at: str  # ISO 8601, UTC
@@ -126,10 +126,13 @@ class ReturnRecord:
     purchase_count_delta: int  # -1 for a void, else 0
     offers_lost: list[str]  # offers whose bonus was taken back whole (their per-customer use is given back)
     request_digest: str
-    ledger: list[LedgerEntry]  # "<return_id>:reverse" (negative) and "<return_id>:refund" (positive)
+    ledger: list[LedgerEntry]  # "rtn:…:reverse" (negative) and "rtn:…:refund" (positive)
     receipt_b64: str = ""  # the ReturnReceipt protobuf, base64 (in the outbox beside the record, as for purchases)
     # A void: categories it took back off her profile (decided by the script: none bought them again since).
     categories_removed: list[str] = field(default_factory=list)
+    # The purchase's store: empty only in records of servers before store-scoped ids (see SqlOutboxSink).
+    store_id: str = ""
+    returning_store_id: str = ""  # the store that took the goods back ("" = not said)
     kind: Literal["return"] = "return"
 
 
@@ -182,8 +185,10 @@ def _plain(obj: Any) -> dict[str, Any]:
     # deploy), and load_record fills in their defaults.
     if isinstance(obj, LedgerEntry) and not obj.available_at:
         del plain["available_at"]
-    if isinstance(obj, ReturnRecord) and not obj.categories_removed:
-        del plain["categories_removed"]
+    if isinstance(obj, ReturnRecord):
+        for name in ("categories_removed", "store_id", "returning_store_id"):
+            if not plain[name]:
+                del plain[name]
     if isinstance(obj, PurchaseRecord | CustomerRecord) and not obj.outbox_at:
         del plain["outbox_at"]
     if isinstance(obj, PurchaseRecord | ReturnRecord) and not obj.receipt_b64:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from domain.model import CustomerState
+from domain.model import CustomerState, PurchaseKey
 from domain.spend import last_12_months, month_key
 from store.keys import CustomerKeys, Keys
 from store.records import (
@@ -76,6 +76,12 @@ def _text(raw: bytes | None) -> str:
     return raw.decode() if raw is not None else ""
 
 
+def _stored(pair: Sequence[bytes | None]) -> StoredTransaction | None:
+    """A {digest, receipt} hash read with HMGET: None when it is not there."""
+    digest, receipt = pair
+    return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
+
+
 def _read_state(pipe: Any, ck: CustomerKeys, now: datetime) -> None:
     """Queues the reads of her state that parse_profile takes, in its order (_STATE_READS replies)."""
     pipe.hgetall(ck.profile)
@@ -133,19 +139,21 @@ class CustomerStore:
         self,
         customer_id: str,
         *,
-        transaction_id: str = "",
+        purchase: PurchaseKey | None = None,
         budget_offer_ids: Sequence[str] = (),
         now: datetime | None = None,
     ) -> CustomerRead:
         """One round trip, writing nothing: profile, categories, offer uses, spend, pending points, the budget counters
-        asked for; with a transaction id also its stored receipt and who claimed it (see `claim_transaction`)."""
+        asked for; with a purchase also its stored receipt (and one stored by transaction id alone before
+        store-scoped ids) and who claimed it (see `claim_transaction`)."""
         k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
         _read_state(pipe, ck, now)
-        if transaction_id:
-            pipe.get(k.transaction_claim(transaction_id))
-            pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
+        if purchase is not None:
+            pipe.get(k.transaction_claim(purchase))
+            pipe.hmget(ck.transaction(purchase), "digest", "receipt")
+            pipe.hmget(ck.legacy_transaction(purchase.transaction_id), "digest", "receipt")
         for offer_id in budget_offer_ids:
             pipe.get(k.offer_redemptions(offer_id))
         with self._observe("read"):
@@ -157,41 +165,45 @@ class CustomerStore:
             if count is None:
                 lost.append(offer_id)  # shown as nothing used until rebuilt (see OffersApp._read)
             used[offer_id] = int(count or 0)
-        if not transaction_id:
+        if purchase is None:
             return CustomerRead(state, redemptions_used=used, lost_budgets=tuple(lost))
-        owner, (digest, receipt) = results[_STATE_READS : _STATE_READS + 2]
-        stored = StoredTransaction(digest.decode(), receipt) if digest is not None else None
-        return CustomerRead(state, stored, owner.decode() if owner is not None else None, used, tuple(lost))
+        owner, stored, legacy = results[_STATE_READS : _STATE_READS + 3]
+        return CustomerRead(
+            state,
+            _stored(stored),
+            owner.decode() if owner is not None else None,
+            used,
+            tuple(lost),
+            legacy=_stored(legacy),
+        )
 
     async def read_for_return(
-        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime | None = None
+        self, customer_id: str, purchase: PurchaseKey, return_id: str, *, now: datetime | None = None
     ) -> ReturnRead:
         """One round trip, writing nothing: the customer, the purchase's receipt and returned quantities and who
-        claimed its transaction id, this return's receipt and who claimed the return id (see `claim_return`)."""
+        claimed it, this return's receipt (also as stored by return id alone before store-scoped ids) and who
+        claimed the return id (see `claim_return`)."""
         k, ck = self.keys, self.keys.customer(customer_id)
         now = now or datetime.now(UTC)
         pipe = self._redis.pipeline(transaction=False)
         _read_state(pipe, ck, now)
-        pipe.hmget(ck.transaction(transaction_id), "digest", "receipt")
-        pipe.hgetall(ck.returned(transaction_id))
-        pipe.hmget(ck.return_record(return_id), "digest", "receipt")
-        pipe.get(k.transaction_claim(transaction_id))
-        pipe.get(k.return_claim(return_id))
+        pipe.hmget(ck.transaction(purchase), "digest", "receipt")
+        pipe.hgetall(ck.returned(purchase))
+        pipe.hmget(ck.return_record(purchase, return_id), "digest", "receipt")
+        pipe.get(k.transaction_claim(purchase))
+        pipe.get(k.return_claim(purchase, return_id))
+        pipe.hmget(ck.legacy_return_record(return_id), "digest", "receipt")
         with self._observe("read_for_return"):
             results = await pipe.execute()
-        purchase, returned, stored, owner, return_owner = results[_STATE_READS:]
-
-        def stored_of(pair: list[bytes | None]) -> StoredTransaction | None:
-            digest, receipt = pair
-            return StoredTransaction(digest.decode(), receipt or b"") if digest is not None else None
-
+        receipt, returned, stored, owner, return_owner, legacy = results[_STATE_READS:]
         return ReturnRead(
             state=_parse_state(customer_id, results, now),
-            purchase=stored_of(purchase),
+            purchase=_stored(receipt),
             returned={line.decode(): int(qty) for line, qty in returned.items()},
-            stored=stored_of(stored),
+            stored=_stored(stored),
             owner=owner.decode() if owner is not None else None,
             return_owner=return_owner.decode() if return_owner is not None else None,
+            legacy=_stored(legacy),
         )
 
     async def apply_return(
@@ -228,7 +240,8 @@ class CustomerStore:
             retention_s=self._retention_s,
             ledger_keep=self._limits.ledger_keep,
         )
-        keys = ck.script_keys(ck.returned(record.transaction_id), ck.return_record(record.return_id))
+        purchase = PurchaseKey(record.store_id, record.transaction_id)
+        keys = ck.script_keys(ck.returned(purchase), ck.return_record(purchase, record.return_id))
         args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("return"):
             reply: list[bytes] = await self._return(keys=keys, args=args)
@@ -339,8 +352,8 @@ class CustomerStore:
             await self._offer_outbox(keys=[stream], args=[needle, self._limits.outbox_scan_limit], client=pipe)
         with self._observe("offer_in_outbox"):
             replies: list[list[Any]] = await pipe.execute()
-        purchases: list[str] = []
-        returns: list[str] = []
+        purchases: list[PurchaseKey] = []
+        returns: list[PurchaseKey] = []
         for reply in replies:
             if int(reply[0]) < 0:
                 return None
@@ -350,21 +363,21 @@ class CustomerStore:
                 except (KeyError, ValueError, TypeError):
                     continue  # the writer parks it with the dead letters: it never reaches SQL either
                 if isinstance(record, PurchaseRecord) and any(a.offer_id == offer_id for a in record.applied_offers):
-                    purchases.append(record.transaction_id)
+                    purchases.append(PurchaseKey(record.store_id, record.transaction_id))
                 elif isinstance(record, ReturnRecord) and offer_id in record.offers_lost:
-                    returns.append(record.transaction_id)
+                    returns.append(PurchaseKey(record.store_id, record.transaction_id))
         return OfferOutbox(tuple(purchases), tuple(returns))
 
-    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
-        """Claims a transaction id for a customer unless another holds it (for the retention window): one round
-        trip. Returns the customer who holds it after the call (hers, unless another claimed it first)."""
+    async def claim_transaction(self, purchase: PurchaseKey, customer_id: str) -> str:
+        """Claims a purchase (a store's transaction id) for a customer unless another holds it (for the retention
+        window): one round trip. Returns the customer who holds it after the call (hers, unless another was first)."""
         with self._observe("claim_transaction"):
-            return await self._claim(self.keys.transaction_claim(transaction_id), customer_id)
+            return await self._claim(self.keys.transaction_claim(purchase), customer_id)
 
-    async def claim_return(self, return_id: str, customer_id: str) -> str:
-        """Claims a return id for a customer, like `claim_transaction`; returns who holds it after the call."""
+    async def claim_return(self, purchase: PurchaseKey, return_id: str, customer_id: str) -> str:
+        """Claims a return id of a purchase for a customer, like `claim_transaction`; returns who holds it."""
         with self._observe("claim_return"):
-            return await self._claim(self.keys.return_claim(return_id), customer_id)
+            return await self._claim(self.keys.return_claim(purchase, return_id), customer_id)
 
     async def _claim(self, key: str, customer_id: str) -> str:
         pipe = self._redis.pipeline(transaction=True)  # MULTI: the GET sees this SET or the one that won
@@ -407,7 +420,7 @@ class CustomerStore:
             spend_retention_s=self._limits.spend_retention_s,
             category_window_s=self._limits.recent_category_window_s,
         )
-        keys = ck.script_keys(ck.transaction(record.transaction_id))
+        keys = ck.script_keys(ck.transaction(PurchaseKey(record.store_id, record.transaction_id)))
         args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
@@ -438,17 +451,17 @@ class CustomerStore:
                 restored.append({"key": keys.index(key) + 1, "ttl": ttl, "count": len(pairs)})
                 values.extend(v for pair in pairs for v in pair)
 
-        ttl_of: dict[str, int] = {}
+        ttl_of: dict[PurchaseKey, int] = {}
         for receipt in snapshot.receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
-            ttl_of[receipt.transaction_id] = ttl
+            ttl_of[receipt.purchase] = ttl
             restore(
-                ck.transaction(receipt.transaction_id),
+                ck.transaction(receipt.purchase),
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
-        for transaction_id, lines in snapshot.returned.items():
-            restore(ck.returned(transaction_id), ttl_of.get(transaction_id, 0), sorted(lines.items()))
+        for purchase, lines in snapshot.returned.items():
+            restore(ck.returned(purchase), ttl_of.get(purchase, 0), sorted(lines.items()))
         spend = sorted((month, str(v)) for month, v in snapshot.spend_by_month.items())
         restore(ck.spend, self._limits.spend_retention_s, spend)
         pending: dict[int, int] = {}
@@ -464,7 +477,7 @@ class CustomerStore:
         for receipt in snapshot.return_receipts:
             ttl = self._retention_s - int((now - receipt.committed_at).total_seconds())
             restore(
-                ck.return_record(receipt.transaction_id),
+                ck.return_record(receipt.purchase, receipt.return_id),
                 ttl,
                 [("digest", receipt.request_digest), ("receipt", receipt.receipt)],
             )
@@ -514,6 +527,15 @@ class CustomerStore:
         with self._observe("bump_catalog_version"):
             return int(await self._redis.incr(self.keys.catalog_version()))
 
+    async def api_keys_version(self) -> int:
+        with self._observe("api_keys_version"):
+            raw = await self._redis.get(self.keys.api_keys_version())
+            return int(raw) if raw else 0
+
+    async def bump_api_keys_version(self) -> int:
+        with self._observe("bump_api_keys_version"):
+            return int(await self._redis.incr(self.keys.api_keys_version()))
+
     async def budget_counters(self, offer_ids: Sequence[str]) -> dict[str, int]:
         """Redemptions taken from each offer's total budget, for the offers whose counter Redis holds (for the budget
         gauges and the rebuild; off the request path)."""
@@ -549,27 +571,34 @@ class CustomerStore:
         customer_id: str,
         *,
         anonymous_id: str,
-        transaction_ids: Sequence[str] = (),
-        return_ids: Sequence[str] = (),
+        purchases: Sequence[PurchaseKey] = (),
+        returns: Sequence[tuple[PurchaseKey, str]] = (),
         adjustment_ids: Sequence[str] = (),
     ) -> None:
-        """Drops her receipts, returned quantities, return receipts and adjustments, hands the claims of their ids
-        to `anonymous_id` (still unique: the ids are the anonymous member's now) and lifts her erasure mark."""
+        """Drops her receipts, returned quantities, return receipts and adjustments (also as kept before
+        store-scoped ids), hands the claims of their ids to `anonymous_id` (still unique: the ids are the anonymous
+        member's now), deletes the unread claims of before store-scoped ids and lifts her erasure mark."""
         k, ck = self.keys, self.keys.customer(customer_id)
-        own = [ck.transaction(t) for t in transaction_ids] + [ck.returned(t) for t in transaction_ids]
-        own += [ck.return_record(r) for r in return_ids] + [ck.adjustment(a) for a in adjustment_ids]
-        claims = [k.transaction_claim(t) for t in transaction_ids] + [k.return_claim(r) for r in return_ids]
+        own = [key for p in purchases for key in (ck.transaction(p), ck.returned(p))]
+        own += [ck.return_record(p, r) for p, r in returns] + [ck.adjustment(a) for a in adjustment_ids]
+        own += [ck.legacy_transaction(p.transaction_id) for p in purchases]
+        own += [ck.legacy_return_record(r) for _, r in returns]
+        # Claims live in their own slot ({t}): one DEL for hers (below), one SET per claim handed on.
+        unread = [k.legacy_transaction_claim(p.transaction_id) for p in purchases]
+        unread += [k.legacy_return_claim(r) for _, r in returns]
+        claims = [k.transaction_claim(p) for p in purchases] + [k.return_claim(p, r) for p, r in returns]
         claims += [k.adjustment_claim(a) for a in adjustment_ids]
         pipe = self._redis.pipeline(transaction=False)
-        for start in range(0, len(own), 500):
-            pipe.delete(*own[start : start + 500])
+        for batch in (own, unread):
+            for start in range(0, len(batch), 500):
+                pipe.delete(*batch[start : start + 500])
         for claim in claims:
             pipe.set(claim, anonymous_id, xx=True, keepttl=True)
         pipe.delete(ck.erasing())
         with self._observe("finish_erasure"):
             await pipe.execute()
 
-    async def forget_customer(self, customer_id: str, transaction_ids: Sequence[str] = ()) -> None:
+    async def forget_customer(self, customer_id: str, purchases: Sequence[PurchaseKey] = ()) -> None:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""
         ck = self.keys.customer(customer_id)
-        await self._redis.delete(*ck.state(), *(ck.transaction(t) for t in transaction_ids))
+        await self._redis.delete(*ck.state(), *(ck.transaction(p) for p in purchases))

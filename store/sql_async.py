@@ -8,13 +8,15 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from domain.model import Store
+from domain.access import ApiKey
+from domain.model import PurchaseKey, Store
+from store.sql_api_keys import SqlApiKeys
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import OfferTuple, SqlCatalog
 from store.sql_privacy import SqlPrivacy
 from store.sql_profile import SqlProfiles
 from telemetry.observe import sql_call
-from usecases.ports import TIER_POLICY, CatalogRecords, ErasedIds, StoredAdjustment, StoredOffer
+from usecases.ports import TIER_POLICY, CatalogRecords, ErasedIds, StoredAdjustment, StoredApiKey, StoredOffer
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 T = TypeVar("T")
@@ -45,7 +47,11 @@ class SqlProfileStore:
         )
 
     async def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+        self,
+        offer_id: str,
+        *,
+        pending_purchases: Sequence[PurchaseKey] = (),
+        pending_returns: Sequence[PurchaseKey] = (),
     ) -> int:
         return await _in_thread(
             "offer_redemptions",
@@ -54,11 +60,11 @@ class SqlProfileStore:
             ),
         )
 
-    async def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None:
-        return await _in_thread("load_purchase", lambda: self._sql.get_purchase_receipt(transaction_id))
+    async def get_purchase_receipt(self, purchase: PurchaseKey) -> StoredReceipt | None:
+        return await _in_thread("load_purchase", lambda: self._sql.get_purchase_receipt(purchase))
 
-    async def returned_quantities(self, transaction_id: str) -> dict[str, int]:
-        return await _in_thread("load_purchase", lambda: self._sql.returned_quantities(transaction_id))
+    async def returned_quantities(self, purchase: PurchaseKey) -> dict[str, int]:
+        return await _in_thread("load_purchase", lambda: self._sql.returned_quantities(purchase))
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
         return await _in_thread(
@@ -128,3 +134,19 @@ class SqlPrivacyStore:
         return await _in_thread(
             "forget_customer", lambda: self._sql.forget_customer(customer_id, anonymous_id=anonymous_id, at=at)
         )
+
+
+class SqlApiKeyStore:
+    """ApiKeyStore: keys of record, read whole by each server's key ring (off the call path)."""
+
+    def __init__(self, keys: SqlApiKeys) -> None:
+        self._sql = keys
+
+    async def add_api_key(self, stored: StoredApiKey) -> None:
+        await _in_thread("add_api_key", lambda: self._sql.add(stored))
+
+    async def all_api_keys(self) -> list[StoredApiKey]:
+        return await _in_thread("load_api_keys", self._sql.all)
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey | None:
+        return await _in_thread("revoke_api_key", lambda: self._sql.revoke(key_id, at))

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from domain.model import PurchaseKey
 from store.records import PurchaseRecord, ReturnRecord, load_record
 from store.sql_common import EngineViews
 from store.sql_models import PurchaseOffer, RefusedRecord, ReturnOffer
 
-_CHUNK = 500  # transaction ids per IN (...) list
+_CHUNK = 500  # purchases per IN (...) list
 
 
 class SqlBudgets:
@@ -23,12 +24,16 @@ class SqlBudgets:
         self._sql = EngineViews(engine)
 
     def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+        self,
+        offer_id: str,
+        *,
+        pending_purchases: Sequence[PurchaseKey] = (),
+        pending_returns: Sequence[PurchaseKey] = (),
     ) -> int:
         """Times an offer was earned across all customers and not taken back whole by a return: what its total
         budget has used, for rebuilding the counter Redis lost. Read in one snapshot.
 
-        `pending_purchases` are transaction ids of outbox records that applied the offer, `pending_returns` of
+        `pending_purchases` are the purchases of outbox records that applied the offer, `pending_returns` those of
         purchases an outbox return record took it back from; each counts once whether SQL already has it (the
         writer removes a record from the outbox only after its SQL commit) or not. A pending return counts only
         when its purchase counts, and only once per purchase (return_offers is keyed like purchase_offers).
@@ -53,6 +58,7 @@ def _kept_redemptions(session: Session, offer_id: str) -> int:
         .outerjoin(
             ReturnOffer,
             sa.and_(
+                col(ReturnOffer.store_id) == col(PurchaseOffer.store_id),
                 col(ReturnOffer.transaction_id) == col(PurchaseOffer.transaction_id),
                 col(ReturnOffer.offer_id) == col(PurchaseOffer.offer_id),
             ),
@@ -63,21 +69,19 @@ def _kept_redemptions(session: Session, offer_id: str) -> int:
 
 
 def _with_offer(
-    session: Session, model: type[PurchaseOffer] | type[ReturnOffer], offer_id: str, txns: set[str]
-) -> set[str]:
-    """Which of the transactions `txns` have a row of the offer in `model`'s table (purchase_offers or
-    return_offers), asked in chunks."""
-    found: set[str] = set()
-    ordered = sorted(txns)
+    session: Session, model: type[PurchaseOffer] | type[ReturnOffer], offer_id: str, purchases: set[PurchaseKey]
+) -> set[PurchaseKey]:
+    """Which of `purchases` have a row of the offer in `model`'s table (purchase_offers or return_offers), asked
+    in chunks."""
+    found: set[PurchaseKey] = set()
+    ordered = sorted((p.store_id, p.transaction_id) for p in purchases)
+    key = sa.tuple_(col(model.store_id), col(model.transaction_id))
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        found.update(
-            session.exec(
-                select(model.transaction_id).where(
-                    col(model.offer_id) == offer_id, col(model.transaction_id).in_(chunk)
-                )
-            ).all()
-        )
+        rows = session.exec(
+            select(model.store_id, model.transaction_id).where(col(model.offer_id) == offer_id, key.in_(chunk))
+        ).all()
+        found.update(PurchaseKey(store, txn) for store, txn in rows)
     return found
 
 
@@ -90,12 +94,12 @@ def _refused_redemptions(session: Session, offer_id: str) -> int:
             col(RefusedRecord.record_json).contains(json.dumps(offer_id), autoescape=True),
         )
     ).all()
-    bought: set[str] = set()
-    taken_back: set[str] = set()
+    bought: set[PurchaseKey] = set()
+    taken_back: set[PurchaseKey] = set()
     for raw in rows:
         record = load_record(raw)
         if isinstance(record, PurchaseRecord) and any(a.offer_id == offer_id for a in record.applied_offers):
-            bought.add(record.transaction_id)
+            bought.add(PurchaseKey(record.store_id, record.transaction_id))
         elif isinstance(record, ReturnRecord) and offer_id in record.offers_lost:
-            taken_back.add(record.transaction_id)
+            taken_back.add(PurchaseKey(record.store_id, record.transaction_id))
     return len(bought) - len(bought & taken_back)

@@ -82,13 +82,15 @@ class CustomerCategory(SQLModel, table=True):
 
 
 class Purchase(SQLModel, table=True):
+    """A committed sale, keyed by its store and the till's transaction id (tills number their own sales)."""
+
     __tablename__ = "purchases"
     # Receipts of one customer within a time window are what a Redis rebuild reads.
     __table_args__ = (sa.Index("ix_purchases_customer_id_committed_at", "customer_id", "committed_at"),)
 
+    store_id: str = Field(primary_key=True, sa_type=ID)
     transaction_id: str = Field(primary_key=True, sa_type=ID)
     customer_id: str = Field(foreign_key="customers.customer_id", sa_type=ID)
-    store_id: str = Field(sa_type=ID)
     terminal_id: str = Field(sa_type=ID)
     currency: str = Field(sa_type=sa.String(3))
     occurred_at: datetime = Field(sa_type=UTCDateTime)
@@ -103,10 +105,17 @@ class Purchase(SQLModel, table=True):
     receipt: bytes = Field(sa_type=sa.LargeBinary)
 
 
+def _of_purchase() -> sa.ForeignKeyConstraint:
+    """(store_id, transaction_id) references the purchase."""
+    return sa.ForeignKeyConstraint(["store_id", "transaction_id"], ["purchases.store_id", "purchases.transaction_id"])
+
+
 class PurchaseLine(SQLModel, table=True):
     __tablename__ = "purchase_lines"
+    __table_args__ = (_of_purchase(),)
 
-    transaction_id: str = Field(primary_key=True, foreign_key="purchases.transaction_id", sa_type=ID)
+    store_id: str = Field(primary_key=True, sa_type=ID)
+    transaction_id: str = Field(primary_key=True, sa_type=ID)
     line_id: str = Field(primary_key=True, sa_type=ID)
     sku: str = Field(sa_type=ID)
     category: str = Field(sa_type=ID)
@@ -121,9 +130,10 @@ class PurchaseLine(SQLModel, table=True):
 class PurchaseOffer(SQLModel, table=True):
     __tablename__ = "purchase_offers"
     # By offer: rebuilding a lost budget counter counts an offer's redemptions.
-    __table_args__ = (sa.Index("ix_purchase_offers_offer_id", "offer_id"),)
+    __table_args__ = (sa.Index("ix_purchase_offers_offer_id", "offer_id"), _of_purchase())
 
-    transaction_id: str = Field(primary_key=True, foreign_key="purchases.transaction_id", sa_type=ID)
+    store_id: str = Field(primary_key=True, sa_type=ID)
+    transaction_id: str = Field(primary_key=True, sa_type=ID)
     offer_id: str = Field(primary_key=True, sa_type=ID)
     customer_id: str = Field(index=True, sa_type=ID)
     offer_version: int = Field(sa_type=sa.Integer)
@@ -131,15 +141,27 @@ class PurchaseOffer(SQLModel, table=True):
     discount_minor: int = Field(sa_type=sa.BigInteger)
 
 
+def _of_return() -> sa.ForeignKeyConstraint:
+    """(store_id, transaction_id, return_id) references the return."""
+    return sa.ForeignKeyConstraint(
+        ["store_id", "transaction_id", "return_id"],
+        ["returns.store_id", "returns.transaction_id", "returns.return_id"],
+    )
+
+
 class Return(SQLModel, table=True):
-    """A return (or void) of a committed purchase: a correcting entry, the purchase rows are never edited."""
+    """A return (or void) of a committed purchase: a correcting entry, the purchase rows are never edited. Its id
+    is unique within its purchase."""
 
     __tablename__ = "returns"
     # Return receipts of one customer within a time window are what a Redis rebuild reads.
-    __table_args__ = (sa.Index("ix_returns_customer_id_committed_at", "customer_id", "committed_at"),)
+    __table_args__ = (sa.Index("ix_returns_customer_id_committed_at", "customer_id", "committed_at"), _of_purchase())
 
+    store_id: str = Field(primary_key=True, sa_type=ID)  # the purchase's store
+    transaction_id: str = Field(primary_key=True, sa_type=ID)
     return_id: str = Field(primary_key=True, sa_type=ID)
-    transaction_id: str = Field(index=True, foreign_key="purchases.transaction_id", sa_type=ID)
+    # The store that took the goods back (NULL: not said, and returns before it was recorded).
+    returning_store_id: str | None = Field(default=None, sa_type=ID)
     customer_id: str = Field(foreign_key="customers.customer_id", sa_type=ID)
     occurred_at: datetime = Field(sa_type=UTCDateTime)
     committed_at: datetime = Field(sa_type=UTCDateTime)
@@ -154,8 +176,11 @@ class Return(SQLModel, table=True):
 
 class ReturnLine(SQLModel, table=True):
     __tablename__ = "return_lines"
+    __table_args__ = (_of_return(),)
 
-    return_id: str = Field(primary_key=True, foreign_key="returns.return_id", sa_type=ID)
+    store_id: str = Field(primary_key=True, sa_type=ID)
+    transaction_id: str = Field(primary_key=True, sa_type=ID)
+    return_id: str = Field(primary_key=True, sa_type=ID)
     line_id: str = Field(primary_key=True, sa_type=ID)  # the purchase line returned
     quantity: int = Field(sa_type=sa.Integer)
     points_reversed: int = Field(sa_type=sa.BigInteger)
@@ -170,17 +195,21 @@ class ReturnOffer(SQLModel, table=True):
     """
 
     __tablename__ = "return_offers"
+    __table_args__ = (_of_purchase(), _of_return())
 
-    transaction_id: str = Field(primary_key=True, foreign_key="purchases.transaction_id", sa_type=ID)
+    store_id: str = Field(primary_key=True, sa_type=ID)
+    transaction_id: str = Field(primary_key=True, sa_type=ID)
     offer_id: str = Field(primary_key=True, sa_type=ID)
-    return_id: str = Field(foreign_key="returns.return_id", sa_type=ID)
+    return_id: str = Field(sa_type=ID)
 
 
 class PointsLedgerEntry(SQLModel, table=True):
     __tablename__ = "points_ledger"
 
-    entry_id: str = Field(primary_key=True, sa_type=sa.String(200))  # the idempotency key, e.g. "<txn>:earn"
+    entry_id: str = Field(primary_key=True, sa_type=sa.String(200))  # the idempotency key (domain/ids.py)
     customer_id: str = Field(index=True, foreign_key="customers.customer_id", sa_type=ID)
+    # The purchase an entry of a sale or return belongs to (NULL for adjustments and expiries).
+    store_id: str | None = Field(default=None, sa_type=ID)
     transaction_id: str | None = Field(default=None, sa_type=ID)
     kind: str = Field(sa_type=sa.String(16))
     points: int = Field(sa_type=sa.BigInteger)
@@ -218,6 +247,7 @@ class RefusedRecord(SQLModel, table=True):
     event_id: str = Field(primary_key=True, sa_type=sa.String(200))
     kind: str = Field(sa_type=sa.String(16))
     customer_id: str = Field(sa_type=ID)
+    store_id: str | None = Field(default=None, sa_type=ID)  # with transaction_id, the purchase (NULL: unknown)
     transaction_id: str | None = Field(default=None, index=True, sa_type=ID)
     reason: str = Field(sa_type=sa.Text)
     refused_at: datetime = Field(sa_type=UTCDateTime)
@@ -268,3 +298,20 @@ class StoreRow(SQLModel, table=True):
     latitude: float | None = Field(default=None, sa_type=sa.Float)
     longitude: float | None = Field(default=None, sa_type=sa.Float)
     timezone: str = Field(default="UTC", sa_type=SHORT)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An API key of record. The secret is never stored: only its SHA-256 (usecases/api_keys.py says why)."""
+
+    __tablename__ = "api_keys"
+
+    key_id: str = Field(primary_key=True, sa_type=SHORT)
+    name: str = Field(default="", sa_type=sa.String(128))
+    role: str = Field(sa_type=sa.String(16))
+    store_ids_json: str = Field(default="[]", sa_type=sa.Text)
+    secret_hash: str = Field(sa_type=SHORT)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    rate_limit_per_second: int = Field(default=0, sa_type=sa.Integer)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str = Field(default="", sa_type=SHORT)

@@ -66,10 +66,10 @@ class PurchaseNotApplied(RuntimeError):
     skipping would lose the return for good.
     """
 
-    def __init__(self, missing: dict[str, tuple[str, str]]) -> None:
-        self.missing = missing  # event_id -> (return_id, transaction_id of the purchase not in SQL yet)
-        # Return and transaction ids only: event ids hold customer ids, which stay out of logs.
-        listed = ", ".join(f"return {ret} of {txn}" for ret, txn in sorted(missing.values()))
+    def __init__(self, missing: dict[str, tuple[str, str, str]]) -> None:
+        self.missing = missing  # event_id -> (return_id, store_id, transaction_id of the purchase not in SQL yet)
+        # Return, store and transaction ids only: event ids hold customer ids, which stay out of logs.
+        listed = ", ".join(f"return {ret} of {store}/{txn}" for ret, store, txn in sorted(missing.values()))
         super().__init__(f"returns whose purchase is not in SQL yet, retry later: {listed}")
 
 
@@ -130,7 +130,7 @@ class SqlOutboxSink:
         points, so it must not get their reversal either.
         """
         applied = 0
-        refused_purchases: set[str] = set()
+        refused_purchases: set[tuple[str, str]] = set()  # (store_id, transaction_id)
         ordered: list[OutboxRecord] = [r for r in records if not isinstance(r, ReturnRecord)]
         ordered += [r for r in records if isinstance(r, ReturnRecord)]
         for record in ordered:
@@ -143,23 +143,26 @@ class SqlOutboxSink:
                 log.exception("outbox record %s conflicts with stored data; skipped", record.event_id)
                 reason = str(exc.orig if isinstance(exc, IntegrityError | DataError) else exc)
             except PurchaseNotApplied:
-                if not (isinstance(record, ReturnRecord) and record.transaction_id in refused_purchases):
+                if not (isinstance(record, ReturnRecord) and _purchase_of(record) in refused_purchases):
                     raise
                 log.error("outbox record %s returns a purchase SQL refused; skipped", record.event_id)
-                reason = f"its purchase {record.transaction_id} was refused"
+                reason = f"its purchase {record.store_id}/{record.transaction_id} was refused"
             if isinstance(record, PurchaseRecord):
-                refused_purchases.add(record.transaction_id)
+                refused_purchases.add(_purchase_of(record))
             conn.execute(sa.delete(AppliedEvent).where(col(AppliedEvent.event_id) == record.event_id))
             self._keep_refused(conn, record, reason)
         return applied
 
     def _keep_refused(self, conn: Connection, record: OutboxRecord, reason: str) -> None:
-        transaction_id = record.transaction_id if isinstance(record, PurchaseRecord | ReturnRecord) else None
+        store_id, transaction_id = (
+            _purchase_of(record) if isinstance(record, PurchaseRecord | ReturnRecord) else ("", "")
+        )
         row = {
             "event_id": record.event_id,
             "kind": record.kind,
             "customer_id": record.customer_id,
-            "transaction_id": transaction_id,
+            "store_id": store_id or None,
+            "transaction_id": transaction_id or None,
             "reason": reason[:2000],
             "refused_at": datetime.now(UTC),
             "record_json": dump_record(record),
@@ -194,30 +197,44 @@ class SqlOutboxSink:
         self, conn: Connection, returns: list[ReturnRecord], purchases: list[PurchaseRecord]
     ) -> None:
         """Every return's purchase is in this batch or already in SQL, and belongs to the same customer."""
-        owners = {p.transaction_id: p.customer_id for p in purchases}
-        wanted = sorted({r.transaction_id for r in returns} - owners.keys())
+        for r in returns:
+            if not r.store_id:  # only servers before store-scoped ids wrote these: the upgrade drains them first
+                raise _RecordRefused(f"return {r.return_id}: a record without its purchase's store; replay by hand")
+        owners = {_purchase_of(p): p.customer_id for p in purchases}
+        wanted = sorted({_purchase_of(r) for r in returns} - owners.keys())
         if wanted:
+            key = sa.tuple_(col(Purchase.store_id), col(Purchase.transaction_id))
             stored = conn.execute(
-                sa.select(col(Purchase.transaction_id), col(Purchase.customer_id)).where(
-                    col(Purchase.transaction_id).in_(wanted)
+                sa.select(col(Purchase.store_id), col(Purchase.transaction_id), col(Purchase.customer_id)).where(
+                    key.in_(wanted)
                 )
             )
-            owners.update({str(txn): str(customer) for txn, customer in stored})
-        missing = {r.event_id: (r.return_id, r.transaction_id) for r in returns if r.transaction_id not in owners}
+            owners.update({(str(store), str(txn)): str(customer) for store, txn, customer in stored})
+        missing = {
+            r.event_id: (r.return_id, r.store_id, r.transaction_id) for r in returns if _purchase_of(r) not in owners
+        }
         if missing:
-            refused = conn.execute(
-                sa.select(col(RefusedRecord.transaction_id)).where(
-                    col(RefusedRecord.kind) == "purchase",
-                    col(RefusedRecord.transaction_id).in_(sorted({txn for _, txn in missing.values()})),
-                )
-            ).scalars()
-            gone = {str(txn) for txn in refused}
-            if gone:  # SQL refused the purchase for good: waiting for it would block the partition forever
-                raise _RecordRefused(f"purchase {', '.join(sorted(gone))} was refused: its returns are refused too")
+            self._refuse_returns_of_refused(conn, missing)
             raise PurchaseNotApplied(missing)
         for r in returns:
-            if owners[r.transaction_id] != r.customer_id:
-                raise _RecordRefused(f"return {r.return_id}: purchase {r.transaction_id} belongs to another customer")
+            if owners[_purchase_of(r)] != r.customer_id:
+                raise _RecordRefused(
+                    f"return {r.return_id}: purchase {r.store_id}/{r.transaction_id} belongs to another customer"
+                )
+
+    def _refuse_returns_of_refused(self, conn: Connection, missing: dict[str, tuple[str, str, str]]) -> None:
+        """Raises _RecordRefused when SQL refused a missing purchase for good: waiting for it would block the
+        partition forever."""
+        key = sa.tuple_(col(RefusedRecord.store_id), col(RefusedRecord.transaction_id))
+        refused = conn.execute(
+            sa.select(col(RefusedRecord.store_id), col(RefusedRecord.transaction_id)).where(
+                col(RefusedRecord.kind) == "purchase",
+                key.in_(sorted({(store, txn) for _, store, txn in missing.values()})),
+            )
+        ).all()
+        gone = sorted(f"{store}/{txn}" for store, txn in refused)
+        if gone:
+            raise _RecordRefused(f"purchase {', '.join(gone)} was refused: its returns are refused too")
 
     def _upsert_customers(
         self,
@@ -321,7 +338,9 @@ class SqlOutboxSink:
         # changes nothing, so uses never go below what the purchases earned.
         lost = lost_offer_rows(returns)
         if lost:
-            stmt = self._sql.insert(ReturnOffer).on_conflict_do_nothing(index_elements=["transaction_id", "offer_id"])
+            stmt = self._sql.insert(ReturnOffer).on_conflict_do_nothing(
+                index_elements=["store_id", "transaction_id", "offer_id"]
+            )
             conn.execute(stmt, lost)
 
     def _add_categories(self, conn: Connection, purchases: list[PurchaseRecord], crm: list[CustomerRecord]) -> None:
@@ -353,7 +372,13 @@ class SqlOutboxSink:
             return
         bought_since = (
             sa.select(col(PurchaseLine.transaction_id))
-            .join(Purchase, col(Purchase.transaction_id) == col(PurchaseLine.transaction_id))
+            .join(
+                Purchase,
+                sa.and_(
+                    col(Purchase.store_id) == col(PurchaseLine.store_id),
+                    col(Purchase.transaction_id) == col(PurchaseLine.transaction_id),
+                ),
+            )
             .where(
                 col(Purchase.customer_id) == sa.bindparam("cid"),
                 col(PurchaseLine.category) == sa.bindparam("cat"),
@@ -369,6 +394,11 @@ class SqlOutboxSink:
             ),
             voided,
         )
+
+
+def _purchase_of(record: PurchaseRecord | ReturnRecord) -> tuple[str, str]:
+    """The purchase a record is of (or is): (store_id, transaction_id)."""
+    return record.store_id, record.transaction_id
 
 
 def _insert_rows(conn: Connection, model: type[Any], rows: list[dict[str, Any]]) -> None:

@@ -57,6 +57,7 @@ def purchase_row(r: PurchaseRecord) -> Row:
 
 def line_row(r: PurchaseRecord, line: PurchaseLineRecord) -> Row:
     return {
+        "store_id": r.store_id,
         "transaction_id": r.transaction_id,
         "line_id": line.line_id,
         "sku": line.sku,
@@ -72,6 +73,7 @@ def line_row(r: PurchaseRecord, line: PurchaseLineRecord) -> Row:
 
 def offer_row(r: PurchaseRecord, offer: AppliedOfferRecord) -> Row:
     return {
+        "store_id": r.store_id,
         "transaction_id": r.transaction_id,
         "offer_id": offer.offer_id,
         "customer_id": r.customer_id,
@@ -83,8 +85,10 @@ def offer_row(r: PurchaseRecord, offer: AppliedOfferRecord) -> Row:
 
 def return_row(r: ReturnRecord) -> Row:
     return {
-        "return_id": r.return_id,
+        "store_id": r.store_id,
         "transaction_id": r.transaction_id,
+        "return_id": r.return_id,
+        "returning_store_id": r.returning_store_id or None,
         "customer_id": r.customer_id,
         "occurred_at": parse_timestamp(r.occurred_at),
         "committed_at": parse_timestamp(r.committed_at),
@@ -100,6 +104,8 @@ def return_row(r: ReturnRecord) -> Row:
 
 def return_line_row(r: ReturnRecord, line: ReturnLineRecord) -> Row:
     return {
+        "store_id": r.store_id,
+        "transaction_id": r.transaction_id,
         "return_id": r.return_id,
         "line_id": line.line_id,
         "quantity": line.quantity,
@@ -110,13 +116,13 @@ def return_line_row(r: ReturnRecord, line: ReturnLineRecord) -> Row:
 
 def lost_offer_rows(returns: list[ReturnRecord]) -> list[Row]:
     """return_offers rows: an offer of a purchase is lost once, to the first return of the batch naming it."""
-    lost: dict[tuple[str, str], str] = {}
+    lost: dict[tuple[str, str, str], str] = {}
     for r in returns:
         for offer_id in r.offers_lost:
-            lost.setdefault((r.transaction_id, offer_id), r.return_id)
+            lost.setdefault((r.store_id, r.transaction_id, offer_id), r.return_id)
     return [
-        {"transaction_id": txn, "offer_id": offer_id, "return_id": return_id}
-        for (txn, offer_id), return_id in lost.items()
+        {"store_id": store, "transaction_id": txn, "offer_id": offer_id, "return_id": return_id}
+        for (store, txn, offer_id), return_id in lost.items()
     ]
 
 
@@ -126,11 +132,13 @@ def lost_offer_rows(returns: list[ReturnRecord]) -> list[Row]:
 def ledger_row(
     r: PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord | AdjustmentRecord,
     entry_id: str,
-    transaction_id: str | None,
     kind: str,
     points: int,
     available_at: str = "",
 ) -> Row:
+    """A ledger row; an entry of a sale or a return names its purchase (store and transaction id)."""
+    store_id: str | None = None
+    transaction_id: str | None = None
     if isinstance(r, CustomerRecord):
         at = r.updated_at
     elif isinstance(r, ExpiryRecord):
@@ -139,9 +147,11 @@ def ledger_row(
         at = r.adjusted_at
     else:
         at = r.committed_at
+        store_id, transaction_id = r.store_id, r.transaction_id
     return {
         "entry_id": entry_id,
         "customer_id": r.customer_id,
+        "store_id": store_id,
         "transaction_id": transaction_id,
         "kind": kind,
         "points": points,
@@ -161,14 +171,10 @@ def ledger_rows(
     """Every ledger entry of the batch: a return's entries belong to the purchase it corrects, a CRM opening balance
     is an "adjust" entry, an expiry takes its points, a manual adjustment is an "adjustment" entry with its reason."""
     corrected: list[PurchaseRecord | ReturnRecord] = [*purchases, *returns]
-    rows = [
-        ledger_row(r, e.entry_id, r.transaction_id, e.kind, e.points, e.available_at)
-        for r in corrected
-        for e in r.ledger
-    ]
-    rows += [ledger_row(r, f"{r.event_id}:adjust", None, "adjust", r.balance_delta) for r in crm if r.balance_delta]
-    rows += [ledger_row(r, f"{r.event_id}:expire", None, "expire", -r.points) for r in expiries]
-    rows += [ledger_row(r, r.entry_id, None, "adjustment", r.points) for r in adjustments]
+    rows = [ledger_row(r, e.entry_id, e.kind, e.points, e.available_at) for r in corrected for e in r.ledger]
+    rows += [ledger_row(r, f"{r.event_id}:adjust", "adjust", r.balance_delta) for r in crm if r.balance_delta]
+    rows += [ledger_row(r, f"{r.event_id}:expire", "expire", -r.points) for r in expiries]
+    rows += [ledger_row(r, r.entry_id, "adjustment", r.points) for r in adjustments]
     return rows
 
 

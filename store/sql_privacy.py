@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
-from domain.ids import MAX_EVENT_ID, bounded
+from domain.ids import MAX_EVENT_ID, bounded, purchase_event_id, return_event_id
+from domain.model import PurchaseKey
 from store.sql_common import EngineViews, aware
 from store.sql_models import (
     AppliedEvent,
@@ -43,9 +44,12 @@ _KEYED_BY_CUSTOMER: tuple[type[Any], ...] = (
     CustomerCategory,
     RefusedRecord,
 )
-# Event ids (and the expiry's ledger entry ids) that spell the customer id: "<kind>:<customer_id>:<rest>". CRM
-# records are "customer:<uuid>" today; "customer:<customer_id>:..." is rewritten too, should any spell her id.
-_EVENT_KINDS = ("purchase", "return", "expire", "customer")
+# Ids that spell the customer id, rewritten by an erasure, in the columns that hold them.
+_ID_COLUMNS: tuple[Any, ...] = (AppliedEvent.event_id, RefusedRecord.event_id, PointsLedgerEntry.entry_id)
+# Plain ids "<kind>:<customer_id>:<rest>": sales and returns ("sale:", "rtn:"; before store-scoped ids "purchase:",
+# "return:"), expiries (event and ledger entry) and CRM records should any spell her id (today "customer:<uuid>").
+# Ids too long to be plain are "<kind>:#<sha256>" of parts including her id: computed from her rows, see _renames.
+_EVENT_KINDS = ("sale", "rtn", "purchase", "return", "expire", "customer")
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -90,8 +94,8 @@ class SqlPrivacy:
             if customer is None:
                 return None
             erased = ErasedIds(
-                transaction_ids=_ids(conn, Purchase.transaction_id, Purchase.customer_id, customer_id),
-                return_ids=_ids(conn, Return.return_id, Return.customer_id, customer_id),
+                purchases=tuple(PurchaseKey(*row) for row in _rows(conn, Purchase, customer_id)),
+                returns=tuple((PurchaseKey(s, t), r) for s, t, r in _rows(conn, Return, customer_id)),
                 adjustment_ids=_ids(conn, PointsAdjustment.adjustment_id, PointsAdjustment.customer_id, customer_id),
             )
             conn.execute(sa.insert(Customer), [_anonymous_row(customer, anonymous_id, aware(at))])
@@ -99,8 +103,10 @@ class SqlPrivacy:
                 conn.execute(
                     sa.update(model).where(col(model.customer_id) == customer_id).values(customer_id=anonymous_id)
                 )
-            _rewrite_ids(conn, AppliedEvent.event_id, customer_id, anonymous_id)
-            _rewrite_ids(conn, PointsLedgerEntry.entry_id, customer_id, anonymous_id)
+            renames = _renames(erased, customer_id, anonymous_id)
+            for column in _ID_COLUMNS:
+                _rename(conn, column, renames)
+                _rewrite_ids(conn, column, customer_id, anonymous_id)
             conn.execute(sa.delete(Customer).where(col(Customer.customer_id) == customer_id))
             return erased
 
@@ -132,23 +138,65 @@ def _ids(conn: Connection, id_column: Any, customer_column: Any, customer_id: st
     return tuple(str(x) for x in rows)
 
 
+def _rows(conn: Connection, model: type[Purchase] | type[Return], customer_id: str) -> list[tuple[str, ...]]:
+    """Her purchases' (store, transaction) or returns' (store, transaction, return id), in key order."""
+    key = [col(model.store_id), col(model.transaction_id)]
+    if model is Return:
+        key.append(col(Return.return_id))
+    rows = conn.execute(sa.select(*key).where(col(model.customer_id) == customer_id).order_by(*key))
+    return [tuple(str(part) for part in row) for row in rows]
+
+
+def _renames(erased: ErasedIds, customer_id: str, anonymous_id: str) -> dict[str, str]:
+    """The event ids of her sales and returns (domain/ids.py; also as spelled before store-scoped ids), hashed or
+    plain, each with the anonymous member's."""
+    renames: dict[str, str] = {}
+    for p in erased.purchases:
+        store, txn = p.store_id, p.transaction_id
+        renames[purchase_event_id(customer_id, store, txn)] = purchase_event_id(anonymous_id, store, txn)
+        renames[_legacy("purchase", customer_id, txn)] = _legacy("purchase", anonymous_id, txn)
+    for p, rid in erased.returns:
+        store, txn = p.store_id, p.transaction_id
+        renames[return_event_id(customer_id, store, txn, rid)] = return_event_id(anonymous_id, store, txn, rid)
+        renames[_legacy("return", customer_id, rid)] = _legacy("return", anonymous_id, rid)
+    return renames
+
+
+def _legacy(kind: str, customer_id: str, record_id: str) -> str:
+    """An event id as spelled before store-scoped ids ("purchase:<customer>:<transaction>", "return:…")."""
+    return bounded(kind, customer_id, record_id, limit=MAX_EVENT_ID)
+
+
+def _rename(conn: Connection, column: Any, renames: dict[str, str]) -> None:
+    """Rewrites the ids of `renames` that `column` holds."""
+    found = [
+        str(x)
+        for chunk in _chunks(list(renames))
+        for x in conn.execute(sa.select(column).where(column.in_(chunk))).scalars()
+    ]
+    _update(conn, column, {old: renames[old] for old in found})
+
+
 def _rewrite_ids(conn: Connection, column: Any, customer_id: str, anonymous_id: str) -> None:
     """Ids "<kind>:<customer_id>:<rest>" become "<kind>:<anonymous_id>:<rest>" (hashed beyond the column's length,
     as domain/ids.py bounds them). Prefix compared exactly (no LIKE: an id may hold % or _)."""
     for kind in _EVENT_KINDS:
         prefix = f"{kind}:{customer_id}:"
         found = conn.execute(sa.select(column).where(sa.func.substr(column, 1, len(prefix)) == prefix)).scalars()
-        renames = [
-            {"old": str(old), "new": bounded(kind, anonymous_id, str(old)[len(prefix) :], limit=MAX_EVENT_ID)}
-            for old in found
-        ]
-        if renames:
-            table = column.class_.__table__
-            name = column.key
-            conn.execute(
-                sa.update(table).where(table.c[name] == sa.bindparam("old")).values({name: sa.bindparam("new")}),
-                renames,
-            )
+        _update(
+            conn,
+            column,
+            {str(old): bounded(kind, anonymous_id, str(old)[len(prefix) :], limit=MAX_EVENT_ID) for old in found},
+        )
+
+
+def _update(conn: Connection, column: Any, renames: dict[str, str]) -> None:
+    if renames:
+        table, name = column.class_.__table__, column.key
+        conn.execute(
+            sa.update(table).where(table.c[name] == sa.bindparam("old")).values({name: sa.bindparam("new")}),
+            [{"old": old, "new": new} for old, new in renames.items()],
+        )
 
 
 # -- the export's parts ---------------------------------------------------------------------------------------------
@@ -183,35 +231,40 @@ def _categories(session: Session, customer_id: str) -> list[Doc]:
 
 
 def _purchases(session: Session, customer_id: str) -> list[Doc]:
+    """Her purchases with their lines and offers: a purchase is its store's transaction id (another store may
+    have used the same transaction id for someone else's)."""
     purchases = session.exec(
         select(Purchase)
         .where(Purchase.customer_id == customer_id)
-        .order_by(col(Purchase.committed_at), col(Purchase.transaction_id))
+        .order_by(col(Purchase.committed_at), col(Purchase.store_id), col(Purchase.transaction_id))
     ).all()
-    txns = [p.transaction_id for p in purchases]
-    lines: dict[str, list[Doc]] = {t: [] for t in txns}
-    offers: dict[str, list[Doc]] = {t: [] for t in txns}
-    for chunk in _chunks(txns):
-        for line in session.exec(
-            select(PurchaseLine)
-            .where(col(PurchaseLine.transaction_id).in_(chunk))
-            .order_by(col(PurchaseLine.transaction_id), col(PurchaseLine.line_id))
-        ).all():
-            lines[line.transaction_id].append(_line(line))
-        for offer in session.exec(
-            select(PurchaseOffer)
-            .where(col(PurchaseOffer.transaction_id).in_(chunk))
-            .order_by(col(PurchaseOffer.transaction_id), col(PurchaseOffer.offer_id))
-        ).all():
-            offers[offer.transaction_id].append(
-                {
-                    "offer_id": offer.offer_id,
-                    "offer_version": offer.offer_version,
-                    "bonus_points": offer.bonus_points,
-                    "discount_minor": offer.discount_minor,
-                }
-            )
-    return [_purchase(p, lines[p.transaction_id], offers[p.transaction_id]) for p in purchases]
+    keys = [(p.store_id, p.transaction_id) for p in purchases]
+    lines: dict[tuple[str, str], list[Doc]] = {k: [] for k in keys}
+    offers: dict[tuple[str, str], list[Doc]] = {k: [] for k in keys}
+    of_hers = (col(Purchase.store_id) == col(PurchaseLine.store_id)) & (
+        col(Purchase.transaction_id) == col(PurchaseLine.transaction_id)
+    )
+    for line in session.exec(
+        select(PurchaseLine)
+        .join(Purchase, of_hers)
+        .where(Purchase.customer_id == customer_id)
+        .order_by(col(PurchaseLine.store_id), col(PurchaseLine.transaction_id), col(PurchaseLine.line_id))
+    ).all():
+        lines[(line.store_id, line.transaction_id)].append(_line(line))
+    for offer in session.exec(
+        select(PurchaseOffer)
+        .where(PurchaseOffer.customer_id == customer_id)
+        .order_by(col(PurchaseOffer.store_id), col(PurchaseOffer.transaction_id), col(PurchaseOffer.offer_id))
+    ).all():
+        offers.setdefault((offer.store_id, offer.transaction_id), []).append(
+            {
+                "offer_id": offer.offer_id,
+                "offer_version": offer.offer_version,
+                "bonus_points": offer.bonus_points,
+                "discount_minor": offer.discount_minor,
+            }
+        )
+    return [_purchase(p, lines[k], offers[k]) for p, k in zip(purchases, keys, strict=True)]
 
 
 def _purchase(p: Purchase, lines: list[Doc], offers: list[Doc]) -> Doc:
@@ -248,39 +301,55 @@ def _line(line: PurchaseLine) -> Doc:
 
 
 def _returns(session: Session, customer_id: str) -> list[Doc]:
+    """Her returns (each of a purchase: store, transaction id, return id) with their lines and the offers lost."""
     returns = session.exec(
         select(Return)
         .where(Return.customer_id == customer_id)
-        .order_by(col(Return.committed_at), col(Return.return_id))
+        .order_by(col(Return.committed_at), col(Return.store_id), col(Return.transaction_id), col(Return.return_id))
     ).all()
-    ids = [r.return_id for r in returns]
-    lines: dict[str, list[Doc]] = {r: [] for r in ids}
-    lost: dict[str, list[str]] = {r: [] for r in ids}
-    for chunk in _chunks(ids):
-        for line in session.exec(
-            select(ReturnLine)
-            .where(col(ReturnLine.return_id).in_(chunk))
-            .order_by(col(ReturnLine.return_id), col(ReturnLine.line_id))
-        ).all():
-            lines[line.return_id].append(
-                {
-                    "line_id": line.line_id,
-                    "quantity": line.quantity,
-                    "points_reversed": line.points_reversed,
-                    "value_minor": line.value_minor,
-                }
-            )
-        for offer in session.exec(
-            select(ReturnOffer).where(col(ReturnOffer.return_id).in_(chunk)).order_by(col(ReturnOffer.offer_id))
-        ).all():
-            lost[offer.return_id].append(offer.offer_id)
-    return [_return(r, lines[r.return_id], lost[r.return_id]) for r in returns]
+    keys = [(r.store_id, r.transaction_id, r.return_id) for r in returns]
+    lines: dict[tuple[str, str, str], list[Doc]] = {k: [] for k in keys}
+    lost: dict[tuple[str, str, str], list[str]] = {k: [] for k in keys}
+    line_of_hers = (
+        (col(Return.store_id) == col(ReturnLine.store_id))
+        & (col(Return.transaction_id) == col(ReturnLine.transaction_id))
+        & (col(Return.return_id) == col(ReturnLine.return_id))
+    )
+    for line in session.exec(
+        select(ReturnLine)
+        .join(Return, line_of_hers)
+        .where(Return.customer_id == customer_id)
+        .order_by(col(ReturnLine.return_id), col(ReturnLine.line_id))
+    ).all():
+        lines[(line.store_id, line.transaction_id, line.return_id)].append(
+            {
+                "line_id": line.line_id,
+                "quantity": line.quantity,
+                "points_reversed": line.points_reversed,
+                "value_minor": line.value_minor,
+            }
+        )
+    offer_of_hers = (
+        (col(Return.store_id) == col(ReturnOffer.store_id))
+        & (col(Return.transaction_id) == col(ReturnOffer.transaction_id))
+        & (col(Return.return_id) == col(ReturnOffer.return_id))
+    )
+    for offer in session.exec(
+        select(ReturnOffer)
+        .join(Return, offer_of_hers)
+        .where(Return.customer_id == customer_id)
+        .order_by(col(ReturnOffer.offer_id))
+    ).all():
+        lost[(offer.store_id, offer.transaction_id, offer.return_id)].append(offer.offer_id)
+    return [_return(r, lines[k], lost[k]) for r, k in zip(returns, keys, strict=True)]
 
 
 def _return(r: Return, lines: list[Doc], offers_lost: list[str]) -> Doc:
     return {
         "return_id": r.return_id,
+        "store_id": r.store_id,  # the purchase's store
         "transaction_id": r.transaction_id,
+        "returning_store_id": r.returning_store_id,
         "voided": r.voided,
         "occurred_at": iso(r.occurred_at),
         "committed_at": iso(r.committed_at),
@@ -303,6 +372,7 @@ def _ledger(session: Session, customer_id: str) -> list[Doc]:
             "entry_id": e.entry_id,
             "kind": e.kind,
             "points": e.points,
+            "store_id": e.store_id,
             "transaction_id": e.transaction_id,
             "created_at": iso(e.created_at),
             "available_at": iso(e.available_at),

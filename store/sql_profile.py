@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from domain.model import PurchaseKey
 from store.redis_limits import LEDGER_KEEP, RECENT_CATEGORY_WINDOW_S
 from store.sql_common import EngineViews, aware
 from store.sql_models import (
@@ -76,18 +77,17 @@ class SqlProfiles:
                 return_receipts=[stored_return_receipt(r) for r in _returns_since(session, customer_id, since)],
             )
 
-    def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None:
+    def get_purchase_receipt(self, purchase: PurchaseKey) -> StoredReceipt | None:
         with Session(self._sql.reader) as session:
-            purchase = session.get(Purchase, transaction_id)
-            return None if purchase is None else stored_purchase_receipt(purchase)
+            row = session.get(Purchase, (purchase.store_id, purchase.transaction_id))
+            return None if row is None else stored_purchase_receipt(row)
 
-    def returned_quantities(self, transaction_id: str) -> dict[str, int]:
+    def returned_quantities(self, purchase: PurchaseKey) -> dict[str, int]:
         """line_id -> quantity returned so far, over every return of the purchase (empty when none)."""
         with Session(self._sql.reader) as session:
             rows = session.exec(
                 select(ReturnLine.line_id, func.sum(ReturnLine.quantity))
-                .join(Return, col(Return.return_id) == col(ReturnLine.return_id))
-                .where(Return.transaction_id == transaction_id)
+                .where(ReturnLine.store_id == purchase.store_id, ReturnLine.transaction_id == purchase.transaction_id)
                 .group_by(col(ReturnLine.line_id))
             ).all()
             return {line_id: int(quantity or 0) for line_id, quantity in rows}
@@ -152,6 +152,7 @@ def _offer_uses(session: Session, customer_id: str) -> dict[str, int]:
         .outerjoin(
             ReturnOffer,
             sa.and_(
+                col(ReturnOffer.store_id) == col(PurchaseOffer.store_id),
                 col(ReturnOffer.transaction_id) == col(PurchaseOffer.transaction_id),
                 col(ReturnOffer.offer_id) == col(PurchaseOffer.offer_id),
             ),
@@ -166,23 +167,29 @@ def _purchases_since(session: Session, customer_id: str, since: datetime) -> Seq
     return session.exec(
         select(Purchase)
         .where(Purchase.customer_id == customer_id, col(Purchase.committed_at) >= since)
-        .order_by(col(Purchase.committed_at), col(Purchase.transaction_id))
+        .order_by(col(Purchase.committed_at), col(Purchase.store_id), col(Purchase.transaction_id))
     ).all()
 
 
-def _returned_since(session: Session, customer_id: str, since: datetime) -> dict[str, dict[str, int]]:
-    """transaction_id -> line_id -> quantity returned, for her purchases committed since `since`."""
+def _returned_since(session: Session, customer_id: str, since: datetime) -> dict[PurchaseKey, dict[str, int]]:
+    """purchase -> line_id -> quantity returned, for her purchases committed since `since`."""
     rows = session.exec(
-        select(Return.transaction_id, ReturnLine.line_id, func.sum(ReturnLine.quantity))
-        .join(ReturnLine, col(ReturnLine.return_id) == col(Return.return_id))
-        .join(Purchase, col(Purchase.transaction_id) == col(Return.transaction_id))
+        select(ReturnLine.store_id, ReturnLine.transaction_id, ReturnLine.line_id, func.sum(ReturnLine.quantity))
+        .join(Purchase, _same_purchase(Purchase, ReturnLine))
         .where(Purchase.customer_id == customer_id, col(Purchase.committed_at) >= since)
-        .group_by(col(Return.transaction_id), col(ReturnLine.line_id))
+        .group_by(col(ReturnLine.store_id), col(ReturnLine.transaction_id), col(ReturnLine.line_id))
     ).all()
-    returned: dict[str, dict[str, int]] = {}
-    for transaction_id, line_id, quantity in rows:
-        returned.setdefault(transaction_id, {})[line_id] = int(quantity or 0)
+    returned: dict[PurchaseKey, dict[str, int]] = {}
+    for store_id, transaction_id, line_id, quantity in rows:
+        returned.setdefault(PurchaseKey(store_id, transaction_id), {})[line_id] = int(quantity or 0)
     return returned
+
+
+def _same_purchase(
+    a: type[Purchase], b: type[Return] | type[ReturnLine] | type[PurchaseLine]
+) -> sa.ColumnElement[bool]:
+    """Join condition: the rows are of the same purchase (store and transaction id)."""
+    return sa.and_(col(a.store_id) == col(b.store_id), col(a.transaction_id) == col(b.transaction_id))
 
 
 def _returns_since(session: Session, customer_id: str, since: datetime) -> Sequence[Return]:
@@ -190,7 +197,7 @@ def _returns_since(session: Session, customer_id: str, since: datetime) -> Seque
     return session.exec(
         select(Return)
         .where(Return.customer_id == customer_id, col(Return.committed_at) >= since)
-        .order_by(col(Return.committed_at), col(Return.return_id))
+        .order_by(col(Return.committed_at), col(Return.store_id), col(Return.transaction_id), col(Return.return_id))
     ).all()
 
 
@@ -218,7 +225,7 @@ def _spend_by_month(session: Session, customer_id: str, since: datetime) -> dict
         spend[month] = spend.get(month, 0) + subtotal - discount
     returned = session.exec(
         select(Purchase.occurred_at, Return.value_minor)
-        .join(Purchase, col(Purchase.transaction_id) == col(Return.transaction_id))
+        .join(Purchase, _same_purchase(Purchase, Return))
         .where(Return.customer_id == customer_id, col(Purchase.occurred_at) >= since)
     ).all()
     for occurred_at, value in returned:
@@ -229,16 +236,16 @@ def _spend_by_month(session: Session, customer_id: str, since: datetime) -> dict
 
 def _recent_category_purchases(session: Session, customer_id: str, since: datetime) -> dict[str, int]:
     """category -> her purchases of it committed since `since`, voided ones left out."""
-    voided = sa.select(col(Return.return_id)).where(
-        col(Return.transaction_id) == col(Purchase.transaction_id), col(Return.voided).is_(True)
-    )
+    voided = sa.select(col(Return.return_id)).where(_same_purchase(Purchase, Return), col(Return.voided).is_(True))
+    # Purchases counted by their (store, transaction id), which one string holds unambiguously (ids have no spaces).
+    purchase = col(Purchase.store_id) + " " + col(Purchase.transaction_id)
     rows = session.exec(
-        select(PurchaseLine.category, func.count(sa.distinct(col(Purchase.transaction_id))))
-        .join(Purchase, col(Purchase.transaction_id) == col(PurchaseLine.transaction_id))
+        select(PurchaseLine.category, func.count(sa.distinct(purchase)))
+        .join(Purchase, _same_purchase(Purchase, PurchaseLine))
         .where(
             Purchase.customer_id == customer_id,
             col(Purchase.committed_at) >= since,
-            ~voided.exists(),  # correlated: uses the index on returns.transaction_id
+            ~voided.exists(),  # correlated: uses the returns' primary key (store_id, transaction_id, return_id)
         )
         .group_by(col(PurchaseLine.category))
     ).all()
@@ -263,14 +270,17 @@ def stored_purchase_receipt(purchase: Purchase) -> StoredReceipt:
         request_digest=purchase.request_digest,
         receipt=bytes(purchase.receipt),
         committed_at=purchase.committed_at,
+        store_id=purchase.store_id,
     )
 
 
 def stored_return_receipt(row: Return) -> StoredReceipt:
-    """The ReturnReceipt stored with a return row (its transaction_id holds the return id)."""
+    """The ReturnReceipt stored with a return row, with its purchase and return id."""
     return StoredReceipt(
-        transaction_id=row.return_id,
+        transaction_id=row.transaction_id,
         request_digest=row.request_digest,
         receipt=bytes(row.receipt),
         committed_at=row.committed_at,
+        store_id=row.store_id,
+        return_id=row.return_id,
     )

@@ -40,6 +40,24 @@ RPC_IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 
+# -- access control ---------------------------------------------------------------------------------------------
+AUTH_REFUSED = Counter(
+    "pos_offers_auth_refused_total",
+    "Calls refused before their handler ran: reason missing, malformed, invalid, revoked or expired key "
+    "(UNAUTHENTICATED), or permission (PERMISSION_DENIED).",
+    ["grpc_service", "grpc_method", "reason"],
+)
+AUTH_ENABLED = Gauge(
+    "pos_offers_auth_enabled",
+    "1 when every call must carry an API key; 0 only with POS_OFFERS_AUTH=off (loopback only).",
+    multiprocess_mode="livemin",
+)
+API_KEYS_LOADED = Gauge(
+    "pos_offers_api_keys_loaded",
+    "API keys (revoked included) in this server's key ring.",
+    multiprocess_mode="livemax",
+)
+
 # -- backing stores ---------------------------------------------------------------------------------------------
 REDIS_SECONDS = Histogram(
     "pos_offers_redis_seconds", "Time of one Redis call (a pipeline or a script).", ["operation"], buckets=STORE_BUCKETS

@@ -1,8 +1,9 @@
-"""CommitPurchase: applies a basket to a customer exactly once per transaction id.
+"""CommitPurchase: applies a basket to a customer exactly once per purchase: the store's transaction id.
 
 Read (one round trip, no writes) -> evaluate with the pure engine -> reserve offer budgets -> one atomic write
 that checks the state it was evaluated on; a race re-reads and evaluates again. A replay with the same basket
-returns the stored receipt; the same id with another basket or for another customer is refused.
+returns the stored receipt; the same id at the same store with another basket or for another customer is refused.
+The same transaction id at another store is another purchase (tills number their own sales).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import datetime
 
 from domain.basket import new_categories
 from domain.errors import AlreadyExists, FailedPrecondition
-from domain.model import Basket, BasketEvaluation, Catalog, Receipt
+from domain.model import Basket, BasketEvaluation, Catalog, PurchaseKey, Receipt
 from domain.spend import last_12_months, month_key
 from domain.validation import validate_id
 from telemetry import metrics
@@ -72,6 +73,7 @@ class CommitPurchase:
         at = self._evaluator.evaluation_time(occurred_at)
         validate_id(basket.customer_id, "basket.customer_id")
         sale = _Sale(transaction_id, basket, at, occurred_at or at, digest)
+        purchase = PurchaseKey(basket.store_id, transaction_id)
         claimed = False
 
         async def attempt() -> CommitOutcome | Retry:
@@ -79,25 +81,29 @@ class CommitPurchase:
             catalog = self._catalog.current
             read = await self._hot.read(
                 basket.customer_id,
-                transaction_id=transaction_id,
+                purchase=purchase,
                 budget_offer_ids=self._budgets.budgeted(catalog),
                 now=self._clock(),
             )
             if read.claim_owner is not None and read.claim_owner != basket.customer_id:
-                raise AlreadyExists(f"transaction_id {transaction_id!r} was used for another customer")
+                raise AlreadyExists(f"transaction_id {transaction_id!r} was used for another customer at this store")
             if read.stored is not None:
                 if read.stored.digest != digest:
                     raise AlreadyExists(f"transaction_id {transaction_id!r} was committed with a different basket")
                 return self._replayed(read.stored.receipt)
+            if read.legacy is not None and read.legacy.digest == digest:
+                return self._replayed(read.legacy.receipt)  # committed before store-scoped ids, same request
             if read.state is None:
                 await self._customers.rehydrate(basket.customer_id)
                 return Retry.REBUILT
             if not claimed:
                 # Claimed once she is known to exist: the id is then hers, also after a refused commit (another
                 # call with this id may already have committed for her).
-                owner = await self._hot.claim_transaction(transaction_id, basket.customer_id)
+                owner = await self._hot.claim_transaction(purchase, basket.customer_id)
                 if owner != basket.customer_id:
-                    raise AlreadyExists(f"transaction_id {transaction_id!r} was used for another customer")
+                    raise AlreadyExists(
+                        f"transaction_id {transaction_id!r} was used for another customer at this store"
+                    )
                 claimed = True
             return await self._try(catalog, read, sale)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from domain.model import CustomerState, Offer, PurchaseFacts, Receipt, ReturnOutcome, Store, TierRule
+from domain.access import ApiKey
+from domain.model import CustomerState, Offer, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome, Store, TierRule
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 TIER_POLICY = "tier_policy"  # the setting that holds the tier policy
@@ -30,10 +31,13 @@ class StoredTransaction:
 @dataclass(frozen=True, slots=True)
 class CustomerRead:
     state: CustomerState | None  # None: Redis does not hold this customer (never seen, or lost)
-    stored: StoredTransaction | None = None  # the receipt of the asked-for transaction, if committed
-    claim_owner: str | None = None  # customer who holds the asked-for transaction id
+    stored: StoredTransaction | None = None  # the receipt of the asked-for purchase, if committed
+    claim_owner: str | None = None  # customer who holds the asked-for purchase (store, transaction id)
     redemptions_used: Mapping[str, int] = field(default_factory=dict)  # offer id -> redemptions, all customers
     lost_budgets: tuple[str, ...] = ()  # offers whose budget counter Redis no longer holds (to be rebuilt)
+    # A receipt of hers stored under the transaction id alone (servers before store-scoped ids): a replay only
+    # when the request's digest matches (it then named the same store); gone after one retention window.
+    legacy: StoredTransaction | None = None
 
 
 HydrateResult = Literal["rebuilt", "present", "pending"]
@@ -46,8 +50,9 @@ class ReturnRead:
     purchase: StoredTransaction | None  # the purchase's stored receipt, while Redis keeps it
     returned: dict[str, int]  # line_id -> quantity returned so far
     stored: StoredTransaction | None  # this return's receipt, if it was already applied
-    owner: str | None = None  # customer who committed the transaction id (while its claim lives)
-    return_owner: str | None = None  # customer who claimed the return id (this one, unless another took it)
+    owner: str | None = None  # customer who committed the purchase (while its claim lives)
+    return_owner: str | None = None  # customer who claimed the purchase's return id (this one, unless another did)
+    legacy: StoredTransaction | None = None  # a return of hers stored under the return id alone (see CustomerRead)
 
 
 BudgetReservation = Literal["reserved", "sold_out", "lost"]
@@ -57,8 +62,8 @@ BudgetReservation = Literal["reserved", "sold_out", "lost"]
 class OfferOutbox:
     """Records of an offer still in the outbox streams, found when its budget counter has to be rebuilt."""
 
-    purchases: tuple[str, ...]  # transaction ids of purchases that applied the offer
-    returns: tuple[str, ...]  # transaction ids of purchases a return took it back from whole
+    purchases: tuple[PurchaseKey, ...]  # purchases that applied the offer
+    returns: tuple[PurchaseKey, ...]  # purchases a return took it back from whole
 
 
 CommitStatus = Literal["ok", "replay", "digest_mismatch", "missing", "stale", "insufficient"]
@@ -119,8 +124,8 @@ class StoredAdjustment:
 class ErasedIds:
     """The ids of a forgotten member's purchases, returns and adjustments: their hot-state keys go too."""
 
-    transaction_ids: tuple[str, ...] = ()
-    return_ids: tuple[str, ...] = ()
+    purchases: tuple[PurchaseKey, ...] = ()
+    returns: tuple[tuple[PurchaseKey, str], ...] = ()  # (the purchase returned, the return id)
     adjustment_ids: tuple[str, ...] = ()
 
 
@@ -152,30 +157,30 @@ class CustomerHotState(Protocol):
         self,
         customer_id: str,
         *,
-        transaction_id: str = "",
+        purchase: PurchaseKey | None = None,
         budget_offer_ids: Sequence[str] = (),
         now: datetime,
     ) -> CustomerRead:
-        """Her state, the budget counters asked for and, with a transaction id, its stored receipt and the
-        customer holding its claim. Writes nothing."""
+        """Her state, the budget counters asked for and, with a purchase, its stored receipt and the customer
+        holding its claim. Writes nothing."""
         ...
 
-    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
-        """Claims a transaction id for a customer unless another holds it; returns the holder."""
+    async def claim_transaction(self, purchase: PurchaseKey, customer_id: str) -> str:
+        """Claims a purchase (a store's transaction id) for a customer unless another holds it; returns the holder."""
         ...
 
     async def read_for_return(
-        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime
+        self, customer_id: str, purchase: PurchaseKey, return_id: str, *, now: datetime
     ) -> ReturnRead: ...
 
-    async def claim_return(self, return_id: str, customer_id: str) -> str:
-        """Claims a return id for a customer unless another holds it; returns the holder."""
+    async def claim_return(self, purchase: PurchaseKey, return_id: str, customer_id: str) -> str:
+        """Claims a return id of a purchase for a customer unless another holds it; returns the holder."""
         ...
 
     async def commit_purchase(
         self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
     ) -> CommitResult:
-        """Applies a purchase evaluated on state `expected_version`, exactly once per transaction id."""
+        """Applies a purchase evaluated on state `expected_version`, exactly once per (store, transaction id)."""
         ...
 
     async def apply_return(
@@ -184,12 +189,15 @@ class CustomerHotState(Protocol):
         facts: PurchaseFacts,
         *,
         return_id: str,
+        returning_store_id: str,
         digest: str,
         receipt_bytes: bytes,
         voided: bool,
         expected_version: int,
         now: datetime,
-    ) -> CommitResult: ...
+    ) -> CommitResult:
+        """Applies a return of the purchase `facts` tell, exactly once per (store, transaction id, return id)."""
+        ...
 
     async def expire_points(
         self, customer_id: str, *, cutoff: datetime, last_purchase_at: datetime, expected_version: int, now: datetime
@@ -254,6 +262,30 @@ class CatalogVersions(Protocol):
     async def bump_catalog_version(self) -> int: ...
 
 
+class ApiKeyVersions(Protocol):
+    """A shared counter every server polls: it moves when a key is created or revoked anywhere."""
+
+    async def api_keys_version(self) -> int: ...
+
+    async def bump_api_keys_version(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredApiKey:
+    key: ApiKey
+    secret_hash: str  # hash_secret(secret): the secret itself is never stored
+
+
+class ApiKeyStore(Protocol):
+    """API keys of record (SQL): read whole by every server's key ring, written by the admin API and the CLI."""
+
+    async def add_api_key(self, stored: StoredApiKey) -> None: ...
+
+    async def all_api_keys(self) -> list[StoredApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey | None: ...
+
+
 class ProfileStore(Protocol):
     """The profile of record (SQL), read off the till path: rebuilds, older purchases, budgets, batch jobs."""
 
@@ -262,12 +294,16 @@ class ProfileStore(Protocol):
     ) -> CustomerSnapshot | None: ...
 
     async def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+        self,
+        offer_id: str,
+        *,
+        pending_purchases: Sequence[PurchaseKey] = (),
+        pending_returns: Sequence[PurchaseKey] = (),
     ) -> int: ...
 
-    async def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None: ...
+    async def get_purchase_receipt(self, purchase: PurchaseKey) -> StoredReceipt | None: ...
 
-    async def returned_quantities(self, transaction_id: str) -> dict[str, int]: ...
+    async def returned_quantities(self, purchase: PurchaseKey) -> dict[str, int]: ...
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]: ...
 
@@ -313,7 +349,14 @@ class ReceiptCodec(Protocol):
     def facts(self, purchase_receipt: bytes) -> PurchaseFacts: ...
 
     def return_receipt(
-        self, outcome: ReturnOutcome, *, return_id: str, facts: PurchaseFacts, voided: bool, at: datetime
+        self,
+        outcome: ReturnOutcome,
+        *,
+        return_id: str,
+        returning_store_id: str,
+        facts: PurchaseFacts,
+        voided: bool,
+        at: datetime,
     ) -> bytes: ...
 
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from domain.model import PurchaseKey
+
 
 @dataclass(frozen=True, slots=True)
 class StoredReceipt:
     transaction_id: str
     request_digest: str
-    receipt: bytes  # PurchaseReceipt protobuf
+    receipt: bytes  # PurchaseReceipt protobuf (ReturnReceipt, of a return)
     committed_at: datetime
+    store_id: str = ""  # the purchase's store: with transaction_id, the purchase
+    return_id: str = ""  # a return's receipt: the return id ("" for a purchase)
+
+    @property
+    def purchase(self) -> PurchaseKey:
+        return PurchaseKey(self.store_id, self.transaction_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +48,9 @@ class CustomerSnapshot:
     offer_uses: dict[str, int]  # offer_id -> times this customer earned it (net of offers lost to returns)
     receipts: list[StoredReceipt] = field(default_factory=list)  # within the retention window
     points_debt: int = 0
-    # transaction_id -> line_id -> quantity returned so far, for purchases within the retention window
-    returned: dict[str, dict[str, int]] = field(default_factory=dict)
-    # receipts of returns within the retention window (transaction_id holds the return_id)
+    # purchase -> line_id -> quantity returned so far, for purchases within the retention window
+    returned: dict[PurchaseKey, dict[str, int]] = field(default_factory=dict)
+    # receipts of returns within the retention window (with their purchase and return id)
     return_receipts: list[StoredReceipt] = field(default_factory=list)
     # "YYYYMM" (UTC month of the sale) -> net spend, purchases minus returns, since the asked-for month
     spend_by_month: dict[str, int] = field(default_factory=dict)

@@ -29,9 +29,23 @@ class ProtobufReceipts:
         return convert.facts_from_receipt(svc.PurchaseReceipt.FromString(purchase_receipt))
 
     def return_receipt(
-        self, outcome: ReturnOutcome, *, return_id: str, facts: PurchaseFacts, voided: bool, at: datetime
+        self,
+        outcome: ReturnOutcome,
+        *,
+        return_id: str,
+        returning_store_id: str,
+        facts: PurchaseFacts,
+        voided: bool,
+        at: datetime,
     ) -> bytes:
-        message = convert.return_receipt_to_pb(outcome, return_id=return_id, facts=facts, voided=voided, returned_at=at)
+        message = convert.return_receipt_to_pb(
+            outcome,
+            return_id=return_id,
+            returning_store_id=returning_store_id,
+            facts=facts,
+            voided=voided,
+            returned_at=at,
+        )
         return message.SerializeToString(deterministic=True)
 
 

@@ -373,11 +373,14 @@ def return_receipt_to_pb(
     facts: m.PurchaseFacts,
     voided: bool,
     returned_at: datetime,
+    returning_store_id: str = "",
 ) -> svc.ReturnReceipt:
     out = svc.ReturnReceipt(
         return_id=return_id,
         transaction_id=facts.transaction_id,
         customer_id=facts.customer_id,
+        store_id=facts.basket.store_id,
+        returning_store_id=returning_store_id,
         lines=[
             svc.ReturnedLine(
                 line_id=line.line_id,

@@ -9,8 +9,11 @@ from grpc_reflection.v1alpha import reflection
 from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc
 
 from server.bootstrap import Components
+from server.config import Settings
+from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
 from server.rpc.servicers import AdminServicer, OfferServicer
+from server.rpc.transport import ServerCertificates, certificate_stores
 
 SERVICES = (
     offer_service_pb2.DESCRIPTOR.services_by_name["OfferService"],
@@ -21,11 +24,14 @@ SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     settings = c.settings
+    narrowing = certificate_stores if settings.tls_client_ca else None  # mutual TLS: certificates name stores
     server = grpc.aio.server(
         interceptors=[
             ServerInterceptor(
+                guard=Guard(c.key_ring, narrowing) if settings.auth else None,
                 access_log=settings.access_log,
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
+                max_call_s=settings.max_call_ms / 1000,
             )
         ],
         options=[
@@ -41,8 +47,11 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     offer_service_pb2_grpc.add_OfferServiceServicer_to_server(
         OfferServicer(c.offers, c.commits, c.returns, c.customers), server
     )
-    # The API-key and audit RPCs of the contract come with the authentication work (until then: UNIMPLEMENTED).
-    admin = AdminServicer(c.admin, c.customers, c.expiry, c.adjustments, c.privacy)  # type: ignore[abstract]
+    # ListAuditEvents of the contract comes with the audit work (until then the stubs call it abstract, and
+    # gRPC answers UNIMPLEMENTED).
+    admin = AdminServicer(  # type: ignore[abstract]
+        c.admin, c.customers, c.expiry, c.api_keys, c.adjustments, c.privacy
+    )
     admin_service_pb2_grpc.add_OfferAdminServicer_to_server(admin, server)
     initialize_rpc_metrics(SERVICES)
     health = HealthServicer()
@@ -51,6 +60,15 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
     return server, health
+
+
+def listen(server: grpc.aio.Server, settings: Settings) -> tuple[int, ServerCertificates | None]:
+    """Binds the listen address: TLS (mutual with a client CA) when certificates are set, else plaintext (which
+    the settings allow only on loopback or with POS_OFFERS_ALLOW_PLAINTEXT). (port, the reloadable certificates)."""
+    if not settings.tls_cert:
+        return server.add_insecure_port(settings.listen), None
+    certificates = ServerCertificates(settings)
+    return server.add_secure_port(settings.listen, certificates.credentials()), certificates
 
 
 async def set_health(health: HealthServicer, *, till: bool, admin: bool) -> None:

@@ -26,13 +26,17 @@ from sqlalchemy.exc import OperationalError
 from domain.errors import (
     AlreadyExists,
     Conflict,
+    DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
+from server.rpc.authorization import CALLER, Guard
 from telemetry import metrics, tracing
 from telemetry.logs import REQUEST_ID
 
@@ -40,12 +44,15 @@ log = logging.getLogger("pos_offers.access")
 
 
 _STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Conflict, grpc.StatusCode.ABORTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -90,11 +97,11 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, exc.message
     if isinstance(exc, DomainError):
         return grpc.StatusCode.FAILED_PRECONDITION, exc.message
+    if isinstance(exc, NotImplementedError):  # a method of the contract this server does not implement (yet)
+        return grpc.StatusCode.UNIMPLEMENTED, "not implemented by this server"
     # Only "cannot reach it" is UNAVAILABLE (clients retry that); a script or data error is INTERNAL.
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OperationalError | ConnectionError):
         return grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry"
-    if isinstance(exc, NotImplementedError):  # an RPC of the contract this server does not serve yet
-        return grpc.StatusCode.UNIMPLEMENTED, "this server does not implement the method yet"
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
@@ -142,8 +149,27 @@ def initialize_rpc_metrics(services: Sequence[ServiceDescriptor]) -> None:
                 metrics.RPC_HANDLED.labels("unary", service.full_name, method.name, code.name)
 
 
+HEALTH_SERVICE = "grpc.health.v1.Health"  # exempt from authentication: load balancers and probes carry no key
+
+
+def short_method(full_method: str) -> tuple[str, str]:
+    """("posoffers.v1.OfferService", "OfferService/CommitPurchase") from "/posoffers.v1.OfferService/CommitPurchase"."""
+    service, method = full_method.lstrip("/").split("/", 1)
+    return service, f"{service.rsplit('.', 1)[-1]}/{method}"
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in the stubs
-    def __init__(self, *, access_log: bool = True, facts: RequestFacts | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        guard: Guard | None,
+        access_log: bool = True,
+        facts: RequestFacts | None = None,
+        max_call_s: float = 30.0,
+    ) -> None:
+        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only)."""
+        self._guard = guard
+        self._max_call_s = max_call_s
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
 
@@ -153,10 +179,23 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streaming (reflection, health Watch): passed through untouched
+        if handler is None:
+            return handler
+        service, _ = short_method(handler_call_details.method)
+        if handler.unary_unary is None:
+            if service == HEALTH_SERVICE or self._guard is None:
+                return handler  # health Watch: exempt; streaming calls are otherwise left as gRPC runs them
+            return _guarded_stream(handler, handler_call_details, self._guard)  # reflection: any valid key
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
-        observed = _ObservedUnary(handler_call_details, inner, access_log=self._access_log, facts=self._facts)
+        guard = None if service == HEALTH_SERVICE else self._guard
+        observed = _ObservedUnary(
+            handler_call_details,
+            inner,
+            guard=guard,
+            access_log=self._access_log,
+            facts=self._facts,
+            max_call_s=self._max_call_s,
+        )
         return grpc.unary_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
             request_deserializer=_tolerant(handler.request_deserializer),
@@ -164,13 +203,54 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         )
 
 
+def _guarded_stream(
+    handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails, guard: Guard
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A streaming method (server reflection) answered only for a valid key of any role."""
+    _, method = short_method(details.method)
+
+    async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        try:
+            guard.admit_any(details.invocation_metadata)
+        except Unauthenticated as exc:
+            _count_refusal(method, exc)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+
+    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.stream_unary is not None:
+        stream_unary: Any = handler.stream_unary
+
+        async def one_answer(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await admit(context)
+            return await stream_unary(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(one_answer, **codec)
+    inner: Any = handler.stream_stream or handler.unary_stream  # aio: async generators
+
+    async def answers(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await admit(context)
+        async for response in inner(request, context):
+            yield response
+
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(answers, **codec)
+    return grpc.unary_stream_rpc_method_handler(answers, **codec)
+
+
+def _count_refusal(method: str, exc: Exception) -> None:
+    service, name = method.split("/", 1)
+    reason = exc.reason if isinstance(exc, Unauthenticated) else "permission"
+    metrics.AUTH_REFUSED.labels(service, name, reason).inc()
+
+
 @dataclass(slots=True)
 class _Call:
-    """One call as it goes: its request id, when it started, and its status so far."""
+    """One call as it goes: its request id, when it started, its caller's key id, and its status so far."""
 
     request_id: str
     started: float
     code: grpc.StatusCode = grpc.StatusCode.OK
+    key_id: str = ""
 
 
 class _ObservedUnary:
@@ -178,13 +258,23 @@ class _ObservedUnary:
     the status of a failure, the access log."""
 
     def __init__(
-        self, details: grpc.HandlerCallDetails, inner: Behavior, *, access_log: bool, facts: RequestFacts
+        self,
+        details: grpc.HandlerCallDetails,
+        inner: Behavior,
+        *,
+        guard: Guard | None,
+        access_log: bool,
+        facts: RequestFacts,
+        max_call_s: float,
     ) -> None:
         self._details = details
         self._inner = inner
+        self._guard = guard
+        self._max_call_s = max_call_s
         self._access_log = access_log
         self._facts = facts
         _, self._service, self._method = details.method.split("/", 2)
+        self._policy_name = short_method(details.method)[1]
         # Label children looked up once per method, not per call.
         self._started_total = metrics.RPC_STARTED.labels("unary", self._service, self._method)
         self._in_flight = metrics.RPC_IN_FLIGHT.labels(self._service, self._method)
@@ -193,6 +283,7 @@ class _ObservedUnary:
     async def behavior(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = _request_id(self._details)
         token = REQUEST_ID.set(request_id)
+        caller_token = CALLER.set(None)
         try:
             context.set_trailing_metadata((("x-request-id", request_id),))
             self._started_total.inc()
@@ -206,14 +297,16 @@ class _ObservedUnary:
                 finally:
                     self._finish(request, call)
         finally:
+            CALLER.reset(caller_token)
             REQUEST_ID.reset(token)
 
     async def _answer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> Any:
         """The handler's response; a failure sets `call.code` and, unless it already is one, becomes an abort."""
         try:
+            self._admit(request, context, call)
             if request is UNDECODABLE:
                 raise InvalidArgument("request", f"is not a valid {self._method} request message")
-            return await self._inner(request, context)
+            return await self._within_limit(request, context)
         except asyncio.CancelledError:
             # The caller went away: its deadline passed, or it cancelled.
             remaining = context.time_remaining()
@@ -224,6 +317,8 @@ class _ObservedUnary:
             call.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as exc:
+            if isinstance(exc, Unauthenticated | PermissionDenied):
+                _count_refusal(self._policy_name, exc)
             call.code, message = status_of(exc)
             if call.code is grpc.StatusCode.INTERNAL:
                 log.exception("unhandled error in %s", self._method, extra={"request_id": call.request_id})
@@ -237,6 +332,29 @@ class _ObservedUnary:
                     extra={"request_id": call.request_id},
                 )
             await context.abort(call.code, bounded(message, MAX_MESSAGE_CHARS))
+
+    async def _within_limit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """The handler, ended after max_call_s whatever the caller's deadline (or none) says: no call holds the
+        server's memory and a Redis connection indefinitely."""
+        limit = asyncio.timeout(self._max_call_s)
+        try:
+            async with limit:
+                return await self._inner(request, context)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise DeadlineExceeded(f"the call ran past the server's limit of {self._max_call_s:g} s; retry") from None
+
+    def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
+        """Authentication, then permission (the role, then the store the request acts for): before the handler
+        validates anything, so a caller without the right key learns nothing about its request."""
+        if self._guard is None:
+            return
+        key = self._guard.admit(self._policy_name, self._details.invocation_metadata)
+        call.key_id = key.key_id
+        CALLER.set(key)  # reset when the call ends (behavior)
+        if request is not UNDECODABLE:
+            self._guard.check_store(key, self._policy_name, request, context)
 
     def _finish(self, request: Any, call: _Call) -> None:
         """Metrics, the access log line and the span's status code, once the call's status is known."""
@@ -252,6 +370,7 @@ class _ObservedUnary:
                     "method": self._method,
                     "status": call.code.name,
                     "duration_ms": round(elapsed * 1000, 3),
+                    **({"key_id": call.key_id} if call.key_id else {}),
                     **self._facts.of(request),
                     **({"trace_id": trace_id} if (trace_id := tracing.current_trace_id()) else {}),
                 },

@@ -13,10 +13,13 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
 from domain.errors import InvalidArgument
-from domain.model import Channel, ReturnRequestLine
+from domain.model import Channel, PurchaseKey, ReturnRequestLine
 from server.rpc import convert
+from server.rpc.authorization import CALLER, only_store
+from server.rpc.convert_access import api_key_to_pb, role_from_pb
 from usecases.adjustments import PointsAdjustments
 from usecases.admin import AdminApp, TierPolicy
+from usecases.api_keys import ApiKeys
 from usecases.commit import CommitPurchase
 from usecases.customers import Customers
 from usecases.expiry import PointsExpiry
@@ -95,17 +98,30 @@ class OfferServicer(svc_grpc.OfferServiceServicer):
 
     async def ReturnPurchase(self, request: svc.ReturnPurchaseRequest, context: Context) -> svc.ReturnReceipt:
         lines = [ReturnRequestLine(line.line_id, line.quantity) for line in request.lines]
-        # The digest covers what the return does, not when the till says it happened (a retry may re-stamp it).
+        # The digest covers what the return does: not when the till says it happened (a retry may re-stamp it), nor
+        # the purchase's store (part of the key it is stored under), nor which store took the goods (recorded from
+        # the first call), so a return retried across the upgrade to store-scoped ids still matches.
         what = svc.ReturnPurchaseRequest()
         what.CopyFrom(request)
-        what.ClearField("occurred_at")
+        for name in ("occurred_at", "store_id", "returning_store_id"):
+            what.ClearField(name)
         result = await self._returns.return_lines(
-            request.return_id, request.transaction_id, request.customer_id, lines, request_digest(what)
+            request.return_id,
+            PurchaseKey(request.store_id, request.transaction_id),
+            request.customer_id,
+            lines,
+            request_digest(what),
+            # A till key of one store takes goods back at that store unless the request names another of its own.
+            returning_store_id=request.returning_store_id or only_store(CALLER.get()),
         )
         return _return_receipt(result)
 
     async def VoidPurchase(self, request: svc.VoidPurchaseRequest, context: Context) -> svc.ReturnReceipt:
-        result = await self._returns.void(request.transaction_id, request.customer_id, request_digest(request))
+        what = svc.VoidPurchaseRequest()
+        what.CopyFrom(request)
+        what.ClearField("store_id")  # part of the key, as for returns
+        purchase = PurchaseKey(request.store_id, request.transaction_id)
+        result = await self._returns.void(purchase, request.customer_id, request_digest(what))
         return _return_receipt(result)
 
 
@@ -125,14 +141,39 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
         admin: AdminApp,
         customers: Customers,
         expiry: PointsExpiry,
+        api_keys: ApiKeys,
         adjustments: PointsAdjustments,
         privacy: CustomerPrivacy,
     ) -> None:
         self._admin = admin
         self._customers = customers
         self._expiry = expiry
+        self._api_keys = api_keys
         self._adjustments = adjustments
         self._privacy = privacy
+
+    async def CreateApiKey(
+        self, request: admin_pb.CreateApiKeyRequest, context: Context
+    ) -> admin_pb.CreateApiKeyResponse:
+        _required(request, "key")
+        sent = request.key
+        caller = CALLER.get()
+        key, secret = await self._api_keys.create(
+            name=sent.name,
+            role=role_from_pb(sent.role),
+            store_ids=list(sent.store_ids),
+            expires_at=convert.to_datetime(sent.expires_at, sent.HasField("expires_at"), "key.expires_at"),
+            rate_limit_per_second=sent.rate_limit_per_second,
+            created_by=caller.key_id if caller else "",
+        )
+        return admin_pb.CreateApiKeyResponse(key=api_key_to_pb(key), secret=secret)
+
+    async def ListApiKeys(self, request: admin_pb.ListApiKeysRequest, context: Context) -> admin_pb.ListApiKeysResponse:
+        keys = await self._api_keys.list(include_revoked=request.include_revoked)
+        return admin_pb.ListApiKeysResponse(keys=[api_key_to_pb(key) for key in keys])
+
+    async def RevokeApiKey(self, request: admin_pb.RevokeApiKeyRequest, context: Context) -> admin_pb.ApiKey:
+        return api_key_to_pb(await self._api_keys.revoke(request.key_id))
 
     async def UpsertOffer(self, request: admin_pb.UpsertOfferRequest, context: Context) -> pb.Offer:
         _required(request, "offer")

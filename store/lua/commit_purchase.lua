@@ -1,6 +1,7 @@
 -- Applies one purchase to a customer's hot state, exactly once, and appends its write-behind record.
 -- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
--- KEYS - her keys (customer_keys.lua), then KEYS[OWN_KEYS] - the transaction's hash {digest, receipt}
+-- KEYS - her keys (customer_keys.lua), then KEYS[OWN_KEYS] - the purchase's hash {digest, receipt}, one per store
+--   and transaction id (store/keys.py CustomerKeys.transaction)
 -- ARGV[1] - parameters (JSON object):
 --   customer_id; digest - of the request; expected_version - the profile version the purchase was evaluated on
 --   balance_delta - earned - redeemed - debt repaid; points_redeemed; debt_repaid - points debt repaid from its

@@ -1,4 +1,5 @@
--- Applies one return (or void) of a committed purchase, exactly once per return id, with its write-behind record.
+-- Applies one return (or void) of a committed purchase, exactly once per return id of the purchase, with its
+-- write-behind record.
 -- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
 -- KEYS - her keys (customer_keys.lua), then KEYS[OWN_KEYS] - the purchase's returned-quantities hash,
 --   KEYS[OWN_KEYS + 1] - the return's hash {digest, receipt}

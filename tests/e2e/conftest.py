@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
@@ -25,7 +24,7 @@ from server.demo import demo_customer
 from server.rpc.convert import customer_to_pb
 from tests.conftest import build_settings
 from tests.support.redis_env import delete_prefix
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, channel_to
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,7 @@ def server_target(demo_server: ServerThread) -> str:
 
 @pytest.fixture(scope="module")
 def admin_stub(server_target: str) -> Iterator[admin_grpc.OfferAdminStub]:
-    with grpc.insecure_channel(server_target) as channel:
+    with channel_to(server_target) as channel:
         yield admin_grpc.OfferAdminStub(channel)
 
 
@@ -118,6 +117,6 @@ class Visit:
 
 @contextmanager
 def visit(server: ServerThread) -> Iterator[Visit]:
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
         yield Visit(server, svc_grpc.OfferServiceStub(channel), admin, clone_samantha(admin))

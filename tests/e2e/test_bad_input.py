@@ -13,11 +13,12 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
 from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
+from tests.support.server_thread import channel_to
 
 
 @pytest.fixture(scope="module")
 def stub(server_target: str) -> Iterator[svc_grpc.OfferServiceStub]:
-    with grpc.insecure_channel(server_target) as channel:
+    with channel_to(server_target) as channel:
         yield svc_grpc.OfferServiceStub(channel)
 
 

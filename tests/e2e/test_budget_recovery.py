@@ -10,7 +10,6 @@ import functools
 import uuid
 from collections.abc import Callable, Iterator
 
-import grpc
 import pytest
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
@@ -22,7 +21,7 @@ from store.sql_budgets import SqlBudgets
 from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
 from tests.support.builders import basket, bonus_offer, commit_request
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, aio_channel_to
 from tests.support.waiting import wait_until
 
 SCARF = ("scarf-1", "SKU-SCARF", "scarves", 1, 4_000)  # 40 base points
@@ -67,7 +66,7 @@ class Shop:
         self.server = servers[0]
         self.tier = "gold"  # the demo member's: every test has servers of its own, so its offers reach only its members
         self.offer = scarf_offer(self.tier, limit if budget_on_create else 0)
-        self.channel = grpc.insecure_channel(self.server.target)
+        self.channel = self.server.channel()
         self.admin = admin_grpc.OfferAdminStub(self.channel)
         self.till = svc_grpc.OfferServiceStub(self.channel)
         self.admin.UpsertOffer(admin_pb.UpsertOfferRequest(offer=self.offer))
@@ -110,7 +109,7 @@ class Shop:
         ]
 
         async def commit_all() -> list[svc.PurchaseReceipt]:
-            channels = {target: grpc.aio.insecure_channel(target) for target, _ in requests}
+            channels = {target: aio_channel_to(target) for target, _ in requests}
             try:
                 stubs = {target: svc_grpc.OfferServiceStub(channel) for target, channel in channels.items()}
                 calls = (stubs[target].CommitPurchase(request, timeout=30) for target, request in requests)
@@ -237,6 +236,7 @@ def test_a_return_after_the_loss_gives_its_redemption_back_once(
         svc.ReturnPurchaseRequest(
             return_id=f"ret-{uuid.uuid4().hex[:12]}",
             transaction_id=bought.transaction_id,
+            store_id=bought.basket.store_id,
             customer_id=alice,
             lines=[svc.ReturnLine(line_id=SCARF[0], quantity=1)],
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import grpc
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
@@ -13,13 +12,13 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from tests.e2e.conftest import clone_samantha
 from tests.support.builders import basket, bonus_offer, commit_request
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, aio_channel_to
 
 SCARF = ("scarf-1", "SKU-SCARF", "scarves", 1, 4_000)
 
 
 async def _commit_all(target: str, requests: list[svc.CommitPurchaseRequest]) -> list[svc.PurchaseReceipt]:
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with aio_channel_to(target) as channel:
         stub = svc_grpc.OfferServiceStub(channel)
         return list(await asyncio.gather(*(stub.CommitPurchase(r, timeout=30) for r in requests)))
 
@@ -28,7 +27,7 @@ def test_total_budget_is_never_exceeded_and_a_sold_out_offer_disappears(
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True)  # its own: a new offer changes what every member earns
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin, till = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
         offer = bonus_offer("gold", "scarves", 500, limit=3)  # for the first three members only
         admin.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))

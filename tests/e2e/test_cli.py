@@ -20,14 +20,18 @@ from typing import Any
 import pytest
 
 from client.cli import main
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import KEYS_BY_TARGET, ServerThread, key_for
 
 DRESS = "dress-1:dresses:1:120.00"
 SHOES = "shoe-1:shoes:1:8000"  # minor units work too
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    """main(argv), with the admin key of the test server `--target` names (as an operator passes --api-key)."""
+    args = list(argv)
+    if "--target" in args and (target := args[args.index("--target") + 1]) in KEYS_BY_TARGET:
+        args += ["--api-key", key_for(target)]
+    code = main(args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -348,51 +352,26 @@ def test_admin_commands(
 def test_return_and_void_by_hand(
     server_target: str, fresh_customer_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = ["--target", server_target]
+    base = ["--target", server_target, "--api-key", key_for(server_target)]
+    txn = f"t-{fresh_customer_id}"
     line_args = ["--line", "DRESS-RED:dresses:1:120.00", "--line", "SHOE-BLK:shoes:1:89.00"]
-    assert (
-        main([*base, "commit", fresh_customer_id, "--store", "soho", "--txn", f"t-{fresh_customer_id}", *line_args])
-        == 0
-    )
+    assert main([*base, "commit", fresh_customer_id, "--store", "soho", "--txn", txn, *line_args]) == 0
     capsys.readouterr()
-    assert (
-        main(
-            [
-                *base,
-                "return",
-                fresh_customer_id,
-                "--txn",
-                f"t-{fresh_customer_id}",
-                "--line",
-                "2:1",
-                "--return-id",
-                "r1",
-            ]
-        )
-        == 0
-    )
+    shoes_back = ["return", fresh_customer_id, "--store", "soho", "--txn", txn, "--line", "2:1", "--return-id", "r1"]
+    assert main([*base, *shoes_back, "--returning-store", "tribeca"]) == 0
     out = capsys.readouterr().out
+    assert out.startswith(f"return r1 of {txn} at soho\nreturned in tribeca at ")
     assert "209 taken back" in out and "balance 829 -> 620" in out
-    assert (
-        main(
-            [
-                *base,
-                "return",
-                fresh_customer_id,
-                "--txn",
-                f"t-{fresh_customer_id}",
-                "--line",
-                "2:1",
-                "--return-id",
-                "r1",
-            ]
-        )
-        == 0
-    )
+    assert main([*base, *shoes_back]) == 0
     assert "(replayed)" in capsys.readouterr().out
-    assert main([*base, "void", fresh_customer_id, "--txn", f"t-{fresh_customer_id}"]) == 0
+    # Without the purchase's store the CLI refuses; with another store's there is no such purchase.
+    assert main([*base, "void", fresh_customer_id, "--txn", txn]) == 2
+    assert "--store" in capsys.readouterr().err
+    assert main([*base, "void", fresh_customer_id, "--store", "elsewhere", "--txn", txn]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main([*base, "void", fresh_customer_id, "--store", "soho", "--txn", txn]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("void ") and "-> 500" in out
+    assert out.startswith(f"void void:{txn} of {txn} at soho") and "-> 500" in out
 
 
 def test_points_by_hand_export_and_erasure(

@@ -34,7 +34,7 @@ from client.cli import format_money, parse_line, parse_price
 from client.client import IDEMPOTENT_METHODS, parse_channel, service_config
 from client.errors import from_rpc_error
 from tests.e2e.conftest import visit
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, key_for
 
 DRESS = ("1", "dress-1", "dresses", 1, 120_00)
 SHOES = ("2", "shoe-1", "shoes", 1, 80_00)
@@ -264,7 +264,7 @@ def test_format_money() -> None:
 
 @pytest.fixture
 def client(server_target: str) -> Iterator[PosOffersClient]:
-    with PosOffersClient(server_target, timeout=5.0) as c:
+    with PosOffersClient(server_target, timeout=5.0, api_key=key_for(server_target)) as c:
         yield c
 
 
@@ -285,7 +285,9 @@ def test_invalid_line_is_invalid_argument_with_field(client: PosOffersClient, fr
 def test_request_id_round_trip(server_target: str) -> None:
     request_id = f"rid-{uuid.uuid4().hex}"
     with (
-        PosOffersClient(server_target, metadata=[("X-Request-Id", request_id)]) as client,
+        PosOffersClient(
+            server_target, metadata=[("X-Request-Id", request_id)], api_key=key_for(server_target)
+        ) as client,
         pytest.raises(NotFoundError) as caught,
     ):
         client.get_profile(f"nobody-{uuid.uuid4().hex}")
@@ -343,7 +345,7 @@ def test_admin_offer_listing_follows_pages(client: PosOffersClient) -> None:
 
 def test_admin_upserts_and_archive(make_server: Callable[..., ServerThread]) -> None:
     server = make_server(demo_data=True)  # its own: a new store and offer change what every member is offered
-    with PosOffersClient(server.target, timeout=5.0) as client:
+    with PosOffersClient(server.target, timeout=5.0, api_key=server.keys.admin) as client:
         store = client.upsert_store(
             types_pb2.Store(
                 store_id="test-store",
@@ -381,7 +383,10 @@ def test_admin_upserts_and_archive(make_server: Callable[..., ServerThread]) -> 
 
 
 def test_points_export_and_erasure_from_python(demo_server: ServerThread) -> None:
-    with visit(demo_server) as v, PosOffersClient(demo_server.target, timeout=5.0) as pos:
+    with (
+        visit(demo_server) as v,
+        PosOffersClient(demo_server.target, timeout=5.0, api_key=demo_server.keys.admin) as pos,
+    ):
         adjusted = pos.adjust_points(v.member, 10, "goodwill")
         assert adjusted.adjustment_id.startswith("adj-") and not adjusted.replayed
         again = pos.adjust_points(v.member, 10, "goodwill", adjustment_id=adjusted.adjustment_id)

@@ -14,17 +14,18 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
+from domain.model import PurchaseKey
 from server.demo import demo_customer
 from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_queries import ledger_balance, list_categories
 from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, aio_channel_to, channel_to
 
 
 @pytest.fixture(scope="module")
 def stub(server_target: str) -> Iterator[svc_grpc.OfferServiceStub]:
-    with grpc.insecure_channel(server_target) as channel:
+    with channel_to(server_target) as channel:
         yield svc_grpc.OfferServiceStub(channel)
 
 
@@ -60,7 +61,7 @@ def test_same_id_for_another_customer_is_refused(
 
 
 async def _commit_all(target: str, requests: list[svc.CommitPurchaseRequest]) -> list[object]:
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with aio_channel_to(target) as channel:
         aio_stub = svc_grpc.OfferServiceStub(channel)
         calls = [aio_stub.CommitPurchase(r, timeout=30) for r in requests]
         return await asyncio.gather(*calls, return_exceptions=True)
@@ -105,7 +106,9 @@ def test_redis_losing_the_customer_rebuilds_her_from_sql_and_old_ids_still_pay_n
     demo_server.drain()
 
     customers = demo_server.service.components.customers_store
-    demo_server.run(customers.forget_customer(fresh_customer_id, [request.transaction_id]))
+    demo_server.run(
+        customers.forget_customer(fresh_customer_id, [PurchaseKey(request.basket.store_id, request.transaction_id)])
+    )
     assert demo_server.run(customers.read(fresh_customer_id)).state is None
 
     rebuilt = stub.GetProfile(svc.GetProfileRequest(customer_id=fresh_customer_id))
@@ -139,7 +142,7 @@ def test_upserting_a_customer_keeps_sql_ledger_equal_to_balance(
 def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) -> None:
     # A server whose writer is off accepts purchases; they wait in the outbox, not in SQL.
     first = make_server(writer_enabled=False, demo_data=True)
-    with grpc.insecure_channel(first.target) as channel:
+    with first.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         admin = admin_grpc.OfferAdminStub(channel)
         members = [clone_samantha(admin) for _ in range(3)]
@@ -181,7 +184,7 @@ def test_channel_restricted_offers_follow_the_channel(make_server: Callable[...,
     offer = demo_offer(datetime.now(UTC))
     offer.offer_id = "app-only-offer"
     offer.eligibility.channels[:] = [pb.CHANNEL_APP]
-    with grpc.insecure_channel(server.target) as grpc_channel:
+    with server.channel() as grpc_channel:
         admin_stub, stub = admin_grpc.OfferAdminStub(grpc_channel), svc_grpc.OfferServiceStub(grpc_channel)
         admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
         member = clone_samantha(admin_stub)
@@ -201,12 +204,16 @@ def test_a_customer_lost_while_her_purchase_waits_for_sql_is_not_rebuilt_without
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(writer_enabled=False, demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         request = commit_request(basket(member, DRESS, SHOES))
         till.CommitPurchase(request)
-        server.run(server.service.components.customers_store.forget_customer(member, [request.transaction_id]))
+        server.run(
+            server.service.components.customers_store.forget_customer(
+                member, [PurchaseKey(request.basket.store_id, request.transaction_id)]
+            )
+        )
         # SQL does not have her purchase yet: rebuilding now would pay the replay again, so she must wait.
         with pytest.raises(grpc.RpcError) as err:
             till.CommitPurchase(request)

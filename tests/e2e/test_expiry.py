@@ -26,7 +26,7 @@ def test_inactive_members_points_expire_once_and_active_members_keep_theirs(
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True, points_expire_after_days=1, points_expiring_soon_days=30)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
         till = svc_grpc.OfferServiceStub(channel)
         idle, active = clone_samantha(admin), clone_samantha(admin)
@@ -53,7 +53,7 @@ def test_inactive_members_points_expire_once_and_active_members_keep_theirs(
 
 def test_expiry_is_off_by_default(make_server: Callable[..., ServerThread]) -> None:
     server = make_server()
-    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as err:
+    with server.channel() as channel, pytest.raises(grpc.RpcError) as err:
         admin_grpc.OfferAdminStub(channel).ExpirePoints(admin_pb.ExpirePointsRequest())
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
 
@@ -62,7 +62,7 @@ def test_points_that_come_back_after_an_expiry_expire_again_in_redis_and_sql(
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True, points_expire_after_days=1)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
         till = svc_grpc.OfferServiceStub(channel)
         idle = clone_samantha(admin)
@@ -121,7 +121,7 @@ def test_a_crm_import_as_her_job_lifetime_runs_out_rebuilds_her_instead_of_doubl
     customers = server.service.components.customers_store
     cid = f"cust-ttl-{uuid.uuid4().hex[:8]}"
     k = customers.keys.customer(cid)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin, till = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
         profile = customer_to_pb(demo_customer(cid))
         admin.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))

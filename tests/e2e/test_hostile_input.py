@@ -17,7 +17,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from server.rpc.interceptors import MAX_FACT_CHARS, MAX_MESSAGE_CHARS
 from tests.support.builders import DRESS, basket
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, channel_to
 from tests.support.waiting import wait_until
 
 CORRUPT = {
@@ -29,7 +29,7 @@ CORRUPT = {
 
 @pytest.fixture(scope="module")
 def channel(server_target: str) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server_target) as channel:
+    with channel_to(server_target) as channel:
         yield channel
 
 
@@ -80,7 +80,7 @@ def test_a_megabyte_store_or_terminal_id_leaves_a_bounded_log_line(
     server = make_server(demo_data=True)
     sale = basket("samantha", DRESS)
     sale.store_id, sale.terminal_id = "S" * 1_000_000, "T" * 1_000_000
-    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError):
+    with server.channel() as channel, pytest.raises(grpc.RpcError):
         svc_grpc.OfferServiceStub(channel).EvaluateBasket(svc.EvaluateBasketRequest(basket=sale), timeout=10)
 
     def access_line() -> logging.LogRecord | None:
@@ -103,7 +103,7 @@ def test_a_call_whose_request_never_arrives_is_ended_by_the_connection_age(
         hold.wait(30)
         yield from ()
 
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         call = channel.stream_unary(  # a unary method, asked as a stream that never delivers its one message
             "/posoffers.v1.OfferService/GetProfile", request_serializer=None, response_deserializer=None
         )

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
@@ -32,7 +31,7 @@ def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(
     make_server: Callable[..., ServerThread],
 ) -> None:
     server = make_server(demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin)  # +500: an "adjust" entry from the CRM import
@@ -45,6 +44,7 @@ def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(
             svc.ReturnPurchaseRequest(
                 return_id=f"r-{uuid.uuid4().hex[:8]}",
                 transaction_id=first.transaction_id,
+                store_id=first.basket.store_id,
                 customer_id=member,
                 lines=[svc.ReturnLine(line_id="dress-1", quantity=1)],
             )
@@ -76,7 +76,7 @@ def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(
 
 def test_redis_keeps_the_newest_entries_and_still_adds_up(make_server: Callable[..., ServerThread]) -> None:
     server = make_server(demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
         sock = ("sock-1", "SKU-SOCK", "socks", 1, 1_000)

@@ -40,6 +40,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 from posoffers.v1 import types_pb2 as pb
 
 from domain.ids import void_return_id
+from domain.model import PurchaseKey
 from server.demo import OFFER_ID
 from tests.conftest import postgres_url
 from tests.e2e.conftest import clone_samantha
@@ -125,6 +126,14 @@ class Bought:
     @property
     def transaction_id(self) -> str:
         return self.request.transaction_id
+
+    @property
+    def store_id(self) -> str:
+        return self.request.basket.store_id
+
+    @property
+    def key(self) -> PurchaseKey:
+        return PurchaseKey(self.store_id, self.transaction_id)
 
     def left(self, line: Line) -> int:
         return line.quantity - self.returned.get(line.line_id, 0)
@@ -475,6 +484,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         request = svc.ReturnPurchaseRequest(
             return_id=f"ret-{uuid.uuid4().hex[:12]}",
             transaction_id=bought.transaction_id,
+            store_id=bought.store_id,
             customer_id=self.member,
             lines=[svc.ReturnLine(line_id=i, quantity=q) for i, q in returning.items()],
         )
@@ -489,6 +499,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         request = svc.ReturnPurchaseRequest(
             return_id=f"ret-{uuid.uuid4().hex[:12]}",
             transaction_id=bought.transaction_id,
+            store_id=bought.store_id,
             customer_id=self.member,
             lines=[svc.ReturnLine(line_id=line.line_id, quantity=bought.left(line) + 1)],
         )
@@ -519,7 +530,9 @@ class LoyaltyMachine(RuleBasedStateMachine):
     def void(self, data: st.DataObject) -> None:
         """The whole of what is left, and the purchase count, on the sale's business day; once."""
         bought = data.draw(st.sampled_from(self.purchases), label="purchase")
-        request = svc.VoidPurchaseRequest(transaction_id=bought.transaction_id, customer_id=self.member)
+        request = svc.VoidPurchaseRequest(
+            transaction_id=bought.transaction_id, customer_id=self.member, store_id=bought.store_id
+        )
         if bought.voided:
             again = self.till.VoidPurchase(request)
             assert again.replayed and again.voided
@@ -556,10 +569,10 @@ class LoyaltyMachine(RuleBasedStateMachine):
         self.server.drain()
         customers, member = self.server.service.components.customers_store, self.member
         k = customers.keys.customer(member)
-        purchases = [p.transaction_id for p in self.purchases]
-        returns = [r.return_id for p in self.purchases for r, _ in p.returns]
-        returns += [void_return_id(p.transaction_id) for p in self.purchases if p.voided]
-        names = [k.returned(t) for t in purchases] + [k.return_record(r) for r in returns]
+        purchases = [p.key for p in self.purchases]
+        returns = [(p.key, r.return_id) for p in self.purchases for r, _ in p.returns]
+        returns += [(p.key, void_return_id(p.transaction_id)) for p in self.purchases if p.voided]
+        names = [k.returned(p) for p in purchases] + [k.return_record(p, r) for p, r in returns]
 
         async def lose_her() -> None:
             await customers.forget_customer(member, purchases)
@@ -628,6 +641,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
                 request = svc.ReturnPurchaseRequest(
                     return_id=f"ret-{uuid.uuid4().hex[:12]}",
                     transaction_id=bought.transaction_id,
+                    store_id=bought.store_id,
                     customer_id=self.member,
                     lines=[svc.ReturnLine(line_id=line.line_id, quantity=returning[line.line_id])],
                 )
@@ -680,7 +694,7 @@ def test_random_purchases_returns_and_voids_keep_the_books(
     request: pytest.FixtureRequest, make_server: Callable[..., ServerThread], backend: str, pending_days: int
 ) -> None:
     server = make_server(demo_data=True, points_pending_days=pending_days, **profile_database(request, backend))
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
 
         class Machine(LoyaltyMachine):
             pass

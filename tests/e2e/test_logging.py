@@ -32,7 +32,7 @@ def test_each_rpc_logs_one_json_line_with_the_callers_request_id(
 ) -> None:
     caplog.set_level(logging.INFO, logger="pos_offers.access")
     server = make_server(demo_data=True, log_hash_salt="pepper")
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         stub = svc_grpc.OfferServiceStub(channel)
         _, call = stub.CommitPurchase.with_call(
             commit_request(basket("samantha", DRESS, SHOES)), metadata=(("x-request-id", "till7-req-0001"),)
@@ -60,7 +60,7 @@ def test_customer_ids_can_be_left_out_entirely(
 ) -> None:
     caplog.set_level(logging.INFO, logger="pos_offers.access")
     server = make_server(demo_data=True, log_customer_ids="omit")
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"))
     (record,) = [r for r in _rpc_records(caplog, 1) if r.__dict__.get("method") == "GetProfile"]
     assert "customer_hash" not in record.__dict__
@@ -71,7 +71,7 @@ def test_access_log_can_be_switched_off_but_errors_are_still_logged(
 ) -> None:
     caplog.set_level(logging.INFO, logger="pos_offers.access")
     server = make_server(demo_data=True, access_log=False)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         stub = svc_grpc.OfferServiceStub(channel)
         stub.GetProfile(svc.GetProfileRequest(customer_id="samantha"))
         with pytest.raises(grpc.RpcError):

@@ -28,7 +28,7 @@ def test_draft_publish_pause_resume_archive(make_server: Callable[..., ServerThr
     offer.offer_id = "dress-shoes-draft"
     offer.priority = 100  # ahead of the demo offer, which would otherwise claim the same dress line
     offer.status = pb.OFFER_STATUS_DRAFT
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin_stub = admin_grpc.OfferAdminStub(channel)
         till = svc_grpc.OfferServiceStub(channel)
         draft = admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
@@ -72,7 +72,7 @@ def test_dayparts_follow_the_stores_clock_and_say_why_an_offer_did_not_apply(
     server = make_server(demo_data=True)
     today = datetime.now(ZoneInfo("America/New_York")).isoweekday()  # SoHo's clock, 1 = Monday
     other_day = today % 7 + 1
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin_stub = admin_grpc.OfferAdminStub(channel)
         offers = {}
         for name, weekday in (("today", today), ("other-day", other_day)):
@@ -97,7 +97,7 @@ def test_lifecycle_rules_hold_for_edits_drafts_and_archives(make_server: Callabl
     server = make_server(demo_data=True)
     offer = demo_offer(datetime.now(UTC))
     offer.offer_id = "rules-offer"
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin_stub = admin_grpc.OfferAdminStub(channel)
         admin_stub.UpsertOffer(admin_pb.UpsertOfferRequest(offer=offer))
         admin_stub.PauseOffer(admin_pb.PauseOfferRequest(offer_id=offer.offer_id))

@@ -12,6 +12,7 @@ import pytest
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 
+from domain.model import PurchaseKey
 from tests.e2e.conftest import clone_samantha, visit
 from tests.integration.sql_queries import ledger_balance, pending_points
 from tests.support.builders import DRESS, SHOES, basket, commit_request
@@ -84,6 +85,7 @@ def test_a_return_within_the_window_takes_back_pending_points_and_leaves_no_debt
                 svc.ReturnPurchaseRequest(
                     return_id=f"r-{uuid.uuid4().hex[:8]}",
                     transaction_id=sale.transaction_id,
+                    store_id=sale.basket.store_id,
                     customer_id=member,
                     lines=[
                         svc.ReturnLine(line_id="dress-1", quantity=1),
@@ -113,6 +115,7 @@ def test_a_partial_return_within_the_window_lowers_the_pending_points(
             svc.ReturnPurchaseRequest(
                 return_id=f"r-{uuid.uuid4().hex[:8]}",
                 transaction_id=sale.transaction_id,
+                store_id=sale.basket.store_id,
                 customer_id=member,
                 lines=[svc.ReturnLine(line_id="shoes-1", quantity=1)],
             )
@@ -142,7 +145,11 @@ def assert_pending_points_survive_a_rebuild(server: ServerThread) -> None:
             == 329 + 120
         )
 
-        server.run(server.service.components.customers_store.forget_customer(member, [sale.transaction_id]))
+        server.run(
+            server.service.components.customers_store.forget_customer(
+                member, [PurchaseKey(sale.basket.store_id, sale.transaction_id)]
+            )
+        )
         rebuilt = v.profile()
         assert (rebuilt.points_balance, rebuilt.points_available, rebuilt.points_pending) == (
             before.points_balance,
@@ -200,9 +207,9 @@ def test_the_cli_shows_when_pending_points_become_spendable(
     from client.cli import main
 
     server = make_server(demo_data=True, points_pending_days=14)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         member = clone_samantha(admin_grpc.OfferAdminStub(channel))
-    target = ["--target", server.target]
+    target = ["--target", server.target, "--api-key", server.keys.admin]
     sold_after = datetime.now(UTC)
     assert main([*target, "commit", member, "--store", "soho", "--line", "dress-1:dresses:1:120.00"]) == 0
     [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("the points earned are spendable")]

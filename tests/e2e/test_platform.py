@@ -13,7 +13,7 @@ from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from tests.integration.sql_queries import ledger_balance
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, channel_to
 from tests.support.waiting import wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -32,7 +32,7 @@ def test_health_is_serving_for_the_server_and_each_service(server_target: str) -
 
 
 def test_reflection_lists_our_services(server_target: str) -> None:
-    with grpc.insecure_channel(server_target) as channel:
+    with channel_to(server_target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         replies = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
@@ -42,7 +42,7 @@ def test_reflection_lists_our_services(server_target: str) -> None:
 
 def test_reflection_can_be_switched_off(make_server: Callable[..., ServerThread]) -> None:
     server = make_server(reflection=False)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         try:
@@ -60,7 +60,7 @@ def test_health_follows_redis_and_requests_fail_unavailable(make_server: Callabl
     server.service.embedded.stop()
     # The server probes Redis once a second.
     wait_until(lambda: _health(server.target) == NOT_SERVING, message="health still SERVING with Redis down")
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         try:
             svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"), timeout=10)
             raise AssertionError("served a profile with Redis down")
@@ -71,7 +71,7 @@ def test_health_follows_redis_and_requests_fail_unavailable(make_server: Callabl
 
 def test_metrics_are_exposed_in_prometheus_text(make_server: Callable[..., ServerThread]) -> None:
     server = make_server(metrics_listen="127.0.0.1:0", demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"))
     port = server.service.metrics_port
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -102,7 +102,7 @@ def test_writer_child_process_writes_and_is_restarted_when_it_dies(make_server: 
         )
 
     server = make_server(writer_process=True, demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         till = svc_grpc.OfferServiceStub(channel)
         from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 
@@ -136,6 +136,6 @@ def test_sql_outage_takes_admin_out_of_service_but_not_the_tills(
     )
     assert _health(server.target, "posoffers.v1.OfferService") == SERVING
     assert _health(server.target) == SERVING
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         profile = svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"))
     assert profile.customer_id == "samantha"

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
 import pytest
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
@@ -26,7 +25,7 @@ def test_concurrent_crm_updates_leave_redis_and_sql_agreeing(
     make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = make_server(demo_data=True)
-    channel = grpc.insecure_channel(server.target)
+    channel = server.channel()
     admin, till = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
     member = f"cust-{uuid.uuid4().hex[:8]}"
     profile = customer_to_pb(demo_customer(member))

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import pytest
 from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
@@ -18,12 +17,12 @@ from server.demo import OFFER_ID
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_queries import ledger_balance
 from tests.support.builders import DRESS, SHOES, basket, commit_request, demo_offer
-from tests.support.server_thread import ServerThread
+from tests.support.server_thread import ServerThread, channel_to
 
 
 @pytest.fixture(scope="module")
 def stub(server_target: str) -> Iterator[svc_grpc.OfferServiceStub]:
-    with grpc.insecure_channel(server_target) as channel:
+    with channel_to(server_target) as channel:
         yield svc_grpc.OfferServiceStub(channel)
 
 
@@ -132,7 +131,7 @@ def test_offer_is_listed_only_between_its_start_and_end(make_server: Callable[..
         "future": (now + timedelta(hours=1), now + timedelta(days=2)),
         "past": (now - timedelta(days=2), now - timedelta(hours=1)),
     }
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin_stub, stub = admin_grpc.OfferAdminStub(channel), svc_grpc.OfferServiceStub(channel)
         for name, (start, end) in windows.items():
             offer = demo_offer(now)

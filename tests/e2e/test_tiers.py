@@ -31,7 +31,7 @@ def test_a_purchase_crossing_the_threshold_upgrades_the_tier_and_the_next_one_ea
 ) -> None:
     # Its own server: a tier policy changes what every member earns.
     server = make_server(demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
         till = svc_grpc.OfferServiceStub(channel)
         saved = admin.SetTierPolicy(admin_pb.SetTierPolicyRequest(policy=POLICY))
@@ -70,7 +70,7 @@ def test_a_purchase_crossing_the_threshold_upgrades_the_tier_and_the_next_one_ea
 
 def test_bad_tier_policies_are_refused_naming_the_field(make_server: Callable[..., ServerThread]) -> None:
     server = make_server()
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
         bad = pb.TierPolicy(
             tiers=[
@@ -89,7 +89,7 @@ def test_a_sale_older_than_the_rolling_window_does_not_upgrade(make_server: Call
     from datetime import datetime, timedelta
 
     server = make_server(demo_data=True)
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
         till = svc_grpc.OfferServiceStub(channel)
         admin.SetTierPolicy(admin_pb.SetTierPolicyRequest(policy=POLICY))

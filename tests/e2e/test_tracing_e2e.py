@@ -35,7 +35,7 @@ def test_a_commit_is_one_trace_with_its_redis_calls_and_the_trace_id_is_logged(
     caplog.set_level(logging.INFO, logger="pos_offers.access")
     server = make_server(demo_data=True)
     spans.clear()
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         svc_grpc.OfferServiceStub(channel).CommitPurchase(commit_request(basket("samantha", DRESS, SHOES)))
     wait_until(lambda: rpc_span_exported(spans, "CommitPurchase"), timeout=5, message="no RPC span exported")
 
@@ -59,7 +59,7 @@ def test_no_customer_data_in_span_attributes(
     make_server: Callable[..., ServerThread], spans: InMemorySpanExporter
 ) -> None:
     server = make_server(demo_data=True)
-    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError):
+    with server.channel() as channel, pytest.raises(grpc.RpcError):
         svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="someone-secret"))
     # The RPC's span ends last (its Redis calls are inside it): once it is exported, so is everything to check.
     wait_until(lambda: rpc_span_exported(spans, "GetProfile"), timeout=5, message="no RPC span exported")

@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from domain.ids import purchase_entry_id, purchase_event_id, return_entry_id, return_event_id
 from store.records import (
     AppliedOfferRecord,
     CustomerRecord,
@@ -97,24 +98,31 @@ def customer_record(
 
 
 def purchase_record(
-    customer_id: str, txn: str, *, at: datetime, lines: list[PurchaseLineRecord], redeem: int = 0
+    customer_id: str,
+    txn: str,
+    *,
+    at: datetime,
+    lines: list[PurchaseLineRecord],
+    redeem: int = 0,
+    store: str = "store-1",
 ) -> PurchaseRecord:
-    """A consistent purchase: ledger, totals and applied offers all derived from the lines (no debt repaid)."""
+    """A consistent purchase at `store`: ledger, totals and applied offers all derived from the lines (no debt
+    repaid)."""
     offers = sorted({offer_id for ln in lines for offer_id in ln.offer_ids})
     subtotal = sum(ln.quantity * ln.unit_price_minor for ln in lines)
     base = sum(ln.base_points for ln in lines)
     bonus = sum(ln.bonus_points for ln in lines)
     redeemed_value = redeem * REDEEM_MINOR_PER_POINT
-    ledger = [LedgerEntry(entry_id=f"{txn}:earn", kind="earn", points=base)]
+    ledger = [LedgerEntry(entry_id=purchase_entry_id(store, txn, "earn"), kind="earn", points=base)]
     if bonus:
-        ledger.append(LedgerEntry(entry_id=f"{txn}:bonus", kind="bonus", points=bonus))
+        ledger.append(LedgerEntry(entry_id=purchase_entry_id(store, txn, "bonus"), kind="bonus", points=bonus))
     if redeem:
-        ledger.append(LedgerEntry(entry_id=f"{txn}:redeem", kind="redeem", points=-redeem))
+        ledger.append(LedgerEntry(entry_id=purchase_entry_id(store, txn, "redeem"), kind="redeem", points=-redeem))
     return PurchaseRecord(
-        event_id=f"purchase:{customer_id}:{txn}",
+        event_id=purchase_event_id(customer_id, store, txn),
         transaction_id=txn,
         customer_id=customer_id,
-        store_id="store-1",
+        store_id=store,
         terminal_id="till-1",
         currency="USD",
         occurred_at=at.isoformat(),
@@ -155,8 +163,10 @@ class Member:
             self.customer_id, at.isoformat(), at=at, balance_delta=balance, ltv_delta=ltv, categories=["books"]
         )
 
-    def purchase(self, txn: str, *, at: datetime, lines: list[PurchaseLineRecord], redeem: int = 0) -> PurchaseRecord:
-        record = purchase_record(self.customer_id, txn, at=at, lines=lines, redeem=redeem)
+    def purchase(
+        self, txn: str, *, at: datetime, lines: list[PurchaseLineRecord], redeem: int = 0, store: str = "store-1"
+    ) -> PurchaseRecord:
+        record = purchase_record(self.customer_id, txn, at=at, lines=lines, redeem=redeem, store=store)
         # Earned points repay debt first; what is left reaches the balance.
         repaid = min(self.debt, record.points_earned)
         self.debt -= repaid
@@ -178,16 +188,22 @@ class Member:
         offers_lost: tuple[str, ...] = (),
         refund: int = 0,
         voided: bool = False,
+        returning_store: str = "",
     ) -> ReturnRecord:
-        """Returns `quantities` of `bought`'s lines; a lost offer takes the bonus of its lines back whole."""
+        """Returns `quantities` of `bought`'s lines (at `returning_store`); a lost offer takes the bonus of its lines
+        back whole."""
         lines = returned_lines(bought, quantities, offers_lost)
         reversed_ = sum(ln.points_reversed for ln in lines)
         value = sum(ln.value_minor for ln in lines)
+        store, txn = bought.store_id, bought.transaction_id
         ledger = []
         if reversed_:
-            ledger.append(LedgerEntry(entry_id=f"{return_id}:reverse", kind="reverse", points=-reversed_))
+            entry_id = return_entry_id(store, txn, return_id, "reverse")
+            ledger.append(LedgerEntry(entry_id=entry_id, kind="reverse", points=-reversed_))
         if refund:
-            ledger.append(LedgerEntry(entry_id=f"{return_id}:refund", kind="refund", points=refund))
+            ledger.append(
+                LedgerEntry(entry_id=return_entry_id(store, txn, return_id, "refund"), kind="refund", points=refund)
+            )
         # The balance is floored at zero; the rest of a reversal becomes debt.
         net = refund - reversed_
         balance_delta, debt_delta = (net, 0) if self.balance + net >= 0 else (-self.balance, -(self.balance + net))
@@ -199,9 +215,11 @@ class Member:
         for offer_id in offers_lost:
             self.uses[offer_id] -= 1
         return ReturnRecord(
-            event_id=f"return:{self.customer_id}:{return_id}",
+            event_id=return_event_id(self.customer_id, store, txn, return_id),
             return_id=return_id,
-            transaction_id=bought.transaction_id,
+            transaction_id=txn,
+            store_id=store,
+            returning_store_id=returning_store,
             customer_id=self.customer_id,
             occurred_at=at.isoformat(),
             committed_at=committed(at).isoformat(),

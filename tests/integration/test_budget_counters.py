@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from domain.ids import purchase_entry_id
+from domain.model import PurchaseKey
 from store.records import LedgerEntry, OutboxRecord, dump_record
 from store.redis_limits import RedisLimits
 from store.redis_state import CustomerStore
@@ -65,6 +67,11 @@ async def test_a_counter_rebuilt_meanwhile_never_takes_back_what_it_did_not_coun
     assert await counter(store) == b"5"
 
 
+def keys(*transaction_ids: str, store: str = "store-1") -> list[PurchaseKey]:
+    """Purchases of one store (the records' builders sell at "store-1")."""
+    return [PurchaseKey(store, txn) for txn in transaction_ids]
+
+
 def _records() -> tuple[list[OutboxRecord], dict[str, list[str]]]:
     """Outbox records that mention OFFER or look alike, and which transactions should be found."""
     m = Member("m1")
@@ -90,11 +97,11 @@ async def test_the_outbox_scan_finds_exactly_the_records_of_the_offer(store: Cus
         await store.redis.xadd(store.keys.outbox(i % 4), {"r": dump_record(record), "c": record.customer_id})
     found = await store.offer_in_outbox(OFFER)
     assert found is not None
-    assert list(found.purchases) == purchases[OFFER]
-    assert list(found.returns) == ["t1"]
+    assert list(found.purchases) == keys(*purchases[OFFER])
+    assert list(found.returns) == keys("t1")
     for offer_id in (f"{OFFER}-vip", 'odd"id-é'):
         other = await store.offer_in_outbox(offer_id)
-        assert other is not None and list(other.purchases) == purchases[offer_id]
+        assert other is not None and list(other.purchases) == keys(*purchases[offer_id])
     nothing = await store.offer_in_outbox("never-sold")
     assert nothing is not None and nothing.purchases == () and nothing.returns == ()
 
@@ -132,16 +139,16 @@ def test_sql_counts_redemptions_not_taken_back_and_outbox_records_once(
 
     # The outbox: b1 already in SQL (written, not yet removed from the stream), c0 and c1 only in the outbox; returns
     # of a0 (already counted), of a2 (in SQL), of c0 (outbox only) and of a purchase nobody knows.
-    assert budgets.offer_redemptions(OFFER, pending_purchases=["b1", "c0", "c1"]) == 6
+    assert budgets.offer_redemptions(OFFER, pending_purchases=keys("b1", "c0", "c1")) == 6
     assert (
         budgets.offer_redemptions(
-            OFFER, pending_purchases=["b1", "c0", "c1"], pending_returns=["a0", "a2", "c0", "unknown"]
+            OFFER, pending_purchases=keys("b1", "c0", "c1"), pending_returns=keys("a0", "a2", "c0", "unknown")
         )
         == 4
     )
     # Duplicates (a record claimed twice) count once; never below zero.
-    assert budgets.offer_redemptions(OFFER, pending_purchases=["c0", "c0"], pending_returns=["a2", "a2"]) == 4
-    assert budgets.offer_redemptions(f"{OFFER}-vip", pending_returns=["b-other"]) == 0
+    assert budgets.offer_redemptions(OFFER, pending_purchases=keys("c0", "c0"), pending_returns=keys("a2", "a2")) == 4
+    assert budgets.offer_redemptions(f"{OFFER}-vip", pending_returns=keys("b-other")) == 0
 
 
 def test_purchases_sql_refused_still_count_against_the_budget(sink: SqlOutboxSink, budgets: SqlBudgets) -> None:
@@ -152,7 +159,9 @@ def test_purchases_sql_refused_still_count_against_the_budget(sink: SqlOutboxSin
     clashing = [
         replace(
             m.purchase(txn, at=T0 + DAY, lines=[line("1", "scarves", 1, 4000, offer=OFFER)]),
-            ledger=[LedgerEntry("r-1:earn", "earn", 1)],  # an entry id already stored: refused for good
+            ledger=[
+                LedgerEntry(purchase_entry_id("store-1", "r-1", "earn"), "earn", 1)
+            ],  # an entry id already stored: refused for good
         )
         for txn in ("r-2", "r-3")
     ]
@@ -160,7 +169,25 @@ def test_purchases_sql_refused_still_count_against_the_budget(sink: SqlOutboxSin
     assert budgets.offer_redemptions(OFFER) == 3
     taken_back = replace(
         m.return_("back-3", clashing[1], at=T0 + 2 * DAY, quantities={"1": 1}, offers_lost=(OFFER,)),
-        ledger=[LedgerEntry("r-1:earn", "reverse", -1)],  # refused with it
+        ledger=[LedgerEntry(purchase_entry_id("store-1", "r-1", "earn"), "reverse", -1)],  # refused with it
     )
     assert sink.apply_records([taken_back]) == 0
     assert budgets.offer_redemptions(OFFER) == 2
+
+
+def test_the_same_transaction_id_at_two_stores_is_two_redemptions(sink: SqlOutboxSink, budgets: SqlBudgets) -> None:
+    m = Member("m-two-stores")
+    here = m.purchase("till-1", at=T0, lines=[line("1", "scarves", 1, 4000, offer=OFFER)])
+    there = m.purchase("till-1", at=T0, lines=[line("1", "scarves", 1, 4000, offer=OFFER)], store="store-2")
+    assert sink.apply_records([here, there]) == 2
+    assert budgets.offer_redemptions(OFFER) == 2
+    # The outbox still holds the second store's (written, not yet removed) and a third store's sale of that id.
+    assert (
+        budgets.offer_redemptions(
+            OFFER, pending_purchases=[*keys("till-1", store="store-2"), *keys("till-1", store="store-3")]
+        )
+        == 3
+    )
+    back = m.return_("r-1", there, at=T0 + DAY, quantities={"1": 1}, offers_lost=(OFFER,))
+    assert sink.apply_records([back]) == 1
+    assert budgets.offer_redemptions(OFFER) == 1  # store-2's taken back; store-1's kept

@@ -12,7 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from domain.model import CustomerState, GeoPoint
+from domain.ids import purchase_entry_id, purchase_event_id
+from domain.model import CustomerState, GeoPoint, PurchaseKey
 from store.embedded_redis import EmbeddedRedis
 from store.keys import Keys
 from store.records import (
@@ -63,14 +64,24 @@ def crm_record(customer_id: str) -> CustomerRecord:
     )
 
 
+def soho(transaction_id: str) -> PurchaseKey:
+    return PurchaseKey("soho", transaction_id)
+
+
 def purchase(
-    customer_id: str, txn: str, *, earned: int = 100, redeemed: int = 0, pending_until: datetime | None = None
+    customer_id: str,
+    txn: str,
+    *,
+    earned: int = 100,
+    redeemed: int = 0,
+    pending_until: datetime | None = None,
+    store: str = "soho",
 ) -> PurchaseRecord:
     return PurchaseRecord(
-        event_id=f"purchase:{txn}",
+        event_id=purchase_event_id(customer_id, store, txn),
         transaction_id=txn,
         customer_id=customer_id,
-        store_id="soho",
+        store_id=store,
         terminal_id="t1",
         currency="USD",
         occurred_at=NOW.isoformat(),
@@ -88,8 +99,13 @@ def purchase(
         applied_offers=[AppliedOfferRecord("o1", 1, 0, 0)],
         new_categories=["shoes"],
         ledger=[
-            LedgerEntry(f"{txn}:earn", "earn", earned, pending_until.isoformat() if pending_until else ""),
-            *([LedgerEntry(f"{txn}:redeem", "redeem", -redeemed)] if redeemed else []),
+            LedgerEntry(
+                purchase_entry_id(store, txn, "earn"),
+                "earn",
+                earned,
+                pending_until.isoformat() if pending_until else "",
+            ),
+            *([LedgerEntry(purchase_entry_id(store, txn, "redeem"), "redeem", -redeemed)] if redeemed else []),
         ],
     )
 
@@ -111,11 +127,34 @@ async def test_commit_applies_everything_once_and_replays(store: CustomerStore) 
     await store.upsert_customer(member(), crm_record("m1"))
     assert await commit(store, purchase("m1", "t1")) == "ok"
     assert await commit(store, purchase("m1", "t1")) == "replay"
-    read = await store.read("m1", transaction_id="t1")
+    read = await store.read("m1", purchase=soho("t1"))
     assert read.state is not None
     assert read.state.points_balance == 600 and read.state.lifetime_value_minor == 11_000
     assert read.state.categories == {"dresses", "shoes"} and read.state.offer_uses == {"o1": 1}
     assert read.stored is not None and read.stored.receipt == b"receipt-t1"
+
+
+async def test_the_same_transaction_id_at_two_stores_is_two_purchases(store: CustomerStore) -> None:
+    await store.upsert_customer(member(), crm_record("m1"))
+    assert await commit(store, purchase("m1", "till-0001")) == "ok"
+    assert await commit(store, purchase("m1", "till-0001", store="tribeca")) == "ok"  # not a replay of soho's
+    assert await commit(store, purchase("m1", "till-0001", store="tribeca")) == "replay"
+    read = await store.read("m1", purchase=PurchaseKey("tribeca", "till-0001"))
+    assert read.state is not None and read.state.points_balance == 700 and read.state.purchase_count == 2
+    assert read.stored is not None and read.stored.digest == "d-till-0001"
+
+
+async def test_a_receipt_stored_before_store_scoped_ids_is_read_beside_the_purchase(store: CustomerStore) -> None:
+    """A sale committed by the previous version and retried after the upgrade: the use case replays it when the
+    request's digest matches (see CommitPurchase)."""
+    await store.upsert_customer(member(), crm_record("m1"))
+    ck = store.keys.customer("m1")
+    await store.redis.hset(ck.legacy_transaction("t1"), mapping={"digest": "d-old", "receipt": b"old-receipt"})
+    await store.redis.hset(ck.legacy_return_record("r1"), mapping={"digest": "d-ret", "receipt": b"old-return"})
+    read = await store.read("m1", purchase=soho("t1"))
+    assert read.stored is None and read.legacy == StoredTransaction("d-old", b"old-receipt")
+    for_return = await store.read_for_return("m1", soho("t1"), "r1")
+    assert for_return.stored is None and for_return.legacy == StoredTransaction("d-ret", b"old-return")
 
 
 async def test_a_refused_commit_writes_nothing(store: CustomerStore) -> None:
@@ -124,7 +163,7 @@ async def test_a_refused_commit_writes_nothing(store: CustomerStore) -> None:
     before_len = await store.redis.xlen(outbox)
     before = (await store.read("m1")).state
     assert await commit(store, purchase("m1", "t1", redeemed=100)) == "insufficient"
-    after = await store.read("m1", transaction_id="t1")
+    after = await store.read("m1", purchase=soho("t1"))
     assert after.state == before and after.stored is None
     assert await store.redis.xlen(outbox) == before_len
 
@@ -236,26 +275,28 @@ async def test_an_import_for_a_member_redis_dropped_meanwhile_is_refused_not_cre
 
 async def test_a_read_with_a_transaction_or_return_id_writes_nothing(store: CustomerStore) -> None:
     await store.upsert_customer(member(), crm_record("m1"))
-    claim, return_claim = store.keys.transaction_claim("t1"), store.keys.return_claim("r1")
-    read = await store.read("m1", transaction_id="t1")
+    claim, return_claim = store.keys.transaction_claim(soho("t1")), store.keys.return_claim(soho("t1"), "r1")
+    read = await store.read("m1", purchase=soho("t1"))
     assert read.state is not None and read.stored is None and read.claim_owner is None
-    for_return = await store.read_for_return("m1", "t1", "r1")
+    for_return = await store.read_for_return("m1", soho("t1"), "r1")
     assert for_return.owner is None and for_return.return_owner is None
-    assert await store.read("nobody", transaction_id="t1") == (await store.read("nobody"))  # no state, no claim
+    assert await store.read("nobody", purchase=soho("t1")) == (await store.read("nobody"))  # no state, no claim
     assert await store.redis.exists(claim, return_claim) == 0
 
 
 async def test_a_transaction_or_return_id_is_claimed_once_for_the_retention_window(store: CustomerStore) -> None:
-    assert await store.claim_transaction("t1", "m1") == "m1"
-    assert await store.claim_transaction("t1", "m1") == "m1"  # her retry
-    assert await store.claim_transaction("t1", "m2") == "m1"  # another customer: the first keeps it
-    assert 0 < await store.redis.ttl(store.keys.transaction_claim("t1")) <= 3600
-    assert (await store.read("m2", transaction_id="t1")).claim_owner == "m1"
+    assert await store.claim_transaction(soho("t1"), "m1") == "m1"
+    assert await store.claim_transaction(soho("t1"), "m1") == "m1"  # her retry
+    assert await store.claim_transaction(soho("t1"), "m2") == "m1"  # another customer: the first keeps it
+    assert await store.claim_transaction(PurchaseKey("tribeca", "t1"), "m2") == "m2"  # another store's sale
+    assert 0 < await store.redis.ttl(store.keys.transaction_claim(soho("t1"))) <= 3600
+    assert (await store.read("m2", purchase=soho("t1"))).claim_owner == "m1"
 
-    assert await store.claim_return("r1", "m2") == "m2"
-    assert await store.claim_return("r1", "m1") == "m2"
-    assert 0 < await store.redis.ttl(store.keys.return_claim("r1")) <= 3600
-    for_return = await store.read_for_return("m1", "t1", "r1")
+    assert await store.claim_return(soho("t1"), "r1", "m2") == "m2"
+    assert await store.claim_return(soho("t1"), "r1", "m1") == "m2"
+    assert await store.claim_return(soho("t2"), "r1", "m1") == "m1"  # the same return id of another purchase
+    assert 0 < await store.redis.ttl(store.keys.return_claim(soho("t1"), "r1")) <= 3600
+    for_return = await store.read_for_return("m1", soho("t1"), "r1")
     assert (for_return.owner, for_return.return_owner) == ("m1", "m2")
 
 
@@ -268,7 +309,8 @@ async def test_the_scripts_keep_what_the_limits_say(store: CustomerStore) -> Non
     for i in range(3):
         assert await commit(small, replace(purchase("m1", f"t{i}", earned=10 + i), lines=shoes)) == "ok"
     base, entries = await small.ledger("m1")
-    assert [e["id"] for e in entries] == ["t0:earn", "t1:earn", "t2:earn"] and base == 500
+    ids = ["sale:soho:t0:earn", "sale:soho:t1:earn", "sale:soho:t2:earn"]
+    assert [e["id"] for e in entries] == ids and base == 500
     state = (await small.read("m1")).state
     assert state is not None and base + sum(e["p"] for e in entries) == state.points_balance - state.points_debt
     ck = store.keys.customer("m1")
@@ -289,7 +331,7 @@ async def test_the_receipt_goes_to_redis_once_as_bytes_and_reaches_the_writer(st
     assert "receipt_b64" not in json.loads(fields[b"r"]) and fields[b"receipt"] == receipt
     written = parse_entry(fields, entry_id)
     assert isinstance(written, PurchaseRecord) and written.receipt_b64 == base64.b64encode(receipt).decode()
-    assert (await store.read("m1", transaction_id="t1")).stored == StoredTransaction("d-t1", receipt)
+    assert (await store.read("m1", purchase=soho("t1"))).stored == StoredTransaction("d-t1", receipt)
 
 
 def test_a_record_of_an_older_server_keeps_its_inline_receipt() -> None:
@@ -335,3 +377,30 @@ async def test_a_member_rebuilt_from_sql_reads_back_as_sql_has_her(store: Custom
     )
     base, entries = await store.ledger("m1")
     assert (base, [e["id"] for e in entries]) == (400, ["t9:earn"])
+
+
+async def test_an_erasure_drops_her_purchases_keys_and_hands_their_claims_on(store: CustomerStore) -> None:
+    """Her purchase at soho and its return: receipts gone (also as stored before store-scoped ids), claims the
+    anonymous id's; the same transaction and return ids at another store are someone else's and stay."""
+    await store.upsert_customer(member(), crm_record("m1"))
+    assert await commit(store, purchase("m1", "t1")) == "ok"
+    k, ck = store.keys, store.keys.customer("m1")
+    tribeca = PurchaseKey("tribeca", "t1")
+    assert await store.claim_transaction(soho("t1"), "m1") == "m1"
+    assert await store.claim_return(soho("t1"), "r1", "m1") == "m1"
+    assert await store.claim_transaction(tribeca, "m2") == "m2"
+    assert await store.claim_return(tribeca, "r1", "m2") == "m2"
+    old = [ck.legacy_transaction("t1"), ck.legacy_return_record("r1"), ck.return_record(soho("t1"), "r1")]
+    for key in old:
+        await store.redis.hset(key, mapping={"digest": "d", "receipt": b"r"})
+    await store.redis.set(k.legacy_transaction_claim("t1"), "m1")
+    await store.redis.set(k.legacy_return_claim("r1"), "m1")
+    await store.redis.hdel(ck.unwritten, "m1")  # as the writer does once her records are in SQL
+    assert await store.begin_erasure("m1", mark_s=60)
+    await store.finish_erasure("m1", anonymous_id="forgotten-1", purchases=[soho("t1")], returns=[(soho("t1"), "r1")])
+    leftover = [ck.transaction(soho("t1")), *old, k.legacy_transaction_claim("t1"), k.legacy_return_claim("r1")]
+    assert await store.redis.exists(*leftover, ck.erasing()) == 0
+    assert await store.redis.get(k.transaction_claim(soho("t1"))) == b"forgotten-1"
+    assert await store.redis.get(k.return_claim(soho("t1"), "r1")) == b"forgotten-1"
+    assert await store.redis.get(k.transaction_claim(tribeca)) == b"m2"
+    assert await store.redis.get(k.return_claim(tribeca, "r1")) == b"m2"

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from domain.model import GeoPoint, Store
+from domain.model import GeoPoint, PurchaseKey, Store
 from store.records import CustomerRecord, OutboxRecord
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
@@ -234,10 +234,10 @@ def test_load_customer_returns_offer_uses_and_receipts_in_the_window(
 
     assert profiles.load_customer("nobody", receipts_since=T0) is None
     assert customer_exists(sql_engine, "c1") and not customer_exists(sql_engine, "nobody")
-    stored = profiles.get_purchase_receipt("c1-t1")
+    stored = profiles.get_purchase_receipt(PurchaseKey("store-1", "c1-t1"))
     assert stored is not None and stored.receipt == purchase_receipt("c1-t1")
     assert_utc(stored.committed_at)
-    assert profiles.get_purchase_receipt("missing") is None
+    assert profiles.get_purchase_receipt(PurchaseKey("store-1", "missing")) is None
     assert ledger_balance(sql_engine, "nobody") == 0 and list_categories(sql_engine, "nobody") == []
     with pytest.raises(ValueError, match="naive"):
         profiles.load_customer("c1", receipts_since=datetime(2025, 1, 1))

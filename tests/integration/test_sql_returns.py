@@ -13,6 +13,8 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 from alembic import command
 
+from domain.ids import purchase_entry_id
+from domain.model import PurchaseKey
 from store.keys import Keys
 from store.records import LedgerEntry, OutboxRecord, PurchaseRecord, dump_record
 from store.sql_db import alembic_config, make_engine, migrate, write_engine
@@ -24,6 +26,12 @@ from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 from .records_builders import DAY, T0, Member, committed, line
 from .sql_queries import count_rows, get_return_receipt, ledger_balance, list_categories, refused_records, snapshot
+
+
+def s1(transaction_id: str) -> PurchaseKey:
+    """A purchase at "store-1", where the records' builders sell."""
+    return PurchaseKey("store-1", transaction_id)
+
 
 # -- records, as the Redis scripts would write them ------------------------------------------------------------
 
@@ -80,7 +88,13 @@ def normalized(snap: CustomerSnapshot) -> CustomerSnapshot:
     cid = snap.customer_id
 
     def receipt(r: StoredReceipt) -> StoredReceipt:
-        return replace(r, transaction_id=r.transaction_id.replace(cid, "*"), request_digest="", receipt=b"")
+        return replace(
+            r,
+            transaction_id=r.transaction_id.replace(cid, "*"),
+            return_id=r.return_id.replace(cid, "*"),
+            request_digest="",
+            receipt=b"",
+        )
 
     return replace(
         snap,
@@ -88,7 +102,9 @@ def normalized(snap: CustomerSnapshot) -> CustomerSnapshot:
         display_name="",
         receipts=[receipt(r) for r in snap.receipts],
         return_receipts=[receipt(r) for r in snap.return_receipts],
-        returned={txn.replace(cid, "*"): lines for txn, lines in snap.returned.items()},
+        returned={
+            replace(p, transaction_id=p.transaction_id.replace(cid, "*")): lines for p, lines in snap.returned.items()
+        },
         ledger=sorted((replace(e, entry_id="") for e in snap.ledger), key=lambda e: (e.created_at, e.kind, e.points)),
     )
 
@@ -163,22 +179,22 @@ def test_purchase_partial_returns_then_the_rest(sink: SqlOutboxSink, sql_engine:
     assert final.uses == {"o-shoes": 0, "o-food": 1, "o-hats": 0}
     snap = snapshot(sql_engine, "c1")
     assert snap.offer_uses == {"o-food": 1}
-    assert snap.returned == {"c1-t1": {"1": 2, "2": 3}, "c1-t2": {"1": 1}, "c1-t4": {"1": 1}}
-    assert [r.transaction_id for r in snap.return_receipts] == ["c1-r1", "c1-r2", "c1-r3", "c1-r4"]
+    assert snap.returned == {s1("c1-t1"): {"1": 2, "2": 3}, s1("c1-t2"): {"1": 1}, s1("c1-t4"): {"1": 1}}
+    assert [r.return_id for r in snap.return_receipts] == ["c1-r1", "c1-r2", "c1-r3", "c1-r4"]
     assert [r.transaction_id for r in snap.receipts] == ["c1-t1", "c1-t2", "c1-t3", "c1-t4"]
     with sql_engine.connect() as conn:
         kinds = conn.execute(
-            sa.text("SELECT kind, transaction_id, points FROM points_ledger WHERE entry_id LIKE 'c1-r%'")
+            sa.text("SELECT kind, store_id, transaction_id, points FROM points_ledger WHERE entry_id LIKE 'rtn:%'")
         ).all()
         voided = conn.execute(sa.text("SELECT return_id FROM returns WHERE voided")).scalars().all()
         lost = conn.execute(sa.text("SELECT transaction_id, offer_id, return_id FROM return_offers")).all()
     # A return's ledger entries belong to the purchase they correct.
     assert sorted(kinds) == [
-        ("refund", "c1-t2", 200),
-        ("reverse", "c1-t1", -95),
-        ("reverse", "c1-t1", -60),
-        ("reverse", "c1-t2", -20),
-        ("reverse", "c1-t4", -250),
+        ("refund", "store-1", "c1-t2", 200),
+        ("reverse", "store-1", "c1-t1", -95),
+        ("reverse", "store-1", "c1-t1", -60),
+        ("reverse", "store-1", "c1-t2", -20),
+        ("reverse", "store-1", "c1-t4", -250),
     ]
     assert voided == ["c1-r3"]
     assert sorted(lost) == [("c1-t1", "o-shoes", "c1-r1"), ("c1-t4", "o-hats", "c1-r3")]
@@ -230,8 +246,8 @@ def test_a_return_whose_purchase_is_not_in_sql_fails_the_batch_and_applies_on_re
     batch = [crm, t2, r1]  # t1 is still pending at a dead writer
     with pytest.raises(PurchaseNotApplied) as failure:
         sink.apply_records(batch)
-    assert failure.value.missing == {r1.event_id: ("c1-r1", "c1-t1")}
-    assert str(failure.value).endswith("retry later: return c1-r1 of c1-t1")
+    assert failure.value.missing == {r1.event_id: ("c1-r1", "store-1", "c1-t1")}
+    assert str(failure.value).endswith("retry later: return c1-r1 of store-1/c1-t1")
     # Nothing of the batch was written, not even its guard rows: the writer will retry all of it.
     for table in ("applied_events", "customers", "purchases", "returns", "points_ledger"):
         assert count_rows(sql_engine, table) == 0
@@ -248,7 +264,7 @@ def stored_and_clashing(sink: SqlOutboxSink, m: Member) -> PurchaseRecord:
     assert sink.apply_records([stored]) == 1
     return replace(
         m.purchase("t-clash", at=T0 + DAY, lines=[line("1", "food", 1, 2000)]),
-        ledger=[LedgerEntry(entry_id="t-stored:earn", kind="earn", points=20)],
+        ledger=[LedgerEntry(entry_id=purchase_entry_id("store-1", "t-stored", "earn"), kind="earn", points=20)],
     )
 
 
@@ -260,16 +276,17 @@ def test_a_return_of_a_purchase_refused_in_the_same_batch_is_skipped_with_it(
     undo = m.return_("r-clash", clash, at=T0 + 2 * DAY, quantities={"1": 1})
     fine = Member("c2").purchase("t-fine", at=T0, lines=[line("1", "food", 1, 500)])
     assert sink.apply_records([undo, clash, fine]) == 1
-    assert "purchase:c1:t-clash" in caplog.text and "return:c1:r-clash" in caplog.text
+    assert "sale:c1:store-1:t-clash" in caplog.text and "rtn:c1:store-1:t-clash:r-clash" in caplog.text
     snap = snapshot(sql_engine, "c1")
     assert (snap.points_balance, snap.points_debt, snap.purchase_count) == (10, 0, 1)
     assert get_return_receipt(sql_engine, "r-clash") is None
     assert snapshot(sql_engine, "c2").purchase_count == 1
     # Both are kept for an operator, with why.
     refused = {r.event_id: r for r in refused_records(sql_engine)}
-    assert set(refused) == {"purchase:c1:t-clash", "return:c1:r-clash"}
-    assert "entry_id" in refused["purchase:c1:t-clash"].reason
-    assert refused["return:c1:r-clash"].transaction_id == "t-clash"
+    assert set(refused) == {"sale:c1:store-1:t-clash", "rtn:c1:store-1:t-clash:r-clash"}
+    assert "entry_id" in refused["sale:c1:store-1:t-clash"].reason
+    clash_return = refused["rtn:c1:store-1:t-clash:r-clash"]
+    assert (clash_return.store_id, clash_return.transaction_id) == ("store-1", "t-clash")
     # Replayed later on its own (claimed from a dead writer), the return is refused again rather than waiting
     # forever for a purchase that will never come, which would block its partition's writer.
     assert sink.apply_records([undo]) == 0
@@ -289,7 +306,7 @@ def test_a_return_arriving_after_its_purchase_was_refused_does_not_block_the_wri
     # The next batch holds the return and other work: the return is refused, the rest is written.
     assert sink.apply_records([undo, later]) == 1
     assert snapshot(sql_engine, "c2").purchase_count == 1
-    assert "return:c1:r-clash" in {r.event_id for r in refused_records(sql_engine)}
+    assert "rtn:c1:store-1:t-clash:r-clash" in {r.event_id for r in refused_records(sql_engine)}
 
 
 def test_a_return_naming_another_customers_purchase_is_refused(
@@ -302,8 +319,8 @@ def test_a_return_naming_another_customers_purchase_is_refused(
     wrong = stranger.return_("r-wrong", bought, at=T0 + DAY, quantities={"1": 1})
     right = owner.return_("r-right", bought, at=T0 + DAY, quantities={"1": 1})
     assert sink.apply_records([wrong, right]) == 1
-    assert "return:stranger:r-wrong" in caplog.text
-    assert profiles.returned_quantities("t1") == {"1": 1}
+    assert "rtn:stranger:store-1:t1:r-wrong" in caplog.text
+    assert profiles.returned_quantities(s1("t1")) == {"1": 1}
     assert_matches(sql_engine, owner)
 
 
@@ -318,7 +335,7 @@ def test_an_offer_lost_twice_is_given_back_once(
     r2 = replace(m.return_("r2", t1, at=T0 + 3 * DAY, quantities={"1": 1}), offers_lost=["o-shoes"])
     assert sink.apply_records([t1, t2, r1, r2]) == 4
     assert snapshot(sql_engine, "c1").offer_uses == {"o-shoes": 1}
-    assert profiles.returned_quantities("t1") == {"1": 2}
+    assert profiles.returned_quantities(s1("t1")) == {"1": 2}
 
 
 def test_debt_repaid_by_a_purchase_moves_debt_not_balance(sink: SqlOutboxSink, sql_engine: sa.Engine) -> None:
@@ -347,11 +364,13 @@ def test_load_customer_windows_returns_by_their_own_times(
     # t4 (day 6) is the only purchase in the window; r3 and r4 (days 7, 8) the only returns.
     snap = snapshot(sql_engine, "c1", since=T0 + 6 * DAY)
     assert [r.transaction_id for r in snap.receipts] == ["c1-t4"]
-    assert snap.returned == {"c1-t4": {"1": 1}}
-    assert [r.transaction_id for r in snap.return_receipts] == ["c1-r3", "c1-r4"]
+    assert snap.returned == {s1("c1-t4"): {"1": 1}}
+    assert [r.return_id for r in snap.return_receipts] == ["c1-r3", "c1-r4"]
     r3 = snap.return_receipts[0]
     assert r3 == StoredReceipt(
-        transaction_id="c1-r3",
+        transaction_id="c1-t4",
+        store_id="store-1",
+        return_id="c1-r3",
         request_digest=hashlib.sha256(b"c1-r3").hexdigest(),
         receipt=b"\x08\x01return:c1-r3",
         committed_at=committed(T0 + 7 * DAY),
@@ -362,10 +381,12 @@ def test_load_customer_windows_returns_by_their_own_times(
 
     assert get_return_receipt(sql_engine, "c1-r3") == r3
     assert get_return_receipt(sql_engine, "c1-t1") is None
-    assert profiles.returned_quantities("c1-t1") == {"1": 2, "2": 3}
-    assert profiles.returned_quantities("c1-t3") == {}
-    assert profiles.returned_quantities("missing") == {}
-    stored = profiles.get_purchase_receipt("c1-t1")
+    assert profiles.returned_quantities(s1("c1-t1")) == {"1": 2, "2": 3}
+    assert profiles.returned_quantities(PurchaseKey("store-2", "c1-t1")) == {}  # another store's c1-t1
+    assert profiles.returned_quantities(s1("c1-t3")) == {}
+    assert profiles.returned_quantities(s1("missing")) == {}
+    assert profiles.get_purchase_receipt(PurchaseKey("store-2", "c1-t1")) is None
+    stored = profiles.get_purchase_receipt(s1("c1-t1"))
     assert stored is not None and stored.receipt == b"\x08\x01purchase:c1-t1"
 
 

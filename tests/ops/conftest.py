@@ -7,6 +7,7 @@ that stopping it also stops what it started. Tests reach it only through gRPC an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -26,6 +27,7 @@ from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
 from bench.processes import Child, free_port, wait_until
 from tests.support.builders import DRESS, SHOES, basket, commit_request
+from tests.support.keys import keyed_channel
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
@@ -57,6 +59,12 @@ class Service:
     target: str
     metrics_url: str
     child: Child
+    data_dir: Path
+
+    def key(self, role: str) -> str:
+        """A demo key the service wrote at start (demo data on), as `make run` does."""
+        secret: str = json.loads((self.data_dir / "demo-credentials.json").read_text())[role]["secret"]
+        return secret
 
     def scrape(self) -> str:
         self.child.check_alive()
@@ -109,19 +117,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 return bool(answer.status == serving)
 
             wait_until(child, probe, "service (gRPC health)")
-        running = Service(listen, f"http://{metrics_listen}/metrics", child)
+        running = Service(listen, f"http://{metrics_listen}/metrics", child, data_dir)
         wait_until(child, lambda: bool(running.scrape()), "service metrics endpoint")
         yield running
     finally:
         child.stop()
 
 
-def drive_traffic(target: str, seconds: float, pause_s: float = 0.02) -> Counter[str]:
+def drive_traffic(service: Service, seconds: float, pause_s: float = 0.02) -> Counter[str]:
     """Real till traffic for the demo member for about `seconds`: ListActiveOffers, EvaluateBasket, CommitPurchase
     (a fresh transaction each time), GetProfile; plus one replayed commit and one NOT_FOUND, so those series exist.
     Returns the calls made per method; any unexpected status fails the test."""
     calls: Counter[str] = Counter()
-    with grpc.insecure_channel(target) as channel:
+    with keyed_channel(service.target, service.key("pos")) as channel:  # a till's key, bound to the demo store
         stub = svc_grpc.OfferServiceStub(channel)
         sale = basket(CUSTOMER, DRESS, SHOES, store_id=STORE)
         first = commit_request(sale, f"ops-{uuid.uuid4().hex}")

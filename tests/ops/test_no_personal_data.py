@@ -1,5 +1,6 @@
 """After real till traffic, nothing the service logs or exports as metrics names a member: not her id, not her
-name, not where she lives (the access log carries a salted hash; metric labels are bounded and name no one)."""
+name, not where she lives (the access log carries a salted hash; metric labels are bounded and name no one); and
+no API key's secret appears there either (the log names a key by its id)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ from tests.ops.conftest import Service, drive_traffic
 
 
 def test_logs_and_metrics_of_a_run_name_no_member(service: Service) -> None:
-    drive_traffic(service.target, seconds=1.0)
+    drive_traffic(service, seconds=1.0)
     member = demo_customer()
     personal = {
         "customer id": CUSTOMER_ID,
         "name": member.display_name,
         "home latitude": f"{SAMANTHA_HOME.latitude}",
         "home longitude": f"{SAMANTHA_HOME.longitude}",
+        # Every demo key's secret (the traffic used the pos one; the random part alone must not leak either).
+        **{f"{role} key secret": service.key(role).rsplit("_", 1)[-1] for role in ("admin", "pos", "app")},
     }
     # The JSON log lines (stderr); the human start-up banner on stdout names the demo member on purpose.
     log_lines = [line for line in service.child.log.read_text().splitlines() if line.startswith("{")]
     assert len(log_lines) > 10, "the run logged too little to tell"
+    assert any('"key_id"' in line for line in log_lines), "the access log should name the calling key by its id"
     metrics = service.scrape()
     for what, value in personal.items():
         assert not [line for line in log_lines if value in line], f"the log names the member's {what}"

@@ -123,7 +123,7 @@ def prometheus(prometheus_bin: str, service: Service, tmp_path_factory: pytest.T
 @pytest.fixture(scope="module")
 def traffic(prometheus: Prometheus, service: Service) -> Counter[str]:
     """~10 s of till traffic while Prometheus scrapes, then two more scrapes so the last of it is in."""
-    calls = drive_traffic(service.target, seconds=TRAFFIC_S)
+    calls = drive_traffic(service, seconds=TRAFFIC_S)
     ended = time.time()  # Prometheus runs on this machine's clock too
 
     def scrapes_since_the_traffic() -> int:

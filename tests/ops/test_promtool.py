@@ -114,7 +114,7 @@ def scraped_families(text: str) -> dict[str, str]:
 
 
 def test_live_scrape_passes_promtool_check_metrics(promtool: str, service: Service) -> None:
-    calls = drive_traffic(service.target, seconds=1.0)
+    calls = drive_traffic(service, seconds=1.0)
     assert all(calls[m] > 0 for m in TILL_METHODS), calls
     text = service.scrape()
     done = run([promtool, "check", "metrics"], stdin=text)
@@ -159,7 +159,7 @@ def _sample(text: str, pattern: str) -> float:
 def test_one_scrape_shows_the_writer_child_beside_the_server(service: Service) -> None:
     # Records are written to SQL by the server's writer child process: its counters reach the server's /metrics
     # only through the shared multiprocess directory.
-    drive_traffic(service.target, seconds=0.5)
+    drive_traffic(service, seconds=0.5)
 
     def with_the_writers_records() -> str:
         text = service.scrape()

@@ -2,7 +2,8 @@
 replays, retries, budget loss, rebuild while changes are pending) tested deterministically, in milliseconds.
 
 The fakes keep the contract the Redis scripts keep (state version checked on every write, exactly once per
-transaction and return id, claims unique across customers, budget counters with epochs) at the level the use
+purchase (store, transaction id) and return id of a purchase, claims unique across customers, budget counters
+with epochs) at the level the use
 cases can observe; tests/integration proves the real adapters keep it too.
 """
 
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from domain.model import CustomerState, PurchaseFacts, Receipt, ReturnOutcome, Store
+from domain.access import ApiKey
+from domain.model import CustomerState, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome, Store
 from usecases.ports import (
     TIER_POLICY,
     Adjustment,
@@ -30,6 +32,7 @@ from usecases.ports import (
     OfferOutbox,
     ReturnRead,
     StoredAdjustment,
+    StoredApiKey,
     StoredOffer,
     StoredTransaction,
     UpsertStatus,
@@ -76,9 +79,13 @@ class Gates:
 @dataclass
 class _Customer:
     state: CustomerState
-    receipts: dict[str, StoredTransaction] = field(default_factory=dict)  # transaction id -> stored receipt
-    returns: dict[str, StoredTransaction] = field(default_factory=dict)  # return id -> stored return receipt
-    returned: dict[str, dict[str, int]] = field(default_factory=dict)  # transaction id -> line -> quantity
+    receipts: dict[PurchaseKey, StoredTransaction] = field(default_factory=dict)  # purchase -> stored receipt
+    # (purchase, return id) -> stored return receipt
+    returns: dict[tuple[PurchaseKey, str], StoredTransaction] = field(default_factory=dict)
+    returned: dict[PurchaseKey, dict[str, int]] = field(default_factory=dict)  # purchase -> line -> quantity
+    # What servers before store-scoped ids stored: transaction id -> receipt, return id -> return receipt.
+    legacy_receipts: dict[str, StoredTransaction] = field(default_factory=dict)
+    legacy_returns: dict[str, StoredTransaction] = field(default_factory=dict)
     adjustments: dict[str, tuple[str, AdjustmentOutcome]] = field(default_factory=dict)  # id -> (digest, outcome)
 
 
@@ -88,13 +95,13 @@ class FakeHotState:
     def __init__(self) -> None:
         self.gates = Gates()
         self.customers: dict[str, _Customer] = {}
-        self.claims: dict[str, str] = {}
-        self.return_claims: dict[str, str] = {}
+        self.claims: dict[PurchaseKey, str] = {}  # purchase -> customer
+        self.return_claims: dict[tuple[PurchaseKey, str], str] = {}  # (purchase, return id) -> customer
         self.adjustment_claims: dict[str, str] = {}
         self.erasing: set[str] = set()  # customers being forgotten: not rebuilt meanwhile
         self.outbox: list[tuple[str, object]] = []  # (customer id, what changed): written when the test says so
         self.counters: dict[str, tuple[int, str]] = {}  # offer id -> (used, epoch)
-        self.outbox_offers: list[tuple[str, str]] = []  # (transaction id, offer id) of sales in the outbox
+        self.outbox_offers: list[tuple[PurchaseKey, str]] = []  # (purchase, offer id) of sales in the outbox
         self.calls: list[str] = []
         self._clock_ms = itertools.count(1)  # Redis time, ms: when counters were created and returns written
         self._versions = itertools.count(1_000)
@@ -127,7 +134,7 @@ class FakeHotState:
         self,
         customer_id: str,
         *,
-        transaction_id: str = "",
+        purchase: PurchaseKey | None = None,
         budget_offer_ids: Sequence[str] = (),
         now: datetime,
     ) -> CustomerRead:
@@ -136,33 +143,35 @@ class FakeHotState:
         held = self.customers.get(customer_id)
         used = {o: self.counters[o][0] for o in budget_offer_ids if o in self.counters}
         lost = tuple(o for o in budget_offer_ids if o not in self.counters)
-        stored = held.receipts.get(transaction_id) if held and transaction_id else None
-        owner = self.claims.get(transaction_id) if transaction_id else None
-        return CustomerRead(held.state if held else None, stored, owner, used, lost)
+        stored = held.receipts.get(purchase) if held and purchase else None
+        owner = self.claims.get(purchase) if purchase else None
+        legacy = held.legacy_receipts.get(purchase.transaction_id) if held and purchase else None
+        return CustomerRead(held.state if held else None, stored, owner, used, lost, legacy=legacy)
 
-    async def claim_transaction(self, transaction_id: str, customer_id: str) -> str:
+    async def claim_transaction(self, purchase: PurchaseKey, customer_id: str) -> str:
         self.calls.append("claim_transaction")
         await self.gates.passing("claim_transaction")
-        return self.claims.setdefault(transaction_id, customer_id)
+        return self.claims.setdefault(purchase, customer_id)
 
     async def read_for_return(
-        self, customer_id: str, transaction_id: str, return_id: str, *, now: datetime
+        self, customer_id: str, purchase: PurchaseKey, return_id: str, *, now: datetime
     ) -> ReturnRead:
         self.calls.append("read_for_return")
         await self.gates.passing("read_for_return")
         held = self.customers.get(customer_id)
         return ReturnRead(
             state=held.state if held else None,
-            purchase=held.receipts.get(transaction_id) if held else None,
-            returned=dict(held.returned.get(transaction_id, {})) if held else {},
-            stored=held.returns.get(return_id) if held else None,
-            owner=self.claims.get(transaction_id),
-            return_owner=self.return_claims.get(return_id),
+            purchase=held.receipts.get(purchase) if held else None,
+            returned=dict(held.returned.get(purchase, {})) if held else {},
+            stored=held.returns.get((purchase, return_id)) if held else None,
+            owner=self.claims.get(purchase),
+            return_owner=self.return_claims.get((purchase, return_id)),
+            legacy=held.legacy_returns.get(return_id) if held else None,
         )
 
-    async def claim_return(self, return_id: str, customer_id: str) -> str:
+    async def claim_return(self, purchase: PurchaseKey, return_id: str, customer_id: str) -> str:
         self.calls.append("claim_return")
-        return self.return_claims.setdefault(return_id, customer_id)
+        return self.return_claims.setdefault((purchase, return_id), customer_id)
 
     async def commit_purchase(
         self, receipt: Receipt, *, digest: str, receipt_bytes: bytes, expected_version: int, now: datetime
@@ -174,7 +183,8 @@ class FakeHotState:
         held = self.customers.get(receipt.basket.customer_id)
         if held is None:
             return CommitResult("missing")
-        stored = held.receipts.get(receipt.transaction_id)
+        purchase = PurchaseKey(receipt.basket.store_id, receipt.transaction_id)
+        stored = held.receipts.get(purchase)
         if stored is not None:
             return (
                 CommitResult("replay", receipt=stored.receipt)
@@ -198,9 +208,9 @@ class FakeHotState:
             purchase_count=held.state.purchase_count + 1,
             version=next(self._versions),
         )
-        held.receipts[receipt.transaction_id] = StoredTransaction(digest, receipt_bytes)
+        held.receipts[purchase] = StoredTransaction(digest, receipt_bytes)
         self.outbox.append((receipt.basket.customer_id, receipt))
-        self.outbox_offers.extend((receipt.transaction_id, a.offer_id) for a in ev.applied_offers)
+        self.outbox_offers.extend((purchase, a.offer_id) for a in ev.applied_offers)
         return CommitResult("ok")
 
     async def apply_return(
@@ -209,6 +219,7 @@ class FakeHotState:
         facts: PurchaseFacts,
         *,
         return_id: str,
+        returning_store_id: str,
         digest: str,
         receipt_bytes: bytes,
         voided: bool,
@@ -220,7 +231,7 @@ class FakeHotState:
         held = self.customers.get(facts.customer_id)
         if held is None:
             return CommitResult("missing")
-        stored = held.returns.get(return_id)
+        stored = held.returns.get((facts.key, return_id))
         if stored is not None:
             return (
                 CommitResult("replay", receipt=stored.receipt)
@@ -235,8 +246,8 @@ class FakeHotState:
             points_debt=outcome.debt_after,
             version=next(self._versions),
         )
-        held.returned[facts.transaction_id] = dict(outcome.returned_after)
-        held.returns[return_id] = StoredTransaction(digest, receipt_bytes)
+        held.returned[facts.key] = dict(outcome.returned_after)
+        held.returns[(facts.key, return_id)] = StoredTransaction(digest, receipt_bytes)
         self.outbox.append((facts.customer_id, outcome))
         return CommitResult("ok", written_at_ms=next(self._clock_ms))
 
@@ -310,14 +321,16 @@ class FakeHotState:
         return True
 
     async def finish_erasure(self, customer_id: str, *, anonymous_id: str, erased: ErasedIds) -> None:
-        for claims, ids in (
-            (self.claims, erased.transaction_ids),
-            (self.return_claims, erased.return_ids),
-            (self.adjustment_claims, erased.adjustment_ids),
-        ):
-            for i in ids:
-                if i in claims:
-                    claims[i] = anonymous_id
+        """Her keys went with begin_erasure (her _Customer); the claims of her ids pass to `anonymous_id`."""
+        for purchase in erased.purchases:
+            if purchase in self.claims:
+                self.claims[purchase] = anonymous_id
+        for returned in erased.returns:
+            if returned in self.return_claims:
+                self.return_claims[returned] = anonymous_id
+        for adjustment_id in erased.adjustment_ids:
+            if adjustment_id in self.adjustment_claims:
+                self.adjustment_claims[adjustment_id] = anonymous_id
         self.erasing.discard(customer_id)
 
     async def has_pending_changes(self, customer_id: str) -> bool:
@@ -347,7 +360,7 @@ class FakeHotState:
         )
         held = self.customers[snapshot.customer_id]
         for receipt in snapshot.receipts:
-            held.receipts[receipt.transaction_id] = StoredTransaction(receipt.request_digest, receipt.receipt)
+            held.receipts[receipt.purchase] = StoredTransaction(receipt.request_digest, receipt.receipt)
         return "rebuilt"
 
     # -- OfferBudgets ----------------------------------------------------------------------------------------------
@@ -446,7 +459,7 @@ class FakeProfiles:
     def __init__(self) -> None:
         self.gates = Gates()
         self.snapshots: dict[str, CustomerSnapshot] = {}
-        self.purchases: dict[str, StoredReceipt] = {}
+        self.purchases: dict[PurchaseKey, StoredReceipt] = {}
         self.redemptions: dict[str, int] = {}
         self.adjustments: dict[str, StoredAdjustment] = {}
         self.calls: list[str] = []
@@ -459,16 +472,20 @@ class FakeProfiles:
         return self.snapshots.get(customer_id)
 
     async def offer_redemptions(
-        self, offer_id: str, *, pending_purchases: Sequence[str] = (), pending_returns: Sequence[str] = ()
+        self,
+        offer_id: str,
+        *,
+        pending_purchases: Sequence[PurchaseKey] = (),
+        pending_returns: Sequence[PurchaseKey] = (),
     ) -> int:
         self.calls.append("offer_redemptions")
         await self.gates.passing("offer_redemptions")
         return self.redemptions.get(offer_id, 0) + len(set(pending_purchases)) - len(set(pending_returns))
 
-    async def get_purchase_receipt(self, transaction_id: str) -> StoredReceipt | None:
-        return self.purchases.get(transaction_id)
+    async def get_purchase_receipt(self, purchase: PurchaseKey) -> StoredReceipt | None:
+        return self.purchases.get(purchase)
 
-    async def returned_quantities(self, transaction_id: str) -> dict[str, int]:
+    async def returned_quantities(self, purchase: PurchaseKey) -> dict[str, int]:
         return {}
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
@@ -476,3 +493,33 @@ class FakeProfiles:
 
     async def get_adjustment(self, adjustment_id: str) -> StoredAdjustment | None:
         return self.adjustments.get(adjustment_id)
+
+
+class FakeApiKeys:
+    """ApiKeyStore and ApiKeyVersions in memory (the SQL table and the Redis counter)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, StoredApiKey] = {}
+        self.version = 0
+
+    async def add_api_key(self, stored: StoredApiKey) -> None:
+        self.keys[stored.key.key_id] = stored
+
+    async def all_api_keys(self) -> list[StoredApiKey]:
+        return list(self.keys.values())
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey | None:
+        stored = self.keys.get(key_id)
+        if stored is None:
+            return None
+        if stored.key.revoked_at is None:
+            stored = StoredApiKey(dataclasses.replace(stored.key, revoked_at=at), stored.secret_hash)
+            self.keys[key_id] = stored
+        return stored.key
+
+    async def api_keys_version(self) -> int:
+        return self.version
+
+    async def bump_api_keys_version(self) -> int:
+        self.version += 1
+        return self.version

@@ -18,10 +18,12 @@ from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from domain.errors import DomainError, InvalidArgument, NotFound
+from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, status_of
 from telemetry import tracing
 from telemetry.logs import REQUEST_ID
 from tests.support.builders import DRESS, basket, commit_request
+from tests.support.keys import RoleKeys, in_memory_keys
 
 SERVICE = "posoffers.v1.OfferService"
 METHOD = "CommitPurchase"
@@ -30,9 +32,18 @@ REQUEST = commit_request(basket("samantha", DRESS))
 
 
 class Details(grpc.HandlerCallDetails):
-    def __init__(self, request_id: str = "") -> None:
-        self.method = FULL_METHOD
-        self.invocation_metadata = (("x-request-id", request_id),) if request_id else ()
+    def __init__(self, request_id: str = "", *, secret: str = "", method: str = FULL_METHOD) -> None:
+        self.method = method
+        metadata = [("x-request-id", request_id)] if request_id else []
+        if secret:
+            metadata.append(("authorization", f"Bearer {secret}"))
+        self.invocation_metadata = tuple(metadata)
+
+
+async def keyed() -> tuple[ServerInterceptor, RoleKeys]:
+    """An interceptor checking calls against in-memory keys, and one key per role."""
+    ring, keys = await in_memory_keys()
+    return ServerInterceptor(guard=Guard(ring)), keys
 
 
 class Context:
@@ -62,11 +73,12 @@ class Context:
 Handler = Callable[[Any, Context], Awaitable[Any]]
 
 
-async def wrap(handler: Handler, interceptor: ServerInterceptor | None = None) -> Any:
+async def wrap(handler: Handler, interceptor: tuple[ServerInterceptor, RoleKeys] | None = None) -> Any:
     async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
         return grpc.unary_unary_rpc_method_handler(handler)
 
-    wrapped = await (interceptor or ServerInterceptor()).intercept_service(continuation, Details("rid-1"))
+    chosen, keys = interceptor or await keyed()
+    wrapped = await chosen.intercept_service(continuation, Details("rid-1", secret=keys.admin))
     return wrapped.unary_unary
 
 
@@ -220,7 +232,8 @@ async def test_a_caller_that_goes_away(
 
 async def test_without_the_access_log_only_failures_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="pos_offers.access")
-    quiet = ServerInterceptor(access_log=False, facts=RequestFacts("omit", ""))
+    ring, keys = await in_memory_keys()
+    quiet = (ServerInterceptor(guard=Guard(ring), access_log=False, facts=RequestFacts("omit", "")), keys)
 
     async def ok(request: Any, context: Context) -> str:
         return "response"
@@ -243,7 +256,8 @@ async def test_a_new_request_id_without_one_from_the_caller() -> None:
     async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
         return grpc.unary_unary_rpc_method_handler(handler)
 
-    wrapped: Any = await ServerInterceptor().intercept_service(continuation, Details())
+    interceptor, keys = await keyed()
+    wrapped: Any = await interceptor.intercept_service(continuation, Details(secret=keys.admin))
     context = Context()
     request_id = await wrapped.unary_unary(svc.GetProfileRequest(customer_id="x"), context)
     assert len(request_id) == 32 and context.trailing == (("x-request-id", request_id),)
@@ -261,8 +275,36 @@ async def test_streaming_handlers_and_unknown_methods_pass_through() -> None:
     async def to_nothing(details: grpc.HandlerCallDetails) -> Any:
         return None
 
-    assert await ServerInterceptor().intercept_service(to_stream, Details()) is streaming
-    assert await ServerInterceptor().intercept_service(to_nothing, Details()) is None
+    interceptor, _ = await keyed()
+    health_watch = Details(method="/grpc.health.v1.Health/Watch")
+    assert await interceptor.intercept_service(to_stream, health_watch) is streaming  # exempt: probes carry no key
+    assert await interceptor.intercept_service(to_nothing, Details()) is None
+
+
+async def test_a_call_past_the_servers_own_limit_ends_deadline_exceeded() -> None:
+    """Whatever deadline the caller sent (here none), the server ends a call that runs past max_call_s."""
+    ring, keys = await in_memory_keys()
+    limited = (ServerInterceptor(guard=Guard(ring), max_call_s=0.05), keys)
+    never = asyncio.Event()
+
+    async def stuck(request: Any, context: Context) -> str:
+        await never.wait()  # a store that never answers
+        return "response"
+
+    async def own_timeout(request: Any, context: Context) -> str:
+        raise TimeoutError("the handler's own")  # not the server's limit: an internal error, as before
+
+    before = handled("DEADLINE_EXCEEDED")
+    context = Context()
+    with pytest.raises(grpc.aio.AbortError):
+        await (await wrap(stuck, limited))(REQUEST, context)
+    ((code, message),) = context.aborted
+    assert code is grpc.StatusCode.DEADLINE_EXCEEDED and "0.05 s" in message
+    assert handled("DEADLINE_EXCEEDED") == before + 1 and in_flight() == 0
+    context = Context()
+    with pytest.raises(grpc.aio.AbortError):
+        await (await wrap(own_timeout, limited))(REQUEST, context)
+    assert context.aborted[0][0] is grpc.StatusCode.INTERNAL
 
 
 def test_an_rpc_of_the_contract_not_served_yet_is_unimplemented_not_internal() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from domain.model import PurchaseKey
 from server.bootstrap import Components, bootstrap
 from server.config import Settings
 from server.demo import demo_customer
@@ -22,6 +23,9 @@ from tests.support.fakes import FakeCatalog, FakeHotState, FakeProfiles
 from usecases.ports import Adjustment, ErasedIds, StoredAdjustment
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+
+
+SALE = PurchaseKey("soho", "t-1")  # her purchase, which FakePrivacy's erasure names
 
 
 class FakePrivacy:
@@ -40,7 +44,7 @@ class FakePrivacy:
         if held is None:
             return None
         self.members[anonymous_id] = {**held, "profile": {"display_name": ""}}
-        return ErasedIds(transaction_ids=("t-1",))
+        return ErasedIds(purchases=(SALE,), returns=((SALE, "r-1"),))
 
 
 @dataclass
@@ -158,10 +162,15 @@ async def test_erasure_waits_for_her_unwritten_records_then_forgets_her(world: W
     assert refused.value.reason == "writes_pending" and cid in world.hot.customers
     assert world.privacy.calls == []
     world.hot.write_outbox()
-    world.hot.claims["t-1"] = cid
+    elsewhere = PurchaseKey("midtown", "t-1")  # the same transaction id at another store: someone else's
+    world.hot.claims.update({SALE: cid, elsewhere: "someone-else"})
+    world.hot.return_claims.update({(SALE, "r-1"): cid, (elsewhere, "r-1"): "someone-else"})
     assert await world.app.privacy.forget(cid, "erasure request 42") == NOW
     assert cid not in world.hot.customers and cid not in world.privacy.members
-    assert world.hot.claims["t-1"].startswith("forgotten-") and not world.hot.erasing
+    anonymous = world.hot.claims[SALE]
+    assert anonymous.startswith("forgotten-") and world.hot.return_claims[(SALE, "r-1")] == anonymous
+    assert world.hot.claims[elsewhere] == world.hot.return_claims[(elsewhere, "r-1")] == "someone-else"
+    assert not world.hot.erasing
     with pytest.raises(NotFound):
         await world.app.privacy.forget(cid, "erasure request 42")
     with pytest.raises(NotFound):

@@ -19,13 +19,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from domain.errors import AlreadyExists, Conflict, NotFound, Unavailable
-from domain.model import Basket, CustomerState, LineItem, ReturnRequestLine, Reward, RewardType
+from domain.model import Basket, CustomerState, LineItem, PurchaseKey, ReturnRequestLine, Reward, RewardType
 from server.bootstrap import Components, bootstrap
 from server.config import Settings
 from server.demo import demo_customer, demo_offer, demo_store
 from tests.support.fakes import FakeCatalog, FakeHotState, FakeProfiles
 from tests.support.snapshots import customer_snapshot
 from usecases.commit import CommitOutcome
+from usecases.ports import StoredTransaction
 from usecases.snapshot import CustomerSnapshot
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -67,10 +68,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await app.close()
 
 
-def shoes_and_dress(customer_id: str, points_to_redeem: int = 0) -> Basket:
+def shoes_and_dress(customer_id: str, points_to_redeem: int = 0, store_id: str = "soho") -> Basket:
     return Basket(
         customer_id=customer_id,
-        store_id="soho",
+        store_id=store_id,
         terminal_id="till-1",
         currency="USD",
         lines=(
@@ -79,6 +80,11 @@ def shoes_and_dress(customer_id: str, points_to_redeem: int = 0) -> Basket:
         ),
         points_to_redeem=points_to_redeem,
     )
+
+
+def soho(transaction_id: str) -> PurchaseKey:
+    """A purchase at the demo store, where shoes_and_dress is sold."""
+    return PurchaseKey("soho", transaction_id)
 
 
 def counter(name: str) -> float:
@@ -132,7 +138,7 @@ async def test_a_transaction_id_held_by_another_customer_is_refused_before_anyth
 async def test_an_unknown_customer_leaves_the_transaction_id_free(world: World) -> None:
     with pytest.raises(NotFound):
         await commit(world, "t-typo", shoes_and_dress("nobody-by-that-id"))
-    assert "t-typo" not in world.hot.claims  # read, looked for her in SQL, claimed nothing
+    assert soho("t-typo") not in world.hot.claims  # read, looked for her in SQL, claimed nothing
     member = world.member()
     assert not (await commit(world, "t-typo", shoes_and_dress(member))).replayed
 
@@ -168,7 +174,7 @@ async def test_a_customer_changing_under_every_attempt_gives_up_and_holds_no_bud
     with pytest.raises(Conflict, match="kept changing"):
         await sale
     assert world.hot.counters["budgeted"][0] == used  # every reservation was given back
-    assert world.hot.state(cid).purchase_count == 0 and "t-never" not in world.hot.customers[cid].receipts
+    assert world.hot.state(cid).purchase_count == 0 and soho("t-never") not in world.hot.customers[cid].receipts
 
 
 async def test_a_lost_budget_counter_is_recounted_once_from_sql_and_the_outbox_for_commits_arriving_together(
@@ -178,7 +184,7 @@ async def test_a_lost_budget_counter_is_recounted_once_from_sql_and_the_outbox_f
     await world.app.admin.upsert_offer(budgeted)
     del world.hot.counters["budgeted"]  # Redis lost the counter
     world.profiles.redemptions["budgeted"] = 4  # what SQL has
-    world.hot.outbox_offers.append(("t-on-its-way", "budgeted"))  # and one redemption still in the outbox
+    world.hot.outbox_offers.append((soho("t-on-its-way"), "budgeted"))  # and one redemption still in the outbox
     gate = world.profiles.gates.arm("offer_redemptions")
     first = asyncio.create_task(commit(world, "t-a", shoes_and_dress(world.member())))
     await gate.arrived.wait()  # the first commit is recounting from SQL
@@ -270,7 +276,7 @@ async def test_a_return_released_after_a_rebuild_that_left_it_out_gives_nothing_
     await commit(world, "t-alice", shoes_and_dress(alice))
     release = world.hot.gates.arm("release_budget")
     shoes_back = [ReturnRequestLine("shoes-1", 1)]
-    back = asyncio.create_task(world.app.returns.return_lines("r-alice", "t-alice", alice, shoes_back, "rd"))
+    back = asyncio.create_task(world.app.returns.return_lines("r-alice", soho("t-alice"), alice, shoes_back, "rd"))
     await release.arrived.wait()  # the return is written; its release is slow
     del world.hot.counters["budgeted"]
     world.hot.write_outbox()  # SQL has her sale and her return: nothing used
@@ -334,18 +340,18 @@ async def test_two_tills_sending_the_same_return_at_once_take_the_points_back_on
     after_sale = world.hot.state(cid).points_balance
     gate = world.hot.gates.arm("apply_return", count=2)
     dress_back = [ReturnRequestLine("dress-1", 1)]
-    first = asyncio.create_task(world.app.returns.return_lines("r-1", "t-sold", cid, dress_back, "rd-1"))
-    second = asyncio.create_task(world.app.returns.return_lines("r-1", "t-sold", cid, dress_back, "rd-1"))
+    first = asyncio.create_task(world.app.returns.return_lines("r-1", soho("t-sold"), cid, dress_back, "rd-1"))
+    second = asyncio.create_task(world.app.returns.return_lines("r-1", soho("t-sold"), cid, dress_back, "rd-1"))
     await gate.all_arrived.wait()
     gate.open()
     results = await asyncio.gather(first, second)
 
     assert sorted(r.replayed for r in results) == [False, True]
     taken = after_sale - world.hot.state(cid).points_balance
-    assert taken > 0 and world.hot.customers[cid].returned["t-sold"] == {"dress-1": 1}
-    other = world.member()
-    with pytest.raises(AlreadyExists, match="another customer"):
-        await world.app.returns.return_lines("r-1", "t-sold", other, dress_back, "rd-1")
+    assert taken > 0 and world.hot.customers[cid].returned[soho("t-sold")] == {"dress-1": 1}
+    other = world.member()  # the same return of her purchase named with another card: not his purchase
+    with pytest.raises(NotFound):
+        await world.app.returns.return_lines("r-1", soho("t-sold"), other, dress_back, "rd-1")
 
 
 def _snapshot(state: CustomerState) -> CustomerSnapshot:
@@ -366,6 +372,52 @@ async def test_a_void_naming_the_wrong_customer_leaves_the_real_void_free(world:
     alice, bob = world.member(), world.member()
     await commit(world, "t-alice", shoes_and_dress(alice))
     with pytest.raises(NotFound):
-        await world.app.returns.void("t-alice", bob, "vd-bob")  # a till keyed the wrong card
-    result = await world.app.returns.void("t-alice", alice, "vd-alice")
-    assert not result.replayed and "void:t-alice" in world.hot.customers[alice].returns
+        await world.app.returns.void(soho("t-alice"), bob, "vd-bob")  # a till keyed the wrong card
+    result = await world.app.returns.void(soho("t-alice"), alice, "vd-alice")
+    assert not result.replayed and (soho("t-alice"), "void:t-alice") in world.hot.customers[alice].returns
+
+
+async def test_one_transaction_id_at_two_stores_at_once_is_two_sales(world: World) -> None:
+    """Tills number their own sales: the same id at another store is another purchase, claimed apart."""
+    await world.app.admin.upsert_store(dataclasses.replace(demo_store(), store_id="tribeca", name="TriBeCa"))
+    alice, bob = world.member(), world.member()
+    gate = world.hot.gates.arm("claim_transaction", count=2)  # both have read: nobody holds either purchase yet
+    alices = asyncio.create_task(commit(world, "till1-0001", shoes_and_dress(alice)))
+    bobs = asyncio.create_task(commit(world, "till1-0001", shoes_and_dress(bob, store_id="tribeca")))
+    await gate.all_arrived.wait()
+    gate.open()
+    outcomes = await asyncio.gather(alices, bobs)
+
+    assert [o.replayed for o in outcomes] == [False, False]
+    assert world.hot.state(alice).purchase_count == world.hot.state(bob).purchase_count == 1
+    assert world.hot.claims == {soho("till1-0001"): alice, PurchaseKey("tribeca", "till1-0001"): bob}
+
+
+async def test_a_return_naming_another_store_is_not_found_and_claims_nothing(world: World) -> None:
+    alice = world.member()
+    await commit(world, "t-alice", shoes_and_dress(alice))
+    elsewhere = PurchaseKey("tribeca", "t-alice")
+    with pytest.raises(NotFound):
+        await world.app.returns.return_lines("r-1", elsewhere, alice, [ReturnRequestLine("shoes-1", 1)], "rd")
+    with pytest.raises(NotFound):
+        await world.app.returns.void(elsewhere, alice, "vd")
+    assert world.hot.return_claims == {} and "apply_return" not in world.hot.calls
+    assert not (await world.app.returns.void(soho("t-alice"), alice, "vd")).replayed
+
+
+async def test_a_sale_and_a_return_retried_across_the_upgrade_to_store_scoped_ids_replay(world: World) -> None:
+    """The previous version stored receipts by transaction (and return) id alone: a retry of the same request
+    replays it. Another request under that id is not refused as a changed basket: the old receipt may be another
+    store's sale, so only a matching digest (the same basket, store included) counts."""
+    cid = world.member()
+    held = world.hot.customers[cid]
+    held.legacy_receipts["t-old"] = StoredTransaction("digest-1", b"old sale")
+    held.legacy_returns["r-old"] = StoredTransaction("rd", b"old return")
+
+    assert await commit(world, "t-old", shoes_and_dress(cid)) == CommitOutcome(b"old sale", replayed=True)
+    back = await world.app.returns.return_lines("r-old", soho("t-old"), cid, [ReturnRequestLine("shoes-1", 1)], "rd")
+    assert (back.receipt, back.replayed) == (b"old return", True)
+    assert "commit_purchase" not in world.hot.calls and "apply_return" not in world.hot.calls
+
+    elsewhere = await commit(world, "t-old", shoes_and_dress(cid), digest="digest-of-another-store")
+    assert not elsewhere.replayed and world.hot.state(cid).purchase_count == 1
