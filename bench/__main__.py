@@ -342,6 +342,9 @@ def service_env(
         POS_OFFERS_METRICS_LISTEN=metrics_listen,
         POS_OFFERS_DATA_DIR=str(tmp / "data"),
         POS_OFFERS_DEMO_DATA="1",
+        # One key drives every workload at hundreds of calls a second (a whole fleet's traffic): the limits are
+        # checked on every call, as in production, but set where the bench never reaches them.
+        POS_OFFERS_RATE_LIMIT_PER_KEY="1000000",
     )
     if redis_prefix:
         env.update(POS_OFFERS_REDIS_URL=args.redis_url, POS_OFFERS_REDIS_PREFIX=redis_prefix)

@@ -15,6 +15,7 @@ from client.errors import (
     NotFoundError,
     PermissionDeniedError,
     PosOffersError,
+    ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "PermissionDeniedError",
     "PosOffersClient",
     "PosOffersError",
+    "ResourceExhaustedError",
     "UnauthenticatedError",
     "UnavailableError",
     "make_basket",

@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, Inexact, localcontext
 from pathlib import Path
 
@@ -384,6 +384,43 @@ def cmd_admin_upsert_customer(args: argparse.Namespace, client: PosOffersClient)
     return saved, format_profile(saved)
 
 
+_AGO = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time with its zone (2026-12-01T00:00:00Z) or a span back from now (90s, 15m, 1h, 7d)."""
+    ago = _AGO.fullmatch(text.strip())
+    if ago:
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r}: expected a time like 2026-12-01T00:00:00Z or a span like 1h") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"--since {text!r}: give the zone (Z or +01:00)")
+    return moment
+
+
+def format_audit_event(event: admin_service_pb2.AuditEvent) -> str:
+    when = event.occurred_at.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    who = f"{event.key_id} ({event.key_name})" if event.key_name else (event.key_id or "no key")
+    times = f" x{event.count}" if event.count > 1 else ""
+    parts = [when, event.action + times, event.target or "-", who, event.outcome, event.peer or "-"]
+    if event.request_id:
+        parts.append(f"request {event.request_id}")
+    if event.detail and event.detail != "{}":
+        parts.append(event.detail)
+    return "  ".join(parts)
+
+
+def cmd_admin_audit_log(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    since = parse_since(args.since) if args.since else None
+    events = list(client.iter_audit_events(since=since, key_id=args.key))
+    response = admin_service_pb2.ListAuditEventsResponse(events=events)
+    return response, [format_audit_event(e) for e in events] or ["no audit events"]
+
+
 def cmd_admin_adjust_points(args: argparse.Namespace, client: PosOffersClient) -> Result:
     adjusted = client.adjust_points(args.customer, args.points, args.reason, adjustment_id=args.adjustment_id or None)
     lines = [
@@ -572,6 +609,9 @@ def _add_admin_commands(commands: _Commands) -> None:
     p.add_argument("--timezone", default="", help="IANA zone, e.g. America/New_York")
     p = admin_commands.add("upsert-customer", cmd_admin_upsert_customer, "import a customer profile from JSON")
     p.add_argument("file", metavar="FILE.json", help="a posoffers.v1.CustomerProfile as JSON; - reads stdin")
+    p = admin_commands.add("audit-log", cmd_admin_audit_log, "the audit log, oldest first")
+    p.add_argument("--since", default="", help="from this time (2026-12-01T00:00:00Z) or this long ago (1h, 7d)")
+    p.add_argument("--key", default="", metavar="KEY_ID", help="only this key's events")
     _add_privacy_commands(admin_commands)
 
 

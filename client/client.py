@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -15,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_service_pb2, offer_service_pb2_grpc, types_pb2
 
 from client.auth import api_key_from_env, bearer_metadata
-from client.errors import REQUEST_ID_KEY, from_rpc_error
+from client.errors import REQUEST_ID_KEY, PosOffersError, ResourceExhaustedError, from_rpc_error
 from client.tls import channel_credentials, open_channel
 
 __all__ = [
@@ -84,6 +85,11 @@ def service_config(max_attempts: int) -> str:
             "retryableStatusCodes": ["UNAVAILABLE"],
         }
     return json.dumps({"methodConfig": [method_config]})
+
+
+def _rate_limit_delay(error: PosOffersError) -> float | None:
+    """How long to wait before sending a call again that a rate limit refused before it ran; None otherwise."""
+    return error.retry_delay if isinstance(error, ResourceExhaustedError) else None
 
 
 def parse_channel(channel: types_pb2.Channel.ValueType | str) -> types_pb2.Channel.ValueType:
@@ -155,7 +161,10 @@ class PosOffersClient:
 
     Every call has a deadline (`timeout` seconds, overridable per call), sends an x-request-id, and raises
     client.errors.PosOffersError (or a subclass) instead of grpc.RpcError. UNAVAILABLE is retried by gRPC itself
-    for the idempotent methods (all of them today), up to max_attempts within the deadline.
+    for the idempotent methods (all of them today), up to max_attempts within the deadline. A call a rate limit
+    refused (RESOURCE_EXHAUSTED with a retry delay: nothing ran on the server) is sent again after that delay, any
+    method, up to max_attempts times, while the delay ends before the deadline; otherwise the
+    ResourceExhaustedError is raised at once with its `retry_delay`.
     """
 
     def __init__(
@@ -184,6 +193,7 @@ class PosOffersClient:
             raise ValueError(f"max_attempts must be between 1 and {_MAX_GRPC_ATTEMPTS}")
         self.target = target
         self.timeout = timeout
+        self.max_attempts = max_attempts
         # gRPC metadata keys are lowercase on the wire; normalise so our x-request-id check sees the caller's.
         self._metadata = tuple((key.lower(), value) for key, value in metadata if key.lower() != "authorization")
         secret = api_key_from_env() if api_key is None else api_key.strip()
@@ -214,11 +224,21 @@ class PosOffersClient:
     def _call(self, method: Callable[..., _Resp], request: Message, timeout: float | None) -> _Resp:
         metadata = self._metadata
         if not self._has_request_id:
-            metadata = (*metadata, (REQUEST_ID_KEY, uuid.uuid4().hex))
-        try:
-            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=metadata)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            metadata = (*metadata, (REQUEST_ID_KEY, uuid.uuid4().hex))  # the same id for every attempt
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        attempt = 1
+        while True:
+            try:
+                return method(request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata)
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+            delay = _rate_limit_delay(error)
+            # Not gRPC's retry policy: it would sleep a pushback past the deadline and end DEADLINE_EXCEEDED,
+            # losing the delay the caller could act on (docs/decisions.md).
+            if delay is None or attempt >= self.max_attempts or time.monotonic() + delay >= deadline:
+                raise error from None
+            time.sleep(delay)
+            attempt += 1
 
     # OfferService
 
@@ -385,6 +405,38 @@ class PosOffersClient:
 
     def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> admin_service_pb2.ApiKey:
         return self._call(self._admin.RevokeApiKey, admin_service_pb2.RevokeApiKeyRequest(key_id=key_id), timeout)
+
+    # The audit log (admin role)
+
+    def list_audit_events(
+        self,
+        *,
+        since: datetime | None = None,
+        key_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> admin_service_pb2.ListAuditEventsResponse:
+        """One page of the audit log, oldest first: events at or after `since` (aware), of `key_id` if given."""
+        request = admin_service_pb2.ListAuditEventsRequest(key_id=key_id, page_size=page_size, page_token=page_token)
+        start = _timestamp(since)
+        if start is not None:
+            request.since.CopyFrom(start)
+        return self._call(self._admin.ListAuditEvents, request, timeout)
+
+    def iter_audit_events(
+        self, *, since: datetime | None = None, key_id: str = "", page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[admin_service_pb2.AuditEvent]:
+        """Every audit event from `since`, oldest first, following next_page_token (a call per page)."""
+        token = ""
+        while True:
+            page = self.list_audit_events(
+                since=since, key_id=key_id, page_size=page_size, page_token=token, timeout=timeout
+            )
+            yield from page.events
+            token = page.next_page_token
+            if not token:
+                return
 
     def adjust_points(
         self,

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from domain.describe import MINUTES_PER_DAY, dayparts_refusal, format_km, until_phrase
 from domain.geo import distance_km
-from domain.model import Catalog, CustomerState, Daypart, GeoPoint, Offer, OfferContext, OfferStatus, Store
+from domain.model import Catalog, CustomerState, Daypart, GeoPoint, Offer, OfferContext, OfferStatus, RewardType, Store
 
 # The rule a refusal comes from (Verdict.rule), in the order check_eligibility applies them.
 ARCHIVED = "archived"
@@ -219,7 +219,23 @@ def _daypart_check(offer: Offer, customer: CustomerState, ctx: OfferContext, cat
     return f"happy hour {until_phrase(daypart.end_minute)}", ""
 
 
-def _limit_refusal(offer: Offer, customer: CustomerState, redemptions_used: Mapping[str, int]) -> tuple[str, str]:
+FIXED_PER_BASKET = frozenset({RewardType.BONUS_POINTS, RewardType.AMOUNT_OFF})
+"""Rewards a basket earns whole once it meets the condition: splitting a basket in two could earn them twice. A
+multiplier or a percentage follows the lines, so a split basket never earns more of it than the whole."""
+
+
+def limited_per_day(offer: Offer) -> bool:
+    """Whether the per-day limit on a member's uses (OfferContext.fixed_reward_uses_per_day) applies to `offer`."""
+    return offer.reward.type in FIXED_PER_BASKET
+
+
+def _limit_refusal(
+    offer: Offer, customer: CustomerState, redemptions_used: Mapping[str, int], per_day: int
+) -> tuple[str, str]:
+    if per_day > 0 and limited_per_day(offer):
+        today = customer.offer_uses_today.get(offer.offer_id, 0)
+        if today >= per_day:
+            return CUSTOMER_LIMIT, f"already used {today} of {per_day} today"
     if offer.per_customer_limit > 0:
         used = customer.offer_uses.get(offer.offer_id, 0)
         if used >= offer.per_customer_limit:
@@ -255,7 +271,7 @@ def check_eligibility(
     daypart_reason, refusal = _daypart_check(offer, customer, ctx, catalog)
     if refusal:
         return Verdict(False, (), refusal, DAYPART)
-    rule, refusal = _limit_refusal(offer, customer, redemptions_used or {})
+    rule, refusal = _limit_refusal(offer, customer, redemptions_used or {}, ctx.fixed_reward_uses_per_day)
     if refusal:
         return Verdict(False, (), refusal, rule)
     reasons = (history_reason, near_reason, daypart_reason)

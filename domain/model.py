@@ -155,6 +155,8 @@ class CustomerState:
     home: GeoPoint | None = None
     propensity: Mapping[str, float] = field(default_factory=dict)
     offer_uses: Mapping[str, int] = field(default_factory=dict)
+    # offer_id -> her uses today (UTC, the service's clock) of offers limited per day (see limited_per_day).
+    offer_uses_today: Mapping[str, int] = field(default_factory=dict)
     currency: str = "USD"
     # Points a return took back that the balance could not cover; repaid first from later earnings.
     points_debt: int = 0
@@ -210,6 +212,9 @@ class OfferContext:
     channel: Channel = Channel.UNSPECIFIED
     store_id: str = ""
     location: GeoPoint | None = None
+    # Uses per member per day of an offer whose reward is fixed per basket (0 = no limit): splitting a basket
+    # into several sales must not earn such a reward more often than the whole basket would.
+    fixed_reward_uses_per_day: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,7 @@ class Service:
         self._spawn(c.key_ring.run(self._stop, s.api_key_refresh_ms / 1000))
         self._spawn(self._watch_health())
         self._spawn(self._watch_gauges())
+        self._spawn(self._flush_audit())
         if s.writer_enabled and s.writer_process:
             self._spawn(self._supervise_writer(s.redis_url))
         elif s.writer_enabled:
@@ -242,6 +243,16 @@ class Service:
                 self._budget_gauges = set(budgeted)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+
+    async def _flush_audit(self) -> None:
+        """Sends each finished minute of refused calls and velocity alerts to the audit outbox (Redis)."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.audit_flush_ms / 1000)
+            try:
+                await self.components.refusals.flush(everything=self._stop.is_set())
+            except (RedisError, OSError):
+                log.warning("audit outbox unreachable; %d counted events kept", self.components.refusals.pending)
 
     async def stop(self) -> None:
         """Graceful: NOT_SERVING first so balancers move away, then let in-flight RPCs finish, then stop tasks."""

@@ -23,9 +23,13 @@ from server.rpc.codecs import ProtobufOfferDefinitions, ProtobufReceipts
 from store.hot_state import RedisHotState
 from store.keys import Keys
 from store.records import OutboxRecord
+from store.redis_audit import RedisAuditOutbox
+from store.redis_guards import GuardParams
+from store.redis_rate_limits import RedisRateBuckets
 from store.redis_state import CustomerStore
 from store.sql_api_keys import SqlApiKeys
-from store.sql_async import SqlApiKeyStore, SqlCatalogStore, SqlPrivacyStore, SqlProfileStore
+from store.sql_async import SqlApiKeyStore, SqlAuditStore, SqlCatalogStore, SqlPrivacyStore, SqlProfileStore
+from store.sql_audit import SqlAuditLog
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
@@ -38,6 +42,7 @@ from telemetry.observe import redis_call, sql_call
 from usecases.adjustments import PointsAdjustments
 from usecases.admin import AdminApp
 from usecases.api_keys import ApiKeys, KeyRing
+from usecases.audit import AuditTrail, RefusalTally
 from usecases.budgets import Budgets
 from usecases.catalog import CatalogCache
 from usecases.commit import CommitPurchase
@@ -58,6 +63,7 @@ from usecases.ports import (
     ReceiptCodec,
 )
 from usecases.privacy import CustomerPrivacy
+from usecases.rate_limits import RateLimiter
 from usecases.returns import ReturnsApp
 
 
@@ -119,6 +125,10 @@ class Components:
     writer: OutboxWriter
     key_ring: KeyRing  # the keys calls are checked against, in memory
     api_keys: ApiKeys  # creating, listing, revoking them
+    audit: AuditTrail  # the audit log of record: admin calls written to it, ListAuditEvents reads it
+    refusals: RefusalTally  # till-path audit events counted per minute, flushed to Redis for the writer
+    clock: Clock
+    rate_limiter: RateLimiter  # per-key and per-customer limits, shared through Redis
 
     async def open(self, *, demo_data: bool = False) -> None:
         """Connects and prepares: Redis answers, SQL is migrated, the catalog is loaded, the outbox groups exist."""
@@ -159,15 +169,11 @@ def bootstrap(
     first when it is not). No I/O. A port given (an in-memory fake in tests) replaces its adapter everywhere."""
     redis = redis or redis_client(settings)
     sql_engine = sql_engine or make_engine(settings.sql_url, schema=settings.database_schema or None)
-    rules = settings.rules()
-    keys = Keys(settings.redis_prefix, settings.partitions)
+    rules, keys = settings.rules(), Keys(settings.redis_prefix, settings.partitions)
     sql_profiles = SqlProfiles(sql_engine)
-    store = CustomerStore(
-        redis, keys, receipt_retention_s=int(rules.receipt_retention.total_seconds()), observe=redis_call
-    )
+    store = customer_store(settings, redis, keys)
     hot = hot or RedisHotState(store)
-    counters = budgets or store
-    versions = versions or store
+    counters, versions = budgets or store, versions or store
     profiles = profiles or SqlProfileStore(sql_profiles, SqlBudgets(sql_engine))
     catalog_store = catalog_store or SqlCatalogStore(SqlCatalog(sql_engine))
     offer_codec = offer_codec or ProtobufOfferDefinitions()
@@ -198,6 +204,22 @@ def bootstrap(
         writer=build_writer(settings, redis, keys, SqlOutboxSink(sql_engine)),
         key_ring=key_ring,
         api_keys=ApiKeys(api_key_store, store, key_ring, clock),
+        audit=AuditTrail(SqlAuditStore(SqlAuditLog(sql_engine))),
+        refusals=RefusalTally(RedisAuditOutbox(redis, keys), clock),
+        clock=clock,
+        rate_limiter=RateLimiter(RedisRateBuckets(redis, keys, observe=redis_call), settings.rate_limits()),
+    )
+
+
+def customer_store(settings: Settings, redis: aioredis.Redis, keys: Keys) -> CustomerStore:
+    """The Redis adapter: customers' hot state (with the fraud guards), budget counters, versions."""
+    rules = settings.rules()
+    return CustomerStore(
+        redis,
+        keys,
+        receipt_retention_s=int(rules.receipt_retention.total_seconds()),
+        observe=redis_call,
+        guards=GuardParams(rules.guards, settings.log_hash_salt.encode()),
     )
 
 

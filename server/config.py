@@ -11,8 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from domain.limits import RateLimits
 from domain.model import PointsPolicy
-from usecases.rules import Rules
+from usecases.rules import FraudGuards, Rules
 
 
 def _bool(raw: str) -> bool:
@@ -155,6 +156,35 @@ class Settings:
     api_key_refresh_ms: int = 500
     """How often a server checks the shared API key version (a new or revoked key counts within this, plus the
     reload)."""
+    offer_uses_per_customer_per_day: int = 1
+    """Uses per member per day (UTC) of an offer whose reward is fixed per basket (bonus points, amount off), so
+    splitting a basket never earns it more often than the whole basket; 0 = no limit. Multipliers and percentages
+    follow the lines and are never limited by it."""
+    velocity_commits: int = 20
+    """A member's commits within POS_OFFERS_VELOCITY_COMMITS_WINDOW_S that raise a velocity alert; 0 = off."""
+    velocity_commits_window_s: int = 600
+    """The window of velocity_commits."""
+    velocity_stores: int = 4
+    """Different stores a member buys at within POS_OFFERS_VELOCITY_STORES_WINDOW_S that raise an alert; 0 = off."""
+    velocity_stores_window_s: int = 3_600
+    """The window of velocity_stores."""
+    velocity_returns: int = 10
+    """A member's returns and voids within POS_OFFERS_VELOCITY_RETURNS_WINDOW_S that raise an alert; 0 = off."""
+    velocity_returns_window_s: int = 86_400
+    """The window of velocity_returns."""
+    audit_flush_ms: int = 5_000
+    """How often a server sends each finished minute of refused calls (and velocity alerts) to the audit outbox in
+    Redis, from which the writer puts them in the audit table."""
+    rate_limit_per_key: int = 100
+    """Calls per second of an API key whose own rate_limit_per_second is 0, across every server (a till makes a
+    few a second at most, a store's tills sharing one key stay well under; give the app backend's key its own)."""
+    rate_limit_key_burst_s: int = 2
+    """A key's bucket holds this many seconds of its rate: the calls it may make at once after a quiet spell."""
+    rate_limit_per_customer: int = 5
+    """Calls per second about one customer (the request's customer_id or basket.customer_id), whichever keys make
+    them; 0 = no per-customer limit."""
+    rate_limit_customer_burst_s: int = 4
+    """A customer's bucket holds this many seconds of her rate (5 x 4 = 20 calls at once)."""
     demo_credentials: bool = True
     """With demo data: create one key per role and write them to DATA_DIR/demo-credentials.json (mode 0600)."""
     reflection: bool = True
@@ -226,8 +256,7 @@ class Settings:
         if not self.auth and not is_loopback(self.listen):
             raise ValueError(f"POS_OFFERS_AUTH=off is refused unless POS_OFFERS_LISTEN is loopback (is {self.listen})")
         self._validate_transport()
-        if not 100 <= self.api_key_refresh_ms <= 1_000:
-            raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
+        self._validate_access()
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:
@@ -239,6 +268,23 @@ class Settings:
         if 0 < self.points_expire_after_days <= self.points_pending_days:
             # Otherwise an idle member's points would expire before she could ever spend them.
             raise ValueError("POS_OFFERS_POINTS_EXPIRE_AFTER_DAYS must be longer than POS_OFFERS_POINTS_PENDING_DAYS")
+
+    def _validate_access(self) -> None:
+        """Keys, audit, fraud guards and rate limits."""
+        if not 100 <= self.api_key_refresh_ms <= 1_000:
+            raise ValueError("POS_OFFERS_API_KEY_REFRESH_MS must be between 100 and 1000 (keys propagate within 2 s)")
+        guards = (self.offer_uses_per_customer_per_day, self.velocity_commits, self.velocity_stores)
+        windows = (self.velocity_commits_window_s, self.velocity_stores_window_s, self.velocity_returns_window_s)
+        if min(*guards, self.velocity_returns) < 0 or min(windows) < 1:
+            raise ValueError("fraud guard thresholds must not be negative, and their windows must be positive")
+        if not 100 <= self.audit_flush_ms <= 60_000:
+            raise ValueError("POS_OFFERS_AUDIT_FLUSH_MS must be between 100 and 60000")
+        if not 1 <= self.rate_limit_per_key <= 1_000_000 or not 0 <= self.rate_limit_per_customer <= 1_000_000:
+            raise ValueError(
+                "POS_OFFERS_RATE_LIMIT_PER_KEY must be 1..1000000 and POS_OFFERS_RATE_LIMIT_PER_CUSTOMER 0..1000000"
+            )
+        if not 1 <= self.rate_limit_key_burst_s <= 3_600 or not 1 <= self.rate_limit_customer_burst_s <= 3_600:
+            raise ValueError("POS_OFFERS_RATE_LIMIT_KEY_BURST_S and ..._CUSTOMER_BURST_S must be 1..3600 seconds")
 
     def _validate_transport(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -268,6 +314,24 @@ class Settings:
             occurred_at_max_age=timedelta(days=self.occurred_at_max_age_days),
             clock_skew=timedelta(seconds=self.clock_skew_seconds),
             write_attempts=self.commit_max_attempts,
+            guards=FraudGuards(
+                offer_uses_per_day=self.offer_uses_per_customer_per_day,
+                velocity_commits=self.velocity_commits,
+                velocity_commits_window_s=self.velocity_commits_window_s,
+                velocity_stores=self.velocity_stores,
+                velocity_stores_window_s=self.velocity_stores_window_s,
+                velocity_returns=self.velocity_returns,
+                velocity_returns_window_s=self.velocity_returns_window_s,
+            ),
+        )
+
+    def rate_limits(self) -> RateLimits:
+        """The per-key and per-customer rate limits, from these settings."""
+        return RateLimits(
+            per_key=self.rate_limit_per_key,
+            key_burst_seconds=self.rate_limit_key_burst_s,
+            per_customer=self.rate_limit_per_customer,
+            customer_burst_seconds=self.rate_limit_customer_burst_s,
         )
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from domain.eligibility import limited_per_day
 from domain.model import CustomerState, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome
 from store.record_builders import adjustment_record, customer_record, expiry_record, purchase_record, return_record
 from store.redis_state import CustomerStore
@@ -60,6 +61,7 @@ class RedisHotState:
             receipt=receipt_bytes,
             occurred_at=datetime.fromisoformat(record.occurred_at),
             now=now,
+            day_limited=[o.offer_id for o in receipt.offers if limited_per_day(o)],
         )
 
     async def apply_return(
@@ -128,8 +130,8 @@ class RedisHotState:
             return AdjustResult("insufficient", available=available)
         return AdjustResult("missing" if status == "missing" else "digest_mismatch")
 
-    async def begin_erasure(self, customer_id: str) -> bool:
-        return await self.store.begin_erasure(customer_id)
+    async def begin_erasure(self, customer_id: str, *, now: datetime) -> bool:
+        return await self.store.begin_erasure(customer_id, now=now)
 
     async def finish_erasure(self, customer_id: str, *, anonymous_id: str, erased: ErasedIds) -> None:
         await self.store.finish_erasure(

@@ -76,6 +76,16 @@ class CustomerKeys:
         """String: set while she is being forgotten (ForgetCustomer): a rebuild of her from SQL waits meanwhile."""
         return self.profile + ":erasing"
 
+    def offer_uses_by_day(self) -> str:
+        """Hash "<offer_id>@<YYYYMMDD>" -> her uses that day (UTC) of offers limited per day; days before yesterday
+        are pruned by the commit that counts a new use, and the hash expires two days after the last one."""
+        return self.profile + ":uday"
+
+    def velocity(self, kind: str, bucket: str) -> str:
+        """Her velocity counter of one window (kind "commits", "returns": a count; "stores": a set of store ids),
+        expiring with the window; `bucket` numbers the window (epoch seconds // window length)."""
+        return f"{self.profile}:vel:{kind}:{bucket}"
+
     def state(self) -> list[str]:
         """Her own keys of every request (not the transactions', not the shared outbox)."""
         return [
@@ -148,6 +158,17 @@ class Keys:
     def outbox_keys(self) -> list[OutboxKeys]:
         return [OutboxKeys(self.outbox(p), self.unwritten(p), self.outbox(p) + ":dead") for p in range(self.partitions)]
 
+    def audit_outbox(self) -> OutboxKeys:
+        """Stream of audit events of the till path (refused calls per key and minute, velocity alerts), in a slot
+        of its own, drained into SQL's audit table by the writer like a partition's outbox (its "unwritten" hash
+        stays empty: its entries belong to no customer)."""
+        tag = f"{self.prefix}:{{audit}}"
+        return OutboxKeys(tag + ":outbox", tag + ":unwritten", tag + ":outbox:dead")
+
+    def writer_outboxes(self) -> list[OutboxKeys]:
+        """Every stream the writer drains: the partitions' outboxes, then the audit outbox."""
+        return [*self.outbox_keys(), self.audit_outbox()]
+
     def transaction_claim(self, purchase: PurchaseKey) -> str:
         """String "<customer_id>": makes a purchase, a store's transaction id, one customer's. Until store-scoped
         ids it was "{t}:claim:<transaction id>" (unique across stores too); those claims expire unread."""
@@ -184,3 +205,10 @@ class Keys:
 
     def api_keys_version(self) -> str:
         return f"{self.prefix}:apikeys:version"
+
+    def rate_bucket(self, kind: str, owner: str) -> str:
+        """Hash {m, t}: one token bucket (store/lua/take_rate_tokens.lua), `kind` "key" (owner: a key id) or
+        "customer" (owner: a customer id). Expires when full again. Every bucket shares the one hash tag `{rl}`, so
+        one script takes from a key's bucket and a customer's atomically on Redis Cluster too (that slot's node
+        then serves every call's limit check: see docs/decisions.md)."""
+        return f"{self.prefix}:{{rl}}:{kind}:{owner}"

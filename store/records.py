@@ -175,7 +175,27 @@ def adjustment_entry_id(adjustment_id: str) -> str:
     return f"{adjustment_id}:adjustment"
 
 
-OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord | AdjustmentRecord
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit event of the till path (refused calls of one minute, a velocity alert), on its way to the audit
+    table (usecases/audit.py). Its event id is also the audit row's."""
+
+    event_id: str
+    occurred_at: str  # ISO 8601, UTC
+    action: str
+    key_id: str = ""
+    key_name: str = ""
+    target: str = ""
+    peer: str = ""
+    request_id: str = ""
+    outcome: str = ""
+    detail: str = "{}"
+    count: int = 1
+    customer_id: str = ""  # never set: the record belongs to no customer (the writer's records all have the field)
+    kind: Literal["audit"] = "audit"
+
+
+OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord | AdjustmentRecord | AuditRecord
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -220,6 +240,8 @@ def load_record(raw: str | bytes) -> OutboxRecord:
         return _build(ExpiryRecord, data)
     if kind == "adjustment":
         return _build(AdjustmentRecord, data)
+    if kind == "audit":
+        return _build(AuditRecord, data)
     if kind == "return":
         data["lines"] = [_build(ReturnLineRecord, line) for line in data["lines"]]
         data["ledger"] = [_build(LedgerEntry, e) for e in data["ledger"]]

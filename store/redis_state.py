@@ -25,6 +25,7 @@ from store.records import (
     dump_record,
     load_record,
 )
+from store.redis_guards import GuardParams, day_key
 from store.redis_limits import RedisLimits
 from store.redis_profile import ProfileField, display_fields, epoch_ms, parse_profile, snapshot_fields
 from store.scripts import lua
@@ -38,6 +39,7 @@ from usecases.ports import (
     ReturnRead,
     StoredTransaction,
 )
+from usecases.rules import FraudGuards
 from usecases.snapshot import CustomerSnapshot
 
 ERASURE_MARK_S = 300
@@ -89,14 +91,18 @@ def _read_state(pipe: Any, ck: CustomerKeys, now: datetime) -> None:
     pipe.hgetall(ck.offer_uses)
     pipe.hmget(ck.spend, last_12_months(now))
     pipe.hgetall(ck.pending)
+    pipe.hgetall(ck.offer_uses_by_day())
 
 
-_STATE_READS = 5
+_STATE_READS = 6
 
 
 def _parse_state(customer_id: str, replies: Sequence[Any], now: datetime) -> CustomerState | None:
-    profile, categories, uses, spend, pending = replies[:_STATE_READS]
-    return parse_profile(customer_id, profile, categories, uses, spend, pending, now)
+    profile, categories, uses, spend, pending, by_day = replies[:_STATE_READS]
+    state = parse_profile(customer_id, profile, categories, uses, spend, pending, now)
+    suffix = "@" + day_key(now)
+    today = {k.decode().removesuffix(suffix): int(v) for k, v in by_day.items() if k.decode().endswith(suffix)}
+    return dataclasses.replace(state, offer_uses_today=today) if state is not None and today else state
 
 
 class CustomerStore:
@@ -108,8 +114,10 @@ class CustomerStore:
         receipt_retention_s: int,
         limits: RedisLimits | None = None,
         observe: Callable[[str], AbstractContextManager[None]] | None = None,
+        guards: GuardParams | None = None,
     ) -> None:
         self._redis = client
+        self._guards = guards or GuardParams(FraudGuards(), b"")
         # Wraps every Redis call with the caller's timing, error counting and tracing, by operation name.
         self._observe = observe or (lambda operation: nullcontext())
         self.keys = keys
@@ -234,6 +242,7 @@ class CustomerStore:
             returned_after=dict(sorted(returned_after.items())),
             ledger_entries=[_entry(e, committed) for e in record.ledger],
             offers_lost=record.offers_lost,
+            guards=self._guards.params(record.customer_id, now),
             void_categories=sorted(set(void_categories)),
             added_categories=sorted(set(added_categories)),
             now_ms=epoch_ms(now),
@@ -241,7 +250,11 @@ class CustomerStore:
             ledger_keep=self._limits.ledger_keep,
         )
         purchase = PurchaseKey(record.store_id, record.transaction_id)
-        keys = ck.script_keys(ck.returned(purchase), ck.return_record(purchase, record.return_id))
+        keys = ck.script_keys(
+            ck.returned(purchase),
+            ck.return_record(purchase, record.return_id),
+            *self._guards.return_keys(ck, purchase, now),
+        )
         args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("return"):
             reply: list[bytes] = await self._return(keys=keys, args=args)
@@ -249,7 +262,8 @@ class CustomerStore:
         if status == "replay":
             return CommitResult("replay", receipt=reply[1])
         if status == "ok":
-            return CommitResult("ok", written_at_ms=int(reply[1].split(b"-")[0]))
+            alerts = tuple(kind.decode() for kind in reply[2:])
+            return CommitResult("ok", written_at_ms=int(reply[1].split(b"-")[0]), alerts=alerts)
         if status in ("digest_mismatch", "missing", "stale"):
             return CommitResult(_PLAIN_STATUSES[status])
         raise RuntimeError(f"return script returned {status!r}")
@@ -394,11 +408,13 @@ class CustomerStore:
         receipt: bytes,
         occurred_at: datetime,
         now: datetime | None = None,
+        day_limited: Sequence[str] = (),
     ) -> CommitResult:
         """Applies a purchase evaluated on `expected_version` of her profile, with its write-behind record; the
         receipt is stored and goes beside the record (the record's own receipt_b64 is not sent)."""
         ck = self.keys.customer(record.customer_id)
         committed = datetime.fromisoformat(record.committed_at)
+        now = now or datetime.now(UTC)
         params = _params(
             customer_id=record.customer_id,
             digest=record.request_digest,
@@ -414,17 +430,23 @@ class CustomerStore:
             basket_categories=sorted({line.category for line in record.lines}),
             ledger_entries=[_entry(e, committed) for e in record.ledger],
             offers_applied=[a.offer_id for a in record.applied_offers],
-            now_ms=epoch_ms(now or datetime.now(UTC)),
+            day_limited=list(day_limited),
+            guards=self._guards.params(record.customer_id, now, record.store_id),
+            now_ms=epoch_ms(now),
             retention_s=self._retention_s,
             ledger_keep=self._limits.ledger_keep,
             spend_retention_s=self._limits.spend_retention_s,
             category_window_s=self._limits.recent_category_window_s,
         )
-        keys = ck.script_keys(ck.transaction(PurchaseKey(record.store_id, record.transaction_id)))
+        keys = ck.script_keys(
+            ck.transaction(PurchaseKey(record.store_id, record.transaction_id)), *self._guards.commit_keys(ck, now)
+        )
         args: list[str | bytes] = [params, _without_receipt(record), receipt]
         with self._observe("commit"):
             reply: list[bytes] = await self._commit(keys=keys, args=args)
         status = reply[0].decode()
+        if status == "ok":
+            return CommitResult("ok", alerts=tuple(kind.decode() for kind in reply[1:]))
         if status == "replay":
             return CommitResult("replay", receipt=reply[1])
         if status == "insufficient":
@@ -558,13 +580,14 @@ class CustomerStore:
         base, raw = await pipe.execute()
         return int(base or 0), [json.loads(item) for item in raw]
 
-    async def begin_erasure(self, customer_id: str, *, mark_s: int = ERASURE_MARK_S) -> bool:
-        """Drops her hot state and marks her as being erased (no rebuild from SQL meanwhile); False, changing
-        nothing, while records of hers wait in the outbox."""
+    async def begin_erasure(self, customer_id: str, *, now: datetime, mark_s: int = ERASURE_MARK_S) -> bool:
+        """Drops her hot state (also the fraud guards' counters of hers) and marks her as being erased (no rebuild
+        from SQL meanwhile); False, changing nothing, while records of hers wait in the outbox."""
         ck = self.keys.customer(customer_id)
         params = _params(customer_id=customer_id, mark_s=mark_s)
+        keys = ck.script_keys(ck.erasing(), *self._guards.erasure_keys(ck, now))
         with self._observe("begin_erasure"):
-            return int(await self._erase(keys=ck.script_keys(ck.erasing()), args=[params])) == 1
+            return int(await self._erase(keys=keys, args=[params])) == 1
 
     async def finish_erasure(
         self,
@@ -577,7 +600,8 @@ class CustomerStore:
     ) -> None:
         """Drops her receipts, returned quantities, return receipts and adjustments (also as kept before
         store-scoped ids), hands the claims of their ids to `anonymous_id` (still unique: the ids are the anonymous
-        member's now), deletes the unread claims of before store-scoped ids and lifts her erasure mark."""
+        member's now), deletes the unread claims of before store-scoped ids and her rate-limit bucket, and lifts
+        her erasure mark."""
         k, ck = self.keys, self.keys.customer(customer_id)
         own = [key for p in purchases for key in (ck.transaction(p), ck.returned(p))]
         own += [ck.return_record(p, r) for p, r in returns] + [ck.adjustment(a) for a in adjustment_ids]
@@ -592,6 +616,7 @@ class CustomerStore:
         for batch in (own, unread):
             for start in range(0, len(batch), 500):
                 pipe.delete(*batch[start : start + 500])
+        pipe.delete(k.rate_bucket("customer", customer_id))  # names her until full again (this call took from it)
         for claim in claims:
             pipe.set(claim, anonymous_id, xx=True, keepttl=True)
         pipe.delete(ck.erasing())

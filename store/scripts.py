@@ -7,8 +7,8 @@ from importlib import resources
 # Scripts cannot share functions: what they have in common is prepended to each. A customer's scripts start by
 # naming her keys and decoding their parameters (customer_keys.lua); those that move points add her ledger.
 _PRELUDES = {
-    "commit_purchase.lua": ("customer_keys.lua", "ledger_lib.lua"),
-    "return_purchase.lua": ("customer_keys.lua", "ledger_lib.lua"),
+    "commit_purchase.lua": ("customer_keys.lua", "ledger_lib.lua", "guards_lib.lua"),
+    "return_purchase.lua": ("customer_keys.lua", "ledger_lib.lua", "guards_lib.lua"),
     "upsert_customer.lua": ("customer_keys.lua", "ledger_lib.lua"),
     "expire_points.lua": ("customer_keys.lua", "ledger_lib.lua"),
     "adjust_points.lua": ("customer_keys.lua", "ledger_lib.lua"),

@@ -11,12 +11,22 @@ from typing import Any, TypeVar
 from domain.access import ApiKey
 from domain.model import PurchaseKey, Store
 from store.sql_api_keys import SqlApiKeys
+from store.sql_audit import SqlAuditLog
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import OfferTuple, SqlCatalog
 from store.sql_privacy import SqlPrivacy
 from store.sql_profile import SqlProfiles
 from telemetry.observe import sql_call
-from usecases.ports import TIER_POLICY, CatalogRecords, ErasedIds, StoredAdjustment, StoredApiKey, StoredOffer
+from usecases.ports import (
+    TIER_POLICY,
+    AuditEvent,
+    AuditPosition,
+    CatalogRecords,
+    ErasedIds,
+    StoredAdjustment,
+    StoredApiKey,
+    StoredOffer,
+)
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
 T = TypeVar("T")
@@ -150,3 +160,21 @@ class SqlApiKeyStore:
 
     async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey | None:
         return await _in_thread("revoke_api_key", lambda: self._sql.revoke(key_id, at))
+
+
+class SqlAuditStore:
+    """AuditLog: the audit table, appended to by admin calls (synchronously, off the till path) and read by
+    ListAuditEvents."""
+
+    def __init__(self, log: SqlAuditLog) -> None:
+        self._sql = log
+
+    async def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        await _in_thread("append_audit", lambda: self._sql.append(events))
+
+    async def audit_events(
+        self, *, since: datetime | None, key_id: str, after: AuditPosition | None, limit: int
+    ) -> list[AuditEvent]:
+        return await _in_thread(
+            "read_audit", lambda: self._sql.page(since=since, key_id=key_id, after=after, limit=limit)
+        )

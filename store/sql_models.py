@@ -315,3 +315,25 @@ class ApiKeyRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_by: str = Field(default="", sa_type=SHORT)
+
+
+class AuditEventRow(SQLModel, table=True):
+    """One audit event (usecases/audit.py): written once, never updated or deleted (append-only)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        sa.Index("ix_audit_events_time", "occurred_at", "event_id"),
+        sa.Index("ix_audit_events_key_time", "key_id", "occurred_at", "event_id"),
+    )
+
+    event_id: str = Field(primary_key=True, sa_type=sa.String(200))
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    key_id: str = Field(default="", sa_type=SHORT)
+    key_name: str = Field(default="", sa_type=sa.String(128))
+    action: str = Field(sa_type=sa.String(128))
+    target: str = Field(default="", sa_type=ID)
+    peer: str = Field(default="", sa_type=ID)
+    request_id: str = Field(default="", sa_type=ID)
+    outcome: str = Field(default="", sa_type=sa.String(32))
+    detail: str = Field(default="{}", sa_type=sa.Text)
+    count: int = Field(default=1, sa_type=sa.BigInteger)

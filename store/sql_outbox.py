@@ -15,6 +15,7 @@ from sqlmodel import Session, col
 
 from store.records import (
     AdjustmentRecord,
+    AuditRecord,
     CustomerRecord,
     ExpiryRecord,
     OutboxRecord,
@@ -22,9 +23,10 @@ from store.records import (
     ReturnRecord,
     dump_record,
 )
-from store.sql_common import EngineViews, Insert
+from store.sql_common import EngineViews, Insert, parse_timestamp
 from store.sql_models import (
     AppliedEvent,
+    AuditEventRow,
     Customer,
     CustomerCategory,
     PointsAdjustment,
@@ -192,6 +194,7 @@ class SqlOutboxSink:
         _insert_rows(conn, PointsLedgerEntry, ledger_rows(purchases, crm, returns, expiries, adjustments))
         self._add_categories(conn, purchases, crm)
         self._remove_voided_categories(conn, returns)
+        _insert_rows(conn, AuditEventRow, [_audit_row(r) for r in records if isinstance(r, AuditRecord)])
 
     def _check_returned_purchases(
         self, conn: Connection, returns: list[ReturnRecord], purchases: list[PurchaseRecord]
@@ -399,6 +402,23 @@ class SqlOutboxSink:
 def _purchase_of(record: PurchaseRecord | ReturnRecord) -> tuple[str, str]:
     """The purchase a record is of (or is): (store_id, transaction_id)."""
     return record.store_id, record.transaction_id
+
+
+def _audit_row(record: AuditRecord) -> dict[str, Any]:
+    """An audit event of the till path: plain INSERT (the guard above already made it once per event id)."""
+    return {
+        "event_id": record.event_id,
+        "occurred_at": parse_timestamp(record.occurred_at),
+        "key_id": record.key_id,
+        "key_name": record.key_name,
+        "action": record.action,
+        "target": record.target,
+        "peer": record.peer,
+        "request_id": record.request_id,
+        "outcome": record.outcome,
+        "detail": record.detail,
+        "count": record.count,
+    }
 
 
 def _insert_rows(conn: Connection, model: type[Any], rows: list[dict[str, Any]]) -> None:

@@ -119,7 +119,7 @@ class OutboxWriter:
         self.stats = WriterStats()
 
     async def ensure_groups(self) -> None:
-        for stream in self._keys.outboxes():
+        for stream in (o.stream for o in self._keys.writer_outboxes()):
             try:
                 await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
             except ResponseError as exc:
@@ -143,7 +143,7 @@ class OutboxWriter:
         if not self._groups_ready:
             await self.ensure_groups()
         done = 0
-        for outbox in self._keys.outbox_keys():
+        for outbox in self._keys.writer_outboxes():
             if stop is not None and stop.is_set():
                 break  # a pass can be long under backlog; stopping must not wait for it
             entries = await self._claimable(outbox.stream)
@@ -199,17 +199,17 @@ class OutboxWriter:
         return len(records)
 
     async def backlog(self) -> int:
-        """Outbox entries not yet written to SQL, across partitions."""
+        """Outbox entries not yet written to SQL, across partitions (and the audit outbox)."""
         pipe = self._redis.pipeline(transaction=False)
-        for stream in self._keys.outboxes():
-            pipe.xlen(stream)
+        for outbox in self._keys.writer_outboxes():
+            pipe.xlen(outbox.stream)
         return sum(int(n) for n in await pipe.execute())
 
     async def oldest_age_s(self) -> float:
         """Age of the oldest unwritten record (stream ids start with the append time in ms); 0 when empty."""
         pipe = self._redis.pipeline(transaction=False)
-        for stream in self._keys.outboxes():
-            pipe.xrange(stream, count=1)
+        for outbox in self._keys.writer_outboxes():
+            pipe.xrange(outbox.stream, count=1)
         oldest_ms = [int(r[0][0].split(b"-")[0]) for r in await pipe.execute() if r]
         return max(0.0, time.time() - min(oldest_ms) / 1000) if oldest_ms else 0.0
 

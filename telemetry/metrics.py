@@ -47,10 +47,33 @@ AUTH_REFUSED = Counter(
     "(UNAUTHENTICATED), or permission (PERMISSION_DENIED).",
     ["grpc_service", "grpc_method", "reason"],
 )
+VELOCITY_ALERTS = Counter(
+    "pos_offers_velocity_alerts_total",
+    "Members whose activity first reached a velocity threshold in its window (kind commits, stores or returns); "
+    "each is also an audit event (action velocity.<kind>, target the member's salted hash).",
+    ["kind"],
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "pos_offers_audit_write_failures_total",
+    "Admin calls answered UNAVAILABLE because their audit event could not be written to SQL.",
+)
 AUTH_ENABLED = Gauge(
     "pos_offers_auth_enabled",
     "1 when every call must carry an API key; 0 only with POS_OFFERS_AUTH=off (loopback only).",
-    multiprocess_mode="livemin",
+    multiprocess_mode="livemax",  # the writer child never serves calls: its 0 must not hide the server's 1
+)
+RATE_LIMITED = Counter(
+    "pos_offers_rate_limited_total",
+    "Calls refused RESOURCE_EXHAUSTED by a rate limit, before their handler ran, by the caller's role and the "
+    "bucket that refused (key: the API key's; customer: the customer the request names). Never a key or a "
+    "customer id.",
+    ["role", "bucket"],
+)
+RATE_LIMIT_UNCHECKED = Counter(
+    "pos_offers_rate_limit_unchecked_total",
+    "Calls whose rate limits could not be checked (Redis refused or unreachable), by the caller's role: pos and "
+    "app calls went ahead (fail-open), admin calls were refused UNAVAILABLE.",
+    ["role"],
 )
 API_KEYS_LOADED = Gauge(
     "pos_offers_api_keys_loaded",

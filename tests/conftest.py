@@ -81,6 +81,10 @@ def build_settings(redis_url: str, data_dir: Path, **overrides: Any) -> Settings
         writer_process=False,  # tests drive and inspect the writer in-process
         catalog_refresh_ms=100,
         shutdown_grace_s=1.0,
+        # Tests drive one key and one member far faster than any till: the limits run on every call, at rates no
+        # test reaches unless it sets its own (tests/e2e/test_rate_limits.py).
+        rate_limit_per_key=100_000,
+        rate_limit_per_customer=100_000,
     )
     return base.with_(**overrides)
 

@@ -82,6 +82,13 @@ class KeyRing:
     def size(self) -> int:
         return len(self._keys)
 
+    def named_by(self, secret: str) -> ApiKey | None:
+        """The existing key a presented secret names by its id, whether or not the secret is right (the audit
+        log records who a refused call claimed to be, never the secret); None for an id no key has."""
+        key_id = key_id_of(secret)
+        stored = self._keys.get(key_id) if key_id else None
+        return stored.key if stored is not None else None
+
     def authenticate(self, secret: str) -> ApiKey:
         """The key `secret` belongs to, if it may be used now; else Unauthenticated (which says no more than
         "revoked" or "expired" to a caller who holds the right secret)."""

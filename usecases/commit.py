@@ -175,7 +175,14 @@ class CommitPurchase:
         if result.status != "ok":
             return Retry.CONFLICT  # stale or missing: re-read
         record_purchase_metrics(evaluation)
+        record_alerts(result.alerts)
         return CommitOutcome(receipt_bytes, replayed=False)
+
+
+def record_alerts(kinds: tuple[str, ...]) -> None:
+    """Velocity thresholds reached (their audit events are already in the outbox, written by the script)."""
+    for kind in kinds:
+        metrics.VELOCITY_ALERTS.labels(kind=kind).inc()
 
 
 def record_purchase_metrics(ev: BasketEvaluation) -> None:

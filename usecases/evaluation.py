@@ -59,7 +59,12 @@ class BasketEvaluator:
         """Evaluates at `at`; the points earned become spendable a pending period after now: the returns window
         runs from when the service accepted the sale, whatever time the till gave it (a backdated sale would
         otherwise earn points spendable at once, to be spent before its goods are returned)."""
-        ctx = OfferContext(now=at, channel=Channel.POS, store_id=basket.store_id)
+        ctx = OfferContext(
+            now=at,
+            channel=Channel.POS,
+            store_id=basket.store_id,
+            fixed_reward_uses_per_day=self._rules.guards.offer_uses_per_day,
+        )
         try:
             evaluation = evaluate_basket(catalog, state, basket, ctx, self._rules.points, redemptions_used=used)
         except FailedPrecondition as exc:

@@ -50,7 +50,13 @@ class OffersApp:
         if store_id and store_id not in catalog.stores:
             raise NotFound("store", store_id)
         state, read = await self._customers.state(customer_id, "customer_id", catalog)
-        ctx = OfferContext(now=self._clock(), channel=channel, store_id=store_id, location=location)
+        ctx = OfferContext(
+            now=self._clock(),
+            channel=channel,
+            store_id=store_id,
+            location=location,
+            fixed_reward_uses_per_day=self._rules.guards.offer_uses_per_day,
+        )
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         offers = list_active_offers(
             catalog, state, ctx, page_size=size, policy=self._rules.points, redemptions_used=read.redemptions_used

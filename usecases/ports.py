@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from domain.access import ApiKey
+from domain.limits import Bucket, Refusal
 from domain.model import CustomerState, Offer, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome, Store, TierRule
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
@@ -75,6 +76,7 @@ class CommitResult:
     receipt: bytes = b""  # the stored receipt, on replay
     available: int = 0  # the spendable points that refused a redemption, on insufficient
     written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
+    alerts: tuple[str, ...] = ()  # velocity thresholds this write reached first in their window ("commits" ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +225,7 @@ class CustomerHotState(Protocol):
         """True while changes of hers have not reached the profile of record yet."""
         ...
 
-    async def begin_erasure(self, customer_id: str) -> bool:
+    async def begin_erasure(self, customer_id: str, *, now: datetime) -> bool:
         """Drops her hot state and holds off any rebuild of her until `finish_erasure`; False (nothing changed)
         while changes of hers are still on their way to the profile of record."""
         ...
@@ -370,3 +372,53 @@ class OfferCodec(Protocol):
     def tier_policy(self, rules: Sequence[TierRule]) -> str: ...
 
     def tier_rules(self, value: str) -> tuple[TierRule, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One entry of the append-only audit log (usecases/audit.py): who did what to what, when, from where."""
+
+    event_id: str  # unique; a record delivered twice is written once
+    occurred_at: datetime  # aggregated events: the start of their minute
+    action: str  # "OfferAdmin/UpsertOffer", "refused.unauthenticated", "velocity.commits" ...
+    key_id: str = ""  # "" when no valid key was presented
+    key_name: str = ""
+    target: str = ""  # the offer, store, customer (hashed for velocity) or key acted on
+    peer: str = ""
+    request_id: str = ""
+    outcome: str = ""  # the gRPC status name ("OK", "PERMISSION_DENIED" ...)
+    detail: str = "{}"  # JSON of safe facts: never a secret, a name or contact data
+    count: int = 1  # how many calls an aggregated event stands for
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPosition:
+    """Where a page of the audit log ended (keyset paging: oldest first by time, then id)."""
+
+    occurred_at: datetime
+    event_id: str
+
+
+class AuditLog(Protocol):
+    """The audit log of record (SQL): appended to, never updated or deleted; read by the admin API."""
+
+    async def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    async def audit_events(
+        self, *, since: datetime | None, key_id: str, after: AuditPosition | None, limit: int
+    ) -> list[AuditEvent]: ...
+
+
+class AuditOutbox(Protocol):
+    """Audit events on their way to SQL through Redis and the writer: refusals and alerts of the till path,
+    which must never wait for SQL."""
+
+    async def append_audit_outbox(self, events: Sequence[AuditEvent]) -> None: ...
+
+
+class RateBuckets(Protocol):
+    """Token buckets shared by every server (Redis). Raises domain.errors.Unavailable when they cannot be checked."""
+
+    async def take(self, buckets: Sequence[Bucket]) -> Refusal | None:
+        """One token from each of `buckets` if every one has a token (then None), else from none (the refusal)."""
+        ...

@@ -87,7 +87,7 @@ class CustomerPrivacy:
         validate_id(customer_id, "customer_id")
         validate_reason(reason)
         now = self._clock()
-        if not await self._hot.begin_erasure(customer_id):
+        if not await self._hot.begin_erasure(customer_id, now=now):
             raise FailedPrecondition(
                 "writes of this customer are still on their way to the profile of record; retry shortly",
                 reason="writes_pending",

@@ -21,6 +21,7 @@ from domain.validation import validate_id
 from telemetry import metrics
 from usecases.budgets import Budgets
 from usecases.catalog import CatalogCache
+from usecases.commit import record_alerts
 from usecases.customers import Customers
 from usecases.optimistic import Retry, write_optimistically
 from usecases.ports import Clock, CustomerHotState, ProfileStore, ReceiptCodec, ReturnRead
@@ -199,6 +200,7 @@ class ReturnsApp:
         )
         if result.status == "ok":
             metrics.POINTS_REVERSED.inc(outcome.points_reversed)
+            record_alerts(result.alerts)
             budgeted = [
                 o for o in outcome.offers_lost if (offer := facts.offers.get(o)) and offer.total_redemption_limit
             ]

@@ -69,6 +69,13 @@ class Guard:
         """The caller's key, whatever its role (server reflection: describing the contract moves nothing)."""
         return self._ring.authenticate(bearer_secret(metadata))
 
+    def presented(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> ApiKey | None:
+        """The existing key the call's secret names (right or wrong), for the audit log; None otherwise."""
+        try:
+            return self._ring.named_by(bearer_secret(metadata))
+        except Unauthenticated:
+            return None
+
     def check_store(self, key: ApiKey, method: str, request: Any, context: Any) -> None:
         """A store-bound key acts only for its stores (narrowed further by the client certificate)."""
         scope = grant_for(method).scope

@@ -10,8 +10,10 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 
 from server.bootstrap import Components
 from server.config import Settings
+from server.rpc.audit import AdminAudit
 from server.rpc.authorization import Guard
 from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
+from server.rpc.rate_limiting import RateGate
 from server.rpc.servicers import AdminServicer, OfferServicer
 from server.rpc.transport import ServerCertificates, certificate_stores
 
@@ -25,13 +27,16 @@ SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     settings = c.settings
     narrowing = certificate_stores if settings.tls_client_ca else None  # mutual TLS: certificates name stores
+    guard = Guard(c.key_ring, narrowing) if settings.auth else None
     server = grpc.aio.server(
         interceptors=[
             ServerInterceptor(
-                guard=Guard(c.key_ring, narrowing) if settings.auth else None,
+                guard=guard,
                 access_log=settings.access_log,
                 facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
                 max_call_s=settings.max_call_ms / 1000,
+                audit=AdminAudit(c.audit, c.refusals, guard, c.clock),
+                limits=RateGate(c.rate_limiter),
             )
         ],
         options=[
@@ -47,11 +52,7 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer]:
     offer_service_pb2_grpc.add_OfferServiceServicer_to_server(
         OfferServicer(c.offers, c.commits, c.returns, c.customers), server
     )
-    # ListAuditEvents of the contract comes with the audit work (until then the stubs call it abstract, and
-    # gRPC answers UNIMPLEMENTED).
-    admin = AdminServicer(  # type: ignore[abstract]
-        c.admin, c.customers, c.expiry, c.api_keys, c.adjustments, c.privacy
-    )
+    admin = AdminServicer(c.admin, c.customers, c.expiry, c.api_keys, c.audit, c.adjustments, c.privacy)
     admin_service_pb2_grpc.add_OfferAdminServicer_to_server(admin, server)
     initialize_rpc_metrics(SERVICES)
     health = HealthServicer()

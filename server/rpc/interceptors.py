@@ -36,7 +36,10 @@ from domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from domain.limits import RateLimited
+from server.rpc.audit import AdminAudit
 from server.rpc.authorization import CALLER, Guard
+from server.rpc.rate_limiting import RateGate, retry_trailers
 from telemetry import metrics, tracing
 from telemetry.logs import REQUEST_ID
 
@@ -166,10 +169,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         access_log: bool = True,
         facts: RequestFacts | None = None,
         max_call_s: float = 30.0,
+        audit: AdminAudit | None = None,
+        limits: RateGate | None = None,
     ) -> None:
-        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only)."""
+        """`guard` None: authentication is off (POS_OFFERS_AUTH=off, loopback only). `audit`: admin changes and
+        refused calls go to the audit log (server/rpc/audit.py). `limits`: the rate limits of authenticated calls."""
         self._guard = guard
         self._max_call_s = max_call_s
+        self._audit = audit
+        self._limits = limits
         self._access_log = access_log
         self._facts = facts or RequestFacts("hash", "")
 
@@ -187,6 +195,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                 return handler  # health Watch: exempt; streaming calls are otherwise left as gRPC runs them
             return _guarded_stream(handler, handler_call_details, self._guard)  # reflection: any valid key
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
+        if self._audit is not None:
+            inner = self._audit.wrap(short_method(handler_call_details.method)[1], inner, status_of)
         guard = None if service == HEALTH_SERVICE else self._guard
         observed = _ObservedUnary(
             handler_call_details,
@@ -195,6 +205,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
             access_log=self._access_log,
             facts=self._facts,
             max_call_s=self._max_call_s,
+            audit=self._audit,
+            limits=self._limits,
         )
         return grpc.unary_unary_rpc_method_handler(
             observed.behavior,  # a coroutine function: grpc.aio runs an object with async __call__ in a thread
@@ -266,8 +278,12 @@ class _ObservedUnary:
         access_log: bool,
         facts: RequestFacts,
         max_call_s: float,
+        audit: AdminAudit | None = None,
+        limits: RateGate | None = None,
     ) -> None:
         self._details = details
+        self._audit = audit
+        self._limits = limits
         self._inner = inner
         self._guard = guard
         self._max_call_s = max_call_s
@@ -303,7 +319,7 @@ class _ObservedUnary:
     async def _answer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> Any:
         """The handler's response; a failure sets `call.code` and, unless it already is one, becomes an abort."""
         try:
-            self._admit(request, context, call)
+            await self._admit(request, context, call)
             if request is UNDECODABLE:
                 raise InvalidArgument("request", f"is not a valid {self._method} request message")
             return await self._within_limit(request, context)
@@ -319,6 +335,8 @@ class _ObservedUnary:
         except Exception as exc:
             if isinstance(exc, Unauthenticated | PermissionDenied):
                 _count_refusal(self._policy_name, exc)
+                if self._audit is not None:
+                    self._audit.refused(self._policy_name, exc, self._details.invocation_metadata, context.peer())
             call.code, message = status_of(exc)
             if call.code is grpc.StatusCode.INTERNAL:
                 log.exception("unhandled error in %s", self._method, extra={"request_id": call.request_id})
@@ -331,7 +349,11 @@ class _ObservedUnary:
                     type(exc).__name__,
                     extra={"request_id": call.request_id},
                 )
-            await context.abort(call.code, bounded(message, MAX_MESSAGE_CHARS))
+            message = bounded(message, MAX_MESSAGE_CHARS)
+            if isinstance(exc, RateLimited):  # abort's trailers replace those set before: repeat the request id
+                trailers = (("x-request-id", call.request_id), *retry_trailers(exc, message))
+                await context.abort(call.code, message, trailing_metadata=trailers)
+            await context.abort(call.code, message)
 
     async def _within_limit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         """The handler, ended after max_call_s whatever the caller's deadline (or none) says: no call holds the
@@ -345,9 +367,10 @@ class _ObservedUnary:
                 raise
             raise DeadlineExceeded(f"the call ran past the server's limit of {self._max_call_s:g} s; retry") from None
 
-    def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
-        """Authentication, then permission (the role, then the store the request acts for): before the handler
-        validates anything, so a caller without the right key learns nothing about its request."""
+    async def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
+        """Authentication, then permission (the role, then the store the request acts for), then the rate limits:
+        before the handler validates anything, so a caller without the right key learns nothing about its request
+        and a limited caller gets no work done, not even validation."""
         if self._guard is None:
             return
         key = self._guard.admit(self._policy_name, self._details.invocation_metadata)
@@ -355,6 +378,8 @@ class _ObservedUnary:
         CALLER.set(key)  # reset when the call ends (behavior)
         if request is not UNDECODABLE:
             self._guard.check_store(key, self._policy_name, request, context)
+        if self._limits is not None:
+            await self._limits.admit(key, request)
 
     def _finish(self, request: Any, call: _Call) -> None:
         """Metrics, the access log line and the span's status code, once the call's status is known."""

@@ -14,12 +14,13 @@ from posoffers.v1 import types_pb2 as pb
 
 from domain.errors import InvalidArgument
 from domain.model import Channel, PurchaseKey, ReturnRequestLine
-from server.rpc import convert
+from server.rpc import convert, convert_audit
 from server.rpc.authorization import CALLER, only_store
 from server.rpc.convert_access import api_key_to_pb, role_from_pb
 from usecases.adjustments import PointsAdjustments
 from usecases.admin import AdminApp, TierPolicy
 from usecases.api_keys import ApiKeys
+from usecases.audit import AuditTrail
 from usecases.commit import CommitPurchase
 from usecases.customers import Customers
 from usecases.expiry import PointsExpiry
@@ -142,10 +143,12 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
         customers: Customers,
         expiry: PointsExpiry,
         api_keys: ApiKeys,
+        audit: AuditTrail,
         adjustments: PointsAdjustments,
         privacy: CustomerPrivacy,
     ) -> None:
         self._admin = admin
+        self._audit = audit
         self._customers = customers
         self._expiry = expiry
         self._api_keys = api_keys
@@ -225,6 +228,17 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
         _required(request, "customer")
         state = await self._customers.upsert_customer(convert.customer_from_pb(request.customer))
         return convert.customer_to_pb(state)
+
+    async def ListAuditEvents(
+        self, request: admin_pb.ListAuditEventsRequest, context: Context
+    ) -> admin_pb.ListAuditEventsResponse:
+        since = convert.to_datetime(request.since, request.HasField("since"), "since")
+        events, token = await self._audit.page(
+            since=since, key_id=request.key_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return admin_pb.ListAuditEventsResponse(
+            events=[convert_audit.audit_event_to_pb(e) for e in events], next_page_token=token
+        )
 
     async def AdjustPoints(
         self, request: admin_pb.AdjustPointsRequest, context: Context

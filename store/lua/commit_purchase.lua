@@ -1,7 +1,9 @@
 -- Applies one purchase to a customer's hot state, exactly once, and appends its write-behind record.
 -- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
--- KEYS - her keys (customer_keys.lua), then KEYS[OWN_KEYS] - the purchase's hash {digest, receipt}, one per store
---   and transaction id (store/keys.py CustomerKeys.transaction)
+-- KEYS - her keys (customer_keys.lua), then KEYS[OWN_KEYS] - the purchase's hash {digest, receipt, uday}, one per
+--   store and transaction id (store/keys.py CustomerKeys.transaction), KEYS[OWN_KEYS + 1] - her day uses hash,
+--   KEYS[OWN_KEYS + 2] - her commits counter of this window, KEYS[OWN_KEYS + 3] - her set of stores of this window
+--   (guards_lib.lua)
 -- ARGV[1] - parameters (JSON object):
 --   customer_id; digest - of the request; expected_version - the profile version the purchase was evaluated on
 --   balance_delta - earned - redeemed - debt repaid; points_redeemed; debt_repaid - points debt repaid from its
@@ -11,11 +13,13 @@
 --   ledger_entries - JSON strings; offers_applied - offer ids
 --   now_ms - what is spendable is judged by the server's clock, not the sale's time
 --   retention_s - of the receipt; ledger_keep, spend_retention_s, category_window_s - store/redis_limits.py
+--   day_limited - the offers applied whose uses per day are limited (guards_lib.lua); guards - guards_lib.lua
 -- ARGV[2] - outbox record (JSON, without the receipt)
 -- ARGV[3] - receipt (protobuf): stored, and added beside the record ("receipt")
--- Returns {"ok"} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
+-- Returns {"ok", velocity alert kinds...} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
 --   | {"insufficient", spendable points}
 local transaction_key = KEYS[OWN_KEYS]
+local uses_day_key, commits_key, stores_key = KEYS[OWN_KEYS + 1], KEYS[OWN_KEYS + 2], KEYS[OWN_KEYS + 3]
 local record, receipt = ARGV[2], ARGV[3]
 
 local txn = redis.call("HMGET", transaction_key, "digest", "receipt")
@@ -44,6 +48,13 @@ if balance + p.balance_delta < 0 then
 end
 if (tonumber(profile[4]) or 0) < p.debt_repaid then
   return {"stale"}
+end
+if g.day_limit > 0 then
+  for _, offer_id in ipairs(p.day_limited) do
+    if day_uses(uses_day_key, offer_id, g.day) >= g.day_limit then
+      return {"stale"}  -- another of her commits used it today meanwhile: the re-read evaluates without it
+    end
+  end
 end
 
 -- A purchase makes her a member Redis keeps for good (a batch job may have rebuilt her for a while only).
@@ -78,6 +89,12 @@ for _, offer_id in ipairs(p.offers_applied) do
   redis.call("HINCRBY", offer_uses_key, offer_id, 1)
 end
 redis.call("HSET", transaction_key, "digest", p.digest, "receipt", receipt)
+if #p.day_limited > 0 then
+  count_day_uses(uses_day_key, p.day_limited)
+  redis.call("HSET", transaction_key, "uday", g.day)  -- a return gives the uses back to this day
+end
 redis.call("EXPIRE", transaction_key, p.retention_s)
 outbox_append(record, "receipt", receipt)
-return {"ok"}
+count_velocity("commits", commits_key, g.commits, g.commits_window_s, g.commits_bucket)
+count_store(stores_key)
+return {"ok", unpack(alerts)}

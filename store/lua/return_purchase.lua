@@ -2,7 +2,8 @@
 -- write-behind record.
 -- Everything is validated before the first write: Redis does not roll back a script that fails half-way.
 -- KEYS - her keys (customer_keys.lua), then KEYS[OWN_KEYS] - the purchase's returned-quantities hash,
---   KEYS[OWN_KEYS + 1] - the return's hash {digest, receipt}
+--   KEYS[OWN_KEYS + 1] - the return's hash {digest, receipt}, KEYS[OWN_KEYS + 2] - the purchase's transaction hash
+--   (its "uday"), KEYS[OWN_KEYS + 3] - her day uses hash, KEYS[OWN_KEYS + 4] - her returns counter of this window
 -- ARGV[1] - parameters (JSON object):
 --   customer_id; digest - of the request; expected_version - the profile version the return was computed on
 --   balance_delta; debt_delta (>= 0); lifetime_value_delta (<= 0) - also the spend taken off the purchase's month
@@ -12,11 +13,12 @@
 --   void_categories - a void: the purchase's categories (each once), else empty
 --   added_categories - the categories the purchase added to her profile: a void takes each back unless another
 --     recent purchase bought it too; those taken back go to the outbox entry's "cats_removed"
---   now_ms; retention_s - of the receipt and returned quantities; ledger_keep - store/redis_limits.py
+--   guards - guards_lib.lua; now_ms; retention_s - of the receipt and returned quantities; ledger_keep - store/redis_limits.py
 -- ARGV[2] - outbox record (JSON, without the receipt)
 -- ARGV[3] - receipt (protobuf): stored, and added beside the record ("receipt")
--- Returns {"ok", outbox entry id} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
+-- Returns {"ok", outbox entry id, velocity alert kinds...} | {"replay", receipt} | {"digest_mismatch"} | {"missing"} | {"stale"}
 local returned_key, return_key = KEYS[OWN_KEYS], KEYS[OWN_KEYS + 1]
+local purchase_key, uses_day_key, returns_key = KEYS[OWN_KEYS + 2], KEYS[OWN_KEYS + 3], KEYS[OWN_KEYS + 4]
 local record, receipt = ARGV[2], ARGV[3]
 
 local done = redis.call("HMGET", return_key, "digest", "receipt")
@@ -65,9 +67,17 @@ for _, offer_id in ipairs(p.offers_lost) do
     redis.call("HDEL", offer_uses_key, offer_id)
   end
 end
+local purchase_day = redis.call("HGET", purchase_key, "uday")
+if purchase_day then
+  give_back_day_uses(uses_day_key, p.offers_lost, purchase_day)
+end
 redis.call("HSET", return_key, "digest", p.digest, "receipt", receipt)
 redis.call("EXPIRE", return_key, p.retention_s)
+local entry
 if #removed > 0 then
-  return {"ok", outbox_append(record, "receipt", receipt, "cats_removed", cjson.encode(removed))}
+  entry = outbox_append(record, "receipt", receipt, "cats_removed", cjson.encode(removed))
+else
+  entry = outbox_append(record, "receipt", receipt)
 end
-return {"ok", outbox_append(record, "receipt", receipt)}
+count_velocity("returns", returns_key, g.returns, g.returns_window_s, g.returns_bucket)
+return {"ok", entry, unpack(alerts)}

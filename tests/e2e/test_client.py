@@ -16,6 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import error_details_pb2, status_pb2
 from posoffers.v1 import admin_service_pb2, offer_service_pb2, types_pb2
 
 from client import (
@@ -26,6 +28,7 @@ from client import (
     NotFoundError,
     PosOffersClient,
     PosOffersError,
+    ResourceExhaustedError,
     UnavailableError,
     make_basket,
     new_transaction_id,
@@ -69,7 +72,7 @@ class FakeRpcError(grpc.RpcError):
         (grpc.StatusCode.ALREADY_EXISTS, AlreadyExistsError),
         (grpc.StatusCode.UNAVAILABLE, UnavailableError),
         (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceededError),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, PosOffersError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhaustedError),
         (grpc.StatusCode.INTERNAL, PosOffersError),
     ],
 )
@@ -85,6 +88,24 @@ def test_error_class_follows_status_code(code: grpc.StatusCode, cls: type[PosOff
 def test_error_carries_request_id_from_trailing_metadata() -> None:
     err = from_rpc_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "x", (("other", "1"), ("x-request-id", b"rid-7"))))
     assert err.request_id == "rid-7"
+
+
+def _retry_details(delay_ms: int, message: str = "slow down") -> bytes:
+    status = status_pb2.Status(code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=message)
+    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=Duration(nanos=delay_ms * 1_000_000)))
+    return bytes(status.SerializeToString())
+
+
+def test_a_rate_limited_error_carries_the_retry_delay_of_its_status_details_or_pushback() -> None:
+    rich = FakeRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", (("grpc-status-details-bin", _retry_details(250)),)
+    )
+    assert from_rpc_error(rich).retry_delay == 0.25
+    pushback = FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", (("grpc-retry-pushback-ms", "1500"),))
+    assert from_rpc_error(pushback).retry_delay == 1.5
+    garbage = (("grpc-status-details-bin", b"\xff\xff"), ("grpc-retry-pushback-ms", "-1"))
+    assert from_rpc_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "too big", garbage)).retry_delay is None
+    assert from_rpc_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "x")).retry_delay is None
 
 
 def test_invalid_argument_names_the_field() -> None:

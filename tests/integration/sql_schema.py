@@ -8,7 +8,7 @@ from sqlmodel import SQLModel
 import store.sql_models  # noqa: F401  (registers the tables in SQLModel.metadata)
 
 # The newest migration and every table it creates (besides alembic_version): what a migrated database holds.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 PROFILE_TABLES = (
     "customers",
     "customer_categories",
@@ -26,6 +26,7 @@ PROFILE_TABLES = (
     "refused_records",
     "api_keys",
     "points_adjustments",
+    "audit_events",
 )
 
 

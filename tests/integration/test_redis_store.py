@@ -379,12 +379,42 @@ async def test_a_member_rebuilt_from_sql_reads_back_as_sql_has_her(store: Custom
     assert (base, [e["id"] for e in entries]) == (400, ["t9:earn"])
 
 
+async def test_the_commit_script_refuses_a_day_limited_offer_used_up_meanwhile(store: CustomerStore) -> None:
+    """The per-day limit holds in the write itself: a commit evaluated before another of hers used the offer today
+    is sent back to be evaluated again (stale), whatever its evaluation said."""
+    await store.upsert_customer(member(), crm_record("m1"))
+
+    async def commit_using(txn: str, version: int) -> str:
+        result = await store.commit(
+            purchase("m1", txn),
+            expected_version=version,
+            receipt=b"r",
+            occurred_at=NOW,
+            now=NOW,
+            day_limited=["scarf-bonus"],
+        )
+        return result.status
+
+    read = await store.read("m1", now=NOW)
+    assert read.state is not None and read.state.offer_uses_today == {}
+    assert await commit_using("t1", read.state.version) == "ok"
+    after = await store.read("m1", now=NOW)
+    assert after.state is not None and after.state.offer_uses_today == {"scarf-bonus": 1}
+    assert await commit_using("t2", after.state.version) == "stale"  # its state is current: only the day refuses
+    tomorrow = await store.read("m1", now=NOW + timedelta(days=1))
+    assert tomorrow.state is not None and tomorrow.state.offer_uses_today == {}
+
+
 async def test_an_erasure_drops_her_purchases_keys_and_hands_their_claims_on(store: CustomerStore) -> None:
     """Her purchase at soho and its return: receipts gone (also as stored before store-scoped ids), claims the
     anonymous id's; the same transaction and return ids at another store are someone else's and stay."""
     await store.upsert_customer(member(), crm_record("m1"))
+    # NOW starts a velocity window (12:00): a second before is the last one, whose counters may still exist.
+    assert await commit(store, purchase("m1", "t0", store="tribeca"), now=NOW - timedelta(seconds=1)) == "ok"
     assert await commit(store, purchase("m1", "t1")) == "ok"
     k, ck = store.keys, store.keys.customer("m1")
+    velocity = [key async for key in store.redis.scan_iter(match=ck.profile + ":vel:*")]
+    assert len(velocity) == 4  # commits and stores, of this window and the last
     tribeca = PurchaseKey("tribeca", "t1")
     assert await store.claim_transaction(soho("t1"), "m1") == "m1"
     assert await store.claim_return(soho("t1"), "r1", "m1") == "m1"
@@ -395,11 +425,16 @@ async def test_an_erasure_drops_her_purchases_keys_and_hands_their_claims_on(sto
         await store.redis.hset(key, mapping={"digest": "d", "receipt": b"r"})
     await store.redis.set(k.legacy_transaction_claim("t1"), "m1")
     await store.redis.set(k.legacy_return_claim("r1"), "m1")
+    await store.redis.hset(k.rate_bucket("customer", "m1"), mapping={"m": 1, "t": 1})  # this call's, say
     await store.redis.hdel(ck.unwritten, "m1")  # as the writer does once her records are in SQL
-    assert await store.begin_erasure("m1", mark_s=60)
+    assert await store.begin_erasure("m1", now=NOW, mark_s=60)
     await store.finish_erasure("m1", anonymous_id="forgotten-1", purchases=[soho("t1")], returns=[(soho("t1"), "r1")])
     leftover = [ck.transaction(soho("t1")), *old, k.legacy_transaction_claim("t1"), k.legacy_return_claim("r1")]
+    leftover.append(k.rate_bucket("customer", "m1"))
     assert await store.redis.exists(*leftover, ck.erasing()) == 0
+    # Nothing under her id is left but the receipt of the tribeca sale the test did not name.
+    left = [key async for key in store.redis.scan_iter(match=ck.profile + "*")]
+    assert left == [ck.transaction(PurchaseKey("tribeca", "t0")).encode()]
     assert await store.redis.get(k.transaction_claim(soho("t1"))) == b"forgotten-1"
     assert await store.redis.get(k.return_claim(soho("t1"), "r1")) == b"forgotten-1"
     assert await store.redis.get(k.transaction_claim(tribeca)) == b"m2"

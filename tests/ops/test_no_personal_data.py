@@ -4,12 +4,39 @@ no API key's secret appears there either (the log names a key by its id)."""
 
 from __future__ import annotations
 
+import grpc
+from posoffers.v1 import admin_service_pb2 as admin_pb
+from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
+from posoffers.v1 import offer_service_pb2 as svc
+from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
+
 from server.demo import CUSTOMER_ID, SAMANTHA_HOME, demo_customer
-from tests.ops.conftest import Service, drive_traffic
+from tests.ops.conftest import RPC_TIMEOUT_S, Service, drive_traffic
+from tests.support.keys import keyed_channel
+
+
+def rate_limited_call(service: Service) -> None:
+    """A key of 1 call/s asks about the member until its limit refuses it (the second call, on any machine that
+    answers within a second), so the refusal's log line and metrics are in the run too."""
+    with keyed_channel(service.target, service.key("admin")) as channel:
+        request = admin_pb.CreateApiKeyRequest(
+            key=admin_pb.ApiKey(name="slow app", role=admin_pb.API_KEY_ROLE_APP, rate_limit_per_second=1)
+        )
+        secret = admin_grpc.OfferAdminStub(channel).CreateApiKey(request, timeout=RPC_TIMEOUT_S).secret
+    with keyed_channel(service.target, secret) as channel:
+        app = svc_grpc.OfferServiceStub(channel)
+        for _ in range(10):
+            try:
+                app.GetProfile(svc.GetProfileRequest(customer_id=CUSTOMER_ID), timeout=RPC_TIMEOUT_S)
+            except grpc.RpcError as refused:
+                assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                return
+    raise AssertionError("ten calls at 1/s were never refused")
 
 
 def test_logs_and_metrics_of_a_run_name_no_member(service: Service) -> None:
     drive_traffic(service, seconds=1.0)
+    rate_limited_call(service)
     member = demo_customer()
     personal = {
         "customer id": CUSTOMER_ID,

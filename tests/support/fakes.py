@@ -313,7 +313,7 @@ class FakeHotState:
         self.outbox.append((adjustment.customer_id, adjustment))
         return AdjustResult("ok", outcome)
 
-    async def begin_erasure(self, customer_id: str) -> bool:
+    async def begin_erasure(self, customer_id: str, *, now: datetime) -> bool:
         if await self.has_pending_changes(customer_id):
             return False
         self.customers.pop(customer_id, None)

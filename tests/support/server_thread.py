@@ -64,7 +64,8 @@ class ServerThread:
         return future.result(timeout)
 
     def drain(self, timeout: float = 10) -> None:
-        """Waits until every committed purchase is in SQL."""
+        """Waits until every committed purchase, and every refused call counted so far, is in SQL."""
+        self.run(self.service.components.refusals.flush(everything=True))
         self.run(self.service.components.writer.drain(timeout_s=timeout), timeout=timeout + 5)
 
     def stop(self) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from domain.eligibility import Verdict, check_eligibility
 from domain.geo import distance_km
-from domain.model import Channel, CustomerState, Eligibility, GeoPoint, Offer, OfferContext
+from domain.model import Channel, CustomerState, Eligibility, GeoPoint, Offer, OfferContext, Reward, RewardType
 from tests.unit import (
     BOSTON,
     MIDTOWN,
@@ -118,3 +118,17 @@ def test_distance_names_the_nearest_eligible_store() -> None:
 def test_no_restrictions_means_no_reasons() -> None:
     offer = dress_shoes_offer(eligibility=Eligibility())
     assert verdict(offer, samantha(home=None, categories=frozenset())) == Verdict(True, ())
+
+
+def test_a_fixed_reward_is_limited_per_day_and_a_multiplier_is_not() -> None:
+
+    fixed = replace(dress_shoes_offer(), reward=Reward(RewardType.BONUS_POINTS, bonus_points=500))
+    used_today = replace(samantha(), offer_uses_today={fixed.offer_id: 1})
+    limited = replace(app_ctx(), fixed_reward_uses_per_day=1)
+    refused = verdict(fixed, used_today, limited)
+    assert not refused.eligible and "today" in refused.refusal
+    assert verdict(fixed, used_today, replace(limited, fixed_reward_uses_per_day=2)).eligible
+    assert verdict(fixed, used_today, replace(limited, fixed_reward_uses_per_day=0)).eligible  # off
+    assert verdict(fixed, samantha(), limited).eligible  # not used today
+    multiplier = replace(samantha(), offer_uses_today={dress_shoes_offer().offer_id: 5})
+    assert verdict(dress_shoes_offer(), multiplier, limited).eligible  # follows the lines: splitting gains nothing
