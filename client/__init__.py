@@ -4,6 +4,7 @@ from client.client import (
     DEFAULT_TARGET,
     PosOffersClient,
     make_basket,
+    new_adjustment_id,
     new_transaction_id,
 )
 from client.errors import (
@@ -33,5 +34,6 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "make_basket",
+    "new_adjustment_id",
     "new_transaction_id",
 ]

@@ -5,6 +5,9 @@
     pos-offers commit samantha --store soho --txn txn-42 --line dress-1:dresses:1:120.00
     pos-offers profile samantha
     pos-offers admin offers --all
+    pos-offers admin adjust-points --customer samantha --points 250 --reason "missed receipt 4711"
+    pos-offers admin export-customer samantha
+    pos-offers admin forget-customer samantha --reason "erasure request 2026-118"
 
 Exit codes: 0 ok, 1 the server refused the call (the status goes to stderr), 2 bad command line or input file.
 """
@@ -12,6 +15,7 @@ Exit codes: 0 ok, 1 the server refused the call (the status goes to stderr), 2 b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -417,6 +421,29 @@ def cmd_admin_audit_log(args: argparse.Namespace, client: PosOffersClient) -> Re
     return response, [format_audit_event(e) for e in events] or ["no audit events"]
 
 
+def cmd_admin_adjust_points(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    adjusted = client.adjust_points(args.customer, args.points, args.reason, adjustment_id=args.adjustment_id or None)
+    lines = [
+        f"adjustment {adjusted.adjustment_id}{' (replayed)' if adjusted.replayed else ''}, "
+        f"adjusted {format_time(adjusted.adjusted_at)}",
+        f"points: {adjusted.points:+d}, balance {adjusted.balance_before} -> {adjusted.balance_after}",
+    ]
+    if adjusted.points_debt_before or adjusted.points_debt_after:
+        lines.append(f"points debt {adjusted.points_debt_before} -> {adjusted.points_debt_after}")
+    return adjusted, lines
+
+
+def cmd_admin_export_customer(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    exported = client.export_customer(args.customer)
+    # The document itself, pretty-printed, is the output (with --json: the response message).
+    return exported, [json.dumps(json.loads(exported.json), indent=2, sort_keys=True, ensure_ascii=False)]
+
+
+def cmd_admin_forget_customer(args: argparse.Namespace, client: PosOffersClient) -> Result:
+    forgotten = client.forget_customer(args.customer, args.reason)
+    return forgotten, [f"customer {forgotten.customer_id} forgotten at {format_time(forgotten.forgotten_at)}"]
+
+
 # Parser
 
 
@@ -585,6 +612,21 @@ def _add_admin_commands(commands: _Commands) -> None:
     p = admin_commands.add("audit-log", cmd_admin_audit_log, "the audit log, oldest first")
     p.add_argument("--since", default="", help="from this time (2026-12-01T00:00:00Z) or this long ago (1h, 7d)")
     p.add_argument("--key", default="", metavar="KEY_ID", help="only this key's events")
+    _add_privacy_commands(admin_commands)
+
+
+def _add_privacy_commands(admin_commands: _Commands) -> None:
+    """`admin adjust-points`, `export-customer`, `forget-customer`: a member's points by hand, her data."""
+    p = admin_commands.add("adjust-points", cmd_admin_adjust_points, "add or take a member's points, with a reason")
+    p.add_argument("--customer", required=True, metavar="ID")
+    p.add_argument("--points", required=True, type=int, metavar="N", help="negative takes points (never below 0)")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the ledger and the audit log)")
+    p.add_argument("--adjustment-id", default="", metavar="ID", help="idempotency key (default: a new one, printed)")
+    p = admin_commands.add("export-customer", cmd_admin_export_customer, "everything held about a member, as JSON")
+    p.add_argument("customer", metavar="ID")
+    p = admin_commands.add("forget-customer", cmd_admin_forget_customer, "erase a member (the books keep her amounts)")
+    p.add_argument("customer", metavar="ID")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="e.g. the erasure request's reference")
 
 
 def build_parser() -> argparse.ArgumentParser:

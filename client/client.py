@@ -52,6 +52,9 @@ IDEMPOTENT_METHODS: Final[tuple[tuple[str, str | None], ...]] = (
     ("posoffers.v1.OfferAdmin", "SetTierPolicy"),
     ("posoffers.v1.OfferAdmin", "GetTierPolicy"),
     ("posoffers.v1.OfferAdmin", "ExpirePoints"),  # safe to run twice: one expiry per period of inactivity
+    ("posoffers.v1.OfferAdmin", "AdjustPoints"),  # once per adjustment_id: a retry replays the first result
+    ("posoffers.v1.OfferAdmin", "ExportCustomer"),
+    # Not ForgetCustomer: a retry after a lost answer would say NOT_FOUND for an erasure that happened.
 )
 
 # gRPC caps retry attempts at 5 whatever the config says; we refuse more rather than silently cap.
@@ -97,6 +100,11 @@ def parse_channel(channel: types_pb2.Channel.ValueType | str) -> types_pb2.Chann
         except KeyError:
             raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(_CHANNELS)}") from None
     return channel
+
+
+def new_adjustment_id() -> str:
+    """A fresh idempotency key for AdjustPoints; keep it for retries of the same adjustment."""
+    return f"adj-{uuid.uuid4().hex}"
 
 
 def new_transaction_id() -> str:
@@ -429,3 +437,33 @@ class PosOffersClient:
             token = page.next_page_token
             if not token:
                 return
+
+    def adjust_points(
+        self,
+        customer_id: str,
+        points: int,
+        reason: str,
+        *,
+        adjustment_id: str | None = None,
+        timeout: float | None = None,
+    ) -> admin_service_pb2.AdjustPointsResponse:
+        """Adds (or, negative, takes) points, once per adjustment id (a new one when not given: keep it from the
+        response to retry); positive points repay points debt first, negative ones never go below zero."""
+        request = admin_service_pb2.AdjustPointsRequest(
+            adjustment_id=adjustment_id or new_adjustment_id(), customer_id=customer_id, points=points, reason=reason
+        )
+        return self._call(self._admin.AdjustPoints, request, timeout)
+
+    def export_customer(
+        self, customer_id: str, *, timeout: float | None = None
+    ) -> admin_service_pb2.ExportCustomerResponse:
+        """Everything the service holds about a member: `.json` is one JSON document (format: docs/security.md)."""
+        request = admin_service_pb2.ExportCustomerRequest(customer_id=customer_id)
+        return self._call(self._admin.ExportCustomer, request, timeout)
+
+    def forget_customer(
+        self, customer_id: str, reason: str, *, timeout: float | None = None
+    ) -> admin_service_pb2.ForgetCustomerResponse:
+        """Erases a member (her purchases and points stay, under an anonymous id); not retried automatically."""
+        request = admin_service_pb2.ForgetCustomerRequest(customer_id=customer_id, reason=reason)
+        return self._call(self._admin.ForgetCustomer, request, timeout)

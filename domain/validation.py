@@ -212,3 +212,24 @@ def validate_customer(customer: CustomerState) -> None:
     for category, value in sorted(customer.propensity.items()):
         if not math.isfinite(value) or not 0.0 <= value <= 1.0:
             raise InvalidArgument(f"customer.propensity[{category}]", "must be between 0 and 1")
+
+
+MAX_ADJUSTMENT_POINTS = 10_000_000
+"""The most points one manual adjustment may move either way (USD 100,000 at 100 points a dollar)."""
+MAX_REASON_LEN = 500
+
+
+def validate_reason(reason: str, field: str = "reason") -> None:
+    """Why an operator moved points or erased a member: required, bounded, printable (kept in SQL and the audit)."""
+    _validate_text(reason, field, max_len=MAX_REASON_LEN)
+
+
+def validate_adjustment(adjustment_id: str, customer_id: str, points: int, reason: str) -> None:
+    """A manual points adjustment (AdjustPoints)."""
+    validate_id(adjustment_id, "adjustment_id")
+    validate_id(customer_id, "customer_id")
+    if points == 0 or not -MAX_ADJUSTMENT_POINTS <= points <= MAX_ADJUSTMENT_POINTS:
+        raise InvalidArgument(
+            "points", f"must be non-zero and between -{MAX_ADJUSTMENT_POINTS} and {MAX_ADJUSTMENT_POINTS}"
+        )
+    validate_reason(reason)

@@ -28,16 +28,18 @@ from store.redis_guards import GuardParams
 from store.redis_rate_limits import RedisRateBuckets
 from store.redis_state import CustomerStore
 from store.sql_api_keys import SqlApiKeys
-from store.sql_async import SqlApiKeyStore, SqlAuditStore, SqlCatalogStore, SqlProfileStore
+from store.sql_async import SqlApiKeyStore, SqlAuditStore, SqlCatalogStore, SqlPrivacyStore, SqlProfileStore
 from store.sql_audit import SqlAuditLog
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import SqlCatalog
 from store.sql_db import make_engine, migrate
 from store.sql_outbox import SqlOutboxSink
+from store.sql_privacy import SqlPrivacy
 from store.sql_profile import SqlProfiles
 from store.writer import OutboxWriter, WriterStats
 from telemetry import metrics
 from telemetry.observe import redis_call, sql_call
+from usecases.adjustments import PointsAdjustments
 from usecases.admin import AdminApp
 from usecases.api_keys import ApiKeys, KeyRing
 from usecases.audit import AuditTrail, RefusalTally
@@ -56,9 +58,11 @@ from usecases.ports import (
     CustomerHotState,
     OfferBudgets,
     OfferCodec,
+    PrivacyStore,
     ProfileStore,
     ReceiptCodec,
 )
+from usecases.privacy import CustomerPrivacy
 from usecases.rate_limits import RateLimiter
 from usecases.returns import ReturnsApp
 
@@ -116,6 +120,8 @@ class Components:
     returns: ReturnsApp
     admin: AdminApp
     expiry: PointsExpiry
+    adjustments: PointsAdjustments
+    privacy: CustomerPrivacy
     writer: OutboxWriter
     key_ring: KeyRing  # the keys calls are checked against, in memory
     api_keys: ApiKeys  # creating, listing, revoking them
@@ -156,15 +162,14 @@ def bootstrap(
     versions: CatalogVersions | None = None,
     profiles: ProfileStore | None = None,
     catalog_store: CatalogStore | None = None,
+    privacy_store: PrivacyStore | None = None,
     api_key_store: ApiKeyStore | None = None,
 ) -> Components:
     """Builds the components for `settings` (whose redis_url must be set: the server starts an embedded Redis
-    first when it is not). No I/O happens here. A port given (an in-memory fake in tests) replaces its adapter
-    for every use case."""
+    first when it is not). No I/O. A port given (an in-memory fake in tests) replaces its adapter everywhere."""
     redis = redis or redis_client(settings)
     sql_engine = sql_engine or make_engine(settings.sql_url, schema=settings.database_schema or None)
-    rules = settings.rules()
-    keys = Keys(settings.redis_prefix, settings.partitions)
+    rules, keys = settings.rules(), Keys(settings.redis_prefix, settings.partitions)
     sql_profiles = SqlProfiles(sql_engine)
     store = customer_store(settings, redis, keys)
     hot = hot or RedisHotState(store)
@@ -194,6 +199,8 @@ def bootstrap(
         returns=ReturnsApp(rules, hot, profiles, customers, catalog, budget_keeper, receipts, clock),
         admin=AdminApp(catalog_store, versions, counters, catalog, offer_codec),
         expiry=PointsExpiry(hot, profiles, customers, expire_after_days=rules.points_expire_after_days, clock=clock),
+        adjustments=PointsAdjustments(rules, hot, profiles, customers, clock),
+        privacy=CustomerPrivacy(hot, privacy_store or SqlPrivacyStore(SqlPrivacy(sql_engine)), clock),
         writer=build_writer(settings, redis, keys, SqlOutboxSink(sql_engine)),
         key_ring=key_ring,
         api_keys=ApiKeys(api_key_store, store, key_ring, clock),

@@ -4,13 +4,23 @@ calls of the CustomerStore, which owns the keys and the scripts."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from domain.eligibility import limited_per_day
 from domain.model import CustomerState, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome
-from store.record_builders import customer_record, expiry_record, purchase_record, return_record
+from store.record_builders import adjustment_record, customer_record, expiry_record, purchase_record, return_record
 from store.redis_state import CustomerStore
-from usecases.ports import CommitResult, CustomerRead, HydrateResult, ReturnRead
+from usecases.ports import (
+    Adjustment,
+    AdjustmentOutcome,
+    AdjustResult,
+    CommitResult,
+    CustomerRead,
+    ErasedIds,
+    HydrateResult,
+    ReturnRead,
+    UpsertStatus,
+)
 from usecases.snapshot import CustomerSnapshot
 
 
@@ -90,8 +100,47 @@ class RedisHotState:
             record, cutoff=cutoff, last_purchase_at=last_purchase_at, expected_version=expected_version
         )
 
-    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> bool:
-        return await self.store.upsert_customer(state, customer_record(state, now), exists=exists) is not None
+    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> UpsertStatus:
+        reply = await self.store.upsert_customer(state, customer_record(state, now), exists=exists)
+        return reply if isinstance(reply, str) else "ok"
+
+    async def claim_adjustment(self, adjustment_id: str, customer_id: str) -> str:
+        return await self.store.claim_adjustment(adjustment_id, customer_id)
+
+    async def adjust_points(self, adjustment: Adjustment, *, now: datetime) -> AdjustResult:
+        a = adjustment
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as Redis keeps it (ms), so replays match
+        record = adjustment_record(a.adjustment_id, a.customer_id, a.points, a.reason, a.digest, now=now)
+        status, outcome, available = await self.store.adjust_points(record)
+        if status == "ok" or status == "replay":
+            return AdjustResult(
+                "ok" if status == "ok" else "replay",
+                AdjustmentOutcome(
+                    adjustment_id=a.adjustment_id,
+                    customer_id=a.customer_id,
+                    points=a.points,
+                    balance_before=outcome["balance_before"],
+                    balance_after=outcome["balance_after"],
+                    debt_before=outcome["debt_before"],
+                    debt_after=outcome["debt_after"],
+                    adjusted_at=datetime.fromtimestamp(outcome["at_ms"] / 1000, UTC),
+                ),
+            )
+        if status == "insufficient":
+            return AdjustResult("insufficient", available=available)
+        return AdjustResult("missing" if status == "missing" else "digest_mismatch")
+
+    async def begin_erasure(self, customer_id: str, *, now: datetime) -> bool:
+        return await self.store.begin_erasure(customer_id, now=now)
+
+    async def finish_erasure(self, customer_id: str, *, anonymous_id: str, erased: ErasedIds) -> None:
+        await self.store.finish_erasure(
+            customer_id,
+            anonymous_id=anonymous_id,
+            purchases=erased.purchases,
+            returns=erased.returns,
+            adjustment_ids=erased.adjustment_ids,
+        )
 
     async def has_pending_changes(self, customer_id: str) -> bool:
         return await self.store.has_pending_changes(customer_id)

@@ -67,6 +67,15 @@ class CustomerKeys:
         """A return's stored receipt as servers before store-scoped ids kept it (by return id alone): read only."""
         return self.profile + ":rtn:" + return_id
 
+    def adjustment(self, adjustment_id: str) -> str:
+        """Hash {digest, result}: one AdjustPoints of hers and its result (JSON), for replays, kept for the
+        retention window (SQL's points_adjustments keeps it after that)."""
+        return self.profile + ":adj:" + adjustment_id
+
+    def erasing(self) -> str:
+        """String: set while she is being forgotten (ForgetCustomer): a rebuild of her from SQL waits meanwhile."""
+        return self.profile + ":erasing"
+
     def offer_uses_by_day(self) -> str:
         """Hash "<offer_id>@<YYYYMMDD>" -> her uses that day (UTC) of offers limited per day; days before yesterday
         are pruned by the commit that counts a new use, and the hash expires two days after the last one."""
@@ -169,6 +178,19 @@ class Keys:
         """String "<customer_id>": makes a return id of a purchase one customer's, like the purchase's claim (until
         store-scoped ids "{t}:rclaim:<return id>", unique across purchases)."""
         return f"{self.prefix}:{{t}}:prclaim:{scoped(purchase, return_id)}"
+
+    def legacy_transaction_claim(self, transaction_id: str) -> str:
+        """A purchase's claim as servers before store-scoped ids wrote it: never read, only deleted by an erasure
+        (it holds the customer id) before it expires."""
+        return f"{self.prefix}:{{t}}:claim:{transaction_id}"
+
+    def legacy_return_claim(self, return_id: str) -> str:
+        """A return's claim before store-scoped ids: never read, only deleted by an erasure, like the purchase's."""
+        return f"{self.prefix}:{{t}}:rclaim:{return_id}"
+
+    def adjustment_claim(self, adjustment_id: str) -> str:
+        """String "<customer_id>": makes an adjustment id unique across customers, like transaction ids."""
+        return f"{self.prefix}:{{t}}:aclaim:{adjustment_id}"
 
     def offer_redemptions(self, offer_id: str) -> str:
         """Counter of an offer's redemptions across all customers (its total budget)."""

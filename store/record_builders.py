@@ -10,6 +10,7 @@ from domain.ids import purchase_entry_id, purchase_event_id, return_entry_id, re
 from domain.model import Basket, BasketEvaluation, CustomerState, PurchaseFacts, Receipt, ReturnOutcome
 from domain.tiers import is_tier_offer_id
 from store.records import (
+    AdjustmentRecord,
     AppliedOfferRecord,
     CustomerRecord,
     ExpiryRecord,
@@ -170,4 +171,19 @@ def expiry_record(customer_id: str, *, last_purchase_at: datetime, state_version
         customer_id=customer_id,
         points=0,  # the script fills it in, atomically with taking them
         expired_at=now.isoformat(),
+    )
+
+
+def adjustment_record(
+    adjustment_id: str, customer_id: str, points: int, reason: str, digest: str, *, now: datetime
+) -> AdjustmentRecord:
+    """The record of a manual adjustment (the script adds its outcome beside it)."""
+    return AdjustmentRecord(
+        event_id=f"adjustment:{adjustment_id}",
+        adjustment_id=adjustment_id,
+        customer_id=customer_id,
+        points=points,
+        reason=reason,
+        request_digest=digest,
+        adjusted_at=_iso(now),
     )

@@ -19,7 +19,7 @@ T = TypeVar("T", bound="DataclassInstance")
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     entry_id: str  # unique, e.g. "sale:<store>:<txn>:earn" (domain/ids.py)
-    kind: Literal["earn", "bonus", "redeem", "reverse", "refund", "expire", "adjust"]
+    kind: Literal["earn", "bonus", "redeem", "reverse", "refund", "expire", "adjust", "adjustment"]
     points: int  # signed: redeem is negative
     available_at: str = ""  # ISO 8601, UTC: the points are not spendable before then (pending); "" = at once
 
@@ -148,6 +148,34 @@ class ExpiryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AdjustmentRecord:
+    """A manual points adjustment (AdjustPoints): one "adjustment" ledger entry (with its reason) and its
+    points_adjustments row. The script decides the outcome (debt repaid first) and adds it beside the record."""
+
+    event_id: str  # "adjustment:<adjustment_id>"
+    adjustment_id: str
+    customer_id: str
+    points: int  # signed, non-zero: what her ledger (balance - debt) moves by
+    reason: str
+    request_digest: str
+    adjusted_at: str  # ISO 8601, UTC
+    balance_before: int = 0  # the outcome, set by the writer from the entry's "result"
+    balance_after: int = 0
+    debt_before: int = 0
+    debt_after: int = 0
+    kind: Literal["adjustment"] = "adjustment"
+
+    @property
+    def entry_id(self) -> str:
+        """Its ledger entry's id, in Redis and SQL alike (no other entry id ends in ":adjustment")."""
+        return adjustment_entry_id(self.adjustment_id)
+
+
+def adjustment_entry_id(adjustment_id: str) -> str:
+    return f"{adjustment_id}:adjustment"
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     """An audit event of the till path (refused calls of one minute, a velocity alert), on its way to the audit
     table (usecases/audit.py). Its event id is also the audit row's."""
@@ -167,7 +195,7 @@ class AuditRecord:
     kind: Literal["audit"] = "audit"
 
 
-OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord | AuditRecord
+OutboxRecord = PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord | AdjustmentRecord | AuditRecord
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -210,6 +238,8 @@ def load_record(raw: str | bytes) -> OutboxRecord:
         return _build(CustomerRecord, data)
     if kind == "expiry":
         return _build(ExpiryRecord, data)
+    if kind == "adjustment":
+        return _build(AdjustmentRecord, data)
     if kind == "audit":
         return _build(AuditRecord, data)
     if kind == "return":

@@ -66,3 +66,17 @@ class GuardParams:
     def return_keys(self, ck: CustomerKeys, purchase: PurchaseKey, now: datetime) -> list[str]:
         bucket = self._bucket(now, self.guards.velocity_returns_window_s)
         return [ck.transaction(purchase), ck.offer_uses_by_day(), ck.velocity("returns", bucket)]
+
+    def erasure_keys(self, ck: CustomerKeys, now: datetime) -> list[str]:
+        """Every guard key of hers that may still exist at `now` (ForgetCustomer drops them): her per-day offer uses
+        and each velocity counter of this window and the last (a counter expires a window after its first count)."""
+        g = self.guards
+        keys = [ck.offer_uses_by_day()]
+        for kind, window_s in (
+            ("commits", g.velocity_commits_window_s),
+            ("stores", g.velocity_stores_window_s),
+            ("returns", g.velocity_returns_window_s),
+        ):
+            bucket = int(self._bucket(now, window_s))
+            keys += [ck.velocity(kind, str(bucket)), ck.velocity(kind, str(bucket - 1))]
+        return keys

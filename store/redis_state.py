@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -16,6 +16,7 @@ from domain.model import CustomerState, PurchaseKey
 from domain.spend import last_12_months, month_key
 from store.keys import CustomerKeys, Keys
 from store.records import (
+    AdjustmentRecord,
     CustomerRecord,
     ExpiryRecord,
     LedgerEntry,
@@ -40,6 +41,9 @@ from usecases.ports import (
 )
 from usecases.rules import FraudGuards
 from usecases.snapshot import CustomerSnapshot
+
+ERASURE_MARK_S = 300
+"""How long an erasure holds off rebuilds of the member at most: a failed one then lets her be rebuilt again."""
 
 
 def _without_receipt(record: PurchaseRecord | ReturnRecord) -> str:
@@ -124,6 +128,8 @@ class CustomerStore:
         self._upsert: AsyncScript = client.register_script(lua("upsert_customer.lua"))
         self._return: AsyncScript = client.register_script(lua("return_purchase.lua"))
         self._expire: AsyncScript = client.register_script(lua("expire_points.lua"))
+        self._adjust: AsyncScript = client.register_script(lua("adjust_points.lua"))
+        self._erase: AsyncScript = client.register_script(lua("erase_customer.lua"))
         self._reserve_budget: AsyncScript = client.register_script(lua("reserve_budget.lua"))
         self._release_budget: AsyncScript = client.register_script(lua("release_budget.lua"))
         self._offer_outbox: AsyncScript = client.register_script(lua("offer_outbox.lua"))
@@ -281,6 +287,37 @@ class CustomerStore:
             taken = await self._expire(keys=keys, args=[params, dump_record(record)])
         return int(taken)
 
+    async def adjust_points(self, record: AdjustmentRecord) -> tuple[str, dict[str, int], int]:
+        """Applies a manual adjustment once per adjustment id: (status, outcome, spendable). Status "ok" or
+        "replay" with the outcome (balance/debt before/after, at_ms), "insufficient" with the spendable points,
+        "digest_mismatch" (the id was used for another request), "missing" (Redis does not hold her)."""
+        ck = self.keys.customer(record.customer_id)
+        params = _params(
+            customer_id=record.customer_id,
+            digest=record.request_digest,
+            points=record.points,
+            entry_id=record.entry_id,  # the same entry id as in the SQL ledger
+            now_ms=epoch_ms(datetime.fromisoformat(record.adjusted_at)),
+            retention_s=self._retention_s,
+            ledger_keep=self._limits.ledger_keep,
+        )
+        keys = ck.script_keys(ck.adjustment(record.adjustment_id))
+        with self._observe("adjust_points"):
+            reply: list[bytes] = await self._adjust(keys=keys, args=[params, dump_record(record)])
+        status = reply[0].decode()
+        if status in ("ok", "replay"):
+            return status, {k: int(v) for k, v in json.loads(reply[1]).items()}, 0
+        if status == "insufficient":
+            return status, {}, int(reply[1])
+        if status in ("digest_mismatch", "missing"):
+            return status, {}, 0
+        raise RuntimeError(f"adjust script returned {status!r}")
+
+    async def claim_adjustment(self, adjustment_id: str, customer_id: str) -> str:
+        """Claims an adjustment id for a customer, like `claim_transaction`; returns who holds it after the call."""
+        with self._observe("claim_adjustment"):
+            return await self._claim(self.keys.adjustment_claim(adjustment_id), customer_id)
+
     async def has_pending_changes(self, customer_id: str) -> bool:
         """True while the outbox still holds changes of hers that SQL lacks (her unwritten count)."""
         ck = self.keys.customer(customer_id)
@@ -425,7 +462,7 @@ class CustomerStore:
         cid = snapshot.customer_id
         ck = self.keys.customer(cid)
         entries = [ledger_entry(e.entry_id, e.kind, e.points, e.created_at, e.available_at) for e in snapshot.ledger]
-        keys = ck.script_keys()
+        keys = ck.script_keys(ck.erasing())
         restored: list[dict[str, int]] = []
         values: list[str | bytes | int] = []  # ARGV from 2 on: binary-safe (receipts)
 
@@ -481,9 +518,10 @@ class CustomerStore:
 
     async def upsert_customer(
         self, state: CustomerState, record: CustomerRecord, *, exists: bool = False
-    ) -> tuple[int, int] | None:
-        """Sets a customer's profile from an import; returns (lifetime value delta, balance delta), or None when
-        `exists` and Redis no longer holds her (rebuild her, then retry)."""
+    ) -> tuple[int, int] | Literal["missing", "balance"]:
+        """Sets a customer's profile from an import; returns (lifetime value delta, balance delta), "missing" when
+        `exists` and Redis no longer holds her (rebuild her, then retry), or "balance" when she exists and the
+        import names another balance than hers (refused, nothing changed: only a new member's balance is set)."""
         params = _params(
             customer_id=state.customer_id,
             display=display_fields(state),
@@ -498,8 +536,8 @@ class CustomerStore:
         keys = self.keys.customer(state.customer_id).script_keys()
         with self._observe("upsert_customer"):
             reply = await self._upsert(keys=keys, args=[params, dump_record(record)])
-        if reply[0] == b"missing":
-            return None
+        if reply[0] in (b"missing", b"balance"):
+            return "missing" if reply[0] == b"missing" else "balance"
         return int(reply[0]), int(reply[1])
 
     async def catalog_version(self) -> int:
@@ -541,6 +579,49 @@ class CustomerStore:
         pipe.lrange(ck.ledger, 0, -1)
         base, raw = await pipe.execute()
         return int(base or 0), [json.loads(item) for item in raw]
+
+    async def begin_erasure(self, customer_id: str, *, now: datetime, mark_s: int = ERASURE_MARK_S) -> bool:
+        """Drops her hot state (also the fraud guards' counters of hers) and marks her as being erased (no rebuild
+        from SQL meanwhile); False, changing nothing, while records of hers wait in the outbox."""
+        ck = self.keys.customer(customer_id)
+        params = _params(customer_id=customer_id, mark_s=mark_s)
+        keys = ck.script_keys(ck.erasing(), *self._guards.erasure_keys(ck, now))
+        with self._observe("begin_erasure"):
+            return int(await self._erase(keys=keys, args=[params])) == 1
+
+    async def finish_erasure(
+        self,
+        customer_id: str,
+        *,
+        anonymous_id: str,
+        purchases: Sequence[PurchaseKey] = (),
+        returns: Sequence[tuple[PurchaseKey, str]] = (),
+        adjustment_ids: Sequence[str] = (),
+    ) -> None:
+        """Drops her receipts, returned quantities, return receipts and adjustments (also as kept before
+        store-scoped ids), hands the claims of their ids to `anonymous_id` (still unique: the ids are the anonymous
+        member's now), deletes the unread claims of before store-scoped ids and her rate-limit bucket, and lifts
+        her erasure mark."""
+        k, ck = self.keys, self.keys.customer(customer_id)
+        own = [key for p in purchases for key in (ck.transaction(p), ck.returned(p))]
+        own += [ck.return_record(p, r) for p, r in returns] + [ck.adjustment(a) for a in adjustment_ids]
+        own += [ck.legacy_transaction(p.transaction_id) for p in purchases]
+        own += [ck.legacy_return_record(r) for _, r in returns]
+        # Claims live in their own slot ({t}): one DEL for hers (below), one SET per claim handed on.
+        unread = [k.legacy_transaction_claim(p.transaction_id) for p in purchases]
+        unread += [k.legacy_return_claim(r) for _, r in returns]
+        claims = [k.transaction_claim(p) for p in purchases] + [k.return_claim(p, r) for p, r in returns]
+        claims += [k.adjustment_claim(a) for a in adjustment_ids]
+        pipe = self._redis.pipeline(transaction=False)
+        for batch in (own, unread):
+            for start in range(0, len(batch), 500):
+                pipe.delete(*batch[start : start + 500])
+        pipe.delete(k.rate_bucket("customer", customer_id))  # names her until full again (this call took from it)
+        for claim in claims:
+            pipe.set(claim, anonymous_id, xx=True, keepttl=True)
+        pipe.delete(ck.erasing())
+        with self._observe("finish_erasure"):
+            await pipe.execute()
 
     async def forget_customer(self, customer_id: str, purchases: Sequence[PurchaseKey] = ()) -> None:
         """Drops a customer's hot state (tests and operators simulating a lost Redis); SQL is untouched."""

@@ -11,7 +11,9 @@ _PRELUDES = {
     "return_purchase.lua": ("customer_keys.lua", "ledger_lib.lua", "guards_lib.lua"),
     "upsert_customer.lua": ("customer_keys.lua", "ledger_lib.lua"),
     "expire_points.lua": ("customer_keys.lua", "ledger_lib.lua"),
+    "adjust_points.lua": ("customer_keys.lua", "ledger_lib.lua"),
     "hydrate_customer.lua": ("customer_keys.lua",),
+    "erase_customer.lua": ("customer_keys.lua",),
 }
 
 

@@ -4,9 +4,9 @@ thread, timed and counted like every other SQL call, so the use cases await SQL 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from domain.access import ApiKey
 from domain.model import PurchaseKey, Store
@@ -14,6 +14,7 @@ from store.sql_api_keys import SqlApiKeys
 from store.sql_audit import SqlAuditLog
 from store.sql_budgets import SqlBudgets
 from store.sql_catalog import OfferTuple, SqlCatalog
+from store.sql_privacy import SqlPrivacy
 from store.sql_profile import SqlProfiles
 from telemetry.observe import sql_call
 from usecases.ports import (
@@ -21,6 +22,8 @@ from usecases.ports import (
     AuditEvent,
     AuditPosition,
     CatalogRecords,
+    ErasedIds,
+    StoredAdjustment,
     StoredApiKey,
     StoredOffer,
 )
@@ -79,6 +82,9 @@ class SqlProfileStore:
             lambda: self._sql.inactive_customers(cutoff=cutoff, after_customer_id=after_customer_id, limit=limit),
         )
 
+    async def get_adjustment(self, adjustment_id: str) -> StoredAdjustment | None:
+        return await _in_thread("get_adjustment", lambda: self._sql.get_adjustment(adjustment_id))
+
 
 def _stored(row: OfferTuple) -> StoredOffer:
     return StoredOffer(*row)
@@ -123,6 +129,21 @@ class SqlCatalogStore:
 
     async def put_setting(self, key: str, value: str) -> None:
         await _in_thread("put_setting", lambda: self._sql.put_setting(key, value))
+
+
+class SqlPrivacyStore:
+    """PrivacyStore: export and erasure of one member in the profile of record."""
+
+    def __init__(self, privacy: SqlPrivacy) -> None:
+        self._sql = privacy
+
+    async def export_customer(self, customer_id: str, *, now: datetime) -> Mapping[str, Any] | None:
+        return await _in_thread("export_customer", lambda: self._sql.export_customer(customer_id, now=now))
+
+    async def forget_customer(self, customer_id: str, *, anonymous_id: str, at: datetime) -> ErasedIds | None:
+        return await _in_thread(
+            "forget_customer", lambda: self._sql.forget_customer(customer_id, anonymous_id=anonymous_id, at=at)
+        )
 
 
 class SqlApiKeyStore:

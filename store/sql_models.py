@@ -216,6 +216,26 @@ class PointsLedgerEntry(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     # Not spendable before then (earned points wait out the returns window); NULL: spendable at once.
     available_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Why, for a manual adjustment (AdjustPoints); NULL for every other kind.
+    reason: str | None = Field(default=None, sa_type=sa.String(500))
+
+
+class PointsAdjustment(SQLModel, table=True):
+    """A manual points adjustment (AdjustPoints), once per adjustment id: its request and outcome, so a retry
+    after Redis forgot it still replays the first result. Its points are also one "adjustment" ledger entry."""
+
+    __tablename__ = "points_adjustments"
+
+    adjustment_id: str = Field(primary_key=True, sa_type=ID)
+    customer_id: str = Field(index=True, foreign_key="customers.customer_id", sa_type=ID)
+    points: int = Field(sa_type=sa.BigInteger)
+    reason: str = Field(sa_type=sa.String(500))
+    request_digest: str = Field(sa_type=ID)
+    balance_before: int = Field(sa_type=sa.BigInteger)
+    balance_after: int = Field(sa_type=sa.BigInteger)
+    debt_before: int = Field(sa_type=sa.BigInteger)
+    debt_after: int = Field(sa_type=sa.BigInteger)
+    adjusted_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class RefusedRecord(SQLModel, table=True):

@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from store.records import (
+    AdjustmentRecord,
     AuditRecord,
     CustomerRecord,
     ExpiryRecord,
@@ -28,6 +29,7 @@ from store.sql_models import (
     AuditEventRow,
     Customer,
     CustomerCategory,
+    PointsAdjustment,
     PointsLedgerEntry,
     Purchase,
     PurchaseLine,
@@ -38,6 +40,7 @@ from store.sql_models import (
     ReturnOffer,
 )
 from store.sql_outbox_rows import (
+    adjustment_row,
     category_rows,
     customer_rows,
     ledger_rows,
@@ -177,16 +180,18 @@ class SqlOutboxSink:
         crm = [r for r in records if isinstance(r, CustomerRecord)]
         returns = [r for r in records if isinstance(r, ReturnRecord)]
         expiries = [r for r in records if isinstance(r, ExpiryRecord)]
+        adjustments = [r for r in records if isinstance(r, AdjustmentRecord)]
         if returns:
             self._check_returned_purchases(conn, returns, purchases)
         self._upsert_customers(conn, purchases, crm, returns)
         self._expire_points(conn, expiries)
+        self._adjust_points(conn, adjustments)
         self._upgrade_tiers(conn, purchases)
         self._insert_purchases(conn, purchases)
         self._insert_returns(conn, returns)
         # Plain INSERT: a duplicate entry_id under a new event is a conflict to surface, not to hide, since
         # points_balance has already been moved by these entries.
-        _insert_rows(conn, PointsLedgerEntry, ledger_rows(purchases, crm, returns, expiries))
+        _insert_rows(conn, PointsLedgerEntry, ledger_rows(purchases, crm, returns, expiries, adjustments))
         self._add_categories(conn, purchases, crm)
         self._remove_voided_categories(conn, returns)
         _insert_rows(conn, AuditEventRow, [_audit_row(r) for r in records if isinstance(r, AuditRecord)])
@@ -284,6 +289,29 @@ class SqlOutboxSink:
                 .values(points_balance=col(Customer.points_balance) - sa.bindparam("points")),
                 [{"cid": r.customer_id, "points": r.points} for r in expiries],
             )
+
+    def _adjust_points(self, conn: Connection, adjustments: list[AdjustmentRecord]) -> None:
+        """Her balance and debt move as the script moved them (debt repaid first); the adjustment is kept once
+        (plain INSERT: an adjustment id stored under another event is a conflict)."""
+        if not adjustments:
+            return
+        conn.execute(
+            sa.update(Customer)
+            .where(col(Customer.customer_id) == sa.bindparam("cid"))
+            .values(
+                points_balance=col(Customer.points_balance) + sa.bindparam("balance"),
+                points_debt=col(Customer.points_debt) + sa.bindparam("debt"),
+            ),
+            [
+                {
+                    "cid": r.customer_id,
+                    "balance": r.balance_after - r.balance_before,
+                    "debt": r.debt_after - r.debt_before,
+                }
+                for r in adjustments
+            ],
+        )
+        _insert_rows(conn, PointsAdjustment, [adjustment_row(r) for r in adjustments])
 
     def _upgrade_tiers(self, conn: Connection, purchases: list[PurchaseRecord]) -> None:
         """A purchase that reached a higher tier sets it, unless a newer change (CRM, upgrade) is stored."""

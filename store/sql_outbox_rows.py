@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from store.records import (
+    AdjustmentRecord,
     AppliedOfferRecord,
     CustomerRecord,
     ExpiryRecord,
@@ -128,7 +130,7 @@ def lost_offer_rows(returns: list[ReturnRecord]) -> list[Row]:
 
 
 def ledger_row(
-    r: PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord,
+    r: PurchaseRecord | CustomerRecord | ReturnRecord | ExpiryRecord | AdjustmentRecord,
     entry_id: str,
     kind: str,
     points: int,
@@ -141,6 +143,8 @@ def ledger_row(
         at = r.updated_at
     elif isinstance(r, ExpiryRecord):
         at = r.expired_at
+    elif isinstance(r, AdjustmentRecord):
+        at = r.adjusted_at
     else:
         at = r.committed_at
         store_id, transaction_id = r.store_id, r.transaction_id
@@ -153,6 +157,7 @@ def ledger_row(
         "points": points,
         "created_at": parse_timestamp(at),
         "available_at": parse_timestamp(available_at) if available_at else None,
+        "reason": r.reason if isinstance(r, AdjustmentRecord) else None,
     }
 
 
@@ -161,14 +166,31 @@ def ledger_rows(
     crm: list[CustomerRecord],
     returns: list[ReturnRecord],
     expiries: list[ExpiryRecord],
+    adjustments: Sequence[AdjustmentRecord] = (),
 ) -> list[Row]:
-    """Every ledger entry of the batch: a return's entries belong to the purchase it corrects, a CRM balance change
-    is an adjustment, an expiry takes its points."""
+    """Every ledger entry of the batch: a return's entries belong to the purchase it corrects, a CRM opening balance
+    is an "adjust" entry, an expiry takes its points, a manual adjustment is an "adjustment" entry with its reason."""
     corrected: list[PurchaseRecord | ReturnRecord] = [*purchases, *returns]
     rows = [ledger_row(r, e.entry_id, e.kind, e.points, e.available_at) for r in corrected for e in r.ledger]
     rows += [ledger_row(r, f"{r.event_id}:adjust", "adjust", r.balance_delta) for r in crm if r.balance_delta]
     rows += [ledger_row(r, f"{r.event_id}:expire", "expire", -r.points) for r in expiries]
+    rows += [ledger_row(r, r.entry_id, "adjustment", r.points) for r in adjustments]
     return rows
+
+
+def adjustment_row(r: AdjustmentRecord) -> Row:
+    return {
+        "adjustment_id": r.adjustment_id,
+        "customer_id": r.customer_id,
+        "points": r.points,
+        "reason": r.reason,
+        "request_digest": r.request_digest,
+        "balance_before": r.balance_before,
+        "balance_after": r.balance_after,
+        "debt_before": r.debt_before,
+        "debt_after": r.debt_after,
+        "adjusted_at": parse_timestamp(r.adjusted_at),
+    }
 
 
 # -- customers: one row per customer, the batch's deltas summed ----------------------------------------------------

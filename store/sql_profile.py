@@ -16,6 +16,7 @@ from store.sql_common import EngineViews, aware
 from store.sql_models import (
     Customer,
     CustomerCategory,
+    PointsAdjustment,
     PointsLedgerEntry,
     Purchase,
     PurchaseLine,
@@ -24,6 +25,7 @@ from store.sql_models import (
     ReturnLine,
     ReturnOffer,
 )
+from usecases.ports import AdjustmentOutcome, StoredAdjustment
 from usecases.snapshot import CustomerSnapshot, LedgerRow, StoredReceipt
 
 RECENT_CATEGORY_WINDOW = timedelta(seconds=RECENT_CATEGORY_WINDOW_S)
@@ -104,6 +106,26 @@ class SqlProfiles:
                 .limit(limit)
             ).all()
             return list(rows)
+
+    def get_adjustment(self, adjustment_id: str) -> StoredAdjustment | None:
+        """A manual adjustment of record: its request's digest and outcome (for replays after Redis forgot it)."""
+        with Session(self._sql.reader) as session:
+            row = session.get(PointsAdjustment, adjustment_id)
+            if row is None:
+                return None
+            return StoredAdjustment(
+                row.request_digest,
+                AdjustmentOutcome(
+                    adjustment_id=row.adjustment_id,
+                    customer_id=row.customer_id,
+                    points=row.points,
+                    balance_before=row.balance_before,
+                    balance_after=row.balance_after,
+                    debt_before=row.debt_before,
+                    debt_after=row.debt_after,
+                    adjusted_at=row.adjusted_at,
+                ),
+            )
 
     def ping(self) -> None:
         """Raises unless the database answers (the readiness probe)."""

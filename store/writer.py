@@ -25,7 +25,15 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from store.keys import Keys, OutboxKeys
-from store.records import CustomerRecord, ExpiryRecord, OutboxRecord, PurchaseRecord, ReturnRecord, load_record
+from store.records import (
+    AdjustmentRecord,
+    CustomerRecord,
+    ExpiryRecord,
+    OutboxRecord,
+    PurchaseRecord,
+    ReturnRecord,
+    load_record,
+)
 from store.scripts import lua
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,15 @@ def parse_entry(fields: dict[bytes, bytes], entry_id: bytes | None = None) -> Ou
         record = dataclasses.replace(record, outbox_at=stream_time(entry_id))
     if isinstance(record, ExpiryRecord):  # the script decided how many points, atomically with taking them
         return dataclasses.replace(record, points=int(fields[b"points"]))
+    if isinstance(record, AdjustmentRecord) and b"result" in fields:  # the script decided the outcome
+        result = json.loads(fields[b"result"])
+        return dataclasses.replace(
+            record,
+            balance_before=int(result["balance_before"]),
+            balance_after=int(result["balance_after"]),
+            debt_before=int(result["debt_before"]),
+            debt_after=int(result["debt_after"]),
+        )
     if isinstance(record, ReturnRecord) and b"cats_removed" in fields:  # the void script decided which
         return dataclasses.replace(record, categories_removed=json.loads(fields[b"cats_removed"]))
     if isinstance(record, CustomerRecord):

@@ -79,7 +79,7 @@ AUDIT_WRITE_FAILURES = Counter(
 AUTH_ENABLED = Gauge(
     "pos_offers_auth_enabled",
     "1 when every call must carry an API key; 0 only with POS_OFFERS_AUTH=off (loopback only).",
-    multiprocess_mode="livemin",
+    multiprocess_mode="livemax",  # the writer child never serves calls: its 0 must not hide the server's 1
 )
 RATE_LIMITED = Counter(
     "pos_offers_rate_limited_total",

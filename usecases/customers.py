@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from domain.errors import NotFound, Unavailable
+from domain.errors import FailedPrecondition, NotFound, Unavailable
 from domain.expiry import expiring
 from domain.model import Catalog, CustomerState
 from domain.spend import spend_window_start
@@ -100,21 +100,36 @@ class Customers:
         )
 
     async def upsert_customer(self, state: CustomerState) -> CustomerState:
-        """A CRM import: sets her profile; the balance and lifetime value change as deltas the script works out."""
+        """A CRM import: sets her profile; the lifetime value changes as a delta the script works out. The balance
+        is set only when the import creates her: for an existing member another balance is FAILED_PRECONDITION
+        (her points move only by purchases, returns, expiry and AdjustPoints), checked again by the script."""
         validate_customer(state)
         cid = state.customer_id
 
         async def attempt() -> CustomerState | Retry:
-            exists = (await self._hot.read(cid, now=self._clock())).state is not None
-            if not exists:
-                # She may exist only in SQL (Redis lost her): rebuild first so the balance change is a true delta.
+            held = (await self._hot.read(cid, now=self._clock())).state
+            if held is None:
+                # She may exist only in SQL (Redis lost her): rebuild first so the checks below see her.
                 try:
                     await self.rehydrate(cid)
-                    exists = True
+                    held = (await self._hot.read(cid, now=self._clock())).state
                 except NotFound:  # a new customer: nothing to rebuild
                     pass
-            if not await self._hot.upsert_customer(state, exists=exists, now=self._clock()):
+            if held is not None and held.points_balance != state.points_balance:
+                raise balance_refused(held.points_balance)
+            status = await self._hot.upsert_customer(state, exists=held is not None, now=self._clock())
+            if status == "missing":
                 return Retry.REBUILT  # she left Redis under this import: rebuild and try again
+            if status == "balance":  # her balance moved between the read and the script (a purchase)
+                return Retry.CONFLICT
             return await self.customer(cid)
 
         return await write_optimistically(attempt, attempts=self._rules.write_attempts, what="import")
+
+
+def balance_refused(current: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"customer.points_balance: an existing member's balance is {current} and changes only by purchases, returns, "
+        "expiry and AdjustPoints; send it unchanged (or leave the import to profile fields) and use AdjustPoints",
+        "balance_immutable",
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from domain.access import ApiKey
 from domain.limits import Bucket, Refusal
@@ -42,6 +42,7 @@ class CustomerRead:
 
 
 HydrateResult = Literal["rebuilt", "present", "pending"]
+UpsertStatus = Literal["ok", "missing", "balance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,58 @@ class CommitResult:
     available: int = 0  # the spendable points that refused a redemption, on insufficient
     written_at_ms: int = 0  # a return's outbox entry time (Redis clock), on ok
     alerts: tuple[str, ...] = ()  # velocity thresholds this write reached first in their window ("commits" ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """A manual points adjustment as asked (AdjustPoints): signed non-zero points, a reason, the request's digest."""
+
+    adjustment_id: str
+    customer_id: str
+    points: int
+    reason: str
+    digest: str
+
+
+AdjustStatus = Literal["ok", "replay", "digest_mismatch", "missing", "insufficient"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustmentOutcome:
+    """What an adjustment did (a replay answers with the first one's)."""
+
+    adjustment_id: str
+    customer_id: str
+    points: int
+    balance_before: int
+    balance_after: int
+    debt_before: int
+    debt_after: int
+    adjusted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustResult:
+    status: AdjustStatus
+    outcome: AdjustmentOutcome | None = None  # on ok and replay
+    available: int = 0  # the spendable points that refused a negative adjustment, on insufficient
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAdjustment:
+    """An adjustment the profile of record holds: its request's digest and outcome."""
+
+    digest: str
+    outcome: AdjustmentOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedIds:
+    """The ids of a forgotten member's purchases, returns and adjustments: their hot-state keys go too."""
+
+    purchases: tuple[PurchaseKey, ...] = ()
+    returns: tuple[tuple[PurchaseKey, str], ...] = ()  # (the purchase returned, the return id)
+    adjustment_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +208,31 @@ class CustomerHotState(Protocol):
         to do, -1: not held)."""
         ...
 
-    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> bool:
-        """Sets her profile from a CRM import; False when `exists` but she is no longer held (rebuild, retry)."""
+    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> UpsertStatus:
+        """Sets her profile from a CRM import: "missing" when `exists` but she is no longer held (rebuild, retry),
+        "balance" when she exists and the import names another balance than hers (nothing changed)."""
+        ...
+
+    async def claim_adjustment(self, adjustment_id: str, customer_id: str) -> str:
+        """Claims an adjustment id for a customer unless another holds it; returns the holder."""
+        ...
+
+    async def adjust_points(self, adjustment: Adjustment, *, now: datetime) -> AdjustResult:
+        """Applies a manual adjustment exactly once per adjustment id: debt repaid first, never below zero."""
         ...
 
     async def has_pending_changes(self, customer_id: str) -> bool:
         """True while changes of hers have not reached the profile of record yet."""
+        ...
+
+    async def begin_erasure(self, customer_id: str, *, now: datetime) -> bool:
+        """Drops her hot state and holds off any rebuild of her until `finish_erasure`; False (nothing changed)
+        while changes of hers are still on their way to the profile of record."""
+        ...
+
+    async def finish_erasure(self, customer_id: str, *, anonymous_id: str, erased: ErasedIds) -> None:
+        """Drops what is kept per purchase, return and adjustment of hers, gives their claims to `anonymous_id`,
+        and lets her id be used again."""
         ...
 
     async def hydrate(self, snapshot: CustomerSnapshot, *, now: datetime, keep_s: int = 0) -> HydrateResult:
@@ -236,6 +308,21 @@ class ProfileStore(Protocol):
     async def returned_quantities(self, purchase: PurchaseKey) -> dict[str, int]: ...
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]: ...
+
+    async def get_adjustment(self, adjustment_id: str) -> StoredAdjustment | None: ...
+
+
+class PrivacyStore(Protocol):
+    """A member's data protection requests on the profile of record (SQL)."""
+
+    async def export_customer(self, customer_id: str, *, now: datetime) -> Mapping[str, Any] | None:
+        """Everything held about her, as JSON-ready values (keys: profile, categories, purchases, returns, ledger,
+        adjustments, pending_points); None if unknown."""
+        ...
+
+    async def forget_customer(self, customer_id: str, *, anonymous_id: str, at: datetime) -> ErasedIds | None:
+        """Re-keys her rows to `anonymous_id` without what names or locates her; None if unknown."""
+        ...
 
 
 class CatalogStore(Protocol):

@@ -61,9 +61,8 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer, CoreDr
     offer_service_pb2_grpc.add_OfferServiceServicer_to_server(
         OfferServicer(c.offers, c.commits, c.returns, c.customers, profile_fields(settings)), server
     )
-    admin_service_pb2_grpc.add_OfferAdminServicer_to_server(
-        AdminServicer(c.admin, c.customers, c.expiry, c.api_keys, c.audit), server
-    )
+    admin = AdminServicer(c.admin, c.customers, c.expiry, c.api_keys, c.audit, c.adjustments, c.privacy)
+    admin_service_pb2_grpc.add_OfferAdminServicer_to_server(admin, server)
     initialize_rpc_metrics(SERVICES)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

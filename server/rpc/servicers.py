@@ -18,6 +18,7 @@ from server.rpc import convert, convert_audit
 from server.rpc.authorization import CALLER, only_store
 from server.rpc.convert_access import api_key_to_pb, role_from_pb
 from server.rpc.profile_fields import ProfileFields
+from usecases.adjustments import PointsAdjustments
 from usecases.admin import AdminApp, TierPolicy
 from usecases.api_keys import ApiKeys
 from usecases.audit import AuditTrail
@@ -25,6 +26,8 @@ from usecases.commit import CommitPurchase
 from usecases.customers import Customers
 from usecases.expiry import PointsExpiry
 from usecases.offers import OffersApp
+from usecases.ports import Adjustment
+from usecases.privacy import CustomerPrivacy
 from usecases.returns import ReturnResult, ReturnsApp
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -144,13 +147,22 @@ def _tier_policy(policy: TierPolicy) -> pb.TierPolicy:
 
 class AdminServicer(admin_grpc.OfferAdminServicer):
     def __init__(
-        self, admin: AdminApp, customers: Customers, expiry: PointsExpiry, api_keys: ApiKeys, audit: AuditTrail
+        self,
+        admin: AdminApp,
+        customers: Customers,
+        expiry: PointsExpiry,
+        api_keys: ApiKeys,
+        audit: AuditTrail,
+        adjustments: PointsAdjustments,
+        privacy: CustomerPrivacy,
     ) -> None:
         self._admin = admin
         self._audit = audit
         self._customers = customers
         self._expiry = expiry
         self._api_keys = api_keys
+        self._adjustments = adjustments
+        self._privacy = privacy
 
     async def CreateApiKey(
         self, request: admin_pb.CreateApiKeyRequest, context: Context
@@ -236,3 +248,38 @@ class AdminServicer(admin_grpc.OfferAdminServicer):
         return admin_pb.ListAuditEventsResponse(
             events=[convert_audit.audit_event_to_pb(e) for e in events], next_page_token=token
         )
+
+    async def AdjustPoints(
+        self, request: admin_pb.AdjustPointsRequest, context: Context
+    ) -> admin_pb.AdjustPointsResponse:
+        adjustment = Adjustment(
+            request.adjustment_id, request.customer_id, request.points, request.reason, request_digest(request)
+        )
+        answer = await self._adjustments.adjust(adjustment)
+        o = answer.outcome
+        response = admin_pb.AdjustPointsResponse(
+            adjustment_id=o.adjustment_id,
+            customer_id=o.customer_id,
+            points=o.points,
+            balance_before=o.balance_before,
+            balance_after=o.balance_after,
+            replayed=answer.replayed,
+            points_debt_before=o.debt_before,
+            points_debt_after=o.debt_after,
+        )
+        convert.set_timestamp(response.adjusted_at, o.adjusted_at)
+        return response
+
+    async def ExportCustomer(
+        self, request: admin_pb.ExportCustomerRequest, context: Context
+    ) -> admin_pb.ExportCustomerResponse:
+        document = await self._privacy.export(request.customer_id)
+        return admin_pb.ExportCustomerResponse(customer_id=request.customer_id, json=document)
+
+    async def ForgetCustomer(
+        self, request: admin_pb.ForgetCustomerRequest, context: Context
+    ) -> admin_pb.ForgetCustomerResponse:
+        forgotten_at = await self._privacy.forget(request.customer_id, request.reason)
+        response = admin_pb.ForgetCustomerResponse(customer_id=request.customer_id)
+        convert.set_timestamp(response.forgotten_at, forgotten_at)
+        return response

@@ -1,7 +1,7 @@
 -- Rebuilds a customer's hot state from the SQL snapshot, unless another call already did, and only when none
 -- of her changes is still waiting in the outbox (SQL would not have them yet: rebuilding then would forget them).
--- KEYS - her keys (customer_keys.lua), then KEYS[OWN_KEYS ..] - hashes of hers restored with the profile
---   (receipts, returned quantities, return receipts)
+-- KEYS - her keys (customer_keys.lua), then KEYS[OWN_KEYS] - her erasure mark (erase_customer.lua), then
+--   KEYS[OWN_KEYS + 1 ..] - hashes of hers restored with the profile (receipts, returned quantities, return receipts)
 -- ARGV[1] - parameters (JSON object):
 --   customer_id; fields - profile fields (string values); categories; offer_uses - offer id -> uses
 --   ledger_entries - her newest ledger entries (JSON strings, oldest first)
@@ -11,11 +11,12 @@
 --     category purchase hashes among her keys, receipts and returns after them), ttl = seconds, count = fields}
 -- ARGV[2 ..] - the restored hashes' field/value pairs (receipts are bytes), `count` pairs per hash in turn
 -- Returns 1 when it wrote, 0 when the profile was already there, -1 when her changes are still in the outbox
--- (her unwritten count is above 0).
+-- (her unwritten count is above 0) or she is being forgotten (her erasure mark is set).
 if redis.call("EXISTS", profile_key) == 1 then
   return 0
 end
-if (tonumber(redis.call("HGET", unwritten_key, p.customer_id)) or 0) > 0 then
+if (tonumber(redis.call("HGET", unwritten_key, p.customer_id)) or 0) > 0
+    or redis.call("EXISTS", KEYS[OWN_KEYS]) == 1 then
   return -1
 end
 for k, v in pairs(p.fields) do

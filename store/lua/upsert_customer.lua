@@ -1,5 +1,7 @@
--- Imports a customer (CRM): display fields are set, balance and lifetime value are set and their changes
--- recorded as deltas in the write-behind record, so SQL stays a sum of its ledger.
+-- Imports a customer (CRM): display fields are set, lifetime value is set and its change recorded as a delta in the
+-- write-behind record. The balance is set only when the import creates her (an opening balance, one "adjust" ledger
+-- entry, so SQL stays a sum of its ledger): an existing member's points move only by purchases, returns, expiry and
+-- AdjustPoints, so an import that names another balance than hers is refused, changing nothing.
 -- KEYS - her keys (customer_keys.lua)
 -- ARGV[1] - parameters (JSON object):
 --   customer_id; display - profile fields (name, tier, cur, hlat, hlon, prop; string values, "" deletes one)
@@ -10,13 +12,17 @@
 --     would reach SQL as deltas on top of what SQL already holds)
 --   ledger_keep - store/redis_limits.py
 -- ARGV[2] - outbox record (JSON) without deltas: the script adds them beside it ("ltv_delta", "balance_delta")
--- Returns {ltv_delta, balance_delta} | {"missing"}
+-- Returns {ltv_delta, balance_delta} | {"missing"} | {"balance", her current balance} (an existing member, another
+-- balance sent: nothing changed)
 local record = ARGV[2]
 
 if p.exists and redis.call("EXISTS", profile_key) == 0 then
   return {"missing"}
 end
 local old = redis.call("HMGET", profile_key, "ltv", "bal")
+if redis.call("EXISTS", profile_key) == 1 and (tonumber(old[2]) or 0) ~= p.points_balance then
+  return {"balance", tostring(tonumber(old[2]) or 0)}
+end
 local ltv_delta = p.lifetime_value - (tonumber(old[1]) or 0)
 local bal_delta = p.points_balance - (tonumber(old[2]) or 0)
 for k, v in pairs(p.display) do

@@ -372,3 +372,34 @@ def test_return_and_void_by_hand(
     assert main([*base, "void", fresh_customer_id, "--store", "soho", "--txn", txn]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"void void:{txn} of {txn} at soho") and "-> 500" in out
+
+
+def test_points_by_hand_export_and_erasure(
+    capsys: pytest.CaptureFixture[str], demo_server: ServerThread, server_target: str, fresh_customer_id: str
+) -> None:
+    base = ["--target", server_target, "admin"]
+    before = int(profile_json(capsys, server_target, fresh_customer_id).get("points_balance", "0"))
+    adjust = [*base, "adjust-points", "--customer", fresh_customer_id, "--points", "25", "--reason", "missed receipt"]
+    code, out, err = run(capsys, *adjust, "--adjustment-id", f"adj-cli-{fresh_customer_id}")
+    assert code == 0, err
+    assert f"adjustment adj-cli-{fresh_customer_id}, adjusted " in out
+    assert f"points: +25, balance {before} -> {before + 25}" in out
+    code, out, err = run(capsys, *adjust, "--adjustment-id", f"adj-cli-{fresh_customer_id}")
+    assert code == 0 and "(replayed)" in out, err
+    code, out, err = run(capsys, *adjust[:-2], "--points", "-100000", "--reason", "too much")
+    assert code == 1 and "FAILED_PRECONDITION" in err
+
+    code, out, err = run(capsys, *base, "export-customer", fresh_customer_id)
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["customer_id"] == fresh_customer_id
+    assert document["live_profile"]["points_balance"] == before + 25
+
+    code, out, err = run(capsys, *base, "forget-customer", fresh_customer_id)
+    assert code == 2 and "--reason" in err  # the reason is required
+    demo_server.drain()  # erasure waits for her records to reach SQL
+    code, out, err = run(capsys, *base, "forget-customer", fresh_customer_id, "--reason", "erasure request 7")
+    assert code == 0, err
+    assert f"customer {fresh_customer_id} forgotten at " in out
+    code, out, err = run(capsys, *base, "export-customer", fresh_customer_id)
+    assert code == 1 and "NOT_FOUND" in err

@@ -36,6 +36,7 @@ from client import (
 from client.cli import format_money, parse_line, parse_price
 from client.client import IDEMPOTENT_METHODS, parse_channel, service_config
 from client.errors import from_rpc_error
+from tests.e2e.conftest import visit
 from tests.support.server_thread import ServerThread, key_for
 
 DRESS = ("1", "dress-1", "dresses", 1, 120_00)
@@ -400,3 +401,22 @@ def test_admin_upserts_and_archive(make_server: Callable[..., ServerThread]) -> 
             )
         )
         assert client.get_profile(customer.customer_id).tier == "silver"
+
+
+def test_points_export_and_erasure_from_python(demo_server: ServerThread) -> None:
+    with (
+        visit(demo_server) as v,
+        PosOffersClient(demo_server.target, timeout=5.0, api_key=demo_server.keys.admin) as pos,
+    ):
+        adjusted = pos.adjust_points(v.member, 10, "goodwill")
+        assert adjusted.adjustment_id.startswith("adj-") and not adjusted.replayed
+        again = pos.adjust_points(v.member, 10, "goodwill", adjustment_id=adjusted.adjustment_id)
+        assert again.replayed and again.balance_after == adjusted.balance_after
+        with pytest.raises(InvalidArgumentError) as refused:
+            pos.adjust_points(v.member, 10, "")
+        assert refused.value.field == "reason"
+        assert json.loads(pos.export_customer(v.member).json)["customer_id"] == v.member
+        demo_server.drain()
+        assert pos.forget_customer(v.member, "erasure request").customer_id == v.member
+        with pytest.raises(NotFoundError):
+            pos.export_customer(v.member)

@@ -127,14 +127,16 @@ def test_upserting_a_customer_keeps_sql_ledger_equal_to_balance(
 ) -> None:
     member = clone_samantha(admin_stub)
     stub.CommitPurchase(commit_request(basket(member, DRESS, SHOES)))
+    earned = stub.GetProfile(svc.GetProfileRequest(customer_id=member)).points_balance
     profile = customer_to_pb(demo_customer(member))
-    profile.points_balance = 2_000  # the CRM corrects her balance
+    profile.points_balance = earned  # the CRM re-sends her balance unchanged, with a new name
+    profile.display_name = "Sam"
     admin_stub.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))
     after = stub.GetProfile(svc.GetProfileRequest(customer_id=member))
-    assert after.points_balance == 2_000
+    assert (after.points_balance, after.display_name) == (earned, "Sam")
     assert "shoes" in after.categories_purchased  # an import adds categories, never forgets purchases
     demo_server.drain()
-    assert ledger_balance(demo_server.service.components.sql_engine, member) == 2_000
+    assert ledger_balance(demo_server.service.components.sql_engine, member) == earned
 
 
 def test_writer_restart_loses_nothing(make_server: Callable[..., ServerThread]) -> None:

@@ -61,11 +61,6 @@ def test_expiry_is_off_by_default(make_server: Callable[..., ServerThread]) -> N
 def test_points_that_come_back_after_an_expiry_expire_again_in_redis_and_sql(
     make_server: Callable[..., ServerThread],
 ) -> None:
-    from posoffers.v1 import admin_service_pb2 as admin_pb2
-
-    from server.demo import demo_customer
-    from server.rpc.convert import customer_to_pb
-
     server = make_server(demo_data=True, points_expire_after_days=1)
     with server.channel() as channel:
         admin = admin_grpc.OfferAdminStub(channel)
@@ -76,9 +71,10 @@ def test_points_that_come_back_after_an_expiry_expire_again_in_redis_and_sql(
         till.CommitPurchase(old_sale)
         server.drain()
         assert admin.ExpirePoints(admin_pb.ExpirePointsRequest()).points_expired == 620
-        profile = customer_to_pb(demo_customer(idle))
-        profile.points_balance = 300  # the CRM gives her points back, still without a purchase
-        admin.UpsertCustomer(admin_pb2.UpsertCustomerRequest(customer=profile))
+        # An operator gives her points back, still without a purchase.
+        admin.AdjustPoints(
+            admin_pb.AdjustPointsRequest(adjustment_id=f"adj-{idle}", customer_id=idle, points=300, reason="goodwill")
+        )
         server.drain()
         assert admin.ExpirePoints(admin_pb.ExpirePointsRequest()).points_expired == 300
         server.drain()

@@ -11,8 +11,6 @@ from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
-from server.demo import demo_customer
-from server.rpc.convert import customer_to_pb
 from tests.e2e.conftest import clone_samantha
 from tests.integration.sql_queries import ledger_balance
 from tests.support.builders import DRESS, SHOES, basket, commit_request
@@ -51,13 +49,16 @@ def test_every_change_is_an_entry_in_redis_and_sql_and_survives_a_rebuild(
                 lines=[svc.ReturnLine(line_id="dress-1", quantity=1)],
             )
         )
-        profile = customer_to_pb(demo_customer(member))
-        profile.points_balance = 1_000  # the CRM corrects the balance: another adjust
-        admin.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile))
+        # An operator's correction: repays the debt first, the rest reaches the balance.
+        admin.AdjustPoints(
+            admin_pb.AdjustPointsRequest(
+                adjustment_id=f"adj-{uuid.uuid4().hex[:8]}", customer_id=member, points=1_000, reason="goodwill"
+            )
+        )
         assert_ledger_adds_up(server, till, member)
 
         _, entries = redis_ledger(server, member)
-        assert [e["k"] for e in entries] == ["adjust", "earn", "bonus", "redeem", "reverse", "adjust"]
+        assert [e["k"] for e in entries] == ["adjust", "earn", "bonus", "redeem", "reverse", "adjustment"]
         server.drain()
         repo = server.service.components.sql_profiles
         now = till.GetProfile(svc.GetProfileRequest(customer_id=member))

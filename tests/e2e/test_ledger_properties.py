@@ -1,7 +1,8 @@
 """Stateful properties of points, returns and voids, end to end: random sequences of purchases (with and without
 redeemed points, sometimes earning the demo's double points, sometimes an offline till's sale of days ago),
-partial and full returns, voids, retries, and Redis losing the member, run against a real server (gRPC, Redis,
-the write-behind writer, SQLite or PostgreSQL), with and without a pending period.
+partial and full returns, voids, retries, manual adjustments (AdjustPoints) and Redis losing the member, run
+against a real server (gRPC, Redis, the write-behind writer, SQLite or PostgreSQL), with and without a pending
+period.
 
 A small model of the loyalty rules (docs/decisions.md: "Points and the ledger", "Returns and voids", "Pending
 points") predicts every receipt and the profile after each step; invariants that need no model are checked too:
@@ -32,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import admin_service_pb2_grpc as admin_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
@@ -290,6 +292,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
             categories=set(start.categories_purchased),
         )
         self.purchases: list[Bought] = []
+        self.adjusted = 0  # what AdjustPoints moved her ledger by
         self.ok = True  # every step so far passed: only then does teardown return everything and check
 
     # -- helpers --
@@ -382,6 +385,31 @@ class LoyaltyMachine(RuleBasedStateMachine):
     def purchase_with_points(self, lines: tuple[Line, ...], data: st.DataObject) -> None:
         redeem = data.draw(redeem_choices(self.account.available, sum(x.total for x in lines)), label="redeem")
         self._purchase(lines, redeem)
+
+    @rule(data=st.data())
+    @checked
+    def adjust_points(self, data: st.DataObject) -> None:
+        """An operator's correction: positive repays debt first, negative takes from what is available (more is
+        refused, changing nothing); a retry of the same adjustment replays it."""
+        a = self.account
+        points = data.draw(
+            st.one_of(st.integers(1, 5_000), st.integers(-a.available - 100, -1)).filter(bool), label="points"
+        )
+        request = admin_pb.AdjustPointsRequest(
+            adjustment_id=f"adj-{uuid.uuid4().hex[:12]}", customer_id=self.member, points=points, reason="property"
+        )
+        if -points > a.available:
+            assert code_of(lambda: self.admin.AdjustPoints(request)) is grpc.StatusCode.FAILED_PRECONDITION
+            return
+        adjusted = self.admin.AdjustPoints(request)
+        repaid = min(a.debt, points) if points > 0 else 0
+        assert (adjusted.balance_before, adjusted.points_debt_before) == (a.balance, a.debt)
+        a.balance, a.debt = a.balance + points - repaid, a.debt - repaid
+        assert (adjusted.balance_after, adjusted.points_debt_after) == (a.balance, a.debt)
+        self.adjusted += points
+        if data.draw(st.booleans(), label="retried"):
+            again = self.admin.AdjustPoints(request)
+            assert again.replayed and again.balance_after == adjusted.balance_after
 
     @precondition(lambda self: self.account.available > 0)
     @rule(extra=st.integers(0, 50_00))
@@ -621,10 +649,14 @@ class LoyaltyMachine(RuleBasedStateMachine):
                 self.check(sql=False)
         self.check(sql=True)
         end, start = self.profile(), self.start
+        # Every purchase returned: her ledger is what she started with plus the adjustments (a debt if they took
+        # points she then had to give back).
+        kept = start.points_balance - start.points_debt + self.adjusted
+        expected_balance, expected_debt = max(0, kept), max(0, -kept)
         assert (end.points_balance, end.points_debt, end.points_available, end.points_pending) == (
-            start.points_balance,
-            start.points_debt,
-            start.points_available,
+            expected_balance,
+            expected_debt,
+            expected_balance,
             0,
         )
         assert (end.lifetime_value_minor, end.spend_12m_minor) == (start.lifetime_value_minor, start.spend_12m_minor)
@@ -635,8 +667,8 @@ class LoyaltyMachine(RuleBasedStateMachine):
         )
         assert snapshot is not None
         assert (snapshot.points_balance, snapshot.points_debt, snapshot.lifetime_value_minor) == (
-            start.points_balance,
-            start.points_debt,
+            expected_balance,
+            expected_debt,
             start.lifetime_value_minor,
         )
 

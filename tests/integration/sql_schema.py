@@ -25,6 +25,7 @@ PROFILE_TABLES = (
     "settings",
     "refused_records",
     "api_keys",
+    "points_adjustments",
     "audit_events",
 )
 

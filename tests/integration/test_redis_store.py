@@ -268,7 +268,7 @@ async def test_an_import_for_a_member_redis_dropped_meanwhile_is_refused_not_cre
     """Her values would otherwise reach SQL as deltas on top of what SQL already holds (doubling them there)."""
     outbox = store.keys.outbox(store.keys.partition("m1"))
     before = await store.redis.xlen(outbox)
-    assert await store.upsert_customer(member(), crm_record("m1"), exists=True) is None
+    assert await store.upsert_customer(member(), crm_record("m1"), exists=True) == "missing"
     assert (await store.read("m1")).state is None and await store.redis.xlen(outbox) == before
     assert await store.upsert_customer(member(), crm_record("m1")) == (1000, 500)  # a new member: created
 
@@ -403,3 +403,39 @@ async def test_the_commit_script_refuses_a_day_limited_offer_used_up_meanwhile(s
     assert await commit_using("t2", after.state.version) == "stale"  # its state is current: only the day refuses
     tomorrow = await store.read("m1", now=NOW + timedelta(days=1))
     assert tomorrow.state is not None and tomorrow.state.offer_uses_today == {}
+
+
+async def test_an_erasure_drops_her_purchases_keys_and_hands_their_claims_on(store: CustomerStore) -> None:
+    """Her purchase at soho and its return: receipts gone (also as stored before store-scoped ids), claims the
+    anonymous id's; the same transaction and return ids at another store are someone else's and stay."""
+    await store.upsert_customer(member(), crm_record("m1"))
+    # NOW starts a velocity window (12:00): a second before is the last one, whose counters may still exist.
+    assert await commit(store, purchase("m1", "t0", store="tribeca"), now=NOW - timedelta(seconds=1)) == "ok"
+    assert await commit(store, purchase("m1", "t1")) == "ok"
+    k, ck = store.keys, store.keys.customer("m1")
+    velocity = [key async for key in store.redis.scan_iter(match=ck.profile + ":vel:*")]
+    assert len(velocity) == 4  # commits and stores, of this window and the last
+    tribeca = PurchaseKey("tribeca", "t1")
+    assert await store.claim_transaction(soho("t1"), "m1") == "m1"
+    assert await store.claim_return(soho("t1"), "r1", "m1") == "m1"
+    assert await store.claim_transaction(tribeca, "m2") == "m2"
+    assert await store.claim_return(tribeca, "r1", "m2") == "m2"
+    old = [ck.legacy_transaction("t1"), ck.legacy_return_record("r1"), ck.return_record(soho("t1"), "r1")]
+    for key in old:
+        await store.redis.hset(key, mapping={"digest": "d", "receipt": b"r"})
+    await store.redis.set(k.legacy_transaction_claim("t1"), "m1")
+    await store.redis.set(k.legacy_return_claim("r1"), "m1")
+    await store.redis.hset(k.rate_bucket("customer", "m1"), mapping={"m": 1, "t": 1})  # this call's, say
+    await store.redis.hdel(ck.unwritten, "m1")  # as the writer does once her records are in SQL
+    assert await store.begin_erasure("m1", now=NOW, mark_s=60)
+    await store.finish_erasure("m1", anonymous_id="forgotten-1", purchases=[soho("t1")], returns=[(soho("t1"), "r1")])
+    leftover = [ck.transaction(soho("t1")), *old, k.legacy_transaction_claim("t1"), k.legacy_return_claim("r1")]
+    leftover.append(k.rate_bucket("customer", "m1"))
+    assert await store.redis.exists(*leftover, ck.erasing()) == 0
+    # Nothing under her id is left but the receipt of the tribeca sale the test did not name.
+    left = [key async for key in store.redis.scan_iter(match=ck.profile + "*")]
+    assert left == [ck.transaction(PurchaseKey("tribeca", "t0")).encode()]
+    assert await store.redis.get(k.transaction_claim(soho("t1"))) == b"forgotten-1"
+    assert await store.redis.get(k.return_claim(soho("t1"), "r1")) == b"forgotten-1"
+    assert await store.redis.get(k.transaction_claim(tribeca)) == b"m2"
+    assert await store.redis.get(k.return_claim(tribeca, "r1")) == b"m2"

@@ -84,6 +84,8 @@ def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
         "RedisErrors",
         "OfferBudgetNearlyExhausted",
         "CatalogStale",
+        "AuthenticationOff",
+        "RefusedCallsHigh",
     }
     assert alerts - fired == set(), "alerts without a test that fires them"
     assert alerts - quiet == set(), "alerts without a test where they stay quiet"

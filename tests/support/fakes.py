@@ -20,16 +20,22 @@ from domain.access import ApiKey
 from domain.model import CustomerState, PurchaseFacts, PurchaseKey, Receipt, ReturnOutcome, Store
 from usecases.ports import (
     TIER_POLICY,
+    Adjustment,
+    AdjustmentOutcome,
+    AdjustResult,
     BudgetReservation,
     CatalogRecords,
     CommitResult,
     CustomerRead,
+    ErasedIds,
     HydrateResult,
     OfferOutbox,
     ReturnRead,
+    StoredAdjustment,
     StoredApiKey,
     StoredOffer,
     StoredTransaction,
+    UpsertStatus,
 )
 from usecases.snapshot import CustomerSnapshot, StoredReceipt
 
@@ -80,6 +86,7 @@ class _Customer:
     # What servers before store-scoped ids stored: transaction id -> receipt, return id -> return receipt.
     legacy_receipts: dict[str, StoredTransaction] = field(default_factory=dict)
     legacy_returns: dict[str, StoredTransaction] = field(default_factory=dict)
+    adjustments: dict[str, tuple[str, AdjustmentOutcome]] = field(default_factory=dict)  # id -> (digest, outcome)
 
 
 class FakeHotState:
@@ -90,6 +97,8 @@ class FakeHotState:
         self.customers: dict[str, _Customer] = {}
         self.claims: dict[PurchaseKey, str] = {}  # purchase -> customer
         self.return_claims: dict[tuple[PurchaseKey, str], str] = {}  # (purchase, return id) -> customer
+        self.adjustment_claims: dict[str, str] = {}
+        self.erasing: set[str] = set()  # customers being forgotten: not rebuilt meanwhile
         self.outbox: list[tuple[str, object]] = []  # (customer id, what changed): written when the test says so
         self.counters: dict[str, tuple[int, str]] = {}  # offer id -> (used, epoch)
         self.outbox_offers: list[tuple[PurchaseKey, str]] = []  # (purchase, offer id) of sales in the outbox
@@ -255,12 +264,74 @@ class FakeHotState:
         self.outbox.append((customer_id, "expiry"))
         return taken
 
-    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> bool:
-        if exists and state.customer_id not in self.customers:
-            return False
+    async def upsert_customer(self, state: CustomerState, *, exists: bool, now: datetime) -> UpsertStatus:
+        await self.gates.passing("upsert_customer")
+        held = self.customers.get(state.customer_id)
+        if exists and held is None:
+            return "missing"
+        if held is not None and held.state.points_balance != state.points_balance:
+            return "balance"  # only a new member's balance is set
         self.put(state)
         self.outbox.append((state.customer_id, "crm"))
+        return "ok"
+
+    async def claim_adjustment(self, adjustment_id: str, customer_id: str) -> str:
+        self.calls.append("claim_adjustment")
+        return self.adjustment_claims.setdefault(adjustment_id, customer_id)
+
+    async def adjust_points(self, adjustment: Adjustment, *, now: datetime) -> AdjustResult:
+        """As adjust_points.lua: once per id, debt repaid first, never below what is spendable."""
+        self.calls.append("adjust_points")
+        await self.gates.passing("adjust_points")
+        held = self.customers.get(adjustment.customer_id)
+        if held is None:
+            return AdjustResult("missing")
+        done = held.adjustments.get(adjustment.adjustment_id)
+        if done is not None:
+            return AdjustResult("replay", done[1]) if done[0] == adjustment.digest else AdjustResult("digest_mismatch")
+        state, points = held.state, adjustment.points
+        if points < 0 and state.points_available + points < 0:
+            return AdjustResult("insufficient", available=state.points_available)
+        repaid = min(state.points_debt, points) if points > 0 else 0
+        held.state = dataclasses.replace(
+            state,
+            points_balance=state.points_balance + points - repaid,
+            points_debt=state.points_debt - repaid,
+            version=next(self._versions),
+        )
+        outcome = AdjustmentOutcome(
+            adjustment.adjustment_id,
+            adjustment.customer_id,
+            points,
+            state.points_balance,
+            held.state.points_balance,
+            state.points_debt,
+            held.state.points_debt,
+            now,
+        )
+        held.adjustments[adjustment.adjustment_id] = (adjustment.digest, outcome)
+        self.outbox.append((adjustment.customer_id, adjustment))
+        return AdjustResult("ok", outcome)
+
+    async def begin_erasure(self, customer_id: str, *, now: datetime) -> bool:
+        if await self.has_pending_changes(customer_id):
+            return False
+        self.customers.pop(customer_id, None)
+        self.erasing.add(customer_id)
         return True
+
+    async def finish_erasure(self, customer_id: str, *, anonymous_id: str, erased: ErasedIds) -> None:
+        """Her keys went with begin_erasure (her _Customer); the claims of her ids pass to `anonymous_id`."""
+        for purchase in erased.purchases:
+            if purchase in self.claims:
+                self.claims[purchase] = anonymous_id
+        for returned in erased.returns:
+            if returned in self.return_claims:
+                self.return_claims[returned] = anonymous_id
+        for adjustment_id in erased.adjustment_ids:
+            if adjustment_id in self.adjustment_claims:
+                self.adjustment_claims[adjustment_id] = anonymous_id
+        self.erasing.discard(customer_id)
 
     async def has_pending_changes(self, customer_id: str) -> bool:
         self.calls.append("has_pending_changes")
@@ -271,7 +342,7 @@ class FakeHotState:
         await self.gates.passing("hydrate")
         if snapshot.customer_id in self.customers:
             return "present"
-        if await self.has_pending_changes(snapshot.customer_id):
+        if await self.has_pending_changes(snapshot.customer_id) or snapshot.customer_id in self.erasing:
             return "pending"
         self.put(
             CustomerState(
@@ -390,6 +461,7 @@ class FakeProfiles:
         self.snapshots: dict[str, CustomerSnapshot] = {}
         self.purchases: dict[PurchaseKey, StoredReceipt] = {}
         self.redemptions: dict[str, int] = {}
+        self.adjustments: dict[str, StoredAdjustment] = {}
         self.calls: list[str] = []
 
     async def load_customer(
@@ -418,6 +490,9 @@ class FakeProfiles:
 
     async def inactive_customers(self, *, cutoff: datetime, after_customer_id: str, limit: int) -> list[str]:
         return []
+
+    async def get_adjustment(self, adjustment_id: str) -> StoredAdjustment | None:
+        return self.adjustments.get(adjustment_id)
 
 
 class FakeApiKeys:

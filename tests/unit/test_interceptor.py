@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from domain.errors import DomainError, InvalidArgument, NotFound
 from server.rpc.authorization import Guard
-from server.rpc.interceptors import RequestFacts, ServerInterceptor
+from server.rpc.interceptors import RequestFacts, ServerInterceptor, status_of
 from telemetry import tracing
 from telemetry.logs import REQUEST_ID
 from tests.support.builders import DRESS, basket, commit_request
@@ -320,3 +320,8 @@ async def test_a_call_past_the_servers_own_limit_ends_deadline_exceeded() -> Non
     with pytest.raises(grpc.aio.AbortError):
         await (await wrap(own_timeout, limited))(REQUEST, context)
     assert context.aborted[0][0] is grpc.StatusCode.INTERNAL
+
+
+def test_an_rpc_of_the_contract_not_served_yet_is_unimplemented_not_internal() -> None:
+    assert status_of(NotImplementedError("Method not implemented!"))[0] is grpc.StatusCode.UNIMPLEMENTED
+    assert status_of(RuntimeError("boom"))[0] is grpc.StatusCode.INTERNAL

@@ -1,7 +1,7 @@
 """The audit log: admin changes, key changes, privacy requests, refused calls and velocity alerts, append-only.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 
 Hand-written to match store/sql_models.py; tests compare the migrated database with the models. The service
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
