@@ -82,9 +82,11 @@ def service_env(data_dir: Path, listen: str, metrics_listen: str) -> dict[str, s
         POS_OFFERS_METRICS_LISTEN=metrics_listen,
         POS_OFFERS_DATA_DIR=str(data_dir),
         POS_OFFERS_DEMO_DATA="1",
-        # drive_traffic calls about the one demo member ~100 times a second, as no till would: the default
-        # per-customer limit (5/s) is for real traffic, this run keeps the limit on but out of its way.
+        # drive_traffic calls about the one demo member ~100-200 times a second on one key, as no till would: the
+        # default limits (5/s per customer, 100/s per key) are for real traffic; this run keeps them on but out of
+        # its way.
         POS_OFFERS_RATE_LIMIT_PER_CUSTOMER="100000",
+        POS_OFFERS_RATE_LIMIT_PER_KEY="100000",
     )
     return env
 
