@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import re
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,9 +26,12 @@ from domain.errors import DomainError
 from server.config import Settings
 from store.keys import Keys
 from store.sql_api_keys import SqlApiKeys
-from store.sql_async import SqlApiKeyStore
+from store.sql_async import SqlApiKeyStore, SqlAuditStore
+from store.sql_audit import SqlAuditLog
 from store.sql_db import make_engine, migrate
 from usecases.api_keys import ApiKeys, KeyRing
+from usecases.audit import AuditTrail, new_event_id
+from usecases.ports import AuditEvent
 
 _DURATION = re.compile(r"(\d+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -100,6 +105,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _host_event(action: str, key: ApiKey, at: datetime) -> AuditEvent:
+    """The audit row of a change made on the server host: no key made it, the host's user did."""
+    return AuditEvent(
+        event_id=new_event_id(),
+        occurred_at=at,
+        action=f"host/keys.{action}",
+        key_name=f"host {getpass.getuser()}@{socket.gethostname()}"[:128],
+        target=key.key_id,
+        peer=socket.gethostname()[:128],
+        outcome="OK",
+        detail=json.dumps({"role": key.role.value, "stores": len(key.store_ids)}),
+    )
+
+
+async def _create(args: argparse.Namespace, keys: ApiKeys, trail: AuditTrail, at: datetime) -> None:
+    key, secret = await keys.create(
+        name=args.name,
+        role=Role(args.role),
+        store_ids=args.store,
+        expires_at=at + args.expires_in if args.expires_in else None,
+        rate_limit_per_second=args.rate_limit,
+    )
+    try:
+        await trail.record(_host_event("create", key, at))
+    except DomainError:
+        await keys.revoke(key.key_id)  # an unaudited key must not work; its secret is never shown
+        raise
+    if args.json:
+        print(json.dumps({"key_id": key.key_id, "secret": secret}))
+    else:
+        print(f"key_id: {key.key_id}\nrole:   {key.role.value}\nsecret: {secret}\n(shown once: store it now)")
+
+
+async def _list(args: argparse.Namespace, keys: ApiKeys) -> None:
+    rows = [_row(key) for key in await keys.list(include_revoked=args.all)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        stores = ",".join(row["store_ids"]) or "-"  # type: ignore[arg-type]
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        print(f"{row['key_id']}  {row['role']:<5}  {stores:<20}  {row['name']!s:<24}  {state}")
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(settings.sql_url, schema=settings.database_schema or None)
     await asyncio.to_thread(migrate, engine, schema=settings.database_schema or None)
@@ -110,29 +159,15 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return datetime.now(UTC)
 
     keys = ApiKeys(store, version, KeyRing(store, version, now), now)
+    trail = AuditTrail(SqlAuditStore(SqlAuditLog(engine)))
     try:
         if args.action == "create":
-            key, secret = await keys.create(
-                name=args.name,
-                role=Role(args.role),
-                store_ids=args.store,
-                expires_at=now() + args.expires_in if args.expires_in else None,
-                rate_limit_per_second=args.rate_limit,
-            )
-            if args.json:
-                print(json.dumps({"key_id": key.key_id, "secret": secret}))
-            else:
-                print(f"key_id: {key.key_id}\nrole:   {key.role.value}\nsecret: {secret}\n(shown once: store it now)")
+            await _create(args, keys, trail, now())
         elif args.action == "list":
-            rows = [_row(key) for key in await keys.list(include_revoked=args.all)]
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            for row in [] if args.json else rows:
-                stores = ",".join(row["store_ids"]) or "-"  # type: ignore[arg-type]
-                state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-                print(f"{row['key_id']}  {row['role']:<5}  {stores:<20}  {row['name']!s:<24}  {state}")
+            await _list(args, keys)
         else:
             key = await keys.revoke(args.key_id)
+            await trail.record(_host_event("revoke", key, now()))
             print(f"revoked {key.key_id} at {key.revoked_at.isoformat() if key.revoked_at else '?'}")
         if args.action != "list" and not version.moved:
             print("note: Redis not reachable; servers pick the change up within 30 s", file=sys.stderr)

@@ -69,10 +69,13 @@ def _validated(
 class KeyRing:
     """The keys every call is checked against, held in memory: no I/O on the call path."""
 
-    def __init__(self, store: ApiKeyStore, versions: ApiKeyVersions, clock: Clock) -> None:
+    def __init__(
+        self, store: ApiKeyStore, versions: ApiKeyVersions, clock: Clock, *, full_reload_s: float = FULL_RELOAD_S
+    ) -> None:
         self._store = store
         self._versions = versions
         self._clock = clock
+        self._full_reload_s = full_reload_s
         self._keys: dict[str, StoredApiKey] = {}
         self._version: int | None = None
         self._loaded_at = float("-inf")
@@ -104,15 +107,26 @@ class KeyRing:
         return key
 
     async def refresh(self, *, force: bool = False) -> None:
+        """Reloads the keys when the shared version moved, when forced, and every FULL_RELOAD_S whatever the
+        version says, also when the version cannot be read (Redis down): a key revoked in SQL then still stops
+        working within FULL_RELOAD_S."""
         async with self._lock:
-            version = await self._versions.api_keys_version()
             now = asyncio.get_running_loop().time()
-            if force or version != self._version or now - self._loaded_at > FULL_RELOAD_S:
+            try:
+                version: int | None = await self._versions.api_keys_version()
+            except Exception:
+                if not force and now - self._loaded_at <= self._full_reload_s:
+                    raise
+                log.warning("api key version unreadable; reloading the keys from their store anyway")
+                version = None
+            stale = now - self._loaded_at > self._full_reload_s
+            if force or version is None or version != self._version or stale:
                 records = await self._store.all_api_keys()
                 self._keys = {r.key.key_id: r for r in records}
-                if version != self._version:
+                if version is not None and version != self._version:
                     log.info("api keys loaded", extra={"version": version, "keys": len(records)})
-                self._version, self._loaded_at = version, now
+                self._version = version if version is not None else self._version
+                self._loaded_at = now
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
         while not stop.is_set():
@@ -167,6 +181,11 @@ class ApiKeys:
         return key
 
     async def _changed(self) -> None:
-        """Every server reloads at its next check of the version; this one at once."""
-        await self._versions.bump_api_keys_version()
+        """Every server reloads at its next check of the version; this one at once. The key of record is already
+        changed: when the version cannot be moved (Redis down) the other servers still reload it within
+        FULL_RELOAD_S, so the change stands rather than failing after the fact."""
+        try:
+            await self._versions.bump_api_keys_version()
+        except Exception:
+            log.warning("api key version not moved; other servers load the change within %s s", FULL_RELOAD_S)
         await self._ring.refresh(force=True)

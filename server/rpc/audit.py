@@ -10,14 +10,15 @@ a name, contact data or a location.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 
-from domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from server.rpc.authorization import CALLER, Guard
 from telemetry.logs import REQUEST_ID
 from usecases.audit import AuditTrail, RefusalTally, new_event_id
@@ -114,11 +115,21 @@ def peer_host(peer: str) -> str:
 class AdminAudit:
     """What the interceptor asks of the audit log: wrap an admin method, count a refusal."""
 
-    def __init__(self, trail: AuditTrail, tally: RefusalTally, guard: Guard | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        trail: AuditTrail,
+        tally: RefusalTally,
+        guard: Guard | None,
+        clock: Clock,
+        undo: Mapping[str, Callable[[Any], Awaitable[object]]] | None = None,
+    ) -> None:
+        """`undo`: per method, what takes back a change the audit log could not record when a retry cannot be
+        trusted to (CreateApiKey: a retry makes another key; the first, whose secret nobody saw, is revoked)."""
         self._trail = trail
         self._tally = tally
         self._guard = guard
         self._clock = clock
+        self._undo = undo or {}
 
     def wrap(self, method: str, inner: Behavior, status_of: StatusOf) -> Behavior:
         """`inner`, audited when `method` is an admin change."""
@@ -129,14 +140,28 @@ class AdminAudit:
             try:
                 response = await inner(request, context)
             except asyncio.CancelledError:
-                raise  # the caller left: it learns nothing, the status of the change is unknown to it too
+                # The caller left, or the server's call limit ended the call: the change may be done all the same
+                # (a script ran, a worker thread goes on), so it is recorded as CANCELLED, shielded from the
+                # cancellation, before the call ends.
+                await self._record_cancelled(method, request, context)
+                raise
             except Exception as exc:
                 await self._record(method, request, None, context, status_of(exc)[0].name, exc)
                 raise
-            await self._record(method, request, response, context, "OK", None)
+            try:
+                await self._record(method, request, response, context, "OK", None)
+            except Unavailable:
+                if (undo := self._undo.get(method)) is not None:
+                    await undo(response)
+                raise
             return response
 
         return behavior
+
+    async def _record_cancelled(self, method: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        row = asyncio.ensure_future(self._record(method, request, None, context, "CANCELLED", None))
+        with contextlib.suppress(Exception, asyncio.CancelledError):  # logged and counted by the trail
+            await asyncio.shield(row)
 
     async def _record(
         self,
@@ -179,7 +204,3 @@ class AdminAudit:
             outcome="UNAUTHENTICATED" if unauthenticated else "PERMISSION_DENIED",
             detail=json.dumps({"reason": reason}),
         )
-
-
-def is_refusal(exc: BaseException) -> bool:
-    return isinstance(exc, Unauthenticated | PermissionDenied)

@@ -31,6 +31,9 @@ def profile_fields(settings: Settings) -> ProfileFields:
     return ProfileFields(pos=settings.pos_profile_fields, app=settings.app_profile_fields)
 
 
+CREATE_KEY = "OfferAdmin/CreateApiKey"
+
+
 def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer, CoreDrops]:
     settings = c.settings
     narrowing = certificate_stores if settings.tls_client_ca else None  # mutual TLS: certificates name stores
@@ -41,7 +44,9 @@ def build_server(c: Components) -> tuple[grpc.aio.Server, HealthServicer, CoreDr
         facts=RequestFacts(settings.log_customer_ids, settings.log_hash_salt),
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         max_call_s=settings.max_call_ms / 1000,
-        audit=AdminAudit(c.audit, c.refusals, guard, c.clock),
+        audit=AdminAudit(
+            c.audit, c.refusals, guard, c.clock, undo={CREATE_KEY: lambda r: c.api_keys.revoke(r.key.key_id)}
+        ),
         limits=RateGate(c.rate_limiter),
     )
     drops = CoreDrops(lambda: interceptor.received)

@@ -168,6 +168,7 @@ DROP_REASONS = ("concurrency_limit",)
 """Why the service dropped a call unhandled: refused beyond POS_OFFERS_MAX_CONCURRENT_RPCS. (Calls the gRPC core drops
 never reach the service: server/rpc/dropped_calls.py counts them.)"""
 
+REVOKE_METHOD = "OfferAdmin/RevokeApiKey"  # must work while the limiter cannot be checked (Redis down)
 HEALTH_SERVICE = "grpc.health.v1.Health"  # exempt from authentication: load balancers and probes carry no key
 
 
@@ -475,7 +476,7 @@ class _ObservedUnary:
         if request is not UNDECODABLE:
             self._guard.check_store(key, self._policy_name, request, context)
         if self._limits is not None:
-            await self._limits.admit(key, request)
+            await self._limits.admit(key, request, revoking=self._policy_name == REVOKE_METHOD)
 
     def _finish(self, call: _Call) -> None:
         """Metrics, the access log line and the span's status code, once the call's status is known."""

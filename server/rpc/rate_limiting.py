@@ -47,7 +47,9 @@ class RateGate:
     def __init__(self, limiter: RateLimiter) -> None:
         self._limiter = limiter
 
-    async def admit(self, key: ApiKey, request: Any) -> None:
+    async def admit(self, key: ApiKey, request: Any, *, revoking: bool = False) -> None:
+        """`revoking`: a RevokeApiKey call, let through unchecked when the limits cannot be checked (an admin call
+        otherwise fails closed): revoking a stolen key must work during a Redis outage."""
         role = key.role.value
         try:
             admission = await self._limiter.admit(key, customer_of(request))
@@ -56,6 +58,8 @@ class RateGate:
             raise
         except Unavailable:
             metrics.RATE_LIMIT_UNCHECKED.labels(role).inc()
+            if revoking:
+                return
             raise
         if admission == "unchecked":
             metrics.RATE_LIMIT_UNCHECKED.labels(role).inc()

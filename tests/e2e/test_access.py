@@ -314,6 +314,11 @@ def test_the_server_host_makes_the_first_admin_key(make_server: Callable[..., Se
         assert made["key_id"] in listed and "till 9" in listed and made["secret"] not in listed
         keys("revoke", made["key_id"])
         wait_until(lambda: not _answers(till), timeout=2.0, message="the CLI's revocation on the running server")
+    with server.channel(ADMIN) as channel:
+        events = admin_grpc.OfferAdminStub(channel).ListAuditEvents(admin_pb.ListAuditEventsRequest()).events
+    host = [(e.action, e.outcome) for e in events if e.target == made["key_id"]]
+    assert host == [("host/keys.create", "OK"), ("host/keys.revoke", "OK")]  # made on the host, audited all the same
+    assert all(e.key_name.startswith("host ") and made["secret"] not in str(e) for e in events)
 
 
 _HOST_SETTINGS = {"POS_OFFERS_DATABASE_URL", "POS_OFFERS_REDIS_URL", "POS_OFFERS_REDIS_PREFIX", "POS_OFFERS_DATA_DIR"}

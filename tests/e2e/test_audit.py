@@ -100,13 +100,27 @@ def test_creating_and_revoking_a_key_is_audited_without_the_secret(make_server: 
     assert all(created.secret not in str(e) for e in events)
 
 
-def test_when_the_audit_log_cannot_be_written_the_change_is_refused_unavailable(make_server: ServerFactory) -> None:
+def test_when_the_audit_log_cannot_be_written_the_caller_is_told_to_retry_and_no_unseen_key_works(
+    make_server: ServerFactory,
+) -> None:
+    """The change itself stands (an idempotent upsert: the retry writes the row); a key whose creation could not be
+    audited is revoked at once (its secret was never shown, and a retry makes another)."""
     server = make_server()
     with server.service.components.sql_engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE audit_events RENAME TO audit_events_gone"))
-    with server.channel() as channel, pytest.raises(grpc.RpcError) as failed:
-        admin_grpc.OfferAdminStub(channel).UpsertStore(admin_pb.UpsertStoreRequest(store=store("audit-2")))
-    assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+    with server.channel() as channel:
+        admin = admin_grpc.OfferAdminStub(channel)
+        with pytest.raises(grpc.RpcError) as failed:
+            admin.UpsertStore(admin_pb.UpsertStoreRequest(store=store("audit-2")))
+        assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "audit-2" in server.run(server.service.components.catalog.refresh(force=True)).stores
+        before = {k.key_id for k in admin.ListApiKeys(admin_pb.ListApiKeysRequest()).keys}
+        with pytest.raises(grpc.RpcError) as unaudited:
+            admin.CreateApiKey(admin_pb.CreateApiKeyRequest(key=admin_pb.ApiKey(role=admin_pb.API_KEY_ROLE_APP)))
+        assert unaudited.value.code() is grpc.StatusCode.UNAVAILABLE
+        every = admin.ListApiKeys(admin_pb.ListApiKeysRequest(include_revoked=True)).keys
+        (made,) = [k for k in every if k.key_id not in before and k.role == admin_pb.API_KEY_ROLE_APP]
+        assert made.HasField("revoked_at")
 
 
 def test_refused_calls_reach_the_audit_log_aggregated_through_redis_never_sql_on_the_till_path(

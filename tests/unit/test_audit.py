@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,8 +16,8 @@ from posoffers.v1 import admin_service_pb2 as admin_pb
 from posoffers.v1 import types_pb2 as pb
 
 from domain.errors import InvalidArgument
-from server.rpc.audit import audited, detail_of, peer_host, target_of
-from usecases.audit import RefusalTally, decode_token, encode_token
+from server.rpc.audit import AdminAudit, audited, detail_of, peer_host, target_of
+from usecases.audit import AuditTrail, RefusalTally, decode_token, encode_token
 from usecases.ports import AuditEvent, AuditPosition
 
 T0 = datetime(2026, 12, 1, 10, 0, 30, tzinfo=UTC)
@@ -101,3 +103,49 @@ def test_refusals_aggregate_per_address_not_per_connection() -> None:
     assert peer_host("ipv4:10.0.0.5:53122") == "ipv4:10.0.0.5"
     assert peer_host("ipv6:[::1]:53122") == "ipv6:[::1]"
     assert peer_host("unix:/tmp/sock") == "unix:/tmp/sock"
+
+
+class AuditTable:
+    def __init__(self) -> None:
+        self.rows: list[AuditEvent] = []
+
+    async def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        self.rows.extend(events)
+
+    async def audit_events(
+        self, *, since: datetime | None, key_id: str, after: AuditPosition | None, limit: int
+    ) -> list[AuditEvent]:
+        return self.rows[:limit]
+
+
+class Peer:
+    def peer(self) -> str:
+        return "ipv4:10.0.0.7:51234"
+
+
+async def test_an_admin_change_cut_short_is_audited_as_cancelled() -> None:
+    """The caller left (or the server's call limit ended it) after the change may have been made: it is recorded."""
+    table = AuditTable()
+    audit = AdminAudit(AuditTrail(table), RefusalTally(Outbox(), lambda: T0), None, lambda: T0)
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def slow_erasure(request: Any, context: Any) -> object:
+        started.set()
+        await never.wait()
+        return None
+
+    wrapped = audit.wrap("OfferAdmin/ForgetCustomer", slow_erasure, lambda exc: (grpc.StatusCode.INTERNAL, ""))
+    call = asyncio.ensure_future(
+        wrapped(admin_pb.ForgetCustomerRequest(customer_id="c-1", reason="r"), cast(Any, Peer()))
+    )
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    ((row,),) = [table.rows]
+    assert (row.action, row.target, row.outcome, row.peer) == (
+        "OfferAdmin/ForgetCustomer",
+        "c-1",
+        "CANCELLED",
+        "ipv4:10.0.0.7:51234",
+    )
