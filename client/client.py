@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,7 +18,7 @@ from posoffers.v1 import admin_service_pb2, admin_service_pb2_grpc, offer_servic
 
 from client.auth import api_key_from_env, bearer_metadata
 from client.errors import REQUEST_ID_KEY, PosOffersError, ResourceExhaustedError, from_rpc_error
-from client.tls import channel_credentials, open_channel
+from client.tls import channel_credentials, is_loopback_target, open_channel
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -179,6 +180,7 @@ class PosOffersClient:
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        allow_plaintext: bool | None = None,
     ) -> None:
         """`api_key`: the secret of an API key (default: $POS_OFFERS_API_KEY); every call sends it as
         `authorization: Bearer <secret>`. Without one every call but health checks is UNAUTHENTICATED.
@@ -186,7 +188,10 @@ class PosOffersClient:
         TLS (client/tls.py): `tls_ca` is the PEM file of the CA that signed the server's certificate (default
         $POS_OFFERS_TLS_CA, else the system's roots); `tls_cert` and `tls_key` the till's own certificate and key
         for a server that requires mutual TLS (default $POS_OFFERS_TLS_CLIENT_CERT/KEY). Any of them, or
-        `tls=True` ($POS_OFFERS_TLS=1), makes the channel TLS; a file that cannot be read is a ValueError."""
+        `tls=True` ($POS_OFFERS_TLS=1), makes the channel TLS; a file that cannot be read is a ValueError.
+
+        A key is never sent in plaintext beyond this machine: a non-loopback target without TLS is a ValueError
+        unless `allow_plaintext=True` ($POS_OFFERS_ALLOW_PLAINTEXT=1: a proxy or mesh on the way adds TLS)."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if not 1 <= max_attempts <= _MAX_GRPC_ATTEMPTS:
@@ -202,6 +207,13 @@ class PosOffersClient:
         self._has_request_id = any(key == REQUEST_ID_KEY for key, _ in self._metadata)
         credentials = channel_credentials(tls=tls, ca=tls_ca, cert=tls_cert, key=tls_key)
         self.tls = credentials is not None
+        if allow_plaintext is None:
+            allow_plaintext = os.environ.get("POS_OFFERS_ALLOW_PLAINTEXT", "").strip() in {"1", "true", "yes"}
+        if secret and not self.tls and not allow_plaintext and not is_loopback_target(target):
+            raise ValueError(
+                f"refusing to send an API key in plaintext to {target}: use TLS (tls=True, tls_ca=...) or, behind a "
+                "proxy that adds it, allow_plaintext=True (POS_OFFERS_ALLOW_PLAINTEXT=1)"
+            )
         options: list[tuple[str, object]] = [
             ("grpc.enable_retries", 1),
             ("grpc.service_config", service_config(max_attempts)),

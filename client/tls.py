@@ -7,6 +7,7 @@ so they never pick up the server's POS_OFFERS_TLS_CERT/KEY on a host that runs b
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Final
@@ -60,3 +61,18 @@ def open_channel(
     if credentials is None:
         return grpc.insecure_channel(target, options=options)
     return grpc.secure_channel(target, credentials, options=options)
+
+
+def is_loopback_target(target: str) -> bool:
+    """Whether a gRPC target only reaches this machine (loopback address, localhost or a unix socket)."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = target.split("///", 1)[-1].removeprefix("ipv4:").removeprefix("ipv6:")
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -200,6 +200,9 @@ def validate_customer(customer: CustomerState) -> None:
     validate_id(customer.customer_id, "customer.customer_id")
     _validate_amount(customer.lifetime_value_minor, "customer.lifetime_value_minor")
     _validate_amount(customer.points_balance, "customer.points_balance")
+    if customer.points_balance > MAX_ADJUSTMENT_POINTS:
+        # An opening balance is a manual grant of points: no larger than one AdjustPoints may be.
+        raise InvalidArgument("customer.points_balance", f"an opening balance is at most {MAX_ADJUSTMENT_POINTS}")
     _validate_text(customer.display_name, "customer.display_name", max_len=256, blank_ok=True)
     _validate_text(customer.tier, "customer.tier", max_len=MAX_CATEGORY_LEN, blank_ok=True)
     _validate_non_negative(customer.purchase_count, "customer.purchase_count")

@@ -174,6 +174,7 @@ class ApiKeys:
         return [k for k in keys if include_revoked or k.revoked_at is None]
 
     async def revoke(self, key_id: str) -> ApiKey:
+        validate_id(key_id, "key_id")
         key = await self._store.revoke_api_key(key_id, self._clock())
         if key is None:
             raise NotFound("API key", key_id)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from domain.errors import InvalidArgument, Unavailable
+from domain.validation import validate_id
 from telemetry import metrics
 from usecases.ports import AuditEvent, AuditLog, AuditOutbox, AuditPosition, Clock
 
@@ -72,6 +73,8 @@ class AuditTrail:
         """Oldest first; the token of the next page ("" after the last)."""
         if page_size < 0:
             raise InvalidArgument("page_size", "must not be negative")
+        if key_id:
+            validate_id(key_id, "key_id")
         limit = min(page_size or DEFAULT_PAGE, MAX_PAGE)
         after = decode_token(page_token)
         events = await self._log.audit_events(since=since, key_id=key_id, after=after, limit=limit + 1)

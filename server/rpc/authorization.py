@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from domain.access import ApiKey, Role, StoreScope, acts_for_store, grant_for, may_call
-from domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from domain.errors import PermissionDenied, Unauthenticated
 from usecases.api_keys import KeyRing
 
 CALLER: ContextVar[ApiKey | None] = ContextVar("pos_offers_caller", default=None)
@@ -47,10 +47,11 @@ def _store_of(scope: StoreScope, request: Any, key: ApiKey) -> tuple[str, str]:
         return "basket.store_id", request.basket.store_id
     if scope is StoreScope.PURCHASE:
         return "store_id", request.store_id
-    returning = request.returning_store_id or only_store(key)
-    if not returning:
-        raise InvalidArgument("returning_store_id", "is required: this key acts for several stores")
-    return "returning_store_id", returning
+    # A key of several stores must name the one taking the goods back: without it, it acts for no store (a
+    # permission refusal, before the rate limits and validation, as every store check).
+    return "returning_store_id (name it: this key acts for several stores)", request.returning_store_id or only_store(
+        key
+    )
 
 
 class Guard:

@@ -169,6 +169,7 @@ DROP_REASONS = ("concurrency_limit",)
 never reach the service: server/rpc/dropped_calls.py counts them.)"""
 
 REVOKE_METHOD = "OfferAdmin/RevokeApiKey"  # must work while the limiter cannot be checked (Redis down)
+REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 HEALTH_SERVICE = "grpc.health.v1.Health"  # exempt from authentication: load balancers and probes carry no key
 
 
@@ -263,15 +264,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
 def _guarded_stream(
     handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails, guard: Guard
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A streaming method (server reflection) answered only for a valid key of any role."""
-    _, method = short_method(details.method)
+    """A streaming method: server reflection for a valid key of any role (describing the contract moves nothing);
+    any other (none is served today) only for the roles the policy names, so admin-only until its issue opens it."""
+    service, method = short_method(details.method)
 
     async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
         try:
-            guard.admit_any(details.invocation_metadata)
-        except Unauthenticated as exc:
+            if service == REFLECTION_SERVICE:
+                guard.admit_any(details.invocation_metadata)
+            else:
+                guard.admit(method, details.invocation_metadata)
+        except (Unauthenticated, PermissionDenied) as exc:
             _count_refusal(method, exc)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            code = _STATUS_OF_REFUSAL[type(exc)]
+            await context.abort(code, exc.message)
 
     codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
     if handler.stream_unary is not None:
@@ -292,6 +298,12 @@ def _guarded_stream(
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(answers, **codec)
     return grpc.unary_stream_rpc_method_handler(answers, **codec)
+
+
+_STATUS_OF_REFUSAL = {
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+}
 
 
 def _count_refusal(method: str, exc: Exception) -> None:

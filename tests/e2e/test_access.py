@@ -334,3 +334,19 @@ def test_authentication_off_works_only_on_loopback_and_says_so(
     with grpc.insecure_channel(server.target) as channel:  # the only test without a key: it shows the setting
         profile = svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id="samantha"))
     assert profile.customer_id == "samantha"
+
+
+def test_a_till_key_of_several_stores_must_name_the_returning_store(demo_server: ServerThread) -> None:
+    request = svc.ReturnPurchaseRequest(
+        return_id="r-1", transaction_id="t-1", customer_id="samantha", store_id="soho", lines=[svc.ReturnLine()]
+    )
+    with demo_server.channel(POS) as channel:  # the test till key acts for several stores
+        till = svc_grpc.OfferServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as unnamed:
+            till.ReturnPurchase(request)
+        assert unnamed.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "returning_store_id" in (unnamed.value.details() or "")
+        request.returning_store_id = "soho"
+        with pytest.raises(grpc.RpcError) as named:
+            till.ReturnPurchase(request)
+        assert named.value.code() is grpc.StatusCode.NOT_FOUND  # past the checks: no such purchase

@@ -420,3 +420,12 @@ def test_points_export_and_erasure_from_python(demo_server: ServerThread) -> Non
         assert pos.forget_customer(v.member, "erasure request").customer_id == v.member
         with pytest.raises(NotFoundError):
             pos.export_customer(v.member)
+
+
+def test_a_key_is_never_sent_in_plaintext_beyond_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POS_OFFERS_ALLOW_PLAINTEXT", raising=False)
+    with pytest.raises(ValueError, match="plaintext"):
+        PosOffersClient("10.0.0.7:50051", api_key="pok_x_y")
+    PosOffersClient("10.0.0.7:50051", api_key="pok_x_y", allow_plaintext=True).close()  # a TLS proxy on the way
+    PosOffersClient("10.0.0.7:50051", api_key="pok_x_y", tls=True).close()
+    PosOffersClient("127.0.0.1:50051", api_key="pok_x_y").close()

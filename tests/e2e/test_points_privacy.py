@@ -73,8 +73,12 @@ def books_balance(server: ServerThread, v: Visit, customer_id: str = "") -> None
 def test_an_import_of_a_billion_points_no_longer_changes_an_existing_members_balance(demo_server: ServerThread) -> None:
     with visit(demo_server) as v:
         before = v.profile()
+        newcomer = customer_to_pb(demo_customer(f"{v.member}-new"))
+        newcomer.points_balance = 1_000_000_000  # not even as an opening balance
+        error = refused(lambda: v.admin.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=newcomer)))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT and "customer.points_balance" in (error.details() or "")
         profile = customer_to_pb(demo_customer(v.member))
-        profile.points_balance = 1_000_000_000
+        profile.points_balance = 9_000_000  # an opening balance a new member could get; she is not new
         profile.display_name = "Mallory"
         error = refused(lambda: v.admin.UpsertCustomer(admin_pb.UpsertCustomerRequest(customer=profile)))
         assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
