@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import uuid
@@ -98,6 +99,10 @@ class TallyKey:
     detail: str = "{}"
 
 
+MAX_TALLY_ENTRIES = 10_000  # distinct (minute, key, method, peer, reason) held at once
+OVERFLOW_PEER = "(more peers than the tally holds)"
+
+
 class RefusalTally:
     """Counts till-path audit events (refused calls, velocity alerts) in memory per minute; `flush` sends each
     finished minute to Redis as one entry per distinct event, with its count. No I/O when counting."""
@@ -119,7 +124,12 @@ class RefusalTally:
         detail: str = "{}",
     ) -> None:
         minute = self._clock().replace(second=0, microsecond=0)
-        self._counts[TallyKey(minute, key_id, key_name, action, target, peer, outcome, detail)] += 1
+        entry = TallyKey(minute, key_id, key_name, action, target, peer, outcome, detail)
+        if entry not in self._counts and len(self._counts) >= MAX_TALLY_ENTRIES:
+            # Many peers (or a long Redis outage) must not grow memory without bound: the rest of them are
+            # counted under one entry whose peer says so.
+            entry = dataclasses.replace(entry, peer=OVERFLOW_PEER, key_id="", key_name="")
+        self._counts[entry] += 1
 
     @property
     def pending(self) -> int:

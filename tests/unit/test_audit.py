@@ -149,3 +149,14 @@ async def test_an_admin_change_cut_short_is_audited_as_cancelled() -> None:
         "CANCELLED",
         "ipv4:10.0.0.7:51234",
     )
+
+
+def test_the_tally_holds_a_bounded_number_of_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("usecases.audit.MAX_TALLY_ENTRIES", 3)
+    outbox = Outbox()
+    tally = RefusalTally(outbox, lambda: T0)
+    for n in range(10):  # ten peers probing in one minute
+        tally.count("refused.unauthenticated", peer=f"10.0.0.{n}", outcome="UNAUTHENTICATED")
+    asyncio.run(tally.flush(everything=True))
+    assert [(e.peer, e.count) for e in outbox.sent][-1] == ("(more peers than the tally holds)", 7)
+    assert len(outbox.sent) == 4 and sum(e.count for e in outbox.sent) == 10  # nothing lost, memory bounded
