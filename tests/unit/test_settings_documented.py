@@ -1,0 +1,16 @@
+"""Every setting is documented where operators look: a row of the README's settings table."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+from server.config import Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_setting_has_a_row_in_the_readme() -> None:
+    table = [line for line in README.read_text().splitlines() if line.startswith("| `POS_OFFERS_")]
+    named = {line.split("`")[1] for line in table}
+    assert {f"POS_OFFERS_{f.name.upper()}" for f in fields(Settings)} - named == set()
