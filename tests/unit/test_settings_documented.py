@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -12,5 +13,6 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_every_setting_has_a_row_in_the_readme() -> None:
     table = [line for line in README.read_text().splitlines() if line.startswith("| `POS_OFFERS_")]
-    named = {line.split("`")[1] for line in table}
+    first_cells = [line.split("|")[1] for line in table]
+    named = {name for cell in first_cells for name in re.findall(r"`(POS_OFFERS_\w+)`", cell)}
     assert {f"POS_OFFERS_{f.name.upper()}" for f in fields(Settings)} - named == set()
