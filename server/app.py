@@ -52,6 +52,16 @@ def _record_catalog(catalog: Catalog) -> None:
     metrics.CATALOG_LOADED_AT.set(time.time())
 
 
+def _lower_priority(pid: int, nice: int) -> None:
+    """Runs the writer child below the server (CPU): the till path first, the write-behind when a core is free."""
+    if nice <= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    except OSError as exc:  # the child already gone (restarted by the loop), or a platform without it
+        log.warning("cannot lower the writer's priority: %s", exc)
+
+
 @dataclass
 class Service:
     """A running pos-offers server; `await Service.start(settings)` then `await service.stop()`."""
@@ -153,6 +163,7 @@ class Service:
                 sys.executable, "-m", "server.writer_main", env=env, stdin=asyncio.subprocess.DEVNULL
             )
             self.writer_pid = child.pid
+            _lower_priority(child.pid, self.settings.writer_nice)
             started = time.monotonic()
             waiter = asyncio.ensure_future(child.wait())
             stopper = asyncio.ensure_future(self._stop.wait())

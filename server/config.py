@@ -117,6 +117,9 @@ class Settings:
     writer_process: bool = True
     """That writer is a child process with its own interpreter, so SQL work never stalls the till path;
     0 runs it on the server's event loop (tests)."""
+    writer_nice: int = 10
+    """The writer child's scheduling niceness, added to the server's (0: the same priority): the write-behind can
+    lag by a few batches, the till path cannot; on a busy host the kernel then runs the server first."""
     writer_batch: int = 200
     """Outbox entries read per partition per writer pass."""
     writer_idle_ms: int = 100
@@ -275,6 +278,8 @@ class Settings:
             raise ValueError("POS_OFFERS_MAX_CONCURRENT_RPCS must be 0 (no bound) or positive")
         self._validate_transport()
         self._validate_access()
+        if not 0 <= self.writer_nice <= 19:
+            raise ValueError("POS_OFFERS_WRITER_NICE must be between 0 and 19")
         if self.partitions < 1:
             raise ValueError("POS_OFFERS_PARTITIONS must be at least 1")
         if self.log_customer_ids not in {"hash", "omit"}:
