@@ -12,8 +12,9 @@ from server.bootstrap import Components
 from server.config import Settings
 from server.rpc.audit import AdminAudit
 from server.rpc.authorization import Guard
+from server.rpc.call_facts import RequestFacts
 from server.rpc.dropped_calls import CoreDrops
-from server.rpc.interceptors import RequestFacts, ServerInterceptor, initialize_rpc_metrics
+from server.rpc.interceptors import ServerInterceptor, initialize_rpc_metrics
 from server.rpc.profile_fields import ProfileFields
 from server.rpc.rate_limiting import RateGate
 from server.rpc.servicers import AdminServicer, OfferServicer

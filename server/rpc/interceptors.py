@@ -1,18 +1,16 @@
-"""Cross-cutting RPC work in one place: request id, domain error -> status mapping, metrics, access log.
+"""Cross-cutting RPC work in one place: request id, the concurrency bound, keys and permissions, rate limits,
+the server's call limit, domain error -> status mapping (statuses.py), metrics, the access log (call_facts.py).
 
 Handlers raise domain errors; this interceptor turns each into one clear gRPC status. Anything unexpected
-becomes INTERNAL with the request id (the stack trace goes to the log, never to the caller).
+becomes INTERNAL with the request id (the stack trace goes to the log, never to the caller). Streaming methods
+are guarded in guarded_streams.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,56 +18,26 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import OperationalError
 
 from domain.access import ApiKey
 from domain.errors import (
-    AlreadyExists,
-    Conflict,
     DeadlineExceeded,
-    DomainError,
-    FailedPrecondition,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
-    Unavailable,
 )
 from domain.limits import RateLimited
 from server.rpc.audit import AdminAudit
 from server.rpc.authorization import CALLER, Guard
+from server.rpc.call_facts import MAX_MESSAGE_CHARS, RequestFacts, bounded, request_id_of
+from server.rpc.guarded_streams import count_refusal, guarded_stream, short_method
 from server.rpc.rate_limiting import RateGate, retry_trailers
+from server.rpc.statuses import status_of
 from telemetry import metrics, tracing
 from telemetry.logs import REQUEST_ID
 
 log = logging.getLogger("pos_offers.access")
-
-
-_STATUS_OF: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (Conflict, grpc.StatusCode.ABORTED),
-    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-)
-
-
-# A status message or log field quotes at most this much of what the caller sent: a 1 MB field must not come back
-# in a status (some clients drop a connection over ~64 kB of trailers) nor fill the log.
-MAX_MESSAGE_CHARS = 300
-MAX_FACT_CHARS = 128  # as long as an id may be (validate_id)
-
-
-def bounded(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _Undecodable:
@@ -96,60 +64,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return decode
 
 
-def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    for kind, code in _STATUS_OF:
-        if isinstance(exc, kind):
-            return code, exc.message
-    if isinstance(exc, DomainError):
-        return grpc.StatusCode.FAILED_PRECONDITION, exc.message
-    if isinstance(exc, NotImplementedError):  # a method of the contract this server does not implement (yet)
-        return grpc.StatusCode.UNIMPLEMENTED, "not implemented by this server"
-    # Only "cannot reach it" is UNAVAILABLE (clients retry that); a script or data error is INTERNAL.
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OperationalError | ConnectionError):
-        return grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry"
-    return grpc.StatusCode.INTERNAL, "internal error"
-
-
-_PRINTABLE_ID = re.compile(r"[\x20-\x7e]{1,128}")
-
-
-def _request_id(details: grpc.HandlerCallDetails) -> tuple[str, bool]:
-    """(the call's request id, whether the caller's was usable). The caller's id comes back in the trailers, which
-    gRPC sends only in printable ASCII: a tab or a non-ASCII byte there ended the call INTERNAL (and 1 MB of it
-    would fill the log). A malformed one is answered INVALID_ARGUMENT under a fresh id."""
-    for key, value in details.invocation_metadata or ():
-        if key == "x-request-id" and value:
-            if isinstance(value, str) and _PRINTABLE_ID.fullmatch(value):
-                return value, True
-            return uuid.uuid4().hex, False
-    return uuid.uuid4().hex, True
-
-
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-
-
-class RequestFacts:
-    """Where a request comes from, for the access log: store, terminal and (hashed, or no) customer."""
-
-    def __init__(self, customer_ids: str, salt: str) -> None:
-        self._hash_customers = customer_ids == "hash"
-        # Without a configured salt, a random one per process: hashes then cannot be looked up from a list of
-        # ids (but only correlate within one process). Set POS_OFFERS_LOG_HASH_SALT to correlate across servers.
-        self._salt = salt.encode() or os.urandom(16)
-
-    def of(self, request: Any) -> dict[str, str]:
-        try:
-            source = request.basket if "basket" in request.DESCRIPTOR.fields_by_name else request
-            names = source.DESCRIPTOR.fields_by_name
-        except AttributeError:  # not a protobuf message
-            return {}
-        facts = {
-            key: bounded(getattr(source, key), MAX_FACT_CHARS) for key in ("store_id", "terminal_id") if key in names
-        }
-        customer = getattr(source, "customer_id", "") if "customer_id" in names else ""
-        if customer and self._hash_customers:
-            facts["customer_hash"] = hashlib.sha256(self._salt + customer.encode()).hexdigest()[:16]
-        return {k: v for k, v in facts.items() if v}
 
 
 def initialize_rpc_metrics(services: Sequence[ServiceDescriptor]) -> None:
@@ -169,14 +84,7 @@ DROP_REASONS = ("concurrency_limit",)
 never reach the service: server/rpc/dropped_calls.py counts them.)"""
 
 REVOKE_METHOD = "OfferAdmin/RevokeApiKey"  # must work while the limiter cannot be checked (Redis down)
-REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 HEALTH_SERVICE = "grpc.health.v1.Health"  # exempt from authentication: load balancers and probes carry no key
-
-
-def short_method(full_method: str) -> tuple[str, str]:
-    """("posoffers.v1.OfferService", "OfferService/CommitPurchase") from "/posoffers.v1.OfferService/CommitPurchase"."""
-    service, method = full_method.lstrip("/").split("/", 1)
-    return service, f"{service.rsplit('.', 1)[-1]}/{method}"
 
 
 class CallBound:
@@ -235,7 +143,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
         if handler.unary_unary is None:
             if service == HEALTH_SERVICE or self._guard is None:
                 return handler  # health Watch: exempt; streaming calls are otherwise left as gRPC runs them
-            return _guarded_stream(handler, handler_call_details, self._guard)  # reflection: any valid key
+            return guarded_stream(handler, handler_call_details, self._guard)  # reflection: any valid key
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are coroutines
         if self._audit is not None:
             inner = self._audit.wrap(short_method(handler_call_details.method)[1], inner, status_of)
@@ -259,57 +167,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
-
-
-def _guarded_stream(
-    handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails, guard: Guard
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """A streaming method: server reflection for a valid key of any role (describing the contract moves nothing);
-    any other (none is served today) only for the roles the policy names, so admin-only until its issue opens it."""
-    service, method = short_method(details.method)
-
-    async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        try:
-            if service == REFLECTION_SERVICE:
-                guard.admit_any(details.invocation_metadata)
-            else:
-                guard.admit(method, details.invocation_metadata)
-        except (Unauthenticated, PermissionDenied) as exc:
-            _count_refusal(method, exc)
-            code = _STATUS_OF_REFUSAL[type(exc)]
-            await context.abort(code, exc.message)
-
-    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.stream_unary is not None:
-        stream_unary: Any = handler.stream_unary
-
-        async def one_answer(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await admit(context)
-            return await stream_unary(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(one_answer, **codec)
-    inner: Any = handler.stream_stream or handler.unary_stream  # aio: async generators
-
-    async def answers(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await admit(context)
-        async for response in inner(request, context):
-            yield response
-
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(answers, **codec)
-    return grpc.unary_stream_rpc_method_handler(answers, **codec)
-
-
-_STATUS_OF_REFUSAL = {
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-}
-
-
-def _count_refusal(method: str, exc: Exception) -> None:
-    service, name = method.split("/", 1)
-    reason = exc.reason if isinstance(exc, Unauthenticated) else "permission"
-    metrics.AUTH_REFUSED.labels(service, name, reason).inc()
 
 
 class _NoRequest(Exception):
@@ -366,7 +223,7 @@ class _ObservedUnary:
 
     async def behavior(self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         """Client-streaming in shape (see intercept_service); reads the one request message itself."""
-        request_id, usable_id = _request_id(self._details)
+        request_id, usable_id = request_id_of(self._details)
         token = REQUEST_ID.set(request_id)
         caller_token = CALLER.set(None)
         try:
@@ -453,7 +310,7 @@ class _ObservedUnary:
         """The status and message of a failure, logged when it is the server's (INTERNAL) or a store's; a refusal
         counted, and audited."""
         if isinstance(exc, Unauthenticated | PermissionDenied):
-            _count_refusal(self._policy_name, exc)
+            count_refusal(self._policy_name, exc)
             if self._audit is not None:
                 self._audit.refused(self._policy_name, exc, self._details.invocation_metadata, context.peer())
         code, message = status_of(exc)

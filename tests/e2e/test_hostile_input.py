@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from posoffers.v1 import offer_service_pb2 as svc
 from posoffers.v1 import offer_service_pb2_grpc as svc_grpc
 
-from server.rpc.interceptors import MAX_FACT_CHARS, MAX_MESSAGE_CHARS
+from server.rpc.call_facts import MAX_FACT_CHARS, MAX_MESSAGE_CHARS
 from tests.support.builders import DRESS, basket
 from tests.support.server_thread import ServerThread, channel_to
 from tests.support.waiting import wait_until

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio.connection import Connection
 
 from server.bootstrap import redis_client
-from server.rpc.interceptors import status_of
+from server.rpc.statuses import status_of
 from tests.conftest import build_settings
 
 

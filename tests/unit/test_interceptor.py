@@ -19,7 +19,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from domain.errors import DomainError, InvalidArgument, NotFound
 from server.rpc.authorization import Guard
-from server.rpc.interceptors import RequestFacts, ServerInterceptor, status_of
+from server.rpc.call_facts import RequestFacts
+from server.rpc.interceptors import ServerInterceptor
+from server.rpc.statuses import status_of
 from telemetry import tracing
 from telemetry.logs import REQUEST_ID
 from tests.support.builders import DRESS, basket, commit_request
