@@ -168,6 +168,9 @@ def format_receipt(receipt: offer_service_pb2.PurchaseReceipt, basket: types_pb2
     return out
 
 
+_WITHHELD = "(not shown to this key)"
+
+
 def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
     name = f" ({profile.display_name})" if profile.display_name else ""
     out = [
@@ -183,6 +186,13 @@ def format_profile(profile: types_pb2.CustomerProfile) -> list[str]:
         + (f" (debt {profile.points_debt})" if profile.points_debt else ""),
         f"categories: {', '.join(profile.categories_purchased) or '-'}",
         f"purchases: {profile.purchase_count}, last {format_time(profile.last_purchase_at, unset='never')}",
+    ]
+    withheld = set(profile.withheld_fields)
+    hidden = {"lifetime value: ": "lifetime_value_minor", "categories: ": "categories_purchased"}
+    hidden |= {"purchases: ": "purchase_count", "tier: ": "tier"}
+    out = [
+        next((f"{label}{_WITHHELD}" for label, f in hidden.items() if line.startswith(label) and f in withheld), line)
+        for line in out
     ]
     out += [f"pending: {p.points} points spendable from {format_time(p.available_at)}" for p in profile.pending_points]
     if profile.points_expiring:

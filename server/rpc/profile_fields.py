@@ -15,6 +15,8 @@ from domain.access import ApiKey, Role
 NEVER_OUTSIDE_ADMIN = frozenset({"home_location", "propensity"})
 """Fields no setting can show to a pos or app key: where she lives, and what the models predict of her."""
 
+_ALWAYS = frozenset({"customer_id", "withheld_fields"})  # who she is, and what this key is not shown
+
 _SETTING = {Role.POS: "POS_OFFERS_POS_PROFILE_FIELDS", Role.APP: "POS_OFFERS_APP_PROFILE_FIELDS"}
 
 
@@ -48,7 +50,8 @@ class ProfileFields:
         if visible is None:
             return profile
         message: Message = profile  # cleared by name, as the setting names them
-        for field in pb.CustomerProfile.DESCRIPTOR.fields:
-            if field.name not in visible:
-                message.ClearField(field.name)
+        withheld = [f.name for f in pb.CustomerProfile.DESCRIPTOR.fields if f.name not in visible | _ALWAYS]
+        for name in withheld:
+            message.ClearField(name)
+        profile.withheld_fields.extend(withheld)  # so a 0 there is not read as "none"
         return profile

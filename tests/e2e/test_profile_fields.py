@@ -31,7 +31,7 @@ APP_FIELDS = set(Settings().app_profile_fields.split(","))
 
 
 def shown(profile: pb.CustomerProfile) -> set[str]:
-    return {field.name for field, _ in profile.ListFields()}
+    return {field.name for field, _ in profile.ListFields()} - {"withheld_fields"}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_the_settings_name_the_fields(make_server: Callable[..., ServerThread]) 
         member = clone_samantha(admin_grpc.OfferAdminStub(admin_channel))
     for role, expected in (
         (Role.APP, {"customer_id", "display_name", "points_balance"}),
-        (Role.POS, {"points_balance"}),
+        (Role.POS, {"customer_id", "points_balance"}),  # whose profile it is, always
     ):
         with server.channel(role) as channel:
             profile = svc_grpc.OfferServiceStub(channel).GetProfile(svc.GetProfileRequest(customer_id=member))
@@ -126,3 +126,15 @@ def test_a_field_the_contract_lacks_or_keeps_for_admins_stops_the_server_at_star
     )
     assert started.returncode == 2
     assert f"pos-offers: bad setting: {variable}: {why}" in started.stderr
+
+
+def test_each_key_is_told_which_fields_it_is_not_shown(
+    stubs: dict[Role, svc_grpc.OfferServiceStub], fresh_customer_id: str
+) -> None:
+    """A 0 lifetime value on a till is "not shown", not "nothing spent": the profile says which fields are withheld."""
+    assert profile_as(stubs, Role.ADMIN, fresh_customer_id).withheld_fields == []
+    for role in (Role.POS, Role.APP):
+        profile = profile_as(stubs, role, fresh_customer_id)
+        every = {field.name for field in pb.CustomerProfile.DESCRIPTOR.fields} - {"customer_id", "withheld_fields"}
+        visible = POS_FIELDS if role is Role.POS else APP_FIELDS
+        assert set(profile.withheld_fields) == every - visible and HEAD_OFFICE_ONLY <= set(profile.withheld_fields)
