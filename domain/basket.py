@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from domain import money
+from domain.catalog_index import candidate_offers
 from domain.describe import (
     add_items_phrase,
     capitalize,
@@ -576,7 +577,7 @@ def evaluate_basket(
     mpu = _checked_minor_per_unit(customer, basket, policy)
     lines = [_Line(item, item.total_minor) for item in basket.lines]
     order = sorted(range(len(lines)), key=lambda i: _line_key(basket.lines[i]))
-    offers = catalog.in_priority_order
+    offers = candidate_offers(catalog, customer, ctx, priority_order=True)
     screened = _screen(offers, customer, basket, ctx, catalog, redemptions_used)
     contests = _exclusive_contests(screened.candidates, lines, mpu, policy)
     grants, not_applied = _apply_offers(screened, contests, lines, order, basket.currency, mpu, policy)

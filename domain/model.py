@@ -6,8 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from domain.pending import spendable_points
+
+if TYPE_CHECKING:
+    from domain.catalog_index import CatalogIndex
 
 
 class Channel(IntEnum):
@@ -127,6 +131,8 @@ class Catalog:
     offers: tuple[Offer, ...]
     stores: Mapping[str, Store]
     tiers: tuple[TierRule, ...] = ()  # the admin's tier policy; empty = tiers come only from the CRM
+    # Which offers could apply to a request (domain.catalog_index), built with the snapshot; None = scan them all.
+    index: CatalogIndex | None = field(default=None, repr=False, compare=False)
     # Derived once per snapshot, not per request: lookups by id and the order offers apply in.
     by_id: Mapping[str, Offer] = field(init=False, repr=False, compare=False)
     in_priority_order: tuple[Offer, ...] = field(init=False, repr=False, compare=False)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 
 from domain import money
+from domain.catalog_index import candidate_offers
 from domain.eligibility import check_eligibility, nearest_eligible_store, reference_point
 from domain.model import (
     ActiveOffer,
@@ -96,7 +97,7 @@ def list_active_offers(
         return ()
     point = reference_point(customer, ctx, catalog)
     ranked: list[tuple[float, str, ActiveOffer]] = []
-    for offer in catalog.offers:
+    for offer in candidate_offers(catalog, customer, ctx, priority_order=False):
         verdict = check_eligibility(offer, customer, ctx, catalog, redemptions_used=redemptions_used)
         if not verdict.eligible:
             continue

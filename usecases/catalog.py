@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from domain.catalog_index import build_index
 from domain.model import Catalog
 from usecases.ports import CatalogRecords, CatalogStore, CatalogVersions, OfferCodec
 
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 def build_catalog(records: CatalogRecords, codec: OfferCodec, version: int) -> Catalog:
     offers = tuple(codec.offer(stored) for stored in records.offers)
     tiers = codec.tier_rules(records.tier_policy) if records.tier_policy else ()
-    return Catalog(version=version, offers=offers, stores={s.store_id: s for s in records.stores}, tiers=tiers)
+    stores = {s.store_id: s for s in records.stores}
+    # Indexed here, once per version and off the event loop: requests then touch only offers that could apply.
+    return Catalog(version=version, offers=offers, stores=stores, tiers=tiers, index=build_index(offers, stores))
 
 
 class CatalogCache:
