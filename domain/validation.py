@@ -23,7 +23,11 @@ RESERVED_OFFER_ID_PREFIX = "tier:"
 _KNOWN_STATUSES = frozenset(int(status) for status in OfferStatus)
 
 
-def validate_id(value: str, field: str, *, max_len: int = 128) -> str:
+MAX_ID_CHARS = 128
+"""The longest id (customer, store, key, transaction) the service takes."""
+
+
+def validate_id(value: str, field: str, *, max_len: int = MAX_ID_CHARS) -> str:
     """An identifier: non-blank, at most `max_len` characters, no whitespace or control characters."""
     if not value or not value.strip():
         raise InvalidArgument(field, "must not be empty")

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 
 from domain.errors import InvalidArgument, Unauthenticated, Unavailable
+from domain.validation import MAX_ID_CHARS
 from server.rpc.authorization import CALLER, Guard
 from telemetry.logs import REQUEST_ID
 from usecases.audit import AuditTrail, RefusalTally, new_event_id
@@ -50,7 +51,7 @@ _NUMERIC = {
     FieldDescriptor.TYPE_SINT32,
     FieldDescriptor.TYPE_SINT64,
 }
-MAX_TEXT = 128
+MAX_TEXT = MAX_ID_CHARS
 
 
 def audited(method: str) -> bool:

@@ -10,17 +10,19 @@ from typing import Any
 
 import grpc
 
+from domain.validation import MAX_ID_CHARS
+
 # A status message or log field quotes at most this much of what the caller sent: a 1 MB field must not come back
 # in a status (some clients drop a connection over ~64 kB of trailers) nor fill the log.
 MAX_MESSAGE_CHARS = 300
-MAX_FACT_CHARS = 128  # as long as an id may be (validate_id)
+MAX_FACT_CHARS = MAX_ID_CHARS  # as long as an id may be
 
 
 def bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-PRINTABLE_ID = re.compile(r"[\x20-\x7e]{1,128}")
+PRINTABLE_ID = re.compile(rf"[\x20-\x7e]{{1,{MAX_ID_CHARS}}}")
 
 
 def request_id_of(details: grpc.HandlerCallDetails) -> tuple[str, bool]:
@@ -33,6 +35,16 @@ def request_id_of(details: grpc.HandlerCallDetails) -> tuple[str, bool]:
                 return value, True
             return uuid.uuid4().hex, False
     return uuid.uuid4().hex, True
+
+
+def named_customer(request: Any) -> str:
+    """The customer a request names (basket.customer_id, else customer_id), "" when none or not a message."""
+    try:
+        source = request.basket if "basket" in request.DESCRIPTOR.fields_by_name else request
+        customer = getattr(source, "customer_id", "") if "customer_id" in source.DESCRIPTOR.fields_by_name else ""
+    except AttributeError:  # not a protobuf message: an undecodable request
+        return ""
+    return customer if isinstance(customer, str) else ""
 
 
 class RequestFacts:
@@ -53,7 +65,7 @@ class RequestFacts:
         facts = {
             key: bounded(getattr(source, key), MAX_FACT_CHARS) for key in ("store_id", "terminal_id") if key in names
         }
-        customer = getattr(source, "customer_id", "") if "customer_id" in names else ""
+        customer = named_customer(request)
         if customer and self._hash_customers:
             facts["customer_hash"] = hashlib.sha256(self._salt + customer.encode()).hexdigest()[:16]
         return {k: v for k, v in facts.items() if v}

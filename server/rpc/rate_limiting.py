@@ -14,29 +14,19 @@ from grpc_status import rpc_status
 from domain.access import ApiKey
 from domain.errors import Unavailable
 from domain.limits import RateLimited
+from domain.validation import MAX_ID_CHARS
+from server.rpc.call_facts import named_customer
 from telemetry import metrics
 from usecases.rate_limits import RateLimiter
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
-_MAX_ID_CHARS = 128  # validate_id's default: no valid customer id is longer
 
 
 def customer_of(request: Any) -> str:
     """The customer a request names (basket.customer_id, or customer_id), "" when none. An id longer than any
     valid one (validation refuses it after the limit) is counted under its hash, never stored whole in a key."""
-    try:
-        names = request.DESCRIPTOR.fields_by_name
-    except AttributeError:  # not a message: an undecodable request
-        return ""
-    if "basket" in names:
-        customer = request.basket.customer_id
-    elif "customer_id" in names:
-        customer = request.customer_id
-    else:
-        return ""
-    if not isinstance(customer, str):
-        return ""
-    if len(customer) > _MAX_ID_CHARS:
+    customer = named_customer(request)
+    if len(customer) > MAX_ID_CHARS:
         return "sha256:" + hashlib.sha256(customer.encode()).hexdigest()
     return customer
 

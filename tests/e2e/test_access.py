@@ -235,12 +235,11 @@ def test_keys_are_created_listed_and_revoked_with_the_secret_shown_once(
 
 
 def test_an_expired_key_is_refused(make_server: Callable[..., ServerThread]) -> None:
-    now = [datetime.now(UTC)]
     server = make_server(demo_data=True)
-    ring = server.service.components.key_ring
-    secret = server.run(
-        server.service.components.api_keys.create(name="short", role=Role.APP, expires_at=now[0] + timedelta(seconds=1))
-    )[1]
+    expires_at = datetime.now(UTC) + timedelta(seconds=1)
+    secret = server.run(server.service.components.api_keys.create(name="short", role=Role.APP, expires_at=expires_at))[
+        1
+    ]
     with keyed_channel(server.target, secret) as channel:
         app = svc_grpc.OfferServiceStub(channel)
         app.GetProfile(svc.GetProfileRequest(customer_id="samantha"))
@@ -253,7 +252,6 @@ def test_an_expired_key_is_refused(make_server: Callable[..., ServerThread]) -> 
             return False
 
         wait_until(expired, timeout=5, message="the key's expiry")
-    assert ring.size >= 4
 
 
 def test_a_new_and_a_revoked_key_count_on_every_server_within_two_seconds(
